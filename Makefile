@@ -1,0 +1,43 @@
+# stagehost — the two commands of the README are `make run` and `make test`.
+SHELL := /bin/bash
+CARGO ?= cargo
+# The test suite's own broker, apart from the one `make run` starts.
+TEST_KAFKA_PORT ?= 19092
+TEST_KAFKA_CONTROLLER_PORT ?= 19093
+
+.PHONY: run test setup plugins host kafka-jars unit-tests e2e-tests lint fmt clean
+
+## run: install what is missing, build plugins and host, start a broker and the host.
+run: setup plugins host kafka-jars
+	scripts/run.sh
+
+## test: install what is missing, build, start a test broker, run the whole suite.
+test: setup plugins kafka-jars
+	scripts/test.sh
+
+setup:
+	scripts/setup.sh
+
+plugins:
+	cd plugins && $(CARGO) build --release --target wasm32-wasip2
+
+host:
+	$(CARGO) build --release --bin stagehost
+
+kafka-jars:
+	scripts/kafka.sh fetch
+
+lint:
+	$(CARGO) fmt --all -- --check
+	cd plugins && $(CARGO) fmt --all -- --check
+	$(CARGO) clippy --release --all-targets -- -D warnings
+	cd plugins && $(CARGO) clippy --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+	cd plugins && $(CARGO) fmt --all
+
+clean:
+	$(CARGO) clean
+	cd plugins && $(CARGO) clean
+	rm -rf .stagehost

@@ -1,0 +1,132 @@
+//! Reading `pipeline.toml`: parse, apply environment overrides, resolve paths, validate.
+
+use std::path::{Path, PathBuf};
+
+use super::model::PipelineConfig;
+use super::validate::{Problem, validate};
+
+/// Why a configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The configuration file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or does not match the expected shape.
+    #[error("{path} is not a valid pipeline configuration:\n{message}")]
+    Parse {
+        /// The configuration file.
+        path: PathBuf,
+        /// The parser's message, with line and column.
+        message: String,
+    },
+    /// The file parsed but some values are wrong; every problem is listed.
+    #[error("{path} has {} problem(s):\n{}", problems.len(), render(problems))]
+    Invalid {
+        /// The configuration file.
+        path: PathBuf,
+        /// Every problem found.
+        problems: Vec<Problem>,
+    },
+}
+
+fn render(problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(|problem| format!("  - {problem}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Environment variables that override configuration values.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    /// `KAFKA_BROKERS`: replaces `kafka.brokers`.
+    pub brokers: Option<String>,
+    /// `STAGEHOST_HTTP_ADDR`: replaces `http.listen`.
+    pub http_listen: Option<String>,
+    /// `STAGEHOST_STATE_DIR`: replaces `state.dir`.
+    pub state_dir: Option<PathBuf>,
+}
+
+impl Overrides {
+    /// Reads the overrides from the process environment (empty values are ignored).
+    pub fn from_env() -> Self {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        Self {
+            brokers: var("KAFKA_BROKERS"),
+            http_listen: var("STAGEHOST_HTTP_ADDR"),
+            state_dir: var("STAGEHOST_STATE_DIR").map(PathBuf::from),
+        }
+    }
+}
+
+/// Loads and validates a pipeline configuration file.
+pub fn load(path: &Path, overrides: &Overrides) -> Result<PipelineConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    parse(&text, path, base, overrides)
+}
+
+/// Parses configuration text; relative paths inside it are resolved against `base`.
+pub fn parse(
+    text: &str,
+    path: &Path,
+    base: &Path,
+    overrides: &Overrides,
+) -> Result<PipelineConfig, ConfigError> {
+    let mut config: PipelineConfig = toml::from_str(text).map_err(|error| ConfigError::Parse {
+        path: path.to_path_buf(),
+        message: error.to_string().trim_end().to_string(),
+    })?;
+    apply(&mut config, overrides);
+    resolve_paths(&mut config, base);
+    let problems = validate(&config);
+    if problems.is_empty() {
+        Ok(config)
+    } else {
+        Err(ConfigError::Invalid {
+            path: path.to_path_buf(),
+            problems,
+        })
+    }
+}
+
+fn apply(config: &mut PipelineConfig, overrides: &Overrides) {
+    if let Some(brokers) = &overrides.brokers {
+        config.kafka.brokers.clone_from(brokers);
+    }
+    if let Some(listen) = &overrides.http_listen {
+        config.http.listen.clone_from(listen);
+    }
+    if let Some(dir) = &overrides.state_dir {
+        config.state.dir.clone_from(dir);
+    }
+}
+
+fn resolve_paths(config: &mut PipelineConfig, base: &Path) {
+    let resolve = |path: &mut PathBuf| {
+        if path.is_relative() {
+            *path = base.join(&*path);
+        }
+    };
+    resolve(&mut config.state.dir);
+    if let Some(schema) = config.http.ingress_schema.as_mut() {
+        resolve(schema);
+    }
+    for topic in config.topics.values_mut() {
+        if let Some(schema) = topic.schema.as_mut() {
+            resolve(schema);
+        }
+    }
+    for stage in &mut config.stages {
+        resolve(&mut stage.plugin);
+    }
+}

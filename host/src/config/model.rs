@@ -1,0 +1,224 @@
+//! The shape of `pipeline.toml`: serde structs whose doc comments are the configuration reference.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The whole pipeline: Kafka settings, the HTTP ingress, host-owned services and the stages.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// How to reach Kafka and which client settings to use.
+    pub kafka: KafkaConfig,
+    /// The HTTP server: order ingress, health and readiness.
+    #[serde(default)]
+    pub http: HttpConfig,
+    /// Where the host keeps its durable local state (idempotency records, compiled plugins).
+    #[serde(default)]
+    pub state: StateConfig,
+    /// Windowed KPI publishing.
+    #[serde(default)]
+    pub kpi: KpiConfig,
+    /// Where events that cannot be processed are sent.
+    pub dead_letter: DeadLetterConfig,
+    /// Every topic the pipeline reads or writes, by name.
+    #[serde(default)]
+    pub topics: BTreeMap<String, TopicConfig>,
+    /// The stages, in pipeline order.
+    #[serde(default)]
+    pub stages: Vec<StageConfig>,
+}
+
+/// Kafka connection and client settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Bootstrap servers, comma separated. The `KAFKA_BROKERS` environment variable overrides it.
+    pub brokers: String,
+    /// Create declared topics that do not exist yet when the host starts.
+    #[serde(default = "default_true")]
+    pub create_topics: bool,
+    /// Extra librdkafka settings for the shared producer (they override the host's defaults).
+    #[serde(default)]
+    pub producer: BTreeMap<String, String>,
+    /// Extra librdkafka settings for every stage consumer.
+    #[serde(default)]
+    pub consumer: BTreeMap<String, String>,
+}
+
+/// The HTTP server.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Listen address. The `STAGEHOST_HTTP_ADDR` environment variable overrides it.
+    pub listen: String,
+    /// Largest accepted request body in bytes; larger bodies get `413 Payload Too Large`.
+    pub max_body_bytes: usize,
+    /// Path of the ingress route (`POST`), handled by the stage whose `input` is `"http"`.
+    pub ingress_path: String,
+    /// JSON Schema every ingress body must satisfy before the stage sees it.
+    pub ingress_schema: Option<PathBuf>,
+    /// Field of the ingress body that identifies the request for idempotency (e.g. `order_id`).
+    pub ingress_id_field: String,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            max_body_bytes: 64 * 1024,
+            ingress_path: "/orders".into(),
+            ingress_schema: None,
+            ingress_id_field: "order_id".into(),
+        }
+    }
+}
+
+/// Durable local state.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StateConfig {
+    /// Directory for the idempotency store and the compiled-plugin cache.
+    /// The `STAGEHOST_STATE_DIR` environment variable overrides it.
+    pub dir: PathBuf,
+    /// How long the id of a processed event is remembered (e.g. `"7d"`).
+    #[serde(with = "humantime_serde")]
+    pub idempotency_retention: Duration,
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from(".stagehost/state"),
+            idempotency_retention: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
+}
+
+/// KPI publishing.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KpiConfig {
+    /// Publish KPIs at all.
+    pub enabled: bool,
+    /// Topic the KPI events go to; must be declared in `[topics]`.
+    pub topic: String,
+    /// Aggregation window (e.g. `"5s"`): one event per stage and metric per window.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+}
+
+impl Default for KpiConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            topic: "KPIs".into(),
+            interval: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The dead-letter queue.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeadLetterConfig {
+    /// Topic dead letters go to; must be declared in `[topics]`.
+    pub topic: String,
+}
+
+/// One topic.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicConfig {
+    /// Partitions to create the topic with.
+    #[serde(default = "default_partitions")]
+    pub partitions: i32,
+    /// Replication factor to create the topic with.
+    #[serde(default = "default_replication")]
+    pub replication: i32,
+    /// CloudEvents `ce_type` of the events on this topic; defaults to the topic's name.
+    #[serde(default)]
+    pub event_type: Option<String>,
+    /// JSON Schema (draft 2020-12) every event on this topic must satisfy.
+    #[serde(default)]
+    pub schema: Option<PathBuf>,
+}
+
+/// One stage: a plugin, where its input comes from and where its outputs go.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StageConfig {
+    /// Unique stage name; used in logs, metrics, event ids and the default consumer group.
+    pub name: String,
+    /// Path of the stage's WebAssembly component.
+    pub plugin: PathBuf,
+    /// `"http"` for the HTTP ingress, otherwise the name of a declared topic.
+    pub input: String,
+    /// Consumer group; defaults to `stagehost-<name>`.
+    #[serde(default)]
+    pub group: Option<String>,
+    /// Logical output name (as the plugin emits it) to declared topic.
+    #[serde(default)]
+    pub outputs: BTreeMap<String, String>,
+    /// Largest number of input events handled and acknowledged together.
+    #[serde(default = "default_max_batch")]
+    pub max_batch: usize,
+    /// Sandbox limits for the plugin.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// Free-form table handed to the plugin through the `config` import.
+    #[serde(default)]
+    pub config: toml::Table,
+}
+
+impl StageConfig {
+    /// The consumer group this stage joins.
+    pub fn group_id(&self) -> String {
+        self.group
+            .clone()
+            .unwrap_or_else(|| format!("stagehost-{}", self.name))
+    }
+
+    /// Whether the stage is fed by the HTTP ingress rather than a topic.
+    pub fn is_http(&self) -> bool {
+        self.input == HTTP_INPUT
+    }
+}
+
+/// The `input` value that selects the HTTP ingress.
+pub const HTTP_INPUT: &str = "http";
+
+/// Sandbox limits of one plugin instance.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest linear memory of the plugin in bytes.
+    pub max_memory_bytes: usize,
+    /// Longest time one event may take inside the plugin (e.g. `"1s"`).
+    #[serde(with = "humantime_serde")]
+    pub max_event_time: Duration,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_memory_bytes: 64 * 1024 * 1024,
+            max_event_time: Duration::from_secs(1),
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_partitions() -> i32 {
+    3
+}
+fn default_replication() -> i32 {
+    1
+}
+fn default_max_batch() -> usize {
+    500
+}

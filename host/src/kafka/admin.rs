@@ -1,0 +1,52 @@
+//! Creating the declared topics when they do not exist yet.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::types::RDKafkaErrorCode;
+
+use super::clients::admin_config;
+use crate::config::PipelineConfig;
+
+/// Creates every topic of `config` that is missing; existing topics are left as they are.
+pub async fn ensure_topics(config: &PipelineConfig) -> anyhow::Result<()> {
+    let admin: AdminClient<DefaultClientContext> = admin_config(&config.kafka.brokers)
+        .create()
+        .context("cannot create the Kafka admin client")?;
+    let topics: Vec<NewTopic<'_>> = config
+        .topics
+        .iter()
+        .map(|(name, topic)| {
+            NewTopic::new(
+                name,
+                topic.partitions,
+                TopicReplication::Fixed(topic.replication),
+            )
+        })
+        .collect();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let results = admin
+        .create_topics(topics.iter(), &options)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot create topics on Kafka at {} (is the broker running?)",
+                config.kafka.brokers
+            )
+        })?;
+    let mut failures = Vec::new();
+    for result in results {
+        match result {
+            Ok(name) => tracing::info!(topic = %name, "created topic"),
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((name, code)) => failures.push(format!("{name}: {code}")),
+        }
+    }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        anyhow::bail!("cannot create topics: {}", failures.join(", "))
+    }
+}

@@ -1,0 +1,10 @@
+//! Kafka I/O: client settings, topic creation, publishing with acknowledgement, tailing.
+
+mod admin;
+mod clients;
+mod publish;
+pub mod tail;
+
+pub use admin::ensure_topics;
+pub use clients::{admin_config, consumer_config, producer_config};
+pub use publish::{Delivery, OutRecord, publish_all};

@@ -1,0 +1,84 @@
+//! Publishing through the one shared producer: send a whole batch, wait until every record
+//! is acknowledged, and send again whatever failed (ids are stable, so repeats are harmless).
+
+use std::time::Duration;
+
+use futures::future::join_all;
+use rdkafka::message::OwnedHeaders;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::util::Timeout;
+
+/// One record to publish.
+#[derive(Debug, Clone)]
+pub struct OutRecord {
+    /// Destination topic.
+    pub topic: String,
+    /// Record key.
+    pub key: Option<String>,
+    /// JSON body.
+    pub payload: Vec<u8>,
+    /// CloudEvents and extra headers.
+    pub headers: OwnedHeaders,
+    /// The event id (also in the `ce_id` header), for logs.
+    pub id: String,
+}
+
+/// Where an acknowledged record landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delivery {
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
+}
+
+/// Sends every record and waits for all acknowledgements. Records that fail are sent again
+/// after a pause, until they succeed or `attempts` rounds have been made.
+pub async fn publish_all(
+    producer: &FutureProducer,
+    records: &[OutRecord],
+    attempts: u32,
+) -> Result<Vec<Delivery>, String> {
+    let mut deliveries: Vec<Option<Delivery>> = vec![None; records.len()];
+    let mut last_error = String::new();
+    for round in 0..attempts.max(1) {
+        let pending: Vec<usize> = (0..records.len())
+            .filter(|&i| deliveries[i].is_none())
+            .collect();
+        if pending.is_empty() {
+            break;
+        }
+        if round > 0 {
+            let pause = Duration::from_millis(100 * 2u64.pow(round.min(6)));
+            tracing::warn!(failed = pending.len(), error = %last_error, ?pause, "publishing again after failure");
+            tokio::time::sleep(pause).await;
+        }
+        let sends = pending.iter().map(|&i| {
+            let record = &records[i];
+            let mut future = FutureRecord::to(&record.topic)
+                .payload(&record.payload)
+                .headers(record.headers.clone());
+            if let Some(key) = &record.key {
+                future = future.key(key);
+            }
+            producer.send(future, Timeout::Never)
+        });
+        for (&i, result) in pending.iter().zip(join_all(sends).await) {
+            match result {
+                Ok(delivery) => {
+                    deliveries[i] = Some(Delivery {
+                        partition: delivery.partition,
+                        offset: delivery.offset,
+                    })
+                }
+                Err((error, _)) => {
+                    last_error = format!("{} to {}: {error}", records[i].id, records[i].topic)
+                }
+            }
+        }
+    }
+    deliveries
+        .into_iter()
+        .collect::<Option<Vec<_>>>()
+        .ok_or(last_error)
+}

@@ -1,0 +1,271 @@
+//! Key performance indicators: per-stage counts and latency aggregated over a window and
+//! published to the KPI topic once per window (never one Kafka message per event).
+//!
+//! KPI events keep the seed's fields (`kpi_name`, `metric`, `value`, `timestamp`) and add the
+//! stage and the window length.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use hdrhistogram::Histogram;
+use rdkafka::producer::FutureProducer;
+use serde::Serialize;
+
+use crate::event::cloudevents::{self, CloudEvent};
+use crate::kafka::{OutRecord, publish_all};
+use crate::store::unix_ms;
+
+/// Counts and latencies of one stage during the current window.
+struct Window {
+    processed: u64,
+    outputs: u64,
+    dead_lettered: u64,
+    duplicates: u64,
+    retries: u64,
+    /// Processing latency per event, in microseconds.
+    latency_us: Histogram<u64>,
+}
+
+impl Window {
+    fn new() -> Self {
+        Self {
+            processed: 0,
+            outputs: 0,
+            dead_lettered: 0,
+            duplicates: 0,
+            retries: 0,
+            // Three significant digits up to one hour: bounded memory whatever the load.
+            latency_us: Histogram::new_with_bounds(1, 3_600_000_000, 3)
+                .unwrap_or_else(|_| Histogram::new(3).unwrap_or_else(|_| unreachable!())),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.processed + self.dead_lettered + self.duplicates + self.retries == 0
+    }
+}
+
+/// The recorder one stage writes into. Cheap to clone.
+#[derive(Clone)]
+pub struct StageKpis {
+    stage: Arc<str>,
+    window: Arc<Mutex<Window>>,
+}
+
+impl StageKpis {
+    fn with_window<F: FnOnce(&mut Window)>(&self, update: F) {
+        if let Ok(mut window) = self.window.lock() {
+            update(&mut window);
+        }
+    }
+
+    /// One input fully handled with `outputs` records published, taking `latency`.
+    pub fn processed(&self, outputs: usize, latency: Duration) {
+        self.with_window(|w| {
+            w.processed += 1;
+            w.outputs += outputs as u64;
+            let micros = u64::try_from(latency.as_micros())
+                .unwrap_or(u64::MAX)
+                .max(1);
+            w.latency_us.saturating_record(micros);
+        });
+    }
+
+    /// One input sent to the dead-letter queue.
+    pub fn dead_lettered(&self) {
+        self.with_window(|w| w.dead_lettered += 1);
+    }
+
+    /// One input dropped because the stage had already processed its id.
+    pub fn duplicate(&self) {
+        self.with_window(|w| w.duplicates += 1);
+    }
+
+    /// One retry of an input.
+    pub fn retried(&self) {
+        self.with_window(|w| w.retries += 1);
+    }
+}
+
+/// One KPI event as published.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct KpiEvent {
+    /// `<stage>.<indicator>`, e.g. `inventory.events_processed`.
+    pub kpi_name: String,
+    /// Unit or kind: `count`, `microseconds`.
+    pub metric: String,
+    /// The value over the window.
+    pub value: u64,
+    /// End of the window, unix milliseconds.
+    pub timestamp: u64,
+    /// The stage.
+    pub stage: String,
+    /// Window length in milliseconds.
+    pub window_ms: u64,
+}
+
+/// All stages' recorders.
+#[derive(Clone, Default)]
+pub struct KpiHub {
+    stages: Arc<Mutex<BTreeMap<String, StageKpis>>>,
+}
+
+impl KpiHub {
+    /// The recorder of `stage` (created on first use).
+    pub fn stage(&self, stage: &str) -> StageKpis {
+        let mut stages = match self.stages.lock() {
+            Ok(stages) => stages,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        stages
+            .entry(stage.to_string())
+            .or_insert_with(|| StageKpis {
+                stage: Arc::from(stage),
+                window: Arc::new(Mutex::new(Window::new())),
+            })
+            .clone()
+    }
+
+    /// Closes the current window of every stage and returns its KPI events.
+    pub fn drain(&self, window: Duration) -> Vec<KpiEvent> {
+        let stages: Vec<StageKpis> = match self.stages.lock() {
+            Ok(stages) => stages.values().cloned().collect(),
+            Err(poisoned) => poisoned.into_inner().values().cloned().collect(),
+        };
+        let timestamp = unix_ms(SystemTime::now());
+        let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
+        let mut events = Vec::new();
+        for kpis in stages {
+            let closed = match kpis.window.lock() {
+                Ok(mut current) => std::mem::replace(&mut *current, Window::new()),
+                Err(_) => continue,
+            };
+            if closed.is_empty() {
+                continue;
+            }
+            let mut push = |name: &str, metric: &str, value: u64| {
+                events.push(KpiEvent {
+                    kpi_name: format!("{}.{name}", kpis.stage),
+                    metric: metric.into(),
+                    value,
+                    timestamp,
+                    stage: kpis.stage.to_string(),
+                    window_ms,
+                })
+            };
+            push("events_processed", "count", closed.processed);
+            push("events_emitted", "count", closed.outputs);
+            push("dead_letters", "count", closed.dead_lettered);
+            push("duplicates_dropped", "count", closed.duplicates);
+            push("retries", "count", closed.retries);
+            if !closed.latency_us.is_empty() {
+                push(
+                    "latency_p50",
+                    "microseconds",
+                    closed.latency_us.value_at_quantile(0.5),
+                );
+                push(
+                    "latency_p99",
+                    "microseconds",
+                    closed.latency_us.value_at_quantile(0.99),
+                );
+                push("latency_max", "microseconds", closed.latency_us.max());
+            }
+        }
+        events
+    }
+}
+
+/// Publishes the hub's KPIs every `interval` until `shutdown` fires, then once more.
+pub async fn publish_loop(
+    hub: KpiHub,
+    producer: FutureProducer,
+    topic: String,
+    event_type: String,
+    interval: Duration,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let instance = uuid::Uuid::new_v4().to_string();
+    let mut ticker = tokio::time::interval(interval);
+    ticker.tick().await;
+    loop {
+        let stopping = tokio::select! {
+            _ = ticker.tick() => false,
+            _ = shutdown.changed() => true,
+        };
+        let records: Vec<OutRecord> = hub
+            .drain(interval)
+            .into_iter()
+            .map(|event| kpi_record(&event, &topic, &event_type, &instance))
+            .collect();
+        if !records.is_empty()
+            && let Err(error) = publish_all(&producer, &records, 3).await
+        {
+            tracing::warn!(%error, "could not publish KPIs; this window is lost");
+        }
+        if stopping {
+            break;
+        }
+    }
+}
+
+fn kpi_record(event: &KpiEvent, topic: &str, event_type: &str, instance: &str) -> OutRecord {
+    let id = uuid::Uuid::new_v5(
+        &uuid::Uuid::NAMESPACE_OID,
+        format!("kpi\n{instance}\n{}\n{}", event.kpi_name, event.timestamp).as_bytes(),
+    )
+    .to_string();
+    let attributes = CloudEvent {
+        id: id.clone(),
+        event_type: event_type.to_string(),
+        source: "/stagehost/kpi".into(),
+        time: cloudevents::now_rfc3339(),
+        plugin_version: None,
+    };
+    OutRecord {
+        topic: topic.to_string(),
+        key: Some(event.kpi_name.clone()),
+        payload: serde_json::to_vec(event).unwrap_or_default(),
+        headers: attributes.to_headers([]),
+        id,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aggregates_a_window_into_one_event_per_indicator() {
+        let hub = KpiHub::default();
+        let kpis = hub.stage("inventory");
+        for micros in [100, 200, 300, 10_000] {
+            kpis.processed(2, Duration::from_micros(micros));
+        }
+        kpis.dead_lettered();
+        kpis.duplicate();
+        hub.stage("idle");
+        let events = hub.drain(Duration::from_secs(5));
+        let value = |name: &str| {
+            events
+                .iter()
+                .find(|e| e.kpi_name == format!("inventory.{name}"))
+                .map(|e| e.value)
+        };
+        assert_eq!(value("events_processed"), Some(4));
+        assert_eq!(value("events_emitted"), Some(8));
+        assert_eq!(value("dead_letters"), Some(1));
+        assert_eq!(value("duplicates_dropped"), Some(1));
+        assert!(value("latency_max").unwrap() >= 10_000);
+        assert!(
+            events
+                .iter()
+                .all(|e| e.stage == "inventory" && e.window_ms == 5000)
+        );
+        assert!(
+            hub.drain(Duration::from_secs(5)).is_empty(),
+            "window resets"
+        );
+    }
+}

@@ -1,0 +1,25 @@
+//! stagehost: a WebAssembly-plugin stage host for Kafka event pipelines.
+//!
+//! # Layout
+//! - [`config`]: `pipeline.toml` — model, environment overrides, validation of every problem.
+//! - [`plugin`]: the WebAssembly side — engine, sandboxed instances, the WIT bindings.
+//! - [`event`]: what travels on topics — CloudEvents headers and ids, dead letters, schemas.
+//! - [`kafka`]: client settings, topic creation, publishing with acknowledgement, `tail`.
+//! - [`store`]: durable local state — processed event ids and ingress answers (`redb`).
+//! - [`stage`]: per-event processing, the topic consume loop, the HTTP ingress stage.
+//! - [`kpi`]: windowed KPIs published to the KPI topic.
+//! - [`http`]: the HTTP server (ingress route, health, readiness).
+//! - [`app`]: wiring and orderly shutdown; [`app::run`] is the entry point.
+//!
+//! Where does an event get deduplicated? [`stage`]'s runner asks [`store`] before calling the
+//! plugin. Where do failures go? [`stage`]'s processor builds an [`event::dead_letter`].
+
+pub mod app;
+pub mod config;
+pub mod event;
+pub mod http;
+pub mod kafka;
+pub mod kpi;
+pub mod plugin;
+pub mod stage;
+pub mod store;

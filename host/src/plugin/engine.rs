@@ -1,0 +1,180 @@
+//! Compiling stage components: one shared engine (epoch interruption, on-disk compilation cache)
+//! and one linker that grants the host's imports.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Cache, CacheConfig, Config, Engine};
+
+use super::bindings::{Stage, StagePre};
+use super::host_state::PluginState;
+
+/// How often the engine's epoch advances; per-event deadlines are counted in these ticks.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Why a plugin could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    /// The file could not be read.
+    #[error("cannot read plugin {path}: {source}")]
+    Read {
+        /// The plugin file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not a WebAssembly component that compiles.
+    #[error(
+        "plugin {path} is not a valid WebAssembly component: {message} (build plugins with `cargo build --release --target wasm32-wasip2`)"
+    )]
+    Compile {
+        /// The plugin file.
+        path: PathBuf,
+        /// The compiler's message.
+        message: String,
+    },
+    /// The component does not implement the `stagehost:pipeline/stage` world, or imports
+    /// something the host does not grant.
+    #[error("plugin {path} does not fit the stagehost:pipeline stage world: {message}")]
+    World {
+        /// The plugin file.
+        path: PathBuf,
+        /// What does not fit.
+        message: String,
+    },
+    /// The component could not be instantiated (for example its start-up trapped).
+    #[error("plugin {path} failed to start: {message}")]
+    Instantiate {
+        /// The plugin file.
+        path: PathBuf,
+        /// The failure.
+        message: String,
+    },
+}
+
+/// A compiled, linked plugin that instances are created from.
+pub struct LoadedPlugin {
+    /// Where it was loaded from.
+    pub path: PathBuf,
+    /// Content hash of the component (`sha256:` and 16 hex digits): the plugin's version.
+    pub version: String,
+    /// Pre-linked component: instantiation only allocates.
+    pub(crate) pre: StagePre<PluginState>,
+}
+
+impl std::fmt::Debug for LoadedPlugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedPlugin")
+            .field("path", &self.path)
+            .field("version", &self.version)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The shared engine and linker. Cloning is cheap.
+#[derive(Clone)]
+pub struct PluginEngine {
+    engine: Engine,
+    linker: Arc<Linker<PluginState>>,
+    ticker_stop: Arc<AtomicBool>,
+}
+
+impl PluginEngine {
+    /// Builds the engine; compiled components are cached under `cache_dir`.
+    pub fn new(cache_dir: Option<&Path>) -> anyhow::Result<Self> {
+        let mut config = Config::new();
+        config.wasm_component_model(true);
+        config.epoch_interruption(true);
+        if let Some(dir) = cache_dir {
+            std::fs::create_dir_all(dir)?;
+            let mut cache_config = CacheConfig::new();
+            cache_config.with_directory(dir);
+            config.cache(Some(Cache::new(cache_config).map_err(wasm_error)?));
+        }
+        let engine = Engine::new(&config).map_err(wasm_error)?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(wasm_error)?;
+        Stage::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state).map_err(wasm_error)?;
+        let ticker_stop = Arc::new(AtomicBool::new(false));
+        spawn_epoch_ticker(engine.clone(), ticker_stop.clone());
+        Ok(Self {
+            engine,
+            linker: Arc::new(linker),
+            ticker_stop,
+        })
+    }
+
+    /// The wasmtime engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Reads, compiles and links a plugin file.
+    pub fn load(&self, path: &Path) -> Result<Arc<LoadedPlugin>, PluginError> {
+        let bytes = std::fs::read(path).map_err(|source| PluginError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        self.load_bytes(path, &bytes)
+    }
+
+    /// Compiles and links a plugin from its bytes; `path` is used in messages only.
+    pub fn load_bytes(&self, path: &Path, bytes: &[u8]) -> Result<Arc<LoadedPlugin>, PluginError> {
+        let component =
+            Component::new(&self.engine, bytes).map_err(|error| PluginError::Compile {
+                path: path.to_path_buf(),
+                message: format!("{error:#}"),
+            })?;
+        let world_error = |error: wasmtime::Error| PluginError::World {
+            path: path.to_path_buf(),
+            message: format!("{error:#}"),
+        };
+        let instance_pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(world_error)?;
+        let pre = StagePre::new(instance_pre).map_err(world_error)?;
+        Ok(Arc::new(LoadedPlugin {
+            path: path.to_path_buf(),
+            version: content_version(bytes),
+            pre,
+        }))
+    }
+}
+
+impl Drop for PluginEngine {
+    fn drop(&mut self) {
+        // The last clone stops the ticker thread.
+        if Arc::strong_count(&self.ticker_stop) == 1 {
+            self.ticker_stop.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+fn spawn_epoch_ticker(engine: Engine, stop: Arc<AtomicBool>) {
+    std::thread::Builder::new()
+        .name("wasm-epoch".into())
+        .spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(EPOCH_TICK);
+                engine.increment_epoch();
+            }
+        })
+        .ok();
+}
+
+/// wasmtime has an error type of its own; keep its whole chain in the message.
+fn wasm_error(error: wasmtime::Error) -> anyhow::Error {
+    anyhow::Error::msg(format!("{error:#}"))
+}
+
+/// The version of a plugin: a short content hash of the component bytes.
+pub fn content_version(bytes: &[u8]) -> String {
+    let digest = Sha256::digest(bytes);
+    let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
+}

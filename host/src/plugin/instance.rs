@@ -1,0 +1,156 @@
+//! One live plugin instance of a stage: calls the handler under a deadline and memory limit,
+//! and replaces the instance after a trap (a trapped store cannot be entered again).
+
+use std::sync::Arc;
+
+use wasmtime::{Store, StoreLimitsBuilder, Trap};
+
+use super::bindings::{InputEvent, OutputEvent, Stage, StageError};
+use super::engine::{EPOCH_TICK, LoadedPlugin, PluginEngine, PluginError};
+use super::host_state::PluginState;
+use crate::config::LimitsConfig;
+
+/// Why a call produced no outputs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallError {
+    /// The plugin rejected the event: retrying cannot help.
+    Reject(String),
+    /// The plugin asked for a retry: a later attempt may succeed.
+    Retry(String),
+    /// The plugin trapped, ran out of time or memory; the message starts with `timeout`,
+    /// `memory limit` or `trap:`.
+    Trap(String),
+}
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CallError::Reject(message) => write!(f, "rejected: {message}"),
+            CallError::Retry(message) => write!(f, "retry: {message}"),
+            CallError::Trap(message) => f.write_str(message),
+        }
+    }
+}
+
+/// What every instance of a stage is created with.
+#[derive(Clone)]
+pub struct InstanceSettings {
+    /// Stage name, for logs.
+    pub stage: Arc<str>,
+    /// The stage's `config` table as JSON.
+    pub config: Arc<serde_json::Map<String, serde_json::Value>>,
+    /// Memory and time limits.
+    pub limits: LimitsConfig,
+}
+
+struct Live {
+    store: Store<PluginState>,
+    bindings: Stage,
+}
+
+/// A stage's plugin, ready to handle events one at a time.
+pub struct StageInstance {
+    engine: PluginEngine,
+    plugin: Arc<LoadedPlugin>,
+    settings: InstanceSettings,
+    live: Option<Live>,
+}
+
+impl StageInstance {
+    /// Instantiates `plugin` now, so a plugin that cannot start is reported at once.
+    pub fn new(
+        engine: &PluginEngine,
+        plugin: Arc<LoadedPlugin>,
+        settings: InstanceSettings,
+    ) -> Result<Self, PluginError> {
+        let live = instantiate(engine, &plugin, &settings)?;
+        Ok(Self {
+            engine: engine.clone(),
+            plugin,
+            settings,
+            live: Some(live),
+        })
+    }
+
+    /// The content hash of the plugin this instance runs.
+    pub fn version(&self) -> &str {
+        &self.plugin.version
+    }
+
+    /// Calls the plugin's handler for one event.
+    pub fn handle(&mut self, event: &InputEvent) -> Result<Vec<OutputEvent>, CallError> {
+        let live = match self.live.as_mut() {
+            Some(live) => live,
+            None => {
+                let live = instantiate(&self.engine, &self.plugin, &self.settings)
+                    .map_err(|error| CallError::Trap(format!("trap: {error}")))?;
+                self.live.insert(live)
+            }
+        };
+        live.store
+            .set_epoch_deadline(deadline_ticks(&self.settings.limits));
+        let result = live
+            .bindings
+            .stagehost_pipeline_handler()
+            .call_handle(&mut live.store, event);
+        match result {
+            Ok(Ok(outputs)) => Ok(outputs),
+            Ok(Err(StageError::Reject(message))) => Err(CallError::Reject(message)),
+            Ok(Err(StageError::Retry(message))) => Err(CallError::Retry(message)),
+            Err(error) => {
+                // A store that trapped cannot be entered again: start afresh next time.
+                self.live = None;
+                Err(CallError::Trap(describe_trap(
+                    &error,
+                    &self.settings.limits,
+                )))
+            }
+        }
+    }
+}
+
+fn instantiate(
+    engine: &PluginEngine,
+    plugin: &LoadedPlugin,
+    settings: &InstanceSettings,
+) -> Result<Live, PluginError> {
+    let limits = StoreLimitsBuilder::new()
+        .memory_size(settings.limits.max_memory_bytes)
+        .trap_on_grow_failure(true)
+        .build();
+    let state = PluginState::new(settings.stage.clone(), settings.config.clone(), limits);
+    let mut store = Store::new(engine.engine(), state);
+    store.limiter(|state| &mut state.limits);
+    store.set_epoch_deadline(deadline_ticks(&settings.limits));
+    let bindings =
+        plugin
+            .pre
+            .instantiate(&mut store)
+            .map_err(|error| PluginError::Instantiate {
+                path: plugin.path.clone(),
+                message: format!("{error:#}"),
+            })?;
+    Ok(Live { store, bindings })
+}
+
+fn deadline_ticks(limits: &LimitsConfig) -> u64 {
+    let ticks = limits.max_event_time.as_millis() / EPOCH_TICK.as_millis();
+    u64::try_from(ticks).unwrap_or(u64::MAX).max(1) + 1
+}
+
+fn describe_trap(error: &wasmtime::Error, limits: &LimitsConfig) -> String {
+    let text = format!("{error:#}");
+    match error.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => format!(
+            "timeout: the plugin ran longer than max_event_time ({:?})",
+            limits.max_event_time
+        ),
+        _ if text.contains("memory") && text.contains("limit") || text.contains("grow") => {
+            format!(
+                "memory limit: the plugin tried to grow its memory past {} bytes ({text})",
+                limits.max_memory_bytes
+            )
+        }
+        _ => format!("trap: {text}"),
+    }
+}

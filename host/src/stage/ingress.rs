@@ -1,0 +1,242 @@
+//! The HTTP ingress stage: validates a request body, answers repeats from the durable record,
+//! runs the stage's plugin and publishes its outputs before answering.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime};
+
+use rdkafka::producer::FutureProducer;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use super::processor::{Failure, Input, StageContext};
+use crate::event::cloudevents;
+use crate::event::dead_letter::Origin;
+use crate::kafka::publish_all;
+use crate::kpi::StageKpis;
+use crate::plugin::StageInstance;
+use crate::store::{IngressRecord, StateStore, unix_ms};
+
+/// Stripes of the per-request-key lock: two requests with the same key never race.
+const LOCK_STRIPES: usize = 64;
+/// Rounds of re-publishing before the request fails with 503.
+const PUBLISH_ROUNDS: u32 = 3;
+
+/// An HTTP answer: status and JSON body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reply {
+    /// HTTP status code.
+    pub status: u16,
+    /// JSON body.
+    pub body: serde_json::Value,
+}
+
+impl Reply {
+    fn error(status: u16, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            body: json!({ "error": message.into() }),
+        }
+    }
+}
+
+/// The ingress: one stage fed by HTTP requests.
+pub struct Ingress {
+    /// Routing, schemas and naming of the stage.
+    pub context: Arc<StageContext>,
+    /// The stage's plugin instance (calls take microseconds; a mutex is enough).
+    pub instance: Mutex<StageInstance>,
+    /// The shared producer.
+    pub producer: FutureProducer,
+    /// Durable record of answers.
+    pub store: StateStore,
+    /// KPI recorder of the stage.
+    pub kpis: StageKpis,
+    /// Body field that identifies a request (e.g. `order_id`).
+    pub id_field: String,
+    /// `ce_type` given to ingress events.
+    pub event_type: String,
+    locks: Vec<tokio::sync::Mutex<()>>,
+}
+
+impl Ingress {
+    /// Builds the ingress for `context`.
+    pub fn new(
+        context: Arc<StageContext>,
+        instance: StageInstance,
+        producer: FutureProducer,
+        store: StateStore,
+        kpis: StageKpis,
+        id_field: String,
+        event_type: String,
+    ) -> Self {
+        Self {
+            context,
+            instance: Mutex::new(instance),
+            producer,
+            store,
+            kpis,
+            id_field,
+            event_type,
+            locks: (0..LOCK_STRIPES)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
+        }
+    }
+
+    /// Handles one request body and returns the answer.
+    pub async fn submit(&self, body: &[u8]) -> Reply {
+        let started = Instant::now();
+        let value: serde_json::Value = match serde_json::from_slice(body) {
+            Ok(value) => value,
+            Err(error) => return Reply::error(400, format!("body is not valid JSON: {error}")),
+        };
+        if let Err(error) = self.context.schemas.validate_ingress(&value) {
+            return Reply::error(400, format!("body violates the order schema: {error}"));
+        }
+        let Some(key) = value
+            .get(&self.id_field)
+            .and_then(|v| v.as_str())
+            .filter(|v| !v.is_empty())
+        else {
+            return Reply::error(400, format!("{} is missing or empty", self.id_field));
+        };
+        let body_hash = canonical_hash(&value);
+
+        let _guard = self.locks[stripe(key)].lock().await;
+        match self.store.ingress_record(key) {
+            Ok(Some(record)) if record.body_hash == body_hash => {
+                self.kpis.duplicate();
+                return Reply {
+                    status: record.status,
+                    body: serde_json::from_str(&record.response).unwrap_or(json!({})),
+                };
+            }
+            Ok(Some(_)) => {
+                return Reply::error(
+                    409,
+                    format!(
+                        "{} {key} was already submitted with a different body",
+                        self.id_field
+                    ),
+                );
+            }
+            Ok(None) => {}
+            Err(error) => {
+                tracing::error!(%error, "cannot read the idempotency store");
+                return Reply::error(503, "the idempotency store is unavailable; try again");
+            }
+        }
+
+        let input = Input {
+            id: cloudevents::ingress_id(key),
+            event_type: self.event_type.clone(),
+            key: Some(key),
+            payload: body,
+            headers: Vec::new(),
+            origin: Origin {
+                stage: self.context.name.to_string(),
+                source_topic: crate::config::HTTP_INPUT.into(),
+                partition: -1,
+                offset: -1,
+            },
+        };
+        let (result, version) = match self.instance.lock() {
+            Ok(mut instance) => (
+                self.context.process(&mut instance, &input, false),
+                instance.version().to_string(),
+            ),
+            Err(_) => return Reply::error(500, "the stage's plugin instance is unavailable"),
+        };
+        let records = match result {
+            Ok(records) => records,
+            Err(failure) if failure.is_client_error() => {
+                return Reply {
+                    status: 400,
+                    body: json!({ "error": failure.reason(), self.id_field.as_str(): key }),
+                };
+            }
+            Err(failure) => return self.dead_letter(&input, &failure, &version, key).await,
+        };
+        if let Err(error) = publish_all(&self.producer, &records, PUBLISH_ROUNDS).await {
+            tracing::error!(%error, order_id = key, "cannot publish an ingress event");
+            return Reply::error(
+                503,
+                format!("could not publish the event; try again ({error})"),
+            );
+        }
+        let reply = Reply {
+            status: 202,
+            body: json!({
+                self.id_field.as_str(): key,
+                "status": "accepted",
+                "event_ids": records.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+            }),
+        };
+        let record = IngressRecord {
+            body_hash,
+            status: reply.status,
+            response: reply.body.to_string(),
+            recorded_at_ms: unix_ms(SystemTime::now()),
+        };
+        if let Err(error) = self.store.put_ingress_record(key, &record) {
+            // The event is published; a repeat would publish the same ids again and be dropped.
+            tracing::warn!(%error, order_id = key, "cannot record the ingress answer");
+        }
+        self.kpis.processed(records.len(), started.elapsed());
+        tracing::debug!(stage = %self.context.name, order_id = key, "accepted");
+        reply
+    }
+
+    async fn dead_letter(
+        &self,
+        input: &Input<'_>,
+        failure: &Failure,
+        version: &str,
+        key: &str,
+    ) -> Reply {
+        tracing::error!(stage = %self.context.name, order_id = key, error = %failure.reason(), "ingress stage failed");
+        let letter = self.context.dead_letter(input, failure, version, 1);
+        let published = publish_all(
+            &self.producer,
+            std::slice::from_ref(&letter),
+            PUBLISH_ROUNDS,
+        )
+        .await;
+        self.kpis.dead_lettered();
+        Reply {
+            status: 500,
+            body: json!({
+                "error": failure.reason(),
+                "dead_letter_id": published.is_ok().then_some(letter.id),
+            }),
+        }
+    }
+}
+
+fn stripe(key: &str) -> usize {
+    let digest = Sha256::digest(key.as_bytes());
+    usize::from(digest[0]) % LOCK_STRIPES
+}
+
+/// SHA-256 of the body's canonical JSON (object keys sorted, no insignificant whitespace).
+fn canonical_hash(value: &serde_json::Value) -> String {
+    let canonical = serde_json::to_vec(value).unwrap_or_default();
+    Sha256::digest(&canonical)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canonical_hash_ignores_key_order_and_whitespace() {
+        let a: serde_json::Value = serde_json::from_str(r#"{"a":1,"b":[1,2]}"#).unwrap();
+        let b: serde_json::Value = serde_json::from_str("{ \"b\": [1, 2],\n \"a\": 1 }").unwrap();
+        let c: serde_json::Value = serde_json::from_str(r#"{"a":2,"b":[1,2]}"#).unwrap();
+        assert_eq!(canonical_hash(&a), canonical_hash(&b));
+        assert_ne!(canonical_hash(&a), canonical_hash(&c));
+    }
+}

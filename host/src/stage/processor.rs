@@ -1,0 +1,212 @@
+//! Turning one input event into the records to publish: decode, validate, call the plugin,
+//! check and address every output. Shared by topic stages and the HTTP ingress.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::event::cloudevents::{self, CloudEvent};
+use crate::event::dead_letter::{DeadLetter, Origin};
+use crate::event::schema::SchemaRegistry;
+use crate::kafka::OutRecord;
+use crate::plugin::{CallError, Header, InputEvent, StageInstance};
+
+/// Where a stage's logical output goes.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// Destination topic.
+    pub topic: String,
+    /// `ce_type` of events on it.
+    pub event_type: String,
+}
+
+/// Everything a stage needs to process events, except the plugin instance itself.
+pub struct StageContext {
+    /// Stage name.
+    pub name: Arc<str>,
+    /// Logical output name → destination.
+    pub routes: BTreeMap<String, Route>,
+    /// The dead-letter destination.
+    pub dead_letter: Route,
+    /// Schemas of every topic (and the ingress).
+    pub schemas: SchemaRegistry,
+}
+
+/// One input event, as read from a topic or the ingress.
+pub struct Input<'a> {
+    /// Event id (`ce_id`, or derived from the record's position when absent).
+    pub id: String,
+    /// Event type (`ce_type`, or the topic's declared type when absent).
+    pub event_type: String,
+    /// Record key.
+    pub key: Option<&'a str>,
+    /// Raw body.
+    pub payload: &'a [u8],
+    /// All headers.
+    pub headers: Vec<(String, String)>,
+    /// Where it came from.
+    pub origin: Origin,
+}
+
+/// Why an input could not be processed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// The body is not JSON (or not UTF-8).
+    Undecodable(String),
+    /// The body violates its topic's schema.
+    Schema(String),
+    /// The plugin rejected it.
+    Rejected(String),
+    /// The plugin asked for a retry.
+    Retry(String),
+    /// The plugin trapped, timed out or hit its memory limit.
+    Trap(String),
+    /// The plugin returned an output the host cannot publish.
+    BadOutput(String),
+}
+
+impl Failure {
+    /// The message recorded in the dead letter.
+    pub fn reason(&self) -> String {
+        match self {
+            Failure::Undecodable(m) => format!("undecodable: {m}"),
+            Failure::Schema(m) => format!("schema violation: {m}"),
+            Failure::Rejected(m) => format!("rejected: {m}"),
+            Failure::Retry(m) => format!("retry: {m}"),
+            Failure::Trap(m) => m.clone(),
+            Failure::BadOutput(m) => format!("invalid plugin output: {m}"),
+        }
+    }
+
+    /// Whether the client of the ingress sent something wrong (as opposed to a host/plugin fault).
+    pub fn is_client_error(&self) -> bool {
+        matches!(
+            self,
+            Failure::Undecodable(_) | Failure::Schema(_) | Failure::Rejected(_)
+        )
+    }
+}
+
+impl StageContext {
+    /// Processes one input: the records to publish, or why there are none.
+    /// `validate_input` is false for the ingress, whose body is validated before.
+    pub fn process(
+        &self,
+        instance: &mut StageInstance,
+        input: &Input<'_>,
+        validate_input: bool,
+    ) -> Result<Vec<OutRecord>, Failure> {
+        let text = std::str::from_utf8(input.payload)
+            .map_err(|error| Failure::Undecodable(format!("body is not UTF-8: {error}")))?;
+        if validate_input {
+            let json: serde_json::Value = serde_json::from_str(text)
+                .map_err(|error| Failure::Undecodable(format!("body is not JSON: {error}")))?;
+            self.schemas
+                .validate_topic(&input.origin.source_topic, &json)
+                .map_err(Failure::Schema)?;
+        }
+        let event = InputEvent {
+            id: input.id.clone(),
+            event_type: input.event_type.clone(),
+            key: input.key.map(str::to_string),
+            payload: text.to_string(),
+            headers: input
+                .headers
+                .iter()
+                .map(|(name, value)| Header {
+                    name: name.clone(),
+                    value: value.clone(),
+                })
+                .collect(),
+            topic: input.origin.source_topic.clone(),
+        };
+        let outputs = instance.handle(&event).map_err(|error| match error {
+            CallError::Reject(m) => Failure::Rejected(m),
+            CallError::Retry(m) => Failure::Retry(m),
+            CallError::Trap(m) => Failure::Trap(m),
+        })?;
+        let version = instance.version().to_string();
+        let time = cloudevents::now_rfc3339();
+        outputs
+            .into_iter()
+            .enumerate()
+            .map(|(position, output)| {
+                let route = self.routes.get(&output.output).ok_or_else(|| {
+                    Failure::BadOutput(format!(
+                        "output #{position} names '{}', which is not in the stage's outputs ({})",
+                        output.output,
+                        self.routes.keys().cloned().collect::<Vec<_>>().join(", ")
+                    ))
+                })?;
+                let json: serde_json::Value =
+                    serde_json::from_str(&output.payload).map_err(|error| {
+                        Failure::BadOutput(format!(
+                            "output #{position} to '{}' is not JSON: {error}",
+                            output.output
+                        ))
+                    })?;
+                self.schemas
+                    .validate_topic(&route.topic, &json)
+                    .map_err(|error| {
+                        Failure::BadOutput(format!(
+                            "output #{position} to '{}' violates the schema of topic {}: {error}",
+                            output.output, route.topic
+                        ))
+                    })?;
+                let id = cloudevents::output_id(&input.id, &self.name, position);
+                let attributes = CloudEvent {
+                    id: id.clone(),
+                    event_type: route.event_type.clone(),
+                    source: format!("/stagehost/{}", self.name),
+                    time: time.clone(),
+                    plugin_version: Some(version.clone()),
+                };
+                let headers = attributes.to_headers(
+                    output
+                        .headers
+                        .iter()
+                        .map(|h| (h.name.as_str(), h.value.as_str())),
+                );
+                Ok(OutRecord {
+                    topic: route.topic.clone(),
+                    key: output.key.or_else(|| input.key.map(str::to_string)),
+                    payload: output.payload.into_bytes(),
+                    headers,
+                    id,
+                })
+            })
+            .collect()
+    }
+
+    /// The dead-letter record for an input that failed with `failure` after `attempts` tries.
+    pub fn dead_letter(
+        &self,
+        input: &Input<'_>,
+        failure: &Failure,
+        plugin_version: &str,
+        attempts: u32,
+    ) -> OutRecord {
+        let mut letter = DeadLetter::new(
+            input.payload,
+            failure.reason(),
+            input.origin.clone(),
+            plugin_version,
+            &input.id,
+        );
+        letter.attempts = attempts;
+        let id = cloudevents::dead_letter_id(&input.id, &self.name);
+        let attributes = CloudEvent {
+            id: id.clone(),
+            event_type: self.dead_letter.event_type.clone(),
+            source: format!("/stagehost/{}", self.name),
+            time: letter.timestamp.clone(),
+            plugin_version: Some(plugin_version.to_string()),
+        };
+        OutRecord {
+            topic: self.dead_letter.topic.clone(),
+            key: input.key.map(str::to_string),
+            payload: letter.to_json(),
+            headers: attributes.to_headers([]),
+            id,
+        }
+    }
+}

@@ -1,0 +1,464 @@
+//! Helpers of the black-box tests: a real broker (from `KAFKA_BROKERS`), a `stagehost` process
+//! running the repository's own pipeline.toml on freshly named topics, and topic readers.
+
+#![allow(dead_code, missing_docs, clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::util::Timeout;
+use rdkafka::{Offset, TopicPartitionList};
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// The broker the end-to-end tests use. `make test` starts one and sets `KAFKA_BROKERS`.
+pub fn brokers() -> String {
+    std::env::var("KAFKA_BROKERS").expect(
+        "end-to-end tests need a real Kafka broker: run `make test`, or start one with \
+         `scripts/kafka.sh start` and export KAFKA_BROKERS=127.0.0.1:9092",
+    )
+}
+
+/// The logical topic names of pipeline.toml.
+pub const TOPICS: [&str; 7] = [
+    "OrderReceived",
+    "OrderConfirmed",
+    "OrderPickedAndPacked",
+    "Notification",
+    "NotificationDelivered",
+    "DeadLetterQueue",
+    "KPIs",
+];
+
+/// A pipeline.toml rewritten for one test: its own topics, groups, state and port.
+pub struct TestPipeline {
+    pub prefix: String,
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+    pub http: String,
+    host: Option<Child>,
+    starts: usize,
+}
+
+impl TestPipeline {
+    /// Writes the configuration; `edit` may change it further (e.g. the catalog).
+    pub fn new(edit: impl FnOnce(&mut toml::Table)) -> Self {
+        let prefix = format!("t{}-", &uuid::Uuid::new_v4().simple().to_string()[..10]);
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let http = format!("127.0.0.1:{port}");
+        let text = std::fs::read_to_string(repo().join("pipeline.toml")).unwrap();
+        let mut config: toml::Table = text.parse().unwrap();
+        rename_topics(&mut config, &prefix);
+        let set = |config: &mut toml::Table, section: &str, key: &str, value: toml::Value| {
+            config
+                .get_mut(section)
+                .and_then(|s| s.as_table_mut())
+                .unwrap()
+                .insert(key.into(), value);
+        };
+        set(&mut config, "kafka", "brokers", brokers().into());
+        set(&mut config, "http", "listen", http.clone().into());
+        set(
+            &mut config,
+            "state",
+            "dir",
+            dir.path().join("state").display().to_string().into(),
+        );
+        set(&mut config, "kpi", "interval", "1s".into());
+        absolutize(&mut config);
+        edit(&mut config);
+        let config_path = dir.path().join("pipeline.toml");
+        std::fs::write(&config_path, toml::to_string(&config).unwrap()).unwrap();
+        Self {
+            prefix,
+            dir,
+            config_path,
+            http,
+            host: None,
+            starts: 0,
+        }
+    }
+
+    /// The real topic name of a logical one.
+    pub fn topic(&self, logical: &str) -> String {
+        format!("{}{logical}", self.prefix)
+    }
+
+    /// Starts `stagehost run` and waits until it is ready.
+    pub fn start(&mut self) {
+        assert!(self.host.is_none(), "host already running");
+        self.starts += 1;
+        let log = std::fs::File::create(self.dir.path().join(format!("host-{}.log", self.starts)))
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_stagehost"))
+            .args(["run", "--config"])
+            .arg(&self.config_path)
+            .env_remove("KAFKA_BROKERS")
+            .env_remove("STAGEHOST_HTTP_ADDR")
+            .env_remove("STAGEHOST_STATE_DIR")
+            .env("STAGEHOST_LOG", "info,stagehost=debug")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.host = Some(child);
+        self.wait_ready(Duration::from_secs(60));
+    }
+
+    fn wait_ready(&mut self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        let url = format!("http://{}/readyz", self.http);
+        loop {
+            if let Some(status) = self.host.as_mut().unwrap().try_wait().unwrap() {
+                panic!(
+                    "stagehost exited with {status} while starting:\n{}",
+                    self.logs()
+                );
+            }
+            if let Ok(response) = get_status(&url)
+                && response == 200
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "stagehost not ready in time:\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Sends `signal` (e.g. `TERM`, `KILL`) to the host and waits for it to exit.
+    pub fn stop(&mut self, signal: &str) -> std::process::ExitStatus {
+        let mut child = self.host.take().expect("host is not running");
+        let status = Command::new("kill")
+            .args([format!("-{signal}"), child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        child.wait().unwrap()
+    }
+
+    /// Everything the host logged so far.
+    pub fn logs(&self) -> String {
+        (1..=self.starts)
+            .map(|n| {
+                std::fs::read_to_string(self.dir.path().join(format!("host-{n}.log")))
+                    .unwrap_or_default()
+            })
+            .collect::<Vec<_>>()
+            .join("\n----- restart -----\n")
+    }
+
+    /// POSTs a body to the ingress; returns the status and the JSON answer.
+    pub async fn post_order(&self, body: &str) -> (u16, serde_json::Value) {
+        let client = reqwest::Client::new();
+        let response = client
+            .post(format!("http://{}/orders", self.http))
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        let json = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+        (status, json)
+    }
+
+    /// POSTs until the host answers (it may be restarting); returns the status.
+    pub async fn post_order_until_answered(&self, body: &str, timeout: Duration) -> u16 {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap();
+        let deadline = Instant::now() + timeout;
+        loop {
+            let result = client
+                .post(format!("http://{}/orders", self.http))
+                .header("content-type", "application/json")
+                .body(body.to_string())
+                .send()
+                .await;
+            match result {
+                Ok(response) if response.status().as_u16() != 503 => {
+                    return response.status().as_u16();
+                }
+                _ => {
+                    assert!(
+                        Instant::now() < deadline,
+                        "no answer to POST /orders in time"
+                    );
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+}
+
+impl Drop for TestPipeline {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.host.take() {
+            child.kill().ok();
+            child.wait().ok();
+        }
+        if std::thread::panicking() {
+            eprintln!("--- stagehost logs ---\n{}", self.logs());
+        }
+    }
+}
+
+/// GET returning the status code, with a plain socket (usable outside an async runtime).
+fn get_status(url: &str) -> std::io::Result<u16> {
+    use std::io::{Read, Write};
+    let url = url.strip_prefix("http://").unwrap_or(url);
+    let (address, path) = url.split_once('/').unwrap_or((url, ""));
+    let mut stream = std::net::TcpStream::connect(address)?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        stream,
+        "GET /{path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    Ok(response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0))
+}
+
+fn rename_topics(config: &mut toml::Table, prefix: &str) {
+    let rename = |name: &str| format!("{prefix}{name}");
+    if let Some(topics) = config.get_mut("topics").and_then(|t| t.as_table_mut()) {
+        let old = std::mem::take(topics);
+        for (name, mut settings) in old {
+            let table = settings.as_table_mut().unwrap();
+            table
+                .entry("event_type")
+                .or_insert_with(|| name.clone().into());
+            topics.insert(rename(&name), settings);
+        }
+    }
+    for section in ["dead_letter", "kpi"] {
+        if let Some(topic) = config
+            .get_mut(section)
+            .and_then(|s| s.as_table_mut())
+            .and_then(|s| s.get_mut("topic"))
+        {
+            *topic = rename(topic.as_str().unwrap()).into();
+        }
+    }
+    for stage in config
+        .get_mut("stages")
+        .and_then(|s| s.as_array_mut())
+        .unwrap()
+    {
+        let stage = stage.as_table_mut().unwrap();
+        let name = stage["name"].as_str().unwrap().to_string();
+        stage.insert("group".into(), format!("{prefix}{name}").into());
+        let input = stage["input"].as_str().unwrap().to_string();
+        if input != "http" {
+            stage.insert("input".into(), rename(&input).into());
+        }
+        if let Some(outputs) = stage.get_mut("outputs").and_then(|o| o.as_table_mut()) {
+            for topic in outputs.values_mut() {
+                *topic = rename(topic.as_str().unwrap()).into();
+            }
+        }
+    }
+}
+
+fn absolutize(config: &mut toml::Table) {
+    let root = repo();
+    let fix = |value: &mut toml::Value| {
+        let path = PathBuf::from(value.as_str().unwrap());
+        if path.is_relative() {
+            *value = root.join(path).display().to_string().into();
+        }
+    };
+    if let Some(topics) = config.get_mut("topics").and_then(|t| t.as_table_mut()) {
+        for topic in topics.values_mut() {
+            if let Some(schema) = topic.as_table_mut().unwrap().get_mut("schema") {
+                fix(schema);
+            }
+        }
+    }
+    if let Some(schema) = config
+        .get_mut("http")
+        .and_then(|h| h.as_table_mut())
+        .and_then(|h| h.get_mut("ingress_schema"))
+    {
+        fix(schema);
+    }
+    for stage in config
+        .get_mut("stages")
+        .and_then(|s| s.as_array_mut())
+        .unwrap()
+    {
+        fix(stage.as_table_mut().unwrap().get_mut("plugin").unwrap());
+    }
+}
+
+/// The stage table called `name` in a configuration.
+pub fn stage_mut<'a>(config: &'a mut toml::Table, name: &str) -> &'a mut toml::Table {
+    config
+        .get_mut("stages")
+        .and_then(|s| s.as_array_mut())
+        .unwrap()
+        .iter_mut()
+        .map(|s| s.as_table_mut().unwrap())
+        .find(|s| s["name"].as_str() == Some(name))
+        .unwrap()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One record read back from a topic.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<String>,
+    pub headers: BTreeMap<String, String>,
+    pub value: serde_json::Value,
+    pub raw: Vec<u8>,
+}
+
+impl Record {
+    pub fn ce_id(&self) -> &str {
+        self.headers.get("ce_id").map(String::as_str).unwrap_or("")
+    }
+}
+
+/// Reads `topic` from the beginning (committed records only) until at least `expected`
+/// records arrived and then nothing more for `quiet`, or `timeout` passed.
+pub async fn read_topic(
+    topic: &str,
+    expected: usize,
+    quiet: Duration,
+    timeout: Duration,
+) -> Vec<Record> {
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("group.id", format!("reader-{}", uuid::Uuid::new_v4()))
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .create()
+        .unwrap();
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .unwrap();
+    let partitions = metadata.topics()[0].partitions().len();
+    assert!(partitions > 0, "topic {topic} does not exist");
+    let mut assignment = TopicPartitionList::new();
+    for partition in 0..partitions {
+        assignment
+            .add_partition_offset(topic, partition as i32, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&assignment).unwrap();
+    let deadline = Instant::now() + timeout;
+    let mut records = Vec::new();
+    loop {
+        let now = Instant::now();
+        if now >= deadline {
+            return records;
+        }
+        let wait = if records.len() >= expected {
+            quiet
+        } else {
+            deadline - now
+        };
+        match tokio::time::timeout(wait, consumer.recv()).await {
+            Ok(Ok(message)) => {
+                let headers = message
+                    .headers()
+                    .map(|h| {
+                        h.iter()
+                            .map(|h| {
+                                (
+                                    h.key.to_string(),
+                                    String::from_utf8_lossy(h.value.unwrap_or_default())
+                                        .into_owned(),
+                                )
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let raw = message.payload().unwrap_or_default().to_vec();
+                records.push(Record {
+                    partition: message.partition(),
+                    offset: message.offset(),
+                    key: message
+                        .key()
+                        .map(|k| String::from_utf8_lossy(k).into_owned()),
+                    headers,
+                    value: serde_json::from_slice(&raw).unwrap_or(serde_json::Value::Null),
+                    raw,
+                });
+            }
+            Ok(Err(error)) => panic!("reading {topic}: {error}"),
+            Err(_) if records.len() >= expected => return records,
+            Err(_) => return records,
+        }
+    }
+}
+
+/// Writes a raw record straight into a topic, bypassing the host.
+pub async fn produce_raw(topic: &str, key: &str, payload: &[u8], headers: &[(&str, &str)]) {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .unwrap();
+    let mut owned = OwnedHeaders::new();
+    for (key, value) in headers {
+        owned = owned.insert(Header {
+            key,
+            value: Some(*value),
+        });
+    }
+    producer
+        .send(
+            FutureRecord::to(topic)
+                .key(key)
+                .payload(payload)
+                .headers(owned),
+            Timeout::After(Duration::from_secs(10)),
+        )
+        .await
+        .unwrap();
+}
+
+/// A valid order of `quantity` × `product` at 19.99.
+pub fn order(order_id: &str, product: &str, quantity: u32) -> String {
+    let total = (f64::from(quantity) * 1999.0).round() / 100.0;
+    serde_json::json!({
+        "order_id": order_id,
+        "customer_id": "cust-456",
+        "items": [{"product_id": product, "name": "Test Product", "quantity": quantity, "price": 19.99}],
+        "total": total,
+        "timestamp": "2026-11-25T10:00:00Z"
+    })
+    .to_string()
+}

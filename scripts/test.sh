@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# `make test`: the plugins' native unit tests, the host's unit and black-box tests, and the
+# end-to-end tests against a real Kafka broker started here (unless KAFKA_BROKERS is set).
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+cd "$repo"
+
+started_broker=""
+if [ -z "${KAFKA_BROKERS:-}" ]; then
+  export KAFKA_HOME_DIR="$repo/.kafka/test"
+  export KAFKA_PORT=${TEST_KAFKA_PORT:-19092}
+  export KAFKA_CONTROLLER_PORT=${TEST_KAFKA_CONTROLLER_PORT:-19093}
+  mkdir -p "$KAFKA_HOME_DIR"
+  # Share the fetched jars with the main broker.
+  [ -e "$KAFKA_HOME_DIR/lib" ] || ln -s "$repo/.kafka/lib" "$KAFKA_HOME_DIR/lib"
+  scripts/kafka.sh reset >/dev/null 2>&1 || true
+  scripts/kafka.sh start
+  started_broker=1
+  export KAFKA_BROKERS=127.0.0.1:$KAFKA_PORT
+fi
+cleanup() { if [ -n "$started_broker" ]; then scripts/kafka.sh stop; fi; }
+trap cleanup EXIT
+
+status=0
+echo "== plugin unit tests (native)"
+(cd plugins && cargo test --quiet 2>&1) | tee .stagehost-plugin-tests.log || status=1
+echo "== host tests (unit, black-box and end-to-end against $KAFKA_BROKERS)"
+cargo test --release 2>&1 | tee .stagehost-host-tests.log || status=1
+
+passed=0; failed=0
+for log in .stagehost-plugin-tests.log .stagehost-host-tests.log; do
+  while read -r p f; do passed=$((passed + p)); failed=$((failed + f)); done < <(
+    sed -nE 's/^test result: [a-zA-Z]+\. ([0-9]+) passed; ([0-9]+) failed.*/\1 \2/p' "$log")
+done
+rm -f .stagehost-plugin-tests.log .stagehost-host-tests.log
+echo
+echo "${passed} passed, ${failed} failed"
+[ "$failed" -eq 0 ] || status=1
+exit $status
