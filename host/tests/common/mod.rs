@@ -276,7 +276,7 @@ fn rename_topics(config: &mut toml::Table, prefix: &str) {
             stage.insert("input".into(), rename(&input).into());
         }
         if let Some(outputs) = stage.get_mut("outputs").and_then(|o| o.as_table_mut()) {
-            for topic in outputs.values_mut() {
+            for (_, topic) in outputs.iter_mut() {
                 *topic = rename(topic.as_str().unwrap()).into();
             }
         }
@@ -292,7 +292,7 @@ fn absolutize(config: &mut toml::Table) {
         }
     };
     if let Some(topics) = config.get_mut("topics").and_then(|t| t.as_table_mut()) {
-        for topic in topics.values_mut() {
+        for (_, topic) in topics.iter_mut() {
             if let Some(schema) = topic.as_table_mut().unwrap().get_mut("schema") {
                 fix(schema);
             }
@@ -337,6 +337,8 @@ fn free_port() -> u16 {
 /// One record read back from a topic.
 #[derive(Debug, Clone)]
 pub struct Record {
+    /// Broker-side create time, unix milliseconds.
+    pub timestamp_ms: i64,
     pub partition: i32,
     pub offset: i64,
     pub key: Option<String>,
@@ -408,6 +410,7 @@ pub async fn read_topic(
                     .unwrap_or_default();
                 let raw = message.payload().unwrap_or_default().to_vec();
                 records.push(Record {
+                    timestamp_ms: message.timestamp().to_millis().unwrap_or(0),
                     partition: message.partition(),
                     offset: message.offset(),
                     key: message
