@@ -100,7 +100,10 @@ async fn an_order_travels_through_every_stage_to_three_notifications() {
     let delivered = read_topic(&pipeline.topic("NotificationDelivered"), 6, QUIET, TIMEOUT).await;
     assert_eq!(delivered.len(), 6, "{delivered:#?}");
     let last = delivered.iter().map(|r| r.timestamp_ms).max().unwrap();
-    eprintln!("warm order: POST to third delivered notification {} ms", last - posted_ms);
+    eprintln!(
+        "warm order: POST to third delivered notification {} ms",
+        last - posted_ms
+    );
     pipeline.stop("TERM");
 }
 

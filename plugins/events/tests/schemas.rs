@@ -1,0 +1,261 @@
+//! Checks the JSON Schemas in `schemas/`: each is a well-formed, self-contained draft 2020-12
+//! schema with the documentation the project asks for, and the event types of this crate
+//! produce documents that they accept (and the schemas reject what they should).
+
+use std::path::PathBuf;
+
+use serde_json::{Value, json};
+use stage_events::{
+    Item, Notification, NotificationDelivered, NotificationKind, Order, OrderConfirmed,
+    OrderPickedAndPacked, OrderReceived,
+};
+
+const ALL: [&str; 8] = [
+    "order.schema.json",
+    "order-received.schema.json",
+    "order-confirmed.schema.json",
+    "order-picked-and-packed.schema.json",
+    "notification.schema.json",
+    "notification-delivered.schema.json",
+    "dead-letter.schema.json",
+    "kpi.schema.json",
+];
+
+fn schema(name: &str) -> Value {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../schemas")
+        .join(name);
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name} is not JSON: {e}"))
+}
+
+fn errors(name: &str, instance: &Value) -> Vec<String> {
+    let validator = jsonschema::draft202012::options()
+        .should_validate_formats(true)
+        .build(&schema(name))
+        .unwrap_or_else(|e| panic!("{name} does not compile: {e}"));
+    validator
+        .iter_errors(instance)
+        .map(|e| format!("{e} (at {})", e.instance_path()))
+        .collect()
+}
+
+fn assert_valid(name: &str, instance: &Value) {
+    let errs = errors(name, instance);
+    assert!(errs.is_empty(), "{name} rejects {instance}: {errs:#?}");
+}
+
+fn assert_invalid(name: &str, instance: &Value) {
+    assert!(
+        !errors(name, instance).is_empty(),
+        "{name} accepts {instance} but should not"
+    );
+}
+
+fn order() -> Order {
+    Order {
+        order_id: "order-1".into(),
+        customer_id: "cust-456".into(),
+        items: vec![Item {
+            product_id: "prod-789".into(),
+            name: Some("Test Product".into()),
+            quantity: 2,
+            price: 19.99,
+        }],
+        total: 39.98,
+        timestamp: Some("2026-11-25T10:00:00Z".into()),
+    }
+}
+
+fn to_value<T: serde::Serialize>(value: &T) -> Value {
+    serde_json::to_value(value).expect("serializes")
+}
+
+/// Every property schema (under `properties` anywhere in the document, except inside the
+/// `if` / `then` / `else` / `not` conditions) must carry a `description`.
+fn undocumented_properties(node: &Value, path: &str, out: &mut Vec<String>) {
+    let Some(obj) = node.as_object() else { return };
+    for (key, child) in obj {
+        match key.as_str() {
+            "if" | "then" | "else" | "not" => {}
+            "properties" => {
+                for (prop, schema) in child.as_object().expect("properties is an object") {
+                    if schema.get("description").and_then(Value::as_str).is_none() {
+                        out.push(format!("{path}/properties/{prop}"));
+                    }
+                    undocumented_properties(schema, &format!("{path}/properties/{prop}"), out);
+                }
+            }
+            _ => {
+                if let Some(items) = child.as_array() {
+                    for (i, item) in items.iter().enumerate() {
+                        undocumented_properties(item, &format!("{path}/{key}/{i}"), out);
+                    }
+                } else {
+                    undocumented_properties(child, &format!("{path}/{key}"), out);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn every_schema_is_valid_documented_draft_2020_12() {
+    for name in ALL {
+        let s = schema(name);
+        if let Err(e) = jsonschema::meta::validate(&s) {
+            panic!("{name} is not a valid schema: {e}");
+        }
+        assert_eq!(
+            s["$schema"], "https://json-schema.org/draft/2020-12/schema",
+            "{name}"
+        );
+        assert_eq!(
+            s["$id"],
+            format!("https://stagehost.dev/schemas/{name}"),
+            "{name}"
+        );
+        assert!(s["title"].is_string(), "{name} has no title");
+        assert!(s["description"].is_string(), "{name} has no description");
+        let text = s.to_string();
+        assert!(
+            !text.contains("\"$ref\":\"http") && !text.contains(".schema.json#"),
+            "{name} refers to another file"
+        );
+        let mut missing = Vec::new();
+        undocumented_properties(&s, "", &mut missing);
+        assert!(
+            missing.is_empty(),
+            "{name}: properties without description: {missing:?}"
+        );
+    }
+}
+
+#[test]
+fn order_schema_is_structural_and_open() {
+    let mut body = to_value(&order());
+    assert_valid("order.schema.json", &body);
+    // Semantic problems are the order stage's job, not the schema's.
+    body["items"][0]["quantity"] = json!(0);
+    body["order_id"] = json!("");
+    body["coupon"] = json!("XMAS");
+    assert_valid("order.schema.json", &body);
+    // Structural ones are the schema's.
+    for (field, bad) in [
+        ("items", json!([])),
+        ("total", json!("39.98")),
+        ("customer_id", json!(7)),
+    ] {
+        let mut b = to_value(&order());
+        b[field] = bad;
+        assert_invalid("order.schema.json", &b);
+    }
+    let mut b = to_value(&order());
+    b["items"][0]["quantity"] = json!(1.5);
+    assert_invalid("order.schema.json", &b);
+    let mut b = to_value(&order());
+    b.as_object_mut().expect("object").remove("order_id");
+    assert_invalid("order.schema.json", &b);
+}
+
+#[test]
+fn order_events_match_their_schemas() {
+    let received = to_value(&OrderReceived::new(order()));
+    let confirmed = to_value(&OrderConfirmed::new(order()));
+    let packed = to_value(&OrderPickedAndPacked::new(order(), "wh-1".into(), None));
+    let stamped = to_value(&OrderPickedAndPacked::new(
+        order(),
+        "wh-1".into(),
+        Some("v2".into()),
+    ));
+    assert_valid("order-received.schema.json", &received);
+    assert_valid("order-confirmed.schema.json", &confirmed);
+    assert_valid("order-picked-and-packed.schema.json", &packed);
+    assert_valid("order-picked-and-packed.schema.json", &stamped);
+
+    // The status is pinned per schema.
+    assert_invalid("order-received.schema.json", &confirmed);
+    assert_invalid("order-confirmed.schema.json", &received);
+    // Plugin-produced events are closed.
+    let mut extra = received.clone();
+    extra["coupon"] = json!("XMAS");
+    assert_invalid("order-received.schema.json", &extra);
+    let mut no_wh = packed.clone();
+    no_wh.as_object_mut().expect("object").remove("warehouse");
+    assert_invalid("order-picked-and-packed.schema.json", &no_wh);
+    let mut zero = confirmed.clone();
+    zero["items"][0]["quantity"] = json!(0);
+    assert_invalid("order-confirmed.schema.json", &zero);
+}
+
+#[test]
+fn notifications_match_their_schemas() {
+    let confirmed = Notification::new("o", "c", NotificationKind::OrderConfirmed, "ok");
+    let mut shipped = Notification::new("o", "c", NotificationKind::Shipped, "shipped");
+    shipped.carrier = Some("UPS".into());
+    shipped.tracking_number = Some("UPS-0011223344556677".into());
+    let mut rejected = Notification::new("o", "c", NotificationKind::OrderRejected, "short");
+    rejected.short_products = Some(vec!["a".into(), "b".into()]);
+
+    for n in [&confirmed, &shipped, &rejected] {
+        assert_valid("notification.schema.json", &to_value(n));
+        let d = NotificationDelivered::new("evt-1", "log", n.clone());
+        assert_valid("notification-delivered.schema.json", &to_value(&d));
+        // A notification is not a receipt, nor the other way round.
+        assert_invalid("notification-delivered.schema.json", &to_value(n));
+        assert_invalid("notification.schema.json", &to_value(&d));
+    }
+
+    // Kind-specific fields are required for their kind and only there.
+    let mut bad = shipped.clone();
+    bad.tracking_number = None;
+    assert_invalid("notification.schema.json", &to_value(&bad));
+    let mut bad = rejected.clone();
+    bad.short_products = None;
+    assert_invalid("notification.schema.json", &to_value(&bad));
+    let mut bad = confirmed.clone();
+    bad.carrier = Some("UPS".into());
+    assert_invalid("notification.schema.json", &to_value(&bad));
+    let mut bad = to_value(&confirmed);
+    bad["kind"] = json!("lost");
+    assert_invalid("notification.schema.json", &bad);
+}
+
+#[test]
+fn host_built_documents_match_their_schemas() {
+    let dead = json!({
+        "original_event": {"order_id": "order-1"},
+        "error": "items[0].quantity must be greater than 0 (got 0)",
+        "timestamp": "2026-11-25T10:00:00Z",
+        "stage": "order",
+        "source_topic": "http",
+        "partition": 0,
+        "offset": 42,
+        "plugin_version": "sha256:abcd",
+        "event_id": "evt-1",
+        "attempts": 1
+    });
+    assert_valid("dead-letter.schema.json", &dead);
+    let mut text_event = dead.clone();
+    text_event["original_event"] = json!("not json {");
+    assert_valid("dead-letter.schema.json", &text_event);
+    let mut bad = dead.clone();
+    bad["timestamp"] = json!("yesterday");
+    assert_invalid("dead-letter.schema.json", &bad);
+    let mut bad = dead.clone();
+    bad.as_object_mut()
+        .expect("object")
+        .remove("plugin_version");
+    assert_invalid("dead-letter.schema.json", &bad);
+
+    let kpi = json!({"kpi_name": "orders_confirmed", "metric": "count", "value": 3.5,
+                     "timestamp": 1_795_600_000_000_i64, "stage": "inventory", "window_ms": 60000});
+    assert_valid("kpi.schema.json", &kpi);
+    let mut bad = kpi.clone();
+    bad["timestamp"] = json!("2026-11-25T10:00:00Z");
+    assert_invalid("kpi.schema.json", &bad);
+    let mut bad = kpi;
+    bad.as_object_mut().expect("object").remove("value");
+    assert_invalid("kpi.schema.json", &bad);
+}

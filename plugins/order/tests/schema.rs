@@ -1,0 +1,75 @@
+//! The stage's outputs must validate against the JSON Schemas the host applies to the
+//! output topics (and its test inputs against the input topic's schema), so a mismatch
+//! between plugin and schema fails here rather than in the pipeline.
+
+use std::path::PathBuf;
+
+use serde_json::{Value, json};
+
+/// Compiles `schemas/<name>` as a draft 2020-12 schema (formats checked).
+fn validator(name: &str) -> jsonschema::Validator {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../schemas")
+        .join(name);
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let schema: Value =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name} is not JSON: {e}"));
+    jsonschema::draft202012::options()
+        .should_validate_formats(true)
+        .build(&schema)
+        .unwrap_or_else(|e| panic!("{name} does not compile: {e}"))
+}
+
+/// Asserts that the JSON text `payload` is valid against `schemas/<name>`.
+fn assert_valid(name: &str, payload: &str) {
+    let instance: Value = serde_json::from_str(payload).expect("payload is JSON");
+    let v = validator(name);
+    let errors: Vec<String> = v
+        .iter_errors(&instance)
+        .map(|e| format!("{e} (at {})", e.instance_path()))
+        .collect();
+    assert!(errors.is_empty(), "{name} rejects {payload}: {errors:#?}");
+}
+
+/// Asserts that `instance` is invalid against `schemas/<name>` (the check has teeth).
+fn assert_invalid(name: &str, instance: &Value) {
+    assert!(
+        !validator(name).is_valid(instance),
+        "{name} accepts {instance} but should not"
+    );
+}
+
+use order::logic::{Config, handle};
+
+const SEED: &str = r#"{"order_id":"order-1","customer_id":"cust-456","items":[{"product_id":"prod-789","name":"Test Product","quantity":2,"price":19.99}],"total":39.98,"timestamp":"2026-11-25T10:00:00Z"}"#;
+
+#[test]
+fn received_output_matches_order_received_schema() {
+    let minimal = json!({"order_id": "o", "customer_id": "c",
+        "items": [{"product_id": "a", "quantity": 3, "price": 19.99},
+                  {"product_id": "b", "quantity": 1, "price": 0}],
+        "total": 59.97, "extra": true})
+    .to_string();
+    for input in [SEED, minimal.as_str()] {
+        assert_valid("order.schema.json", input);
+        let outputs = handle(input, "evt-1", &Config::default()).expect("valid order");
+        assert_eq!(outputs.len(), 1);
+        assert_eq!(outputs[0].output, "received");
+        assert_valid("order-received.schema.json", &outputs[0].payload);
+
+        let mut broken: Value = serde_json::from_str(&outputs[0].payload).expect("JSON");
+        broken.as_object_mut().expect("object").remove("status");
+        assert_invalid("order-received.schema.json", &broken);
+    }
+}
+
+#[test]
+fn structurally_valid_but_wrong_orders_are_rejected_by_the_stage() {
+    // The ingress schema is structural; the stage catches the rest.
+    let mut zero: Value = serde_json::from_str(SEED).expect("JSON");
+    zero["items"][0]["quantity"] = json!(0);
+    let zero = zero.to_string();
+    assert_valid("order.schema.json", &zero);
+    assert!(handle(&zero, "evt-1", &Config::default()).is_err());
+}
