@@ -8,17 +8,24 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::producer::{FutureProducer, Producer};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::config::{PipelineConfig, StageConfig};
+use crate::config::{PipelineConfig, ProcessingMode, StageConfig};
 use crate::event::schema::SchemaRegistry;
-use crate::kafka::{consumer_config, ensure_topics, producer_config};
-use crate::kpi::{KpiHub, publish_loop};
+use crate::kafka::{
+    consumer_config, ensure_changelog, ensure_topics, producer_config,
+    transactional_producer_config,
+};
+use crate::kpi::{KpiHub, StageKpis, publish_loop};
 use crate::plugin::{InstanceSettings, LoadedPlugin, PluginEngine, StageInstance};
-use crate::stage::{Ingress, Route, StageContext, StageRunner};
+use crate::stage::{
+    Ingress, KpiTarget, RebalanceTracker, Route, StageConsumer, StageContext, StageRunner,
+    StageStateParts,
+};
+use crate::state::{KeyedState, changelog_topic};
 use crate::store::StateStore;
 
 /// How often the idempotency store forgets records older than the retention.
@@ -96,6 +103,107 @@ fn context(
     })
 }
 
+/// Builds the runner of a topic-fed stage: its consumer, its producer (its own transactional
+/// one in exactly-once mode), its changelog when the plugin keeps state.
+async fn topic_stage(
+    config: &PipelineConfig,
+    stage: &StageConfig,
+    context: Arc<StageContext>,
+    instance: StageInstance,
+    shared_producer: &FutureProducer,
+    store: &StateStore,
+) -> anyhow::Result<StageRunner> {
+    let group = stage.group_id();
+    let exactly_once = stage.mode == ProcessingMode::ExactlyOnce;
+    let inputs = stage.inputs();
+    let state = if instance.uses_state() {
+        let partitions: Vec<i32> = inputs
+            .iter()
+            .filter_map(|topic| config.topics.get(*topic).map(|t| t.partitions))
+            .collect();
+        let first = partitions.first().copied().unwrap_or(1);
+        anyhow::ensure!(
+            partitions.iter().all(|&p| p == first),
+            "stage {} keeps state, so its input topics must have the same number of partitions ({})",
+            stage.name,
+            inputs.join(", ")
+        );
+        let replication = inputs
+            .iter()
+            .filter_map(|topic| config.topics.get(*topic).map(|t| t.replication))
+            .max()
+            .unwrap_or(1);
+        let changelog = changelog_topic(&group);
+        if config.kafka.create_topics {
+            ensure_changelog(&config.kafka.brokers, &changelog, first, replication).await?;
+        }
+        Some(StageStateParts {
+            keyed: Arc::new(std::sync::Mutex::new(KeyedState::default())),
+            changelog,
+            brokers: config.kafka.brokers.clone(),
+        })
+    } else {
+        None
+    };
+    let producer = if exactly_once {
+        let transactional_id = format!("{group}.{}", config.state.instance_id);
+        let producer: FutureProducer =
+            transactional_producer_config(&config.kafka, &transactional_id)
+                .create()
+                .with_context(|| {
+                    format!(
+                        "cannot create the transactional producer of stage {}",
+                        stage.name
+                    )
+                })?;
+        tokio::task::block_in_place(|| producer.init_transactions(Duration::from_secs(60)))
+            .with_context(|| {
+                format!(
+                    "stage {} cannot initialise transactions (transactional.id {transactional_id})",
+                    stage.name
+                )
+            })?;
+        producer
+    } else {
+        shared_producer.clone()
+    };
+    let consumer: StageConsumer = consumer_config(&config.kafka, &group, exactly_once)
+        .create_with_context(RebalanceTracker::default())
+        .with_context(|| format!("cannot create the consumer of stage {}", stage.name))?;
+    consumer.subscribe(&inputs).with_context(|| {
+        format!(
+            "stage {} cannot subscribe to {}",
+            stage.name,
+            inputs.join(", ")
+        )
+    })?;
+    let kpi = config.kpi.enabled.then(|| KpiTarget {
+        route: Route {
+            topic: config.kpi.topic.clone(),
+            event_type: event_type(config, &config.kpi.topic),
+        },
+        interval: config.kpi.interval,
+        instance: config.state.instance_id.clone(),
+    });
+    Ok(StageRunner {
+        context,
+        instance,
+        consumer,
+        producer,
+        mode: stage.mode,
+        store: store.clone(),
+        kpis: StageKpis::new(&stage.name),
+        kpi,
+        input_event_types: inputs
+            .iter()
+            .map(|topic| (topic.to_string(), event_type(config, topic)))
+            .collect(),
+        max_batch: stage.max_batch,
+        commit_interval: stage.commit_interval,
+        state,
+    })
+}
+
 /// Runs the pipeline until `shutdown` completes or a stage fails.
 pub async fn run(config: PipelineConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let engine = PluginEngine::new(Some(&config.state.dir.join("compiled")))
@@ -134,23 +242,7 @@ pub async fn run(config: PipelineConfig, shutdown: impl Future<Output = ()>) -> 
             )));
             continue;
         }
-        let consumer: StreamConsumer =
-            consumer_config(&config.kafka, &stage.group_id())
-                .create()
-                .with_context(|| format!("cannot create the consumer of stage {}", stage.name))?;
-        consumer
-            .subscribe(&[stage.input.as_str()])
-            .with_context(|| format!("stage {} cannot subscribe to {}", stage.name, stage.input))?;
-        let runner = StageRunner {
-            context,
-            instance,
-            consumer,
-            producer: producer.clone(),
-            store: store.clone(),
-            kpis: kpis.stage(&stage.name),
-            input_event_type: event_type(&config, &stage.input),
-            max_batch: stage.max_batch,
-        };
+        let runner = topic_stage(&config, stage, context, instance, &producer, &store).await?;
         tasks.spawn(runner.run(stop_rx.clone()));
     }
 

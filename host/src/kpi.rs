@@ -54,6 +54,58 @@ pub struct StageKpis {
 }
 
 impl StageKpis {
+    /// A recorder for `stage` with an empty window.
+    pub fn new(stage: &str) -> Self {
+        Self {
+            stage: Arc::from(stage),
+            window: Arc::new(Mutex::new(Window::new())),
+        }
+    }
+
+    /// Closes the current window (of length `window`) and returns its KPI events; none when
+    /// nothing happened in it.
+    pub fn drain(&self, window: Duration) -> Vec<KpiEvent> {
+        let closed = match self.window.lock() {
+            Ok(mut current) => std::mem::replace(&mut *current, Window::new()),
+            Err(_) => return Vec::new(),
+        };
+        if closed.is_empty() {
+            return Vec::new();
+        }
+        let timestamp = unix_ms(SystemTime::now());
+        let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
+        let mut events = Vec::new();
+        let mut push = |name: &str, metric: &str, value: u64| {
+            events.push(KpiEvent {
+                kpi_name: format!("{}.{name}", self.stage),
+                metric: metric.into(),
+                value,
+                timestamp,
+                stage: self.stage.to_string(),
+                window_ms,
+            })
+        };
+        push("events_processed", "count", closed.processed);
+        push("events_emitted", "count", closed.outputs);
+        push("dead_letters", "count", closed.dead_lettered);
+        push("duplicates_dropped", "count", closed.duplicates);
+        push("retries", "count", closed.retries);
+        if !closed.latency_us.is_empty() {
+            push(
+                "latency_p50",
+                "microseconds",
+                closed.latency_us.value_at_quantile(0.5),
+            );
+            push(
+                "latency_p99",
+                "microseconds",
+                closed.latency_us.value_at_quantile(0.99),
+            );
+            push("latency_max", "microseconds", closed.latency_us.max());
+        }
+        events
+    }
+
     fn with_window<F: FnOnce(&mut Window)>(&self, update: F) {
         if let Ok(mut window) = self.window.lock() {
             update(&mut window);
@@ -105,14 +157,15 @@ pub struct KpiEvent {
     pub window_ms: u64,
 }
 
-/// All stages' recorders.
+/// Recorders whose KPIs the hub publishes (stages that do not publish their own, such as the
+/// HTTP ingress; topic stages publish theirs inside their own transactions).
 #[derive(Clone, Default)]
 pub struct KpiHub {
     stages: Arc<Mutex<BTreeMap<String, StageKpis>>>,
 }
 
 impl KpiHub {
-    /// The recorder of `stage` (created on first use).
+    /// The recorder of `stage`, published by the hub (created on first use).
     pub fn stage(&self, stage: &str) -> StageKpis {
         let mut stages = match self.stages.lock() {
             Ok(stages) => stages,
@@ -120,60 +173,17 @@ impl KpiHub {
         };
         stages
             .entry(stage.to_string())
-            .or_insert_with(|| StageKpis {
-                stage: Arc::from(stage),
-                window: Arc::new(Mutex::new(Window::new())),
-            })
+            .or_insert_with(|| StageKpis::new(stage))
             .clone()
     }
 
-    /// Closes the current window of every stage and returns its KPI events.
+    /// Closes the current window of every registered stage and returns its KPI events.
     pub fn drain(&self, window: Duration) -> Vec<KpiEvent> {
         let stages: Vec<StageKpis> = match self.stages.lock() {
             Ok(stages) => stages.values().cloned().collect(),
             Err(poisoned) => poisoned.into_inner().values().cloned().collect(),
         };
-        let timestamp = unix_ms(SystemTime::now());
-        let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
-        let mut events = Vec::new();
-        for kpis in stages {
-            let closed = match kpis.window.lock() {
-                Ok(mut current) => std::mem::replace(&mut *current, Window::new()),
-                Err(_) => continue,
-            };
-            if closed.is_empty() {
-                continue;
-            }
-            let mut push = |name: &str, metric: &str, value: u64| {
-                events.push(KpiEvent {
-                    kpi_name: format!("{}.{name}", kpis.stage),
-                    metric: metric.into(),
-                    value,
-                    timestamp,
-                    stage: kpis.stage.to_string(),
-                    window_ms,
-                })
-            };
-            push("events_processed", "count", closed.processed);
-            push("events_emitted", "count", closed.outputs);
-            push("dead_letters", "count", closed.dead_lettered);
-            push("duplicates_dropped", "count", closed.duplicates);
-            push("retries", "count", closed.retries);
-            if !closed.latency_us.is_empty() {
-                push(
-                    "latency_p50",
-                    "microseconds",
-                    closed.latency_us.value_at_quantile(0.5),
-                );
-                push(
-                    "latency_p99",
-                    "microseconds",
-                    closed.latency_us.value_at_quantile(0.99),
-                );
-                push("latency_max", "microseconds", closed.latency_us.max());
-            }
-        }
-        events
+        stages.iter().flat_map(|kpis| kpis.drain(window)).collect()
     }
 }
 
@@ -210,7 +220,8 @@ pub async fn publish_loop(
     }
 }
 
-fn kpi_record(event: &KpiEvent, topic: &str, event_type: &str, instance: &str) -> OutRecord {
+/// The record of one KPI event; `instance` keeps ids of different host instances apart.
+pub fn kpi_record(event: &KpiEvent, topic: &str, event_type: &str, instance: &str) -> OutRecord {
     let id = uuid::Uuid::new_v5(
         &uuid::Uuid::NAMESPACE_OID,
         format!("kpi\n{instance}\n{}\n{}", event.kpi_name, event.timestamp).as_bytes(),
@@ -225,8 +236,9 @@ fn kpi_record(event: &KpiEvent, topic: &str, event_type: &str, instance: &str) -
     };
     OutRecord {
         topic: topic.to_string(),
+        partition: None,
         key: Some(event.kpi_name.clone()),
-        payload: serde_json::to_vec(event).unwrap_or_default(),
+        payload: Some(serde_json::to_vec(event).unwrap_or_default()),
         headers: attributes.to_headers([]),
         id,
     }

@@ -5,6 +5,7 @@
 //! - [`plugin`]: the WebAssembly side — engine, sandboxed instances, the WIT bindings.
 //! - [`event`]: what travels on topics — CloudEvents headers and ids, dead letters, schemas.
 //! - [`kafka`]: client settings, topic creation, publishing with acknowledgement, `tail`.
+//! - [`state`]: keyed plugin state — partitioned, transactional, restored from a changelog.
 //! - [`store`]: durable local state — processed event ids and ingress answers (`redb`).
 //! - [`stage`]: per-event processing, the topic consume loop, the HTTP ingress stage.
 //! - [`kpi`]: windowed KPIs published to the KPI topic.
@@ -22,4 +23,5 @@ pub mod kafka;
 pub mod kpi;
 pub mod plugin;
 pub mod stage;
+pub mod state;
 pub mod store;

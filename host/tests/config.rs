@@ -69,7 +69,16 @@ fn the_repository_pipeline_is_valid() {
     let names: Vec<&str> = config.stages.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(
         names,
-        ["order", "inventory", "warehouse", "shipper", "notification"]
+        [
+            "order",
+            "inventory",
+            "stock",
+            "reservation",
+            "warehouse",
+            "shipper",
+            "notification",
+            "order-status"
+        ]
     );
 }
 
@@ -81,8 +90,10 @@ fn environment_overrides_replace_brokers_and_listen_address() {
         brokers: Some("kafka:29092".into()),
         http_listen: Some("0.0.0.0:9000".into()),
         state_dir: None,
+        instance_id: Some("host-b".into()),
     };
     let config = parse(&text, Path::new("pipeline.toml"), root, &overrides).unwrap();
     assert_eq!(config.kafka.brokers, "kafka:29092");
     assert_eq!(config.http.listen, "0.0.0.0:9000");
+    assert_eq!(config.state.instance_id, "host-b");
 }

@@ -117,7 +117,7 @@ fn unix_ms() -> i64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_out_of_stock_order_is_rejected_and_never_confirmed() {
     let mut pipeline = TestPipeline::new(|config| {
-        let inventory = stage_mut(config, "inventory");
+        let inventory = stage_mut(config, "stock");
         let catalog = inventory["config"]["catalog"].as_table().unwrap().clone();
         let mut catalog = catalog;
         catalog.insert("scarce-1".into(), 2.into());

@@ -4,10 +4,11 @@
 #![allow(missing_docs, clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use stagehost::config::LimitsConfig;
 use stagehost::plugin::{CallError, InputEvent, InstanceSettings, PluginEngine, StageInstance};
+use stagehost::state::KeyedState;
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -69,7 +70,7 @@ fn assert_fits(schema: &str, payload: &str) {
 }
 
 #[test]
-fn the_five_plugins_produce_schema_valid_outputs() {
+fn the_plugins_produce_schema_valid_outputs_stage_by_stage() {
     let engine = PluginEngine::new(None).unwrap();
     let catalog = serde_json::json!({"catalog": {"prod-789": 10}});
 
@@ -80,13 +81,53 @@ fn the_five_plugins_produce_schema_valid_outputs() {
     assert_eq!(received[0].output, "received");
     assert_fits("order-received.schema.json", &received[0].payload);
 
-    let confirmed = instance(&engine, "inventory", catalog.clone())
+    // Inventory is one component in three roles; stock and reservation keep state.
+    let state = Arc::new(Mutex::new(KeyedState::default()));
+    state.lock().unwrap().install(0, Default::default());
+    let mut inventory = instance(&engine, "inventory", catalog.clone());
+    let split = inventory
         .handle(&event("OrderReceived", order(Some("received"))))
         .unwrap();
-    let outputs: Vec<&str> = confirmed.iter().map(|o| o.output.as_str()).collect();
+    let outputs: Vec<&str> = split.iter().map(|o| o.output.as_str()).collect();
+    assert_eq!(outputs, ["pending", "reserve"]);
+    assert_fits("inventory-result.schema.json", &split[0].payload);
+    assert_fits("inventory-command.schema.json", &split[1].payload);
+
+    let mut reserve = event(
+        "InventoryCommand",
+        serde_json::from_str(&split[1].payload).unwrap(),
+    );
+    reserve.key = Some("prod-789".into());
+    let (reserved, writes) = inventory
+        .handle_with_state(&reserve, Some((state.clone(), 0)))
+        .unwrap();
+    let outputs: Vec<&str> = reserved.iter().map(|o| o.output.as_str()).collect();
+    assert_eq!(outputs, ["result", "ledger"]);
+    assert_fits("inventory-ledger.schema.json", &reserved[1].payload);
+    assert_eq!(
+        writes.get("stock/prod-789"),
+        Some(&Some(b"8".to_vec())),
+        "10 in stock, 2 reserved"
+    );
+    state.lock().unwrap().stage(0, writes);
+    state.lock().unwrap().commit();
+
+    let mut decided = Vec::new();
+    for payload in [&split[0].payload, &reserved[0].payload] {
+        let (outputs, writes) = inventory
+            .handle_with_state(
+                &event("InventoryResult", serde_json::from_str(payload).unwrap()),
+                Some((state.clone(), 0)),
+            )
+            .unwrap();
+        state.lock().unwrap().stage(0, writes);
+        state.lock().unwrap().commit();
+        decided = outputs;
+    }
+    let outputs: Vec<&str> = decided.iter().map(|o| o.output.as_str()).collect();
     assert_eq!(outputs, ["confirmed", "notify"]);
-    assert_fits("order-confirmed.schema.json", &confirmed[0].payload);
-    assert_fits("notification.schema.json", &confirmed[1].payload);
+    assert_fits("order-confirmed.schema.json", &decided[0].payload);
+    assert_fits("notification.schema.json", &decided[1].payload);
 
     let packed = instance(&engine, "warehouse", serde_json::json!({}))
         .handle(&event("OrderConfirmed", order(Some("confirmed"))))

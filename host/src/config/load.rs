@@ -51,6 +51,8 @@ pub struct Overrides {
     pub http_listen: Option<String>,
     /// `STAGEHOST_STATE_DIR`: replaces `state.dir`.
     pub state_dir: Option<PathBuf>,
+    /// `STAGEHOST_INSTANCE`: replaces `state.instance_id`.
+    pub instance_id: Option<String>,
 }
 
 impl Overrides {
@@ -61,6 +63,7 @@ impl Overrides {
             brokers: var("KAFKA_BROKERS"),
             http_listen: var("STAGEHOST_HTTP_ADDR"),
             state_dir: var("STAGEHOST_STATE_DIR").map(PathBuf::from),
+            instance_id: var("STAGEHOST_INSTANCE"),
         }
     }
 }
@@ -108,6 +111,9 @@ fn apply(config: &mut PipelineConfig, overrides: &Overrides) {
     }
     if let Some(dir) = &overrides.state_dir {
         config.state.dir.clone_from(dir);
+    }
+    if let Some(instance) = &overrides.instance_id {
+        config.state.instance_id.clone_from(instance);
     }
 }
 

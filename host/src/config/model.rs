@@ -40,6 +40,10 @@ pub struct KafkaConfig {
     /// Create declared topics that do not exist yet when the host starts.
     #[serde(default = "default_true")]
     pub create_topics: bool,
+    /// How long a stage's transaction may stay open before the broker aborts it; it bounds how
+    /// long readers wait after an instance dies mid-transaction.
+    #[serde(default = "default_transaction_timeout", with = "humantime_serde")]
+    pub transaction_timeout: Duration,
     /// Extra librdkafka settings for the shared producer (they override the host's defaults).
     #[serde(default)]
     pub producer: BTreeMap<String, String>,
@@ -86,6 +90,10 @@ pub struct StateConfig {
     /// How long the id of a processed event is remembered (e.g. `"7d"`).
     #[serde(with = "humantime_serde")]
     pub idempotency_retention: Duration,
+    /// Name of this host instance, unique among the instances sharing the stages and stable
+    /// across its restarts: it makes the transactional ids that fence a crashed incarnation.
+    /// The `STAGEHOST_INSTANCE` environment variable overrides it.
+    pub instance_id: String,
 }
 
 impl Default for StateConfig {
@@ -93,6 +101,7 @@ impl Default for StateConfig {
         Self {
             dir: PathBuf::from(".stagehost/state"),
             idempotency_retention: Duration::from_secs(7 * 24 * 3600),
+            instance_id: "host-0".into(),
         }
     }
 }
@@ -154,15 +163,22 @@ pub struct StageConfig {
     pub name: String,
     /// Path of the stage's WebAssembly component.
     pub plugin: PathBuf,
-    /// `"http"` for the HTTP ingress, otherwise the name of a declared topic.
-    pub input: String,
+    /// `"http"` for the HTTP ingress, otherwise a declared topic or a list of declared topics.
+    pub input: InputSpec,
     /// Consumer group; defaults to `stagehost-<name>`.
     #[serde(default)]
     pub group: Option<String>,
     /// Logical output name (as the plugin emits it) to declared topic.
     #[serde(default)]
     pub outputs: BTreeMap<String, String>,
-    /// Largest number of input events handled and acknowledged together.
+    /// Processing guarantee: `exactly_once` (Kafka transactions) or `at_least_once`.
+    #[serde(default)]
+    pub mode: ProcessingMode,
+    /// Longest time a transaction stays open while input keeps arriving (like Kafka Streams'
+    /// `commit.interval.ms`); when input pauses the transaction commits at once.
+    #[serde(default = "default_commit_interval", with = "humantime_serde")]
+    pub commit_interval: Duration,
+    /// Largest number of input events handled together.
     #[serde(default = "default_max_batch")]
     pub max_batch: usize,
     /// Sandbox limits for the plugin.
@@ -181,10 +197,40 @@ impl StageConfig {
             .unwrap_or_else(|| format!("stagehost-{}", self.name))
     }
 
-    /// Whether the stage is fed by the HTTP ingress rather than a topic.
+    /// Whether the stage is fed by the HTTP ingress rather than topics.
     pub fn is_http(&self) -> bool {
-        self.input == HTTP_INPUT
+        self.inputs() == [HTTP_INPUT]
     }
+
+    /// The input topics (or `["http"]`).
+    pub fn inputs(&self) -> Vec<&str> {
+        match &self.input {
+            InputSpec::One(topic) => vec![topic.as_str()],
+            InputSpec::Many(topics) => topics.iter().map(String::as_str).collect(),
+        }
+    }
+}
+
+/// One input topic, or several.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum InputSpec {
+    /// A single topic, or `"http"`.
+    One(String),
+    /// Several topics, consumed by one consumer.
+    Many(Vec<String>),
+}
+
+/// The processing guarantee of a stage.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProcessingMode {
+    /// Outputs, state changes and consumed offsets commit together in a Kafka transaction.
+    #[default]
+    ExactlyOnce,
+    /// Outputs are acknowledged before offsets are committed; a crash may repeat outputs
+    /// (with the same ids, which the next stage drops).
+    AtLeastOnce,
 }
 
 /// The `input` value that selects the HTTP ingress.
@@ -221,4 +267,10 @@ fn default_replication() -> i32 {
 }
 fn default_max_batch() -> usize {
     500
+}
+fn default_commit_interval() -> Duration {
+    Duration::from_millis(100)
+}
+fn default_transaction_timeout() -> Duration {
+    Duration::from_secs(10)
 }

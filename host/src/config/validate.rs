@@ -53,6 +53,21 @@ fn check_kafka(config: &PipelineConfig, problems: &mut Problems) {
             "is empty; set it to host:port[,host:port] or export KAFKA_BROKERS",
         );
     }
+    if config.kafka.transaction_timeout < std::time::Duration::from_secs(1) {
+        problems.push("kafka.transaction_timeout", "must be at least 1s");
+    }
+    if config.state.instance_id.is_empty()
+        || !config
+            .state
+            .instance_id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+    {
+        problems.push(
+            "state.instance_id",
+            "must be non-empty and contain only letters, digits, '-', '_' and '.'",
+        );
+    }
 }
 
 fn check_topics(config: &PipelineConfig, problems: &mut Problems) {
@@ -158,17 +173,28 @@ fn check_stages(config: &PipelineConfig, problems: &mut Problems) {
                 ),
             );
         }
-        if stage.input == HTTP_INPUT {
-            http_stages.push(stage.name.as_str());
-        } else {
-            if !config.topics.contains_key(&stage.input) {
+        let inputs = stage.inputs();
+        if inputs.is_empty() {
+            problems.push(format!("{key}.input"), "names no topic");
+        }
+        if inputs.contains(&HTTP_INPUT) {
+            if inputs.len() > 1 {
                 problems.push(
                     format!("{key}.input"),
-                    format!(
-                        "topic '{}' is not declared in [topics] (use \"http\" for the HTTP ingress)",
-                        stage.input
-                    ),
+                    "\"http\" cannot be combined with topics",
                 );
+            }
+            http_stages.push(stage.name.as_str());
+        } else {
+            for input in &inputs {
+                if !config.topics.contains_key(*input) {
+                    problems.push(
+                        format!("{key}.input"),
+                        format!(
+                            "topic '{input}' is not declared in [topics] (use \"http\" for the HTTP ingress)"
+                        ),
+                    );
+                }
             }
             let group = stage.group_id();
             if let Some(other) = groups.insert(group.clone(), &stage.name) {
@@ -177,6 +203,9 @@ fn check_stages(config: &PipelineConfig, problems: &mut Problems) {
                     format!("consumer group '{group}' is already used by stage '{other}'"),
                 );
             }
+        }
+        if stage.commit_interval.is_zero() {
+            problems.push(format!("{key}.commit_interval"), "must be longer than zero");
         }
         if stage.max_batch == 0 {
             problems.push(format!("{key}.max_batch"), "must be at least 1");

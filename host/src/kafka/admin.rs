@@ -50,3 +50,30 @@ pub async fn ensure_topics(config: &PipelineConfig) -> anyhow::Result<()> {
         anyhow::bail!("cannot create topics: {}", failures.join(", "))
     }
 }
+
+/// Creates a stage's compacted changelog topic unless it exists.
+pub async fn ensure_changelog(
+    brokers: &str,
+    topic: &str,
+    partitions: i32,
+    replication: i32,
+) -> anyhow::Result<()> {
+    let admin: AdminClient<DefaultClientContext> = admin_config(brokers)
+        .create()
+        .context("cannot create the Kafka admin client")?;
+    let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(replication))
+        .set("cleanup.policy", "compact");
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let results = admin
+        .create_topics([&new], &options)
+        .await
+        .with_context(|| format!("cannot create the changelog topic {topic}"))?;
+    for result in results {
+        match result {
+            Ok(name) => tracing::info!(topic = %name, "created changelog topic"),
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((name, code)) => anyhow::bail!("cannot create the changelog topic {name}: {code}"),
+        }
+    }
+    Ok(())
+}

@@ -21,15 +21,35 @@ pub fn producer_config(kafka: &KafkaConfig) -> ClientConfig {
     config
 }
 
-/// Settings of one stage's consumer: offsets are stored by the host only after the input's
-/// outputs are acknowledged, and committed in the background (and on shutdown and revoke).
-pub fn consumer_config(kafka: &KafkaConfig, group: &str) -> ClientConfig {
+/// Settings of a stage's own transactional producer; `transactional_id` must be stable across
+/// restarts of the same instance so the new incarnation fences the old one.
+pub fn transactional_producer_config(kafka: &KafkaConfig, transactional_id: &str) -> ClientConfig {
+    let timeout_ms = kafka.transaction_timeout.as_millis();
+    let mut config = producer_config(kafka);
+    config
+        .set("transactional.id", transactional_id)
+        .set("transaction.timeout.ms", timeout_ms.to_string())
+        .set("message.timeout.ms", timeout_ms.to_string())
+        // The coordinator answers CONCURRENT_TRANSACTIONS while the previous commit completes;
+        // librdkafka's default 100 ms back-off would add that to every transaction.
+        .set("retry.backoff.ms", "5")
+        .set("retry.backoff.max.ms", "100");
+    config
+}
+
+/// Settings of one stage's consumer. At-least-once: offsets are stored by the host only after
+/// the input's outputs are acknowledged and committed in the background (and on shutdown and
+/// revoke). Exactly-once: offsets are committed only inside the stage's transactions.
+pub fn consumer_config(kafka: &KafkaConfig, group: &str, exactly_once: bool) -> ClientConfig {
     let mut config = ClientConfig::new();
     config
         .set("bootstrap.servers", &kafka.brokers)
         .set("client.id", format!("stagehost-{group}"))
         .set("group.id", group)
-        .set("enable.auto.commit", "true")
+        .set(
+            "enable.auto.commit",
+            if exactly_once { "false" } else { "true" },
+        )
         .set("auto.commit.interval.ms", "1000")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")

@@ -5,6 +5,6 @@ mod clients;
 mod publish;
 pub mod tail;
 
-pub use admin::ensure_topics;
-pub use clients::{admin_config, consumer_config, producer_config};
+pub use admin::{ensure_changelog, ensure_topics};
+pub use clients::{admin_config, consumer_config, producer_config, transactional_producer_config};
 pub use publish::{Delivery, OutRecord, publish_all};

@@ -13,10 +13,12 @@ use rdkafka::util::Timeout;
 pub struct OutRecord {
     /// Destination topic.
     pub topic: String,
+    /// Destination partition; `None` lets the partitioner pick by key.
+    pub partition: Option<i32>,
     /// Record key.
     pub key: Option<String>,
-    /// JSON body.
-    pub payload: Vec<u8>,
+    /// JSON body; `None` for a tombstone.
+    pub payload: Option<Vec<u8>>,
     /// CloudEvents and extra headers.
     pub headers: OwnedHeaders,
     /// The event id (also in the `ce_id` header), for logs.
@@ -30,6 +32,23 @@ pub struct Delivery {
     pub partition: i32,
     /// Offset.
     pub offset: i64,
+}
+
+impl OutRecord {
+    /// The record as librdkafka takes it.
+    pub fn to_future_record(&self) -> FutureRecord<'_, str, [u8]> {
+        let mut record = FutureRecord::to(&self.topic).headers(self.headers.clone());
+        if let Some(payload) = &self.payload {
+            record = record.payload(payload.as_slice());
+        }
+        if let Some(key) = &self.key {
+            record = record.key(key.as_str());
+        }
+        if let Some(partition) = self.partition {
+            record = record.partition(partition);
+        }
+        record
+    }
 }
 
 /// Sends every record and waits for all acknowledgements. Records that fail are sent again
@@ -53,16 +72,9 @@ pub async fn publish_all(
             tracing::warn!(failed = pending.len(), error = %last_error, ?pause, "publishing again after failure");
             tokio::time::sleep(pause).await;
         }
-        let sends = pending.iter().map(|&i| {
-            let record = &records[i];
-            let mut future = FutureRecord::to(&record.topic)
-                .payload(&record.payload)
-                .headers(record.headers.clone());
-            if let Some(key) = &record.key {
-                future = future.key(key);
-            }
-            producer.send(future, Timeout::Never)
-        });
+        let sends = pending
+            .iter()
+            .map(|&i| producer.send(records[i].to_future_record(), Timeout::Never));
         for (&i, result) in pending.iter().zip(join_all(sends).await) {
             match result {
                 Ok(delivery) => {

@@ -16,6 +16,9 @@ use super::host_state::PluginState;
 /// How often the engine's epoch advances; per-event deadlines are counted in these ticks.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
+/// Import name prefix of the keyed state interface.
+const STATE_INTERFACE: &str = "stagehost:pipeline/state@";
+
 /// Why a plugin could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum PluginError {
@@ -62,6 +65,8 @@ pub struct LoadedPlugin {
     pub path: PathBuf,
     /// Content hash of the component (`sha256:` and 16 hex digits): the plugin's version.
     pub version: String,
+    /// Whether the component imports the keyed state interface.
+    pub uses_state: bool,
     /// Pre-linked component: instantiation only allocates.
     pub(crate) pre: StagePre<PluginState>,
 }
@@ -71,6 +76,7 @@ impl std::fmt::Debug for LoadedPlugin {
         f.debug_struct("LoadedPlugin")
             .field("path", &self.path)
             .field("version", &self.version)
+            .field("uses_state", &self.uses_state)
             .finish_non_exhaustive()
     }
 }
@@ -138,9 +144,14 @@ impl PluginEngine {
             .instantiate_pre(&component)
             .map_err(world_error)?;
         let pre = StagePre::new(instance_pre).map_err(world_error)?;
+        let uses_state = component
+            .component_type()
+            .imports(&self.engine)
+            .any(|(name, _)| name.starts_with(STATE_INTERFACE));
         Ok(Arc::new(LoadedPlugin {
             path: path.to_path_buf(),
             version: content_version(bytes),
+            uses_state,
             pre,
         }))
     }

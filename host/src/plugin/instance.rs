@@ -1,14 +1,15 @@
 //! One live plugin instance of a stage: calls the handler under a deadline and memory limit,
 //! and replaces the instance after a trap (a trapped store cannot be entered again).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use wasmtime::{Store, StoreLimitsBuilder, Trap};
 
 use super::bindings::{InputEvent, OutputEvent, Stage, StageError};
 use super::engine::{EPOCH_TICK, LoadedPlugin, PluginEngine, PluginError};
-use super::host_state::PluginState;
+use super::host_state::{PluginState, StateScope};
 use crate::config::LimitsConfig;
+use crate::state::{KeyedState, Writes};
 
 /// Why a call produced no outputs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,8 +78,24 @@ impl StageInstance {
         &self.plugin.version
     }
 
-    /// Calls the plugin's handler for one event.
+    /// Whether the plugin imports the keyed state interface.
+    pub fn uses_state(&self) -> bool {
+        self.plugin.uses_state
+    }
+
+    /// Calls the plugin's handler for one event (without state).
     pub fn handle(&mut self, event: &InputEvent) -> Result<Vec<OutputEvent>, CallError> {
+        self.handle_with_state(event, None)
+            .map(|(outputs, _)| outputs)
+    }
+
+    /// Calls the plugin's handler for one event that may read and write `state`; returns the
+    /// outputs and the state writes, which the caller applies only if it publishes the outputs.
+    pub fn handle_with_state(
+        &mut self,
+        event: &InputEvent,
+        state: Option<(Arc<Mutex<KeyedState>>, i32)>,
+    ) -> Result<(Vec<OutputEvent>, Writes), CallError> {
         let live = match self.live.as_mut() {
             Some(live) => live,
             None => {
@@ -89,12 +106,24 @@ impl StageInstance {
         };
         live.store
             .set_epoch_deadline(deadline_ticks(&self.settings.limits));
+        live.store.data_mut().state = state.map(|(store, partition)| StateScope {
+            store,
+            partition,
+            writes: Writes::new(),
+        });
         let result = live
             .bindings
             .stagehost_pipeline_handler()
             .call_handle(&mut live.store, event);
+        let writes = live
+            .store
+            .data_mut()
+            .state
+            .take()
+            .map(|scope| scope.writes)
+            .unwrap_or_default();
         match result {
-            Ok(Ok(outputs)) => Ok(outputs),
+            Ok(Ok(outputs)) => Ok((outputs, writes)),
             Ok(Err(StageError::Reject(message))) => Err(CallError::Reject(message)),
             Ok(Err(StageError::Retry(message))) => Err(CallError::Retry(message)),
             Err(error) => {

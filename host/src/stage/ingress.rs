@@ -142,13 +142,13 @@ impl Ingress {
         };
         let (result, version) = match self.instance.lock() {
             Ok(mut instance) => (
-                self.context.process(&mut instance, &input, false),
+                self.context.process(&mut instance, &input, false, None),
                 instance.version().to_string(),
             ),
             Err(_) => return Reply::error(500, "the stage's plugin instance is unavailable"),
         };
         let records = match result {
-            Ok(records) => records,
+            Ok(processed) => processed.records,
             Err(failure) if failure.is_client_error() => {
                 return Reply {
                     status: 400,

@@ -1,9 +1,12 @@
-//! Running stages: the shared per-event processing, the topic consume loop, the HTTP ingress.
+//! Running stages: the shared per-event processing, the topic consume loop (exactly-once or
+//! at-least-once), the HTTP ingress.
 
 mod ingress;
 mod processor;
+mod rebalance;
 mod runner;
 
 pub use ingress::{Ingress, Reply};
-pub use processor::{Failure, Input, Route, StageContext};
-pub use runner::StageRunner;
+pub use processor::{Failure, Input, Processed, Route, StageContext};
+pub use rebalance::RebalanceTracker;
+pub use runner::{KpiTarget, StageConsumer, StageRunner, StageStateParts};

@@ -2,13 +2,23 @@
 //! check and address every output. Shared by topic stages and the HTTP ingress.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use crate::event::cloudevents::{self, CloudEvent};
 use crate::event::dead_letter::{DeadLetter, Origin};
 use crate::event::schema::SchemaRegistry;
 use crate::kafka::OutRecord;
 use crate::plugin::{CallError, Header, InputEvent, StageInstance};
+use crate::state::{KeyedState, Writes};
+
+/// The records one input produced, and the state writes that go with them.
+#[derive(Debug, Default)]
+pub struct Processed {
+    /// Records to publish, in order.
+    pub records: Vec<OutRecord>,
+    /// State writes of the input (empty for stateless stages).
+    pub writes: Writes,
+}
 
 /// Where a stage's logical output goes.
 #[derive(Debug, Clone)]
@@ -87,14 +97,16 @@ impl Failure {
 }
 
 impl StageContext {
-    /// Processes one input: the records to publish, or why there are none.
+    /// Processes one input: the records to publish and the state writes, or why there are none.
     /// `validate_input` is false for the ingress, whose body is validated before.
+    /// `state` is the stage's keyed state, for stateful stages.
     pub fn process(
         &self,
         instance: &mut StageInstance,
         input: &Input<'_>,
         validate_input: bool,
-    ) -> Result<Vec<OutRecord>, Failure> {
+        state: Option<&Arc<Mutex<KeyedState>>>,
+    ) -> Result<Processed, Failure> {
         let text = std::str::from_utf8(input.payload)
             .map_err(|error| Failure::Undecodable(format!("body is not UTF-8: {error}")))?;
         if validate_input {
@@ -119,14 +131,18 @@ impl StageContext {
                 .collect(),
             topic: input.origin.source_topic.clone(),
         };
-        let outputs = instance.handle(&event).map_err(|error| match error {
-            CallError::Reject(m) => Failure::Rejected(m),
-            CallError::Retry(m) => Failure::Retry(m),
-            CallError::Trap(m) => Failure::Trap(m),
-        })?;
+        let scope = state.map(|store| (store.clone(), input.origin.partition));
+        let (outputs, writes) =
+            instance
+                .handle_with_state(&event, scope)
+                .map_err(|error| match error {
+                    CallError::Reject(m) => Failure::Rejected(m),
+                    CallError::Retry(m) => Failure::Retry(m),
+                    CallError::Trap(m) => Failure::Trap(m),
+                })?;
         let version = instance.version().to_string();
         let time = cloudevents::now_rfc3339();
-        outputs
+        let records = outputs
             .into_iter()
             .enumerate()
             .map(|(position, output)| {
@@ -168,13 +184,15 @@ impl StageContext {
                 );
                 Ok(OutRecord {
                     topic: route.topic.clone(),
+                    partition: None,
                     key: output.key.or_else(|| input.key.map(str::to_string)),
-                    payload: output.payload.into_bytes(),
+                    payload: Some(output.payload.into_bytes()),
                     headers,
                     id,
                 })
             })
-            .collect()
+            .collect::<Result<Vec<_>, Failure>>()?;
+        Ok(Processed { records, writes })
     }
 
     /// The dead-letter record for an input that failed with `failure` after `attempts` tries.
@@ -203,8 +221,9 @@ impl StageContext {
         };
         OutRecord {
             topic: self.dead_letter.topic.clone(),
+            partition: None,
             key: input.key.map(str::to_string),
-            payload: letter.to_json(),
+            payload: Some(letter.to_json()),
             headers: attributes.to_headers([]),
             id,
         }

@@ -1,33 +1,74 @@
-//! The consume loop of one topic-fed stage:
-//! consume a batch → decode → drop already-processed ids → call the plugin → publish every
-//! output (or dead letter) and wait for the acknowledgements → record the ids as processed →
-//! only then store the input offsets for commit. Nothing is acknowledged before its outputs.
+//! The consume loop of one topic-fed stage.
+//!
+//! Every input goes: consume → decode → call the plugin (with its partition's state) → publish
+//! its outputs, dead letter, state changelog records → commit its offset. How the last two
+//! happen depends on the stage's [`ProcessingMode`]:
+//!
+//! - `exactly_once`: outputs, changelog records, dead letters, KPIs and the consumed offsets of
+//!   a batch go into one Kafka transaction of the stage's own transactional producer; readers
+//!   downstream use `read_committed`. A crash or a lost partition aborts the transaction and
+//!   the inputs are processed again from the last committed offsets, with the state they saw
+//!   the first time. Committing offsets with the group's metadata fences zombie instances.
+//! - `at_least_once`: outputs go through the shared idempotent producer; only after every
+//!   acknowledgement are the inputs' ids recorded as processed and their offsets stored.
+//!   After a crash an input may be processed again; its outputs carry the same ids and the
+//!   next stage drops them.
 
-use std::collections::HashSet;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use futures::FutureExt;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
-use rdkafka::producer::FutureProducer;
+use rdkafka::producer::{FutureProducer, Producer};
+use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::watch;
 
-use super::processor::{Failure, Input, StageContext};
+use super::processor::{Failure, Input, Processed, Route, StageContext};
+use super::rebalance::RebalanceTracker;
+use crate::config::ProcessingMode;
 use crate::event::cloudevents;
 use crate::event::dead_letter::Origin;
 use crate::kafka::{OutRecord, publish_all};
-use crate::kpi::StageKpis;
+use crate::kpi::{StageKpis, kpi_record};
 use crate::plugin::StageInstance;
+use crate::state::{KeyedState, Writes, restore};
 use crate::store::StateStore;
 
 /// Attempts for an input whose plugin asks for a retry before it is dead-lettered.
 const RETRY_ATTEMPTS: u32 = 3;
 /// Pause before the first retry; doubled for each further one.
 const RETRY_BASE_DELAY: Duration = Duration::from_millis(50);
-/// Rounds of re-publishing before a batch is given up (and re-consumed after a restart).
+/// Rounds of re-publishing before an at-least-once batch is given up.
 const PUBLISH_ROUNDS: u32 = 8;
+/// How long a transactional call may block.
+const TXN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The consumer type of every stage.
+pub type StageConsumer = StreamConsumer<RebalanceTracker>;
+
+/// Where a stage publishes its own KPI windows.
+pub struct KpiTarget {
+    /// KPI topic and event type.
+    pub route: Route,
+    /// Window length.
+    pub interval: Duration,
+    /// Keeps KPI ids of different host instances apart.
+    pub instance: String,
+}
+
+/// State of a stateful stage.
+pub struct StageStateParts {
+    /// The keyed state of the partitions this instance owns.
+    pub keyed: Arc<Mutex<KeyedState>>,
+    /// The changelog topic.
+    pub changelog: String,
+    /// Brokers, for restoring.
+    pub brokers: String,
+}
 
 /// A running topic-fed stage.
 pub struct StageRunner {
@@ -35,176 +76,573 @@ pub struct StageRunner {
     pub context: Arc<StageContext>,
     /// The plugin instance this runner owns.
     pub instance: StageInstance,
-    /// The stage's consumer, subscribed to its input topic.
-    pub consumer: StreamConsumer,
-    /// The host's shared producer.
+    /// The stage's consumer, subscribed to its input topics.
+    pub consumer: StageConsumer,
+    /// `exactly_once`: the stage's own transactional producer (initialised);
+    /// `at_least_once`: the host's shared producer.
     pub producer: FutureProducer,
-    /// Durable record of processed ids.
+    /// Processing guarantee.
+    pub mode: ProcessingMode,
+    /// Durable record of processed ids (at-least-once deduplication).
     pub store: StateStore,
     /// KPI recorder of the stage.
     pub kpis: StageKpis,
-    /// `ce_type` assumed for input records that carry no `ce_type` header.
-    pub input_event_type: String,
+    /// Where KPI windows go, if KPIs are enabled.
+    pub kpi: Option<KpiTarget>,
+    /// `ce_type` by input topic, for records that carry no `ce_type` header.
+    pub input_event_types: HashMap<String, String>,
     /// Largest batch handled at once.
     pub max_batch: usize,
+    /// Longest a transaction stays open while input keeps arriving.
+    pub commit_interval: Duration,
+    /// Keyed state, for stages whose plugin imports it.
+    pub state: Option<StageStateParts>,
 }
 
-/// What happened to one input of a batch.
+/// Everything of a runner but its consumer, which the in-flight messages borrow.
+struct Worker {
+    context: Arc<StageContext>,
+    instance: StageInstance,
+    producer: FutureProducer,
+    mode: ProcessingMode,
+    store: StateStore,
+    kpis: StageKpis,
+    kpi: Option<KpiTarget>,
+    input_event_types: HashMap<String, String>,
+    max_batch: usize,
+    commit_interval: Duration,
+    state: Option<StageStateParts>,
+}
+
+/// What happened to one input.
+#[derive(Clone, Copy)]
 enum Fate {
     Duplicate,
     Published(usize),
     DeadLettered,
 }
 
+/// The work of the open transaction (exactly-once) or batch (at-least-once).
+#[derive(Default)]
+struct Pending {
+    /// First offset consumed per partition: where to seek back to after an abort.
+    start: HashMap<(String, i32), i64>,
+    /// Next offset to consume per partition: what to commit.
+    next: HashMap<(String, i32), i64>,
+    /// Fates of the inputs, counted once the work is committed.
+    fates: Vec<Fate>,
+    /// When the first input arrived.
+    opened: Option<Instant>,
+}
+
 impl StageRunner {
-    /// Runs until `shutdown` turns true, then finishes the current batch and commits.
-    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+    /// Runs until `shutdown` turns true, then finishes the open work and commits.
+    pub async fn run(self, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+        let StageRunner {
+            context,
+            instance,
+            consumer,
+            producer,
+            mode,
+            store,
+            kpis,
+            kpi,
+            input_event_types,
+            max_batch,
+            commit_interval,
+            state,
+        } = self;
+        let mut worker = Worker {
+            context,
+            instance,
+            producer,
+            mode,
+            store,
+            kpis,
+            kpi,
+            input_event_types,
+            max_batch,
+            commit_interval,
+            state,
+        };
+        worker.run(&consumer, shutdown).await
+    }
+}
+
+impl Worker {
+    async fn run(
+        &mut self,
+        consumer: &StageConsumer,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> anyhow::Result<()> {
         let stage = self.context.name.clone();
-        tracing::info!(stage = %stage, version = %self.instance.version(), "stage started");
+        tracing::info!(stage = %stage, version = %self.instance.version(), mode = ?self.mode,
+            stateful = self.state.is_some(), "stage started");
+        let mut pending = Pending::default();
+        let mut in_transaction = false;
+        let mut last_kpi = Instant::now();
         loop {
-            let first = tokio::select! {
-                biased;
-                _ = shutdown.changed() => break,
-                message = self.consumer.recv() => message,
-            };
-            let first = match first {
-                Ok(message) => message,
-                Err(error) => {
-                    tracing::warn!(stage = %stage, %error, "consumer error");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    continue;
-                }
-            };
-            let mut batch = vec![first];
-            while batch.len() < self.max_batch {
-                match self.consumer.recv().now_or_never() {
-                    Some(Ok(message)) => batch.push(message),
-                    Some(Err(error)) => {
-                        tracing::warn!(stage = %stage, %error, "consumer error");
-                        break;
+            let batch = if in_transaction {
+                poll_available(consumer, self.max_batch, &self.context.name, 0)
+            } else {
+                let kpi_due = self.kpi.as_ref().map(|target| last_kpi + target.interval);
+                let first = tokio::select! {
+                    biased;
+                    _ = shutdown.changed() => break,
+                    message = consumer.recv() => message,
+                    _ = sleep_until_or_forever(kpi_due) => {
+                        // Idle: publish the window that closed, in a transaction of its own.
+                        let kpis = self.due_kpis(&mut last_kpi);
+                        if !kpis.is_empty() {
+                            if self.mode == ProcessingMode::ExactlyOnce {
+                                self.producer.begin_transaction().context("cannot begin a transaction")?;
+                                in_transaction = true;
+                            }
+                            self.commit(consumer, &mut pending, &mut in_transaction, kpis).await?;
+                        }
+                        continue;
                     }
-                    None => break,
+                };
+                match first {
+                    Ok(message) => {
+                        let mut batch = vec![message];
+                        batch.extend(poll_available(
+                            consumer,
+                            self.max_batch,
+                            &self.context.name,
+                            1,
+                        ));
+                        batch
+                    }
+                    Err(error) => {
+                        tracing::warn!(stage = %stage, %error, "consumer error");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        continue;
+                    }
                 }
+            };
+            let revoked = consumer.context().take_revoked();
+            if !revoked.is_empty() {
+                drop(batch);
+                self.abandon(consumer, &mut pending, &mut in_transaction, &revoked)?;
+                continue;
             }
-            handle_batch(
-                &self.context,
-                &mut self.instance,
-                &self.consumer,
-                &self.producer,
-                &self.store,
-                &self.kpis,
-                &self.input_event_type,
-                &batch,
-            )
-            .await
-            .with_context(|| format!("stage {stage} failed"))?;
+            if batch.is_empty() && !in_transaction {
+                continue;
+            }
+            let drained = batch.len() < self.max_batch;
+            if self.mode == ProcessingMode::ExactlyOnce && !in_transaction && !batch.is_empty() {
+                self.producer
+                    .begin_transaction()
+                    .context("cannot begin a transaction")?;
+                in_transaction = true;
+            }
+            pending.opened.get_or_insert_with(Instant::now);
+            self.handle_batch(consumer, &batch, &mut pending).await?;
+            drop(batch);
+
+            let stopping = *shutdown.borrow();
+            let interval_over = pending
+                .opened
+                .is_some_and(|opened| opened.elapsed() >= self.commit_interval);
+            if drained || interval_over || stopping {
+                let kpis = self.due_kpis(&mut last_kpi);
+                self.commit(consumer, &mut pending, &mut in_transaction, kpis)
+                    .await?;
+            }
+            if stopping {
+                break;
+            }
         }
-        match self.consumer.commit_consumer_state(CommitMode::Sync) {
-            Ok(()) => {}
-            Err(rdkafka::error::KafkaError::ConsumerCommit(
-                rdkafka::types::RDKafkaErrorCode::NoOffset,
-            )) => {}
-            Err(error) => tracing::warn!(stage = %stage, %error, "final commit failed"),
+        if in_transaction {
+            let kpis = self.due_kpis(&mut last_kpi);
+            self.commit(consumer, &mut pending, &mut in_transaction, kpis)
+                .await?;
+        }
+        if self.mode == ProcessingMode::AtLeastOnce {
+            match consumer.commit_consumer_state(CommitMode::Sync) {
+                Ok(())
+                | Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
+                Err(error) => tracing::warn!(stage = %stage, %error, "final commit failed"),
+            }
         }
         tracing::info!(stage = %stage, "stage stopped");
         Ok(())
     }
+
+    fn due_kpis(&self, last: &mut Instant) -> Vec<OutRecord> {
+        let Some(target) = &self.kpi else {
+            return Vec::new();
+        };
+        if last.elapsed() < target.interval {
+            return Vec::new();
+        }
+        *last = Instant::now();
+        self.kpis
+            .drain(target.interval)
+            .iter()
+            .map(|event| {
+                kpi_record(
+                    event,
+                    &target.route.topic,
+                    &target.route.event_type,
+                    &target.instance,
+                )
+            })
+            .collect()
+    }
+
+    async fn handle_batch(
+        &mut self,
+        consumer: &StageConsumer,
+        batch: &[BorrowedMessage<'_>],
+        pending: &mut Pending,
+    ) -> anyhow::Result<()> {
+        let inputs: Vec<Input<'_>> = batch
+            .iter()
+            .map(|message| decode(&self.context, message, &self.input_event_types))
+            .collect();
+        for input in &inputs {
+            let key = (input.origin.source_topic.clone(), input.origin.partition);
+            pending
+                .start
+                .entry(key.clone())
+                .or_insert(input.origin.offset);
+            pending.next.insert(key, input.origin.offset + 1);
+            self.ensure_restored(input.origin.partition)?;
+        }
+        let already = match self.mode {
+            ProcessingMode::AtLeastOnce => {
+                let ids: Vec<&str> = inputs.iter().map(|input| input.id.as_str()).collect();
+                self.store
+                    .processed_among(&self.context.name, &ids)
+                    .context("cannot read the idempotency store")?
+            }
+            ProcessingMode::ExactlyOnce => vec![false; inputs.len()],
+        };
+
+        let mut records: Vec<OutRecord> = Vec::new();
+        let mut fresh_ids = Vec::new();
+        let mut staged: Vec<(i32, Writes)> = Vec::new();
+        let mut seen_in_batch = HashSet::new();
+        for (input, already) in inputs.iter().zip(already) {
+            if already || !seen_in_batch.insert(input.id.as_str()) {
+                tracing::debug!(stage = %self.context.name, id = %input.id, topic = %input.origin.source_topic,
+                    partition = input.origin.partition, offset = input.origin.offset, "duplicate dropped");
+                pending.fates.push(Fate::Duplicate);
+                continue;
+            }
+            fresh_ids.push(input.id.as_str());
+            let keyed = self.state.as_ref().map(|s| s.keyed.clone());
+            match process_with_retries(
+                &self.context,
+                &mut self.instance,
+                input,
+                keyed.as_ref(),
+                &self.kpis,
+            )
+            .await
+            {
+                Ok(Processed {
+                    records: outputs,
+                    writes,
+                }) => {
+                    tracing::debug!(stage = %self.context.name, id = %input.id, topic = %input.origin.source_topic,
+                        partition = input.origin.partition, offset = input.origin.offset,
+                        order_id = input.key.unwrap_or_default(), outputs = outputs.len(), "processed");
+                    pending.fates.push(Fate::Published(outputs.len()));
+                    records.extend(outputs);
+                    if let Some(parts) = &self.state
+                        && !writes.is_empty()
+                    {
+                        records.extend(changelog_records(
+                            &parts.changelog,
+                            input.origin.partition,
+                            &writes,
+                        ));
+                        if self.mode == ProcessingMode::ExactlyOnce {
+                            // Later inputs of the transaction see these writes.
+                            lock(&parts.keyed).stage(input.origin.partition, writes);
+                        } else {
+                            staged.push((input.origin.partition, writes));
+                        }
+                    }
+                }
+                Err((failure, attempts)) => {
+                    tracing::warn!(stage = %self.context.name, id = %input.id, topic = %input.origin.source_topic,
+                        partition = input.origin.partition, offset = input.origin.offset,
+                        order_id = input.key.unwrap_or_default(), error = %failure.reason(), "dead-lettering event");
+                    records.push(self.context.dead_letter(
+                        input,
+                        &failure,
+                        self.instance.version(),
+                        attempts,
+                    ));
+                    pending.fates.push(Fate::DeadLettered);
+                }
+            }
+        }
+
+        match self.mode {
+            ProcessingMode::ExactlyOnce => {
+                for record in &records {
+                    send_in_transaction(&self.producer, record).await?;
+                }
+            }
+            ProcessingMode::AtLeastOnce => {
+                if !records.is_empty() {
+                    publish_all(&self.producer, &records, PUBLISH_ROUNDS)
+                        .await
+                        .map_err(|error| {
+                            anyhow::anyhow!("cannot publish the outputs of a batch: {error}")
+                        })?;
+                }
+                if let Some(parts) = &self.state {
+                    let mut keyed = lock(&parts.keyed);
+                    for (partition, writes) in staged {
+                        keyed.stage(partition, writes);
+                    }
+                    keyed.commit();
+                }
+                if !fresh_ids.is_empty() {
+                    self.store
+                        .mark_processed(&self.context.name, fresh_ids)
+                        .context("cannot write the idempotency store")?;
+                }
+                for message in batch {
+                    consumer
+                        .store_offset_from_message(message)
+                        .context("cannot store the consumed offset")?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Loads a partition's state from the changelog the first time the partition is seen.
+    fn ensure_restored(&self, partition: i32) -> anyhow::Result<()> {
+        let Some(parts) = &self.state else {
+            return Ok(());
+        };
+        if lock(&parts.keyed).has(partition) {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let values =
+            tokio::task::block_in_place(|| restore(&parts.brokers, &parts.changelog, partition))
+                .with_context(|| format!("cannot restore the state of partition {partition}"))?;
+        tracing::info!(stage = %self.context.name, partition, keys = values.len(),
+            elapsed_ms = started.elapsed().as_millis() as u64, "state restored");
+        lock(&parts.keyed).install(partition, values);
+        Ok(())
+    }
+
+    /// Commits the open work: the transaction (exactly-once) or the counters (at-least-once).
+    async fn commit(
+        &mut self,
+        consumer: &StageConsumer,
+        pending: &mut Pending,
+        in_transaction: &mut bool,
+        kpis: Vec<OutRecord>,
+    ) -> anyhow::Result<()> {
+        let latency = pending.opened.map(|o| o.elapsed()).unwrap_or_default();
+        match self.mode {
+            ProcessingMode::AtLeastOnce => {
+                if !kpis.is_empty()
+                    && let Err(error) = publish_all(&self.producer, &kpis, 3).await
+                {
+                    tracing::warn!(%error, "could not publish KPIs; this window is lost");
+                }
+            }
+            ProcessingMode::ExactlyOnce => {
+                if !*in_transaction {
+                    return Ok(());
+                }
+                for record in &kpis {
+                    send_in_transaction(&self.producer, record).await?;
+                }
+                let mut offsets = TopicPartitionList::new();
+                for ((topic, partition), next) in &pending.next {
+                    offsets.add_partition_offset(topic, *partition, Offset::Offset(*next))?;
+                }
+                let metadata = consumer
+                    .group_metadata()
+                    .context("the consumer has no group metadata")?;
+                let producer = &self.producer;
+                let committing = Instant::now();
+                let result = tokio::task::block_in_place(|| {
+                    if offsets.count() > 0 {
+                        producer.send_offsets_to_transaction(&offsets, &metadata, TXN_TIMEOUT)?;
+                    }
+                    producer.commit_transaction(TXN_TIMEOUT)
+                });
+                *in_transaction = false;
+                tracing::debug!(stage = %self.context.name, inputs = pending.fates.len(),
+                    commit_ms = committing.elapsed().as_secs_f64() * 1000.0, "transaction committed");
+                if let Err(error) = result {
+                    tracing::warn!(stage = %self.context.name, %error, "transaction failed; aborting it");
+                    self.abort_and_rewind(consumer, pending, &[], &error)?;
+                    return Ok(());
+                }
+                if let Some(parts) = &self.state {
+                    lock(&parts.keyed).commit();
+                }
+            }
+        }
+        for fate in pending.fates.drain(..) {
+            match fate {
+                Fate::Duplicate => self.kpis.duplicate(),
+                Fate::DeadLettered => self.kpis.dead_lettered(),
+                Fate::Published(outputs) => self.kpis.processed(outputs, latency),
+            }
+        }
+        *pending = Pending::default();
+        Ok(())
+    }
+
+    /// Partitions were revoked: the open transaction may hold their inputs, so abort it,
+    /// forget their state and rewind the partitions still owned.
+    fn abandon(
+        &mut self,
+        consumer: &StageConsumer,
+        pending: &mut Pending,
+        in_transaction: &mut bool,
+        revoked: &[(String, i32)],
+    ) -> anyhow::Result<()> {
+        if let Some(parts) = &self.state {
+            let mut keyed = lock(&parts.keyed);
+            for (_, partition) in revoked {
+                keyed.forget(*partition);
+            }
+        }
+        if *in_transaction {
+            *in_transaction = false;
+            tracing::info!(stage = %self.context.name, revoked = revoked.len(), "partitions revoked mid-transaction; aborting it");
+            let error = KafkaError::Canceled;
+            self.abort_and_rewind(consumer, pending, revoked, &error)?;
+        } else if self.mode == ProcessingMode::AtLeastOnce {
+            // Stored offsets of revoked partitions were committed by librdkafka on revoke.
+            *pending = Pending::default();
+        }
+        Ok(())
+    }
+
+    fn abort_and_rewind(
+        &mut self,
+        consumer: &StageConsumer,
+        pending: &mut Pending,
+        revoked: &[(String, i32)],
+        cause: &KafkaError,
+    ) -> anyhow::Result<()> {
+        let fatal = matches!(cause, KafkaError::Transaction(e) if e.is_fatal());
+        if fatal {
+            anyhow::bail!(
+                "stage {} was fenced or hit a fatal transaction error ({cause}); another instance may be using the same instance id",
+                self.context.name
+            );
+        }
+        let producer = &self.producer;
+        tokio::task::block_in_place(|| producer.abort_transaction(TXN_TIMEOUT))
+            .context("cannot abort the transaction")?;
+        if let Some(parts) = &self.state {
+            lock(&parts.keyed).rollback();
+        }
+        for ((topic, partition), offset) in &pending.start {
+            if revoked.iter().any(|(t, p)| t == topic && p == partition) {
+                continue;
+            }
+            if let Err(error) = consumer.seek(
+                topic,
+                *partition,
+                Offset::Offset(*offset),
+                Duration::from_secs(10),
+            ) {
+                tracing::warn!(stage = %self.context.name, topic, partition, %error, "cannot rewind after abort");
+            }
+        }
+        *pending = Pending::default();
+        Ok(())
+    }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn handle_batch(
-    context: &StageContext,
-    instance: &mut StageInstance,
-    consumer: &StreamConsumer,
-    producer: &FutureProducer,
-    store: &StateStore,
-    kpis: &StageKpis,
-    input_event_type: &str,
-    batch: &[BorrowedMessage<'_>],
-) -> anyhow::Result<()> {
-    let started = Instant::now();
-    let inputs: Vec<Input<'_>> = batch
+/// Sleeps until `deadline`, or forever when there is none.
+async fn sleep_until_or_forever(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Messages that are already fetched, without waiting, up to `max_batch` in all.
+fn poll_available<'c>(
+    consumer: &'c StageConsumer,
+    max_batch: usize,
+    stage: &str,
+    already: usize,
+) -> Vec<BorrowedMessage<'c>> {
+    let mut batch = Vec::new();
+    while already + batch.len() < max_batch {
+        match consumer.recv().now_or_never() {
+            Some(Ok(message)) => batch.push(message),
+            Some(Err(error)) => {
+                tracing::warn!(stage, %error, "consumer error");
+                break;
+            }
+            None => break,
+        }
+    }
+    batch
+}
+
+fn lock(state: &Mutex<KeyedState>) -> std::sync::MutexGuard<'_, KeyedState> {
+    state.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Queues one record in the open transaction (waiting while the local queue is full).
+async fn send_in_transaction(producer: &FutureProducer, record: &OutRecord) -> anyhow::Result<()> {
+    loop {
+        match producer.send_result(record.to_future_record()) {
+            Ok(_delivery) => return Ok(()),
+            Err((
+                KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
+                _,
+            )) => {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            Err((error, _)) => {
+                return Err(error)
+                    .context(format!("cannot send {} to {}", record.id, record.topic));
+            }
+        }
+    }
+}
+
+/// The changelog records of one input's state writes.
+fn changelog_records(topic: &str, partition: i32, writes: &Writes) -> Vec<OutRecord> {
+    writes
         .iter()
-        .map(|message| decode(context, message, input_event_type))
-        .collect();
-    let ids: Vec<&str> = inputs.iter().map(|input| input.id.as_str()).collect();
-    let already = store
-        .processed_among(&context.name, &ids)
-        .context("cannot read the idempotency store")?;
-
-    let mut records: Vec<OutRecord> = Vec::new();
-    let mut fates = Vec::with_capacity(inputs.len());
-    let mut seen_in_batch = HashSet::new();
-    for (input, already) in inputs.iter().zip(already) {
-        if already || !seen_in_batch.insert(input.id.as_str()) {
-            tracing::debug!(stage = %context.name, id = %input.id, topic = %input.origin.source_topic,
-                partition = input.origin.partition, offset = input.origin.offset, "duplicate dropped");
-            fates.push(Fate::Duplicate);
-            continue;
-        }
-        match process_with_retries(context, instance, input, kpis).await {
-            Ok(outputs) => {
-                fates.push(Fate::Published(outputs.len()));
-                records.extend(outputs);
-            }
-            Err((failure, attempts)) => {
-                tracing::warn!(stage = %context.name, id = %input.id, topic = %input.origin.source_topic,
-                    partition = input.origin.partition, offset = input.origin.offset,
-                    order_id = input.key.unwrap_or_default(), error = %failure.reason(), "dead-lettering event");
-                records.push(context.dead_letter(input, &failure, instance.version(), attempts));
-                fates.push(Fate::DeadLettered);
-            }
-        }
-    }
-
-    if !records.is_empty() {
-        publish_all(producer, &records, PUBLISH_ROUNDS)
-            .await
-            .map_err(|error| anyhow::anyhow!("cannot publish the outputs of a batch: {error}"))?;
-    }
-    let fresh: Vec<&str> = inputs
-        .iter()
-        .zip(&fates)
-        .filter(|(_, fate)| !matches!(fate, Fate::Duplicate))
-        .map(|(input, _)| input.id.as_str())
-        .collect();
-    if !fresh.is_empty() {
-        store
-            .mark_processed(&context.name, fresh)
-            .context("cannot write the idempotency store")?;
-    }
-    for message in batch {
-        consumer
-            .store_offset_from_message(message)
-            .context("cannot store the consumed offset")?;
-    }
-
-    let latency = started.elapsed();
-    for (input, fate) in inputs.iter().zip(&fates) {
-        match fate {
-            Fate::Duplicate => kpis.duplicate(),
-            Fate::DeadLettered => kpis.dead_lettered(),
-            Fate::Published(outputs) => {
-                kpis.processed(*outputs, latency);
-                tracing::debug!(stage = %context.name, id = %input.id, topic = %input.origin.source_topic,
-                    partition = input.origin.partition, offset = input.origin.offset,
-                    order_id = input.key.unwrap_or_default(), outputs, "processed");
-            }
-        }
-    }
-    Ok(())
+        .map(|(key, value)| OutRecord {
+            topic: topic.to_string(),
+            partition: Some(partition),
+            key: Some(key.clone()),
+            payload: value.clone(),
+            headers: rdkafka::message::OwnedHeaders::new(),
+            id: format!("state:{key}"),
+        })
+        .collect()
 }
 
 async fn process_with_retries(
     context: &StageContext,
     instance: &mut StageInstance,
     input: &Input<'_>,
+    state: Option<&Arc<Mutex<KeyedState>>>,
     kpis: &StageKpis,
-) -> Result<Vec<OutRecord>, (Failure, u32)> {
+) -> Result<Processed, (Failure, u32)> {
     let mut attempt = 1;
     loop {
-        match context.process(instance, input, true) {
-            Ok(records) => return Ok(records),
+        match context.process(instance, input, true, state) {
+            Ok(processed) => return Ok(processed),
             Err(Failure::Retry(message)) if attempt < RETRY_ATTEMPTS => {
                 kpis.retried();
                 let delay = RETRY_BASE_DELAY * 2u32.pow(attempt - 1);
@@ -220,7 +658,7 @@ async fn process_with_retries(
 fn decode<'a>(
     context: &StageContext,
     message: &'a BorrowedMessage<'a>,
-    input_event_type: &str,
+    input_event_types: &HashMap<String, String>,
 ) -> Input<'a> {
     let headers = cloudevents::header_pairs(message.headers());
     let origin = Origin {
@@ -236,8 +674,9 @@ fn decode<'a>(
             cloudevents::position_id(message.topic(), message.partition(), message.offset())
         });
     let event_type = cloudevents::find(&headers, cloudevents::TYPE)
-        .unwrap_or(input_event_type)
-        .to_string();
+        .map(str::to_string)
+        .or_else(|| input_event_types.get(message.topic()).cloned())
+        .unwrap_or_else(|| message.topic().to_string());
     Input {
         id,
         event_type,

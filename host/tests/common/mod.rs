@@ -32,12 +32,16 @@ pub fn brokers() -> String {
 }
 
 /// The logical topic names of pipeline.toml.
-pub const TOPICS: [&str; 7] = [
+pub const TOPICS: [&str; 11] = [
     "OrderReceived",
+    "InventoryCommands",
+    "InventoryResults",
+    "InventoryLedger",
     "OrderConfirmed",
     "OrderPickedAndPacked",
     "Notification",
     "NotificationDelivered",
+    "OrderStatus",
     "DeadLetterQueue",
     "KPIs",
 ];
@@ -271,10 +275,17 @@ fn rename_topics(config: &mut toml::Table, prefix: &str) {
         let stage = stage.as_table_mut().unwrap();
         let name = stage["name"].as_str().unwrap().to_string();
         stage.insert("group".into(), format!("{prefix}{name}").into());
-        let input = stage["input"].as_str().unwrap().to_string();
-        if input != "http" {
-            stage.insert("input".into(), rename(&input).into());
-        }
+        let renamed: toml::Value = match &stage["input"] {
+            toml::Value::String(input) if input == "http" => input.clone().into(),
+            toml::Value::String(input) => rename(input).into(),
+            toml::Value::Array(inputs) => inputs
+                .iter()
+                .map(|i| toml::Value::from(rename(i.as_str().unwrap())))
+                .collect::<Vec<_>>()
+                .into(),
+            other => panic!("unexpected input {other}"),
+        };
+        stage.insert("input".into(), renamed);
         if let Some(outputs) = stage.get_mut("outputs").and_then(|o| o.as_table_mut()) {
             for (_, topic) in outputs.iter_mut() {
                 *topic = rename(topic.as_str().unwrap()).into();

@@ -5,15 +5,26 @@
 //! the same shapes as the types here, and the plugins' tests check that they agree.
 //!
 //! The crate is plain Rust (no WebAssembly bindings), so the stage logic that uses it can be
-//! unit-tested natively.
+//! unit-tested natively. Its one macro, [`stage_component!`], writes a plugin's bindings glue
+//! (it expands `wit_bindgen::generate!` in the plugin crate, which depends on `wit-bindgen`).
 #![forbid(unsafe_code)]
 
+mod component;
+pub mod inventory;
 pub mod money;
 pub mod notification;
 pub mod order;
 pub mod stage;
+pub mod state;
+pub mod status;
 
+pub use inventory::{
+    InventoryCommand, InventoryResult, LedgerEntry, LedgerReason, OrderPending, ReleaseCommand,
+    Reservation, ReserveCommand, RestockCommand,
+};
 pub use money::{format_cents, to_cents};
 pub use notification::{Notification, NotificationDelivered, NotificationKind};
 pub use order::{Item, Order, OrderConfirmed, OrderPickedAndPacked, OrderReceived, OrderStatus};
-pub use stage::{StageFailure, StageOutput, parse_config, parse_payload};
+pub use stage::{StageFailure, StageInput, StageOutput, parse_config, parse_payload};
+pub use state::{MemoryState, State};
+pub use status::{OrderStatusDoc, TimelineEntry, TimelineEvent, TrackedStatus};

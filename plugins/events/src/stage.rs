@@ -3,6 +3,78 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+/// The event a stage is asked to handle; the bindings glue builds it from the WIT
+/// `input-event`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StageInput {
+    /// Stable identity of the event (the CloudEvents `ce_id`).
+    pub id: String,
+    /// The event's type (the CloudEvents `ce_type`, the input topic's `event_type`).
+    pub event_type: String,
+    /// The Kafka record key, when the record has one.
+    pub key: Option<String>,
+    /// The JSON payload, already validated by the host against the topic's schema.
+    pub payload: String,
+    /// Every header of the record as `(name, value)`, including the `ce_*` attributes.
+    pub headers: Vec<(String, String)>,
+    /// The source: a topic name, or `http` for the HTTP ingress.
+    pub topic: String,
+}
+
+impl StageInput {
+    /// An input with the given id, type, key and payload, no headers, from topic `topic`.
+    #[must_use]
+    pub fn new(
+        id: impl Into<String>,
+        event_type: impl Into<String>,
+        key: Option<&str>,
+        payload: impl Into<String>,
+    ) -> Self {
+        Self {
+            id: id.into(),
+            event_type: event_type.into(),
+            key: key.map(str::to_owned),
+            payload: payload.into(),
+            headers: Vec::new(),
+            topic: String::new(),
+        }
+    }
+
+    /// The same input with one more header.
+    #[must_use]
+    pub fn with_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// The value of the first header named exactly `name`.
+    #[must_use]
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Checks that the record key is `expected`. Stateful stages call it: their state is
+    /// scoped to the input partition, so an event keyed by anything else would read and
+    /// write the state of the wrong partition.
+    ///
+    /// # Errors
+    /// [`StageFailure::Reject`] naming the key, `field` and the expected value.
+    pub fn expect_key(&self, field: &str, expected: &str) -> Result<(), StageFailure> {
+        match self.key.as_deref() {
+            Some(key) if key == expected => Ok(()),
+            Some(key) => Err(StageFailure::Reject(format!(
+                "the record key must be the {field} \"{expected}\" (got \"{key}\")"
+            ))),
+            None => Err(StageFailure::Reject(format!(
+                "the record key must be the {field} \"{expected}\" (the record has no key)"
+            ))),
+        }
+    }
+}
+
 /// One event a stage wants published; the bindings glue turns it into the WIT `output-event`
 /// (with no extra headers).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,6 +190,31 @@ mod tests {
 
     fn default_name() -> String {
         "dflt".into()
+    }
+
+    #[test]
+    fn input_headers_and_keys() {
+        let input = StageInput::new("e", "T", Some("k"), "{}")
+            .with_header("ce_time", "2026-01-01T00:00:00Z")
+            .with_header("ce_time", "later");
+        assert_eq!(input.header("ce_time"), Some("2026-01-01T00:00:00Z"));
+        assert_eq!(input.header("CE_TIME"), None);
+        assert_eq!(input.expect_key("order_id", "k"), Ok(()));
+        assert_eq!(
+            input
+                .expect_key("order_id", "o")
+                .expect_err("other key")
+                .message(),
+            "the record key must be the order_id \"o\" (got \"k\")"
+        );
+        let keyless = StageInput::new("e", "T", None, "{}");
+        assert!(
+            keyless
+                .expect_key("product_id", "p")
+                .expect_err("no key")
+                .message()
+                .ends_with("(the record has no key)")
+        );
     }
 
     #[test]

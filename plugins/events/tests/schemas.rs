@@ -6,11 +6,13 @@ use std::path::PathBuf;
 
 use serde_json::{Value, json};
 use stage_events::{
-    Item, Notification, NotificationDelivered, NotificationKind, Order, OrderConfirmed,
-    OrderPickedAndPacked, OrderReceived,
+    InventoryCommand, InventoryResult, Item, LedgerEntry, LedgerReason, Notification,
+    NotificationDelivered, NotificationKind, Order, OrderConfirmed, OrderPending,
+    OrderPickedAndPacked, OrderReceived, OrderStatusDoc, ReleaseCommand, Reservation,
+    ReserveCommand, RestockCommand, TimelineEntry, TimelineEvent, TrackedStatus,
 };
 
-const ALL: [&str; 8] = [
+const ALL: [&str; 12] = [
     "order.schema.json",
     "order-received.schema.json",
     "order-confirmed.schema.json",
@@ -19,6 +21,10 @@ const ALL: [&str; 8] = [
     "notification-delivered.schema.json",
     "dead-letter.schema.json",
     "kpi.schema.json",
+    "inventory-command.schema.json",
+    "inventory-result.schema.json",
+    "inventory-ledger.schema.json",
+    "order-status.schema.json",
 ];
 
 fn schema(name: &str) -> Value {
@@ -258,4 +264,173 @@ fn host_built_documents_match_their_schemas() {
     let mut bad = kpi;
     bad.as_object_mut().expect("object").remove("value");
     assert_invalid("kpi.schema.json", &bad);
+}
+
+#[test]
+fn inventory_commands_match_their_schema() {
+    let name = "inventory-command.schema.json";
+    let reserve = to_value(&InventoryCommand::Reserve(ReserveCommand {
+        order_id: "o".into(),
+        customer_id: "c".into(),
+        product_id: "p".into(),
+        quantity: 2,
+    }));
+    let release = to_value(&InventoryCommand::Release(ReleaseCommand {
+        order_id: "o".into(),
+        product_id: "p".into(),
+        quantity: 2,
+    }));
+    let restock = to_value(&InventoryCommand::Restock(RestockCommand {
+        restock_id: "r".into(),
+        product_id: "p".into(),
+        quantity: 5,
+    }));
+    for command in [&reserve, &release, &restock] {
+        assert_valid(name, command);
+        let mut zero = command.clone();
+        zero["quantity"] = json!(0);
+        assert_invalid(name, &zero);
+        let mut extra = command.clone();
+        extra["note"] = json!("x");
+        assert_invalid(name, &extra);
+    }
+    // Each command has its own fields.
+    let mut bad = reserve.clone();
+    bad.as_object_mut().expect("object").remove("customer_id");
+    assert_invalid(name, &bad);
+    let mut bad = restock.clone();
+    bad["command"] = json!("release");
+    assert_invalid(name, &bad);
+    let mut bad = release;
+    bad["command"] = json!("steal");
+    assert_invalid(name, &bad);
+}
+
+#[test]
+fn inventory_results_match_their_schema() {
+    let name = "inventory-result.schema.json";
+    let pending = to_value(&InventoryResult::OrderPending(OrderPending {
+        order_id: "order-1".into(),
+        order: OrderReceived::new(order()),
+        products: vec!["prod-789".into()],
+    }));
+    let reservation = Reservation {
+        order_id: "order-1".into(),
+        product_id: "prod-789".into(),
+        quantity: 2,
+        reserved: true,
+        available: 0,
+    };
+    let reserved = to_value(&InventoryResult::Reservation(reservation.clone()));
+    let refused = to_value(&InventoryResult::Reservation(Reservation {
+        reserved: false,
+        available: 1,
+        ..reservation
+    }));
+    for result in [&pending, &reserved, &refused] {
+        assert_valid(name, result);
+    }
+    // The embedded order is an OrderReceived.
+    let mut bad = pending.clone();
+    bad["order"]["status"] = json!("confirmed");
+    assert_invalid(name, &bad);
+    let mut bad = pending.clone();
+    bad["products"] = json!([]);
+    assert_invalid(name, &bad);
+    let mut bad = pending;
+    bad["products"] = json!(["a", "a"]);
+    assert_invalid(name, &bad);
+    let mut bad = reserved.clone();
+    bad["available"] = json!(-1);
+    assert_invalid(name, &bad);
+    let mut bad = reserved;
+    bad["kind"] = json!("order_pending");
+    assert_invalid(name, &bad);
+}
+
+#[test]
+fn ledger_entries_match_their_schema() {
+    let name = "inventory-ledger.schema.json";
+    let entry = |delta: i64, reason: LedgerReason| LedgerEntry {
+        product_id: "p".into(),
+        delta,
+        stock: 3,
+        reason,
+        order_id: (reason != LedgerReason::Restock).then(|| "o".to_owned()),
+        restock_id: (reason == LedgerReason::Restock).then(|| "r".to_owned()),
+    };
+    let reserve = to_value(&entry(-2, LedgerReason::Reserve));
+    let release = to_value(&entry(2, LedgerReason::Release));
+    let restock = to_value(&entry(5, LedgerReason::Restock));
+    for e in [&reserve, &release, &restock] {
+        assert_valid(name, e);
+        let mut negative = e.clone();
+        negative["stock"] = json!(-1);
+        assert_invalid(name, &negative);
+    }
+    // The sign of the delta follows the reason.
+    assert_invalid(name, &to_value(&entry(2, LedgerReason::Reserve)));
+    assert_invalid(name, &to_value(&entry(-2, LedgerReason::Release)));
+    assert_invalid(name, &to_value(&entry(0, LedgerReason::Restock)));
+    // The reference follows the reason.
+    let mut bad = restock;
+    bad["order_id"] = json!("o");
+    assert_invalid(name, &bad);
+    let mut bad = reserve;
+    bad.as_object_mut().expect("object").remove("order_id");
+    assert_invalid(name, &bad);
+}
+
+#[test]
+fn order_status_documents_match_their_schema() {
+    let name = "order-status.schema.json";
+    let entry = |event: TimelineEvent, detail: Option<&str>| TimelineEntry {
+        event,
+        at: "2026-11-25T10:00:00Z".into(),
+        event_id: "e".into(),
+        detail: detail.map(str::to_owned),
+    };
+    let mut doc = OrderStatusDoc::new("o", "c");
+    doc.timeline.push(entry(TimelineEvent::Received, None));
+    doc.timeline.push(TimelineEntry {
+        at: String::new(),
+        ..entry(
+            TimelineEvent::NotificationDelivered,
+            Some("order_confirmed"),
+        )
+    });
+    doc.notifications_delivered = 1;
+    assert_valid(name, &to_value(&doc));
+
+    let mut rejected = doc.clone();
+    rejected.status = TrackedStatus::Rejected;
+    rejected.reason = Some("not enough stock for a.".into());
+    rejected.short_products = Some(vec!["a".into()]);
+    assert_valid(name, &to_value(&rejected));
+    let mut shipped = doc.clone();
+    shipped.status = TrackedStatus::Shipped;
+    shipped.carrier = Some("UPS".into());
+    shipped.tracking_number = Some("UPS-1".into());
+    assert_valid(name, &to_value(&shipped));
+
+    // Status-specific fields are required for their status and only there.
+    let mut bad = rejected.clone();
+    bad.reason = None;
+    assert_invalid(name, &to_value(&bad));
+    let mut bad = shipped.clone();
+    bad.status = TrackedStatus::PickedAndPacked;
+    assert_invalid(name, &to_value(&bad));
+    let mut bad = doc.clone();
+    bad.short_products = Some(vec!["a".into()]);
+    assert_invalid(name, &to_value(&bad));
+    // A delivery entry has its detail, and only it.
+    let mut bad = doc.clone();
+    bad.timeline[1].detail = None;
+    assert_invalid(name, &to_value(&bad));
+    let mut bad = doc.clone();
+    bad.timeline[0].detail = Some("x".into());
+    assert_invalid(name, &to_value(&bad));
+    let mut bad = doc;
+    bad.timeline.clear();
+    assert_invalid(name, &to_value(&bad));
 }

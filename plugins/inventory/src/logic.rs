@@ -1,28 +1,62 @@
-//! The inventory stage's pure logic: confirm an order when every line is in stock.
+//! The inventory saga's pure logic. One component serves three stages and dispatches on the
+//! input's event type (the `event_type` of its input topic):
+//!
+//! | event type        | stage         | state                  | module          |
+//! |-------------------|---------------|------------------------|-----------------|
+//! | `OrderReceived`   | `inventory`   | none                   | [`split`]       |
+//! | `InventoryCommand`| `stock`       | `stock/<product_id>`   | [`stock`]       |
+//! | `InventoryResult` | `reservation` | `order/<order_id>`     | [`reservation`] |
+//!
+//! The inventory stage splits an order into one `order_pending` result and one `reserve`
+//! command per product. The stock stage, fed by product-keyed commands so that every product
+//! lives on one partition, holds the real stock and never lets it go negative. The
+//! reservation stage joins the results of an order and confirms it, or releases what was
+//! reserved and rejects it. The host's exactly-once processing (state, outputs and offset
+//! commit together) makes each step atomic.
 #![forbid(unsafe_code)]
 
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
-use stage_events::{
-    Notification, NotificationKind, OrderConfirmed, OrderReceived, StageFailure, StageOutput,
-};
+use stage_events::{StageFailure, StageInput, StageOutput, State};
 
-/// Output name of a confirmed order.
+pub mod reservation;
+pub mod split;
+pub mod stock;
+
+/// Event type handled by [`split`].
+pub const EVENT_ORDER_RECEIVED: &str = "OrderReceived";
+/// Event type handled by [`stock`].
+pub const EVENT_INVENTORY_COMMAND: &str = "InventoryCommand";
+/// Event type handled by [`reservation`].
+pub const EVENT_INVENTORY_RESULT: &str = "InventoryResult";
+
+/// Output of the `order_pending` result (inventory stage; topic `InventoryResults`).
+pub const OUTPUT_PENDING: &str = "pending";
+/// Output of a `reserve` command (inventory stage; topic `InventoryCommands`).
+pub const OUTPUT_RESERVE: &str = "reserve";
+/// Output of a `reservation` result (stock stage; topic `InventoryResults`).
+pub const OUTPUT_RESULT: &str = "result";
+/// Output of a stock change (stock stage; topic `InventoryLedger`).
+pub const OUTPUT_LEDGER: &str = "ledger";
+/// Output of a confirmed order (reservation stage; topic `OrderConfirmed`).
 pub const OUTPUT_CONFIRMED: &str = "confirmed";
-/// Output name of the customer notification (confirmed or rejected).
+/// Output of the customer notification (reservation stage; topic `Notification`).
 pub const OUTPUT_NOTIFY: &str = "notify";
+/// Output of a `release` command (reservation stage; topic `InventoryCommands`).
+pub const OUTPUT_RELEASE: &str = "release";
 
-/// The stage's `config` table.
+/// The `config` table, the same for the three stages.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// Stock per product id. A product that is not listed has no stock.
+    /// Initial stock per product id, used by the stock stage while a product has no stock in
+    /// state yet. A product that is not listed starts at 0.
     #[serde(default)]
     pub catalog: BTreeMap<String, u64>,
 }
 
-/// Parses the stage's `config` table (the JSON object from `config::get-all`).
+/// Parses the `config` table (the JSON object from `config::get-all`).
 ///
 /// # Errors
 /// [`StageFailure::Reject`] naming the offending key, e.g. a negative stock under
@@ -31,219 +65,53 @@ pub fn parse_config(json: &str) -> Result<Config, StageFailure> {
     stage_events::parse_config(json)
 }
 
-/// Checks the received order against the catalog.
-///
-/// When every product has enough stock (quantities of repeated product lines are added up)
-/// the outputs are `confirmed` (the order with `"status": "confirmed"`) and `notify` (kind
-/// `order_confirmed`). Otherwise the only output is `notify` with kind `order_rejected` and
-/// the sorted `short_products`. Stock is not decremented. Every output is keyed by the
-/// order id.
+/// Handles one event of any of the three stages, chosen by `event.event_type`.
 ///
 /// # Errors
-/// [`StageFailure::Reject`] if the payload is not an `OrderReceived` or a quantity is not
-/// positive.
+/// [`StageFailure::Reject`] for an unknown event type, and see [`split::handle`],
+/// [`stock::handle`] and [`reservation::handle`].
 pub fn handle(
-    payload: &str,
-    _event_id: &str,
+    event: &StageInput,
     config: &Config,
+    state: &mut dyn State,
 ) -> Result<Vec<StageOutput>, StageFailure> {
-    let order = stage_events::parse_payload::<OrderReceived>(payload, "OrderReceived")?.order;
-
-    let mut wanted: BTreeMap<&str, u128> = BTreeMap::new();
-    for (i, item) in order.items.iter().enumerate() {
-        let quantity = u128::try_from(item.quantity)
-            .ok()
-            .filter(|q| *q > 0)
-            .ok_or_else(|| {
-                StageFailure::Reject(format!(
-                    "invalid OrderReceived payload: items[{i}].quantity must be greater than 0 (got {})",
-                    item.quantity
-                ))
-            })?;
-        *wanted.entry(item.product_id.as_str()).or_default() += quantity;
+    match event.event_type.as_str() {
+        EVENT_ORDER_RECEIVED => split::handle(&event.payload),
+        EVENT_INVENTORY_COMMAND => stock::handle(event, config, state),
+        EVENT_INVENTORY_RESULT => reservation::handle(event, state),
+        other => Err(StageFailure::Reject(format!(
+            "unsupported event type \"{other}\": the inventory component handles \
+             {EVENT_ORDER_RECEIVED}, {EVENT_INVENTORY_COMMAND} and {EVENT_INVENTORY_RESULT}"
+        ))),
     }
-    // BTreeMap iteration is sorted, so `short` is sorted and free of duplicates.
-    let short: Vec<String> = wanted
-        .iter()
-        .filter(|(product, quantity)| {
-            let stock = config.catalog.get(**product).copied().unwrap_or(0);
-            **quantity > u128::from(stock)
+}
+
+/// Checks that a quantity of a payload is at least 1.
+fn positive_quantity(what: &str, field: &str, quantity: i64) -> Result<u64, StageFailure> {
+    u64::try_from(quantity)
+        .ok()
+        .filter(|q| *q > 0)
+        .ok_or_else(|| {
+            StageFailure::Reject(format!(
+                "invalid {what} payload: {field} must be greater than 0 (got {quantity})"
+            ))
         })
-        .map(|(product, _)| (*product).to_owned())
-        .collect();
-
-    let key = order.order_id.clone();
-    if short.is_empty() {
-        let notification = Notification::new(
-            &order.order_id,
-            &order.customer_id,
-            NotificationKind::OrderConfirmed,
-            format!("Your order {} is confirmed.", order.order_id),
-        );
-        Ok(vec![
-            StageOutput::json(OUTPUT_CONFIRMED, &key, &OrderConfirmed::new(order))?,
-            StageOutput::json(OUTPUT_NOTIFY, &key, &notification)?,
-        ])
-    } else {
-        let mut notification = Notification::new(
-            &order.order_id,
-            &order.customer_id,
-            NotificationKind::OrderRejected,
-            format!(
-                "Your order {} was rejected: not enough stock for {}.",
-                order.order_id,
-                short.join(", ")
-            ),
-        );
-        notification.short_products = Some(short);
-        Ok(vec![StageOutput::json(OUTPUT_NOTIFY, &key, &notification)?])
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::{Value, json};
-
-    fn received(items: Value) -> String {
-        json!({"order_id": "order-1", "customer_id": "cust-456", "items": items,
-               "total": 0.0, "timestamp": "2026-11-25T10:00:00Z", "status": "received"})
-        .to_string()
-    }
-
-    fn seed() -> String {
-        received(json!([{"product_id": "prod-789", "name": "Test Product",
-                         "quantity": 2, "price": 19.99}]))
-    }
-
-    fn config(stock: &[(&str, u64)]) -> Config {
-        Config {
-            catalog: stock.iter().map(|(p, n)| ((*p).to_owned(), *n)).collect(),
-        }
-    }
-
-    fn json_of(out: &StageOutput) -> Value {
-        serde_json::from_str(&out.payload).expect("payload is JSON")
-    }
+    use stage_events::MemoryState;
 
     #[test]
-    fn in_stock_order_is_confirmed_and_notified() {
-        let outputs = handle(&seed(), "evt-1", &config(&[("prod-789", 1_000_000)])).expect("ok");
-        assert_eq!(outputs.len(), 2);
-        assert_eq!(outputs[0].output, "confirmed");
-        assert_eq!(outputs[1].output, "notify");
-        for out in &outputs {
-            assert_eq!(out.key.as_deref(), Some("order-1"));
-        }
-        let mut expected: Value = serde_json::from_str(&seed()).expect("JSON");
-        expected["status"] = json!("confirmed");
-        assert_eq!(json_of(&outputs[0]), expected);
-        assert_eq!(
-            json_of(&outputs[1]),
-            json!({"order_id": "order-1", "customer_id": "cust-456", "kind": "order_confirmed",
-                   "message": "Your order order-1 is confirmed."})
-        );
-    }
-
-    #[test]
-    fn exact_stock_is_enough() {
-        let outputs = handle(&seed(), "evt-1", &config(&[("prod-789", 2)])).expect("ok");
-        assert_eq!(outputs[0].output, "confirmed");
-    }
-
-    #[test]
-    fn short_order_is_only_notified_as_rejected() {
-        let outputs = handle(&seed(), "evt-1", &config(&[("prod-789", 1)])).expect("ok");
-        assert_eq!(outputs.len(), 1);
-        assert_eq!(outputs[0].output, "notify");
-        assert_eq!(outputs[0].key.as_deref(), Some("order-1"));
-        assert_eq!(
-            json_of(&outputs[0]),
-            json!({"order_id": "order-1", "customer_id": "cust-456", "kind": "order_rejected",
-                   "message": "Your order order-1 was rejected: not enough stock for prod-789.",
-                   "short_products": ["prod-789"]})
-        );
-    }
-
-    #[test]
-    fn unknown_product_has_no_stock() {
-        let outputs = handle(&seed(), "evt-1", &Config::default()).expect("ok");
-        assert_eq!(json_of(&outputs[0])["short_products"], json!(["prod-789"]));
-    }
-
-    #[test]
-    fn repeated_product_lines_are_summed() {
-        let payload = received(json!([
-            {"product_id": "p", "quantity": 2, "price": 1.0},
-            {"product_id": "q", "quantity": 1, "price": 1.0},
-            {"product_id": "p", "quantity": 2, "price": 1.0}
-        ]));
-        // 4 of p wanted: 3 in stock is short although each line alone would fit.
-        let short = handle(&payload, "e", &config(&[("p", 3), ("q", 5)])).expect("ok");
-        assert_eq!(short.len(), 1);
-        assert_eq!(json_of(&short[0])["short_products"], json!(["p"]));
-        let ok = handle(&payload, "e", &config(&[("p", 4), ("q", 5)])).expect("ok");
-        assert_eq!(ok[0].output, "confirmed");
-    }
-
-    #[test]
-    fn short_products_are_sorted_and_unique() {
-        let payload = received(json!([
-            {"product_id": "zeta", "quantity": 1, "price": 1.0},
-            {"product_id": "alpha", "quantity": 1, "price": 1.0},
-            {"product_id": "zeta", "quantity": 1, "price": 1.0},
-            {"product_id": "mid", "quantity": 1, "price": 1.0}
-        ]));
-        let outputs = handle(&payload, "e", &config(&[("mid", 1)])).expect("ok");
-        let n = json_of(&outputs[0]);
-        assert_eq!(n["short_products"], json!(["alpha", "zeta"]));
-        assert_eq!(
-            n["message"],
-            "Your order order-1 was rejected: not enough stock for alpha, zeta."
-        );
-    }
-
-    #[test]
-    fn handling_is_deterministic() {
-        let cfg = config(&[("prod-789", 1)]);
-        assert_eq!(handle(&seed(), "a", &cfg), handle(&seed(), "a", &cfg));
-    }
-
-    #[test]
-    fn wrong_or_malformed_input_is_rejected() {
-        let cfg = Config::default();
-        let err = handle("not json", "e", &cfg).expect_err("malformed");
+    fn unknown_event_types_are_rejected() {
+        let event = StageInput::new("e", "OrderConfirmed", Some("o"), "{}");
+        let err = handle(&event, &Config::default(), &mut MemoryState::new())
+            .expect_err("not an inventory event");
         assert!(matches!(err, StageFailure::Reject(_)));
         assert!(
-            err.message().starts_with("invalid OrderReceived payload: "),
-            "{err}"
-        );
-
-        let confirmed = seed().replace("\"received\"", "\"confirmed\"");
-        let err = handle(&confirmed, "e", &cfg).expect_err("wrong status");
-        assert!(
-            err.message().starts_with(
-                "invalid OrderReceived payload: status must be \"received\" (got \"confirmed\")"
-            ),
-            "{err}"
-        );
-
-        let no_status = json!({"order_id": "o", "customer_id": "c", "items": [], "total": 0});
-        let err = handle(&no_status.to_string(), "e", &cfg).expect_err("no status");
-        assert!(err.message().contains("missing field `status`"), "{err}");
-
-        let bad_qty = received(json!([{"product_id": "p", "quantity": 0, "price": 1.0}]));
-        let err = handle(&bad_qty, "e", &cfg).expect_err("zero quantity");
-        assert_eq!(
-            err.message(),
-            "invalid OrderReceived payload: items[0].quantity must be greater than 0 (got 0)"
-        );
-
-        let string_qty = received(json!([{"product_id": "p", "quantity": "2", "price": 1.0}]));
-        let err = handle(&string_qty, "e", &cfg).expect_err("string quantity");
-        assert!(
             err.message()
-                .starts_with("invalid OrderReceived payload: items[0].quantity: invalid type"),
+                .starts_with("unsupported event type \"OrderConfirmed\""),
             "{err}"
         );
     }
@@ -251,10 +119,8 @@ mod tests {
     #[test]
     fn config_is_parsed_with_defaults_and_named_errors() {
         assert_eq!(parse_config("{}").expect("empty"), Config::default());
-        assert_eq!(
-            parse_config(r#"{"catalog": {"prod-789": 1000000}}"#).expect("catalog"),
-            config(&[("prod-789", 1_000_000)])
-        );
+        let config = parse_config(r#"{"catalog": {"prod-789": 1000000}}"#).expect("catalog");
+        assert_eq!(config.catalog.get("prod-789"), Some(&1_000_000));
         let err = parse_config(r#"{"catalog": {"prod-789": -1}}"#).expect_err("negative");
         assert!(
             err.message()
@@ -265,5 +131,18 @@ mod tests {
         assert!(err.message().contains("catalog.prod-789"), "{err}");
         let err = parse_config(r#"{"catalogue": {}}"#).expect_err("typo");
         assert!(err.message().contains("unknown field `catalogue`"), "{err}");
+    }
+
+    #[test]
+    fn quantities_must_be_positive() {
+        assert_eq!(positive_quantity("X", "quantity", 3), Ok(3));
+        for bad in [0, -1, i64::MIN] {
+            assert_eq!(
+                positive_quantity("X", "quantity", bad),
+                Err(StageFailure::Reject(format!(
+                    "invalid X payload: quantity must be greater than 0 (got {bad})"
+                )))
+            );
+        }
     }
 }
