@@ -22,7 +22,7 @@ use crate::kafka::{
 use crate::kpi::{KpiHub, StageKpis, publish_loop};
 use crate::plugin::{InstanceSettings, LoadedPlugin, PluginEngine, StageInstance};
 use crate::stage::{
-    Ingress, KpiTarget, RebalanceTracker, Route, StageConsumer, StageContext, StageRunner,
+    Answers, Ingress, TransactionalAnswers, KpiTarget, RebalanceTracker, Route, StageConsumer, StageContext, StageRunner,
     StageStateParts,
 };
 use crate::state::{KeyedState, changelog_topic};
@@ -103,6 +103,51 @@ fn context(
     })
 }
 
+/// How the ingress stage remembers answers: in a compacted topic committed with its events
+/// (exactly-once), or in the local store (at-least-once).
+async fn ingress_answers(
+    config: &PipelineConfig,
+    stage: &StageConfig,
+    shared_producer: &FutureProducer,
+    store: &StateStore,
+) -> anyhow::Result<Answers> {
+    if stage.mode == ProcessingMode::AtLeastOnce {
+        return Ok(Answers::Local {
+            store: store.clone(),
+            producer: shared_producer.clone(),
+        });
+    }
+    let group = stage.group_id();
+    let topic = format!("{group}-answers");
+    let partitions = stage
+        .outputs
+        .values()
+        .filter_map(|t| config.topics.get(t).map(|t| t.partitions))
+        .max()
+        .unwrap_or(1);
+    if config.kafka.create_topics {
+        ensure_changelog(&config.kafka.brokers, &topic, partitions, 1).await?;
+    }
+    let producer = transactional_producer(config, &stage.name, &format!("{group}.{}", config.state.instance_id))?;
+    let answers = TransactionalAnswers::start(&config.kafka.brokers, &topic, partitions, producer).await?;
+    Ok(Answers::Transactional(answers))
+}
+
+fn transactional_producer(
+    config: &PipelineConfig,
+    stage: &str,
+    transactional_id: &str,
+) -> anyhow::Result<FutureProducer> {
+    let producer: FutureProducer = transactional_producer_config(&config.kafka, transactional_id)
+        .create()
+        .with_context(|| format!("cannot create the transactional producer of stage {stage}"))?;
+    tokio::task::block_in_place(|| producer.init_transactions(Duration::from_secs(60)))
+        .with_context(|| {
+            format!("stage {stage} cannot initialise transactions (transactional.id {transactional_id})")
+        })?;
+    Ok(producer)
+}
+
 /// Builds the runner of a topic-fed stage: its consumer, its producer (its own transactional
 /// one in exactly-once mode), its changelog when the plugin keeps state.
 async fn topic_stage(
@@ -146,24 +191,7 @@ async fn topic_stage(
         None
     };
     let producer = if exactly_once {
-        let transactional_id = format!("{group}.{}", config.state.instance_id);
-        let producer: FutureProducer =
-            transactional_producer_config(&config.kafka, &transactional_id)
-                .create()
-                .with_context(|| {
-                    format!(
-                        "cannot create the transactional producer of stage {}",
-                        stage.name
-                    )
-                })?;
-        tokio::task::block_in_place(|| producer.init_transactions(Duration::from_secs(60)))
-            .with_context(|| {
-                format!(
-                    "stage {} cannot initialise transactions (transactional.id {transactional_id})",
-                    stage.name
-                )
-            })?;
-        producer
+        transactional_producer(config, &stage.name, &format!("{group}.{}", config.state.instance_id))?
     } else {
         shared_producer.clone()
     };
@@ -231,11 +259,12 @@ pub async fn run(config: PipelineConfig, shutdown: impl Future<Output = ()>) -> 
             .with_context(|| format!("plugin of stage {} missing", stage.name))?;
         let context = context(&config, stage, &schemas);
         if stage.is_http() {
+            let answers = ingress_answers(&config, stage, &producer, &store).await?;
             ingress = Some(Arc::new(Ingress::new(
                 context,
                 instance,
                 producer.clone(),
-                store.clone(),
+                answers,
                 kpis.stage(&stage.name),
                 config.http.ingress_id_field.clone(),
                 "Order".into(),

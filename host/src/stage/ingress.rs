@@ -8,13 +8,14 @@ use rdkafka::producer::FutureProducer;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
+use super::answers::Answers;
 use super::processor::{Failure, Input, StageContext};
 use crate::event::cloudevents;
 use crate::event::dead_letter::Origin;
 use crate::kafka::publish_all;
 use crate::kpi::StageKpis;
 use crate::plugin::StageInstance;
-use crate::store::{IngressRecord, StateStore, unix_ms};
+use crate::store::{IngressRecord, unix_ms};
 
 /// Stripes of the per-request-key lock: two requests with the same key never race.
 const LOCK_STRIPES: usize = 64;
@@ -45,10 +46,10 @@ pub struct Ingress {
     pub context: Arc<StageContext>,
     /// The stage's plugin instance (calls take microseconds; a mutex is enough).
     pub instance: Mutex<StageInstance>,
-    /// The shared producer.
+    /// The shared producer (dead letters).
     pub producer: FutureProducer,
-    /// Durable record of answers.
-    pub store: StateStore,
+    /// Durable record of answers, and how events are published.
+    pub answers: Answers,
     /// KPI recorder of the stage.
     pub kpis: StageKpis,
     /// Body field that identifies a request (e.g. `order_id`).
@@ -64,7 +65,7 @@ impl Ingress {
         context: Arc<StageContext>,
         instance: StageInstance,
         producer: FutureProducer,
-        store: StateStore,
+        answers: Answers,
         kpis: StageKpis,
         id_field: String,
         event_type: String,
@@ -73,7 +74,7 @@ impl Ingress {
             context,
             instance: Mutex::new(instance),
             producer,
-            store,
+            answers,
             kpis,
             id_field,
             event_type,
@@ -103,7 +104,7 @@ impl Ingress {
         let body_hash = canonical_hash(&value);
 
         let _guard = self.locks[stripe(key)].lock().await;
-        match self.store.ingress_record(key) {
+        match self.answers.lookup(key) {
             Ok(Some(record)) if record.body_hash == body_hash => {
                 self.kpis.duplicate();
                 return Reply {
@@ -157,32 +158,29 @@ impl Ingress {
             }
             Err(failure) => return self.dead_letter(&input, &failure, &version, key).await,
         };
-        if let Err(error) = publish_all(&self.producer, &records, PUBLISH_ROUNDS).await {
+        let event_ids: Vec<String> = records.iter().map(|r| r.id.clone()).collect();
+        let reply = Reply {
+            status: 202,
+            body: json!({
+                self.id_field.as_str(): key,
+                "status": "accepted",
+                "event_ids": event_ids,
+            }),
+        };
+        let answer = IngressRecord {
+            body_hash,
+            status: reply.status,
+            response: reply.body.to_string(),
+            recorded_at_ms: unix_ms(SystemTime::now()),
+        };
+        if let Err(error) = self.answers.publish(key, records, answer).await {
             tracing::error!(%error, order_id = key, "cannot publish an ingress event");
             return Reply::error(
                 503,
                 format!("could not publish the event; try again ({error})"),
             );
         }
-        let reply = Reply {
-            status: 202,
-            body: json!({
-                self.id_field.as_str(): key,
-                "status": "accepted",
-                "event_ids": records.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
-            }),
-        };
-        let record = IngressRecord {
-            body_hash,
-            status: reply.status,
-            response: reply.body.to_string(),
-            recorded_at_ms: unix_ms(SystemTime::now()),
-        };
-        if let Err(error) = self.store.put_ingress_record(key, &record) {
-            // The event is published; a repeat would publish the same ids again and be dropped.
-            tracing::warn!(%error, order_id = key, "cannot record the ingress answer");
-        }
-        self.kpis.processed(records.len(), started.elapsed());
+        self.kpis.processed(event_ids.len(), started.elapsed());
         tracing::debug!(stage = %self.context.name, order_id = key, "accepted");
         reply
     }

@@ -1,0 +1,208 @@
+//! Where the HTTP ingress remembers its answers, so a repeated request is answered again
+//! without publishing again.
+//!
+//! - At-least-once: in the local `redb` store, written after the events are acknowledged.
+//! - Exactly-once: in a compacted Kafka topic, written in the same transaction as the events,
+//!   so an answer exists if and only if its events were committed. Concurrent requests are
+//!   committed together (group commit) by one transactional producer. The topic is read back
+//!   at start-up, so a restarted instance knows every answer its predecessor committed.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use anyhow::Context;
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{FutureProducer, Producer};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::event::cloudevents::CloudEvent;
+use crate::kafka::{OutRecord, publish_all};
+use crate::state::restore;
+use crate::store::{IngressRecord, StateStore};
+
+/// Rounds of re-publishing before an at-least-once request fails.
+const PUBLISH_ROUNDS: u32 = 3;
+/// Most requests committed in one transaction.
+const MAX_GROUP: usize = 512;
+/// How long a transactional call may block.
+const TXN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The ingress's memory of answers, and how events and answers are published.
+pub enum Answers {
+    /// At-least-once: answers in the local store, events through the shared producer.
+    Local {
+        /// The local store.
+        store: StateStore,
+        /// The shared idempotent producer.
+        producer: FutureProducer,
+    },
+    /// Exactly-once: answers in a compacted topic, in the events' transaction.
+    Transactional(TransactionalAnswers),
+}
+
+impl Answers {
+    /// The recorded answer to request `key`.
+    pub fn lookup(&self, key: &str) -> anyhow::Result<Option<IngressRecord>> {
+        match self {
+            Answers::Local { store, .. } => store.ingress_record(key),
+            Answers::Transactional(answers) => Ok(answers
+                .known
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(key)
+                .cloned()),
+        }
+    }
+
+    /// Publishes the request's events and records its answer; both happen or neither does
+    /// (exactly-once), or the answer is recorded only after the events are acknowledged.
+    pub async fn publish(
+        &self,
+        key: &str,
+        records: Vec<OutRecord>,
+        answer: IngressRecord,
+    ) -> Result<(), String> {
+        match self {
+            Answers::Local { store, producer } => {
+                publish_all(producer, &records, PUBLISH_ROUNDS).await?;
+                if let Err(error) = store.put_ingress_record(key, &answer) {
+                    // The events are out; a repeat would publish the same ids, which are dropped.
+                    tracing::warn!(%error, order_id = key, "cannot record the ingress answer");
+                }
+                Ok(())
+            }
+            Answers::Transactional(answers) => answers.publish(key, records, answer).await,
+        }
+    }
+}
+
+struct Submission {
+    records: Vec<OutRecord>,
+    done: oneshot::Sender<Result<(), String>>,
+}
+
+/// Answers kept in a compacted topic and committed with the events.
+pub struct TransactionalAnswers {
+    known: Mutex<HashMap<String, IngressRecord>>,
+    topic: String,
+    submissions: mpsc::Sender<Submission>,
+}
+
+impl TransactionalAnswers {
+    /// Reads every committed answer of `topic` (all `partitions`), then starts the committer
+    /// with `producer`, whose transactions are already initialised.
+    pub async fn start(
+        brokers: &str,
+        topic: &str,
+        partitions: i32,
+        producer: FutureProducer,
+    ) -> anyhow::Result<Self> {
+        let mut known = HashMap::new();
+        for partition in 0..partitions {
+            let values = tokio::task::block_in_place(|| restore(brokers, topic, partition))
+                .with_context(|| format!("cannot read the ingress answers in {topic}/{partition}"))?;
+            for (key, value) in values {
+                if let Ok(record) = serde_json::from_slice::<IngressRecord>(&value) {
+                    known.insert(key, record);
+                }
+            }
+        }
+        tracing::info!(topic, answers = known.len(), "ingress answers restored");
+        let (submissions, receiver) = mpsc::channel(4096);
+        tokio::spawn(commit_loop(producer, receiver));
+        Ok(Self {
+            known: Mutex::new(known),
+            topic: topic.to_string(),
+            submissions,
+        })
+    }
+
+    async fn publish(
+        &self,
+        key: &str,
+        mut records: Vec<OutRecord>,
+        answer: IngressRecord,
+    ) -> Result<(), String> {
+        let payload = serde_json::to_vec(&answer).map_err(|e| e.to_string())?;
+        records.push(OutRecord {
+            topic: self.topic.clone(),
+            partition: None,
+            key: Some(key.to_string()),
+            payload: Some(payload),
+            headers: CloudEvent {
+                id: format!("answer:{key}"),
+                event_type: "IngressAnswer".into(),
+                source: "/stagehost/ingress".into(),
+                time: crate::event::cloudevents::now_rfc3339(),
+                plugin_version: None,
+            }
+            .to_headers([]),
+            id: format!("answer:{key}"),
+        });
+        let (done, result) = oneshot::channel();
+        self.submissions
+            .send(Submission { records, done })
+            .await
+            .map_err(|_| "the ingress committer has stopped".to_string())?;
+        result
+            .await
+            .map_err(|_| "the ingress committer has stopped".to_string())??;
+        self.known
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key.to_string(), answer);
+        Ok(())
+    }
+}
+
+/// Commits queued requests together: one transaction for everything waiting.
+async fn commit_loop(producer: FutureProducer, mut receiver: mpsc::Receiver<Submission>) {
+    while let Some(first) = receiver.recv().await {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match receiver.try_recv() {
+                Ok(next) => group.push(next),
+                Err(_) => break,
+            }
+        }
+        let result = commit_group(&producer, &group).await;
+        if let Err(error) = &result {
+            tracing::warn!(%error, requests = group.len(), "ingress transaction failed");
+        }
+        for submission in group {
+            submission.done.send(result.clone()).ok();
+        }
+    }
+}
+
+async fn commit_group(producer: &FutureProducer, group: &[Submission]) -> Result<(), String> {
+    producer.begin_transaction().map_err(|e| e.to_string())?;
+    for record in group.iter().flat_map(|s| &s.records) {
+        loop {
+            match producer.send_result(record.to_future_record()) {
+                Ok(_) => break,
+                Err((KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), _)) => {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                Err((error, _)) => {
+                    abort(producer);
+                    return Err(error.to_string());
+                }
+            }
+        }
+    }
+    match tokio::task::block_in_place(|| producer.commit_transaction(TXN_TIMEOUT)) {
+        Ok(()) => Ok(()),
+        Err(error) => {
+            abort(producer);
+            Err(format!("could not commit the events ({error})"))
+        }
+    }
+}
+
+fn abort(producer: &FutureProducer) {
+    if let Err(error) = tokio::task::block_in_place(|| producer.abort_transaction(TXN_TIMEOUT)) {
+        tracing::error!(%error, "cannot abort the ingress transaction");
+    }
+}
