@@ -15,6 +15,7 @@ use tokio::task::JoinSet;
 
 use crate::config::{PipelineConfig, ProcessingMode, StageConfig};
 use crate::event::schema::SchemaRegistry;
+use crate::http::TopicView;
 use crate::kafka::{
     consumer_config, ensure_changelog, ensure_topics, producer_config,
     transactional_producer_config,
@@ -22,8 +23,8 @@ use crate::kafka::{
 use crate::kpi::{KpiHub, StageKpis, publish_loop};
 use crate::plugin::{InstanceSettings, LoadedPlugin, PluginEngine, StageInstance};
 use crate::stage::{
-    Answers, Ingress, TransactionalAnswers, KpiTarget, RebalanceTracker, Route, StageConsumer, StageContext, StageRunner,
-    StageStateParts,
+    Answers, Ingress, KpiTarget, RebalanceTracker, Route, StageConsumer, StageContext, StageRunner,
+    StageStateParts, TransactionalAnswers,
 };
 use crate::state::{KeyedState, changelog_topic};
 use crate::store::StateStore;
@@ -128,8 +129,13 @@ async fn ingress_answers(
     if config.kafka.create_topics {
         ensure_changelog(&config.kafka.brokers, &topic, partitions, 1).await?;
     }
-    let producer = transactional_producer(config, &stage.name, &format!("{group}.{}", config.state.instance_id))?;
-    let answers = TransactionalAnswers::start(&config.kafka.brokers, &topic, partitions, producer).await?;
+    let producer = transactional_producer(
+        config,
+        &stage.name,
+        &format!("{group}.{}", config.state.instance_id),
+    )?;
+    let answers =
+        TransactionalAnswers::start(&config.kafka.brokers, &topic, partitions, producer).await?;
     Ok(Answers::Transactional(answers))
 }
 
@@ -143,7 +149,9 @@ fn transactional_producer(
         .with_context(|| format!("cannot create the transactional producer of stage {stage}"))?;
     tokio::task::block_in_place(|| producer.init_transactions(Duration::from_secs(60)))
         .with_context(|| {
-            format!("stage {stage} cannot initialise transactions (transactional.id {transactional_id})")
+            format!(
+                "stage {stage} cannot initialise transactions (transactional.id {transactional_id})"
+            )
         })?;
     Ok(producer)
 }
@@ -191,7 +199,11 @@ async fn topic_stage(
         None
     };
     let producer = if exactly_once {
-        transactional_producer(config, &stage.name, &format!("{group}.{}", config.state.instance_id))?
+        transactional_producer(
+            config,
+            &stage.name,
+            &format!("{group}.{}", config.state.instance_id),
+        )?
     } else {
         shared_producer.clone()
     };
@@ -299,11 +311,29 @@ pub async fn run(config: PipelineConfig, shutdown: impl Future<Output = ()>) -> 
 
     let listener = crate::http::bind(&config.http.listen).await?;
     tracing::info!(address = %config.http.listen, ingress = %config.http.ingress_path, "HTTP server listening");
+    let view = |topic: &Option<String>| {
+        let topic = topic.clone();
+        let brokers = config.kafka.brokers.clone();
+        async move {
+            match topic {
+                Some(topic) => TopicView::start(&brokers, &topic).await.map(Some),
+                None => Ok(None),
+            }
+        }
+    };
     let router = crate::http::router(
         crate::http::HttpState {
             ingress,
             ready,
             max_body_bytes: config.http.max_body_bytes,
+            order_status: view(&config.http.order_status_topic).await?,
+            stock: view(&config.http.stock_topic).await?,
+            catalog: Arc::new(catalog(&config)),
+            restock: config
+                .http
+                .inventory_commands_topic
+                .as_ref()
+                .map(|topic| (topic.clone(), event_type(&config, topic))),
         },
         &config.http.ingress_path,
     );
@@ -346,6 +376,26 @@ pub async fn run(config: PipelineConfig, shutdown: impl Future<Output = ()>) -> 
         Some(error) => Err(error),
         None => Ok(()),
     }
+}
+
+/// The `config.catalog` table of `http.catalog_stage` (product → starting stock).
+fn catalog(config: &PipelineConfig) -> std::collections::HashMap<String, i64> {
+    let Some(stage) = &config.http.catalog_stage else {
+        return Default::default();
+    };
+    config
+        .stages
+        .iter()
+        .find(|s| &s.name == stage)
+        .and_then(|s| s.config.get("catalog"))
+        .and_then(|c| c.as_table())
+        .map(|table| {
+            table
+                .iter()
+                .filter_map(|(product, stock)| stock.as_integer().map(|s| (product.clone(), s)))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 fn flatten(result: Result<anyhow::Result<()>, tokio::task::JoinError>) -> anyhow::Result<()> {

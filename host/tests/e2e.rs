@@ -410,3 +410,109 @@ async fn after_kill_9_nothing_is_lost_and_repeats_carry_the_same_ids() {
         .collect();
     assert_eq!(orders, ids.iter().map(String::as_str).collect());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stock_is_reserved_restocked_and_order_status_is_served_over_http() {
+    let mut pipeline = TestPipeline::new(|config| {
+        let stock = stage_mut(config, "stock");
+        stock["config"]["catalog"]
+            .as_table_mut()
+            .unwrap()
+            .insert("few-1".into(), 3.into());
+    });
+    pipeline.start();
+    assert_eq!(
+        pipeline.get("/inventory/few-1").await.1["stock"],
+        3,
+        "catalog stock before any order"
+    );
+    assert_eq!(pipeline.get("/inventory/nope").await.0, 404);
+
+    // 2 of 3 reserved, then an order for 2 more is short, then a restock lets it through.
+    assert_eq!(
+        pipeline.post_order(&order("order-a", "few-1", 2)).await.0,
+        202
+    );
+    let delivered = read_topic(&pipeline.topic("NotificationDelivered"), 3, QUIET, TIMEOUT).await;
+    assert_eq!(delivered.len(), 3);
+    assert_eq!(
+        pipeline.post_order(&order("order-b", "few-1", 2)).await.0,
+        202
+    );
+    let delivered = read_topic(&pipeline.topic("NotificationDelivered"), 4, QUIET, TIMEOUT).await;
+    assert!(
+        delivered
+            .iter()
+            .any(|d| d.value["order_id"] == "order-b" && d.value["kind"] == "order_rejected")
+    );
+
+    let (status, stock) = pipeline.get("/inventory/few-1").await;
+    assert_eq!(status, 200);
+    assert_eq!(stock["stock"], 1, "{stock}");
+    let restock = r#"{"quantity": 5, "restock_id": "r-1"}"#;
+    let first = pipeline.post("/inventory/few-1/restock", restock).await;
+    assert_eq!(first.0, 202, "{}", first.1);
+    assert_eq!(
+        pipeline.post("/inventory/few-1/restock", restock).await,
+        first,
+        "a repeated restock is not applied twice"
+    );
+    assert_eq!(
+        pipeline
+            .post(
+                "/inventory/few-1/restock",
+                r#"{"quantity": 0, "restock_id": "r-2"}"#
+            )
+            .await
+            .0,
+        400
+    );
+    assert_eq!(
+        pipeline.post_order(&order("order-c", "few-1", 6)).await.0,
+        202
+    );
+    let delivered = read_topic(&pipeline.topic("NotificationDelivered"), 7, QUIET, TIMEOUT).await;
+    assert!(
+        delivered
+            .iter()
+            .any(|d| d.value["order_id"] == "order-c" && d.value["kind"] == "shipped"),
+        "{delivered:#?}"
+    );
+    let ledger = read_topic(&pipeline.topic("InventoryLedger"), 3, QUIET, TIMEOUT).await;
+    let deltas: Vec<i64> = ledger
+        .iter()
+        .map(|l| l.value["delta"].as_i64().unwrap())
+        .collect();
+    assert_eq!(deltas, [-2, 5, -6], "{ledger:#?}");
+    assert_eq!(pipeline.get("/inventory/few-1").await.1["stock"], 0);
+
+    // Order status, built by the order-status stage.
+    let (status, doc) = pipeline.get("/orders/order-c").await;
+    assert_eq!(status, 200, "{doc}");
+    assert_eq!(doc["status"], "shipped", "{doc}");
+    assert!(
+        doc["carrier"].as_str().is_some() && doc["tracking_number"].as_str().is_some(),
+        "{doc}"
+    );
+    let events: Vec<&str> = doc["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    for expected in [
+        "received",
+        "confirmed",
+        "picked_and_packed",
+        "shipped",
+        "notification_delivered",
+    ] {
+        assert!(
+            events.contains(&expected),
+            "{expected} missing from {events:?}"
+        );
+    }
+    let (_, rejected) = pipeline.get("/orders/order-b").await;
+    assert_eq!(rejected["status"], "rejected", "{rejected}");
+    assert_eq!(pipeline.get("/orders/never-posted").await.0, 404);
+}

@@ -66,6 +66,14 @@ pub struct HttpConfig {
     pub ingress_schema: Option<PathBuf>,
     /// Field of the ingress body that identifies the request for idempotency (e.g. `order_id`).
     pub ingress_id_field: String,
+    /// Topic whose latest record per key answers `GET /orders/{order_id}`.
+    pub order_status_topic: Option<String>,
+    /// Topic whose latest record per key answers `GET /inventory/{product_id}`.
+    pub stock_topic: Option<String>,
+    /// Topic that `POST /inventory/{product_id}/restock` publishes restock commands to.
+    pub inventory_commands_topic: Option<String>,
+    /// Stage whose `config.catalog` gives the stock of products that have no stock record yet.
+    pub catalog_stage: Option<String>,
 }
 
 impl Default for HttpConfig {
@@ -76,6 +84,10 @@ impl Default for HttpConfig {
             ingress_path: "/orders".into(),
             ingress_schema: None,
             ingress_id_field: "order_id".into(),
+            order_status_topic: None,
+            stock_topic: None,
+            inventory_commands_topic: None,
+            catalog_stage: None,
         }
     }
 }

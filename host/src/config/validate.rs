@@ -125,6 +125,25 @@ fn check_http(config: &PipelineConfig, problems: &mut Problems) {
     if let Some(schema) = &config.http.ingress_schema {
         check_schema_file("http.ingress_schema", schema, problems);
     }
+    for (key, topic) in [
+        ("http.order_status_topic", &config.http.order_status_topic),
+        ("http.stock_topic", &config.http.stock_topic),
+        (
+            "http.inventory_commands_topic",
+            &config.http.inventory_commands_topic,
+        ),
+    ] {
+        if let Some(topic) = topic
+            && !config.topics.contains_key(topic)
+        {
+            problems.push(key, format!("topic '{topic}' is not declared in [topics]"));
+        }
+    }
+    if let Some(stage) = &config.http.catalog_stage
+        && !config.stages.iter().any(|s| &s.name == stage)
+    {
+        problems.push("http.catalog_stage", format!("no stage is named '{stage}'"));
+    }
 }
 
 fn check_stages(config: &PipelineConfig, problems: &mut Problems) {

@@ -1,5 +1,11 @@
-//! The HTTP server: the ingress route, `/healthz` and `/readyz`.
+//! The HTTP server: the ingress route, order status and stock read models, restocking,
+//! `/healthz` and `/readyz`.
 
+mod views;
+
+pub use views::TopicView;
+
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -8,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::Context;
 use axum::Router;
 use axum::body::{Body, to_bytes};
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -25,12 +31,23 @@ pub struct HttpState {
     pub ready: Arc<AtomicBool>,
     /// Largest accepted body.
     pub max_body_bytes: usize,
+    /// Latest status per order, for `GET /orders/{order_id}`.
+    pub order_status: Option<Arc<TopicView>>,
+    /// Latest stock record per product, for `GET /inventory/{product_id}`.
+    pub stock: Option<Arc<TopicView>>,
+    /// Starting stock of products without a stock record yet.
+    pub catalog: Arc<HashMap<String, i64>>,
+    /// Topic and event type of restock commands.
+    pub restock: Option<(String, String)>,
 }
 
 /// Builds the router; `ingress_path` is where orders are posted.
 pub fn router(state: HttpState, ingress_path: &str) -> Router {
     Router::new()
         .route(ingress_path, post(submit))
+        .route("/orders/{order_id}", get(order_status))
+        .route("/inventory/{product_id}", get(stock))
+        .route("/inventory/{product_id}/restock", post(restock))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .layer(DefaultBodyLimit::disable())
@@ -76,18 +93,87 @@ async fn submit(State(state): State<HttpState>, body: Body) -> Response {
             body: json!({"error": "this pipeline has no HTTP ingress stage"}),
         });
     };
-    let bytes = match to_bytes(body, state.max_body_bytes).await {
+    let bytes = match read_body(body, state.max_body_bytes).await {
         Ok(bytes) => bytes,
-        Err(_) => {
+        Err(response) => return response,
+    };
+    json_response(ingress.submit(&bytes).await)
+}
+
+async fn read_body(body: Body, limit: usize) -> Result<bytes::Bytes, Response> {
+    to_bytes(body, limit).await.map_err(|_| {
+        json_response(Reply {
+            status: 413,
+            body: json!({"error": format!("body is larger than http.max_body_bytes ({limit} bytes)")}),
+        })
+    })
+}
+
+fn not_configured(what: &str) -> Response {
+    json_response(Reply {
+        status: 404,
+        body: json!({"error": format!("this pipeline does not configure {what}")}),
+    })
+}
+
+async fn order_status(State(state): State<HttpState>, Path(order_id): Path<String>) -> Response {
+    let Some(view) = &state.order_status else {
+        return not_configured("http.order_status_topic");
+    };
+    match view.get(&order_id) {
+        Some(status) => json_response(Reply {
+            status: 200,
+            body: status,
+        }),
+        None => json_response(Reply {
+            status: 404,
+            body: json!({"error": format!("no order {order_id} is known (yet)")}),
+        }),
+    }
+}
+
+async fn stock(State(state): State<HttpState>, Path(product_id): Path<String>) -> Response {
+    let Some(view) = &state.stock else {
+        return not_configured("http.stock_topic");
+    };
+    let body = match (view.get(&product_id), state.catalog.get(&product_id)) {
+        (Some(entry), _) => json!({
+            "product_id": product_id,
+            "stock": entry.get("stock").cloned().unwrap_or(serde_json::Value::Null),
+            "source": "ledger",
+            "last_change": entry,
+        }),
+        (None, Some(stock)) => {
+            json!({"product_id": product_id, "stock": stock, "source": "catalog"})
+        }
+        (None, None) => {
             return json_response(Reply {
-                status: 413,
-                body: json!({"error": format!(
-                    "body is larger than http.max_body_bytes ({} bytes)", state.max_body_bytes
-                )}),
+                status: 404,
+                body: json!({"error": format!("product {product_id} has no stock record and is not in the catalog")}),
             });
         }
     };
-    json_response(ingress.submit(&bytes).await)
+    json_response(Reply { status: 200, body })
+}
+
+async fn restock(
+    State(state): State<HttpState>,
+    Path(product_id): Path<String>,
+    body: Body,
+) -> Response {
+    let (Some(ingress), Some((topic, event_type))) = (state.ingress.clone(), state.restock.clone())
+    else {
+        return not_configured("http.inventory_commands_topic with an ingress stage");
+    };
+    let bytes = match read_body(body, state.max_body_bytes).await {
+        Ok(bytes) => bytes,
+        Err(response) => return response,
+    };
+    json_response(
+        ingress
+            .restock(&product_id, &bytes, &topic, &event_type)
+            .await,
+    )
 }
 
 async fn healthz() -> Response {

@@ -101,7 +101,9 @@ impl TransactionalAnswers {
         let mut known = HashMap::new();
         for partition in 0..partitions {
             let values = tokio::task::block_in_place(|| restore(brokers, topic, partition))
-                .with_context(|| format!("cannot read the ingress answers in {topic}/{partition}"))?;
+                .with_context(|| {
+                    format!("cannot read the ingress answers in {topic}/{partition}")
+                })?;
             for (key, value) in values {
                 if let Ok(record) = serde_json::from_slice::<IngressRecord>(&value) {
                     known.insert(key, record);
@@ -182,7 +184,10 @@ async fn commit_group(producer: &FutureProducer, group: &[Submission]) -> Result
         loop {
             match producer.send_result(record.to_future_record()) {
                 Ok(_) => break,
-                Err((KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), _)) => {
+                Err((
+                    KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
+                    _,
+                )) => {
                     tokio::time::sleep(Duration::from_millis(1)).await;
                 }
                 Err((error, _)) => {

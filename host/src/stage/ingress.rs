@@ -185,6 +185,115 @@ impl Ingress {
         reply
     }
 
+    /// Publishes a restock command for `product_id` (body `{"quantity": n, "restock_id": id}`)
+    /// to `topic`; a repeat of the same `restock_id` is answered again without publishing.
+    pub async fn restock(
+        &self,
+        product_id: &str,
+        body: &[u8],
+        topic: &str,
+        event_type: &str,
+    ) -> Reply {
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Restock {
+            quantity: i64,
+            restock_id: String,
+        }
+        let request: Restock = match serde_json::from_slice(body) {
+            Ok(request) => request,
+            Err(error) => {
+                return Reply::error(
+                    400,
+                    format!(
+                        "body must be {{\"quantity\": <integer>, \"restock_id\": <string>}}: {error}"
+                    ),
+                );
+            }
+        };
+        if request.quantity < 1 {
+            return Reply::error(
+                400,
+                format!("quantity must be at least 1 (got {})", request.quantity),
+            );
+        }
+        if request.restock_id.is_empty() || product_id.is_empty() {
+            return Reply::error(400, "restock_id and the product id must not be empty");
+        }
+        let command = json!({
+            "command": "restock",
+            "restock_id": request.restock_id,
+            "product_id": product_id,
+            "quantity": request.quantity,
+        });
+        if let Err(error) = self.context.schemas.validate_topic(topic, &command) {
+            return Reply::error(400, format!("restock command is invalid: {error}"));
+        }
+        let key = format!("restock/{product_id}/{}", request.restock_id);
+        let body_hash = canonical_hash(&command);
+        let _guard = self.locks[stripe(&key)].lock().await;
+        match self.answers.lookup(&key) {
+            Ok(Some(record)) if record.body_hash == body_hash => {
+                return Reply {
+                    status: record.status,
+                    body: serde_json::from_str(&record.response).unwrap_or(json!({})),
+                };
+            }
+            Ok(Some(_)) => {
+                return Reply::error(
+                    409,
+                    format!(
+                        "restock {} was already submitted with another quantity",
+                        request.restock_id
+                    ),
+                );
+            }
+            Ok(None) => {}
+            Err(error) => {
+                tracing::error!(%error, "cannot read the idempotency store");
+                return Reply::error(503, "the idempotency store is unavailable; try again");
+            }
+        }
+        let id = cloudevents::ingress_id(&key);
+        let record = crate::kafka::OutRecord {
+            topic: topic.to_string(),
+            partition: None,
+            key: Some(product_id.to_string()),
+            payload: Some(command.to_string().into_bytes()),
+            headers: cloudevents::CloudEvent {
+                id: id.clone(),
+                event_type: event_type.to_string(),
+                source: "/stagehost/http/restock".into(),
+                time: cloudevents::now_rfc3339(),
+                plugin_version: None,
+            }
+            .to_headers([]),
+            id: id.clone(),
+        };
+        let reply = Reply {
+            status: 202,
+            body: json!({
+                "product_id": product_id,
+                "restock_id": request.restock_id,
+                "status": "accepted",
+                "event_id": id,
+            }),
+        };
+        let answer = IngressRecord {
+            body_hash,
+            status: reply.status,
+            response: reply.body.to_string(),
+            recorded_at_ms: unix_ms(SystemTime::now()),
+        };
+        match self.answers.publish(&key, vec![record], answer).await {
+            Ok(()) => reply,
+            Err(error) => Reply::error(
+                503,
+                format!("could not publish the restock; try again ({error})"),
+            ),
+        }
+    }
+
     async fn dead_letter(
         &self,
         input: &Input<'_>,

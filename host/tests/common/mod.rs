@@ -184,6 +184,36 @@ impl TestPipeline {
         (status, json)
     }
 
+    /// GETs a path; returns the status and the JSON answer.
+    pub async fn get(&self, path: &str) -> (u16, serde_json::Value) {
+        let response = reqwest::get(format!("http://{}{path}", self.http))
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+        )
+    }
+
+    /// POSTs a JSON body to a path; returns the status and the JSON answer.
+    pub async fn post(&self, path: &str, body: &str) -> (u16, serde_json::Value) {
+        let response = reqwest::Client::new()
+            .post(format!("http://{}{path}", self.http))
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+        )
+    }
+
     /// POSTs until the host answers (it may be restarting); returns the status.
     pub async fn post_order_until_answered(&self, body: &str, timeout: Duration) -> u16 {
         let client = reqwest::Client::builder()
@@ -256,6 +286,17 @@ fn rename_topics(config: &mut toml::Table, prefix: &str) {
                 .entry("event_type")
                 .or_insert_with(|| name.clone().into());
             topics.insert(rename(&name), settings);
+        }
+    }
+    if let Some(http) = config.get_mut("http").and_then(|h| h.as_table_mut()) {
+        for key in [
+            "order_status_topic",
+            "stock_topic",
+            "inventory_commands_topic",
+        ] {
+            if let Some(topic) = http.get_mut(key) {
+                *topic = rename(topic.as_str().unwrap()).into();
+            }
         }
     }
     for section in ["dead_letter", "kpi"] {
