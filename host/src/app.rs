@@ -207,9 +207,14 @@ async fn topic_stage(
     } else {
         shared_producer.clone()
     };
-    let consumer: StageConsumer = consumer_config(&config.kafka, &group, exactly_once)
-        .create_with_context(RebalanceTracker::default())
-        .with_context(|| format!("cannot create the consumer of stage {}", stage.name))?;
+    let consumer: StageConsumer = consumer_config(
+        &config.kafka,
+        &group,
+        &config.state.instance_id,
+        exactly_once,
+    )
+    .create_with_context(RebalanceTracker::default())
+    .with_context(|| format!("cannot create the consumer of stage {}", stage.name))?;
     consumer.subscribe(&inputs).with_context(|| {
         format!(
             "stage {} cannot subscribe to {}",

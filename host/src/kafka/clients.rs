@@ -40,12 +40,20 @@ pub fn transactional_producer_config(kafka: &KafkaConfig, transactional_id: &str
 /// Settings of one stage's consumer. At-least-once: offsets are stored by the host only after
 /// the input's outputs are acknowledged and committed in the background (and on shutdown and
 /// revoke). Exactly-once: offsets are committed only inside the stage's transactions.
-pub fn consumer_config(kafka: &KafkaConfig, group: &str, exactly_once: bool) -> ClientConfig {
+/// `instance` makes the consumer a static member of its group (`group.instance.id`): a
+/// restarted instance gets its partitions back at once instead of after a rebalance.
+pub fn consumer_config(
+    kafka: &KafkaConfig,
+    group: &str,
+    instance: &str,
+    exactly_once: bool,
+) -> ClientConfig {
     let mut config = ClientConfig::new();
     config
         .set("bootstrap.servers", &kafka.brokers)
         .set("client.id", format!("stagehost-{group}"))
         .set("group.id", group)
+        .set("group.instance.id", format!("{group}.{instance}"))
         .set(
             "enable.auto.commit",
             if exactly_once { "false" } else { "true" },

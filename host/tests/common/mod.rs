@@ -96,6 +96,44 @@ impl TestPipeline {
         }
     }
 
+    /// A second host instance of the same pipeline: same topics and groups, its own instance
+    /// id, state directory and HTTP port.
+    pub fn sibling(&self, instance: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let http = format!("127.0.0.1:{}", free_port());
+        let mut config: toml::Table = std::fs::read_to_string(&self.config_path)
+            .unwrap()
+            .parse()
+            .unwrap();
+        let section = |config: &mut toml::Table, name: &str| -> toml::Table {
+            config
+                .get(name)
+                .and_then(|s| s.as_table())
+                .cloned()
+                .unwrap_or_default()
+        };
+        let mut http_section = section(&mut config, "http");
+        http_section.insert("listen".into(), http.clone().into());
+        config.insert("http".into(), http_section.into());
+        let mut state = section(&mut config, "state");
+        state.insert(
+            "dir".into(),
+            dir.path().join("state").display().to_string().into(),
+        );
+        state.insert("instance_id".into(), instance.into());
+        config.insert("state".into(), state.into());
+        let config_path = dir.path().join("pipeline.toml");
+        std::fs::write(&config_path, toml::to_string(&config).unwrap()).unwrap();
+        Self {
+            prefix: self.prefix.clone(),
+            dir,
+            config_path,
+            http,
+            host: None,
+            starts: 0,
+        }
+    }
+
     /// The real topic name of a logical one.
     pub fn topic(&self, logical: &str) -> String {
         format!("{}{logical}", self.prefix)
