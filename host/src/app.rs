@@ -207,14 +207,20 @@ async fn topic_stage(
     } else {
         shared_producer.clone()
     };
-    let consumer: StageConsumer = consumer_config(
+    let mut consumer_settings = consumer_config(
         &config.kafka,
         &group,
         &config.state.instance_id,
         exactly_once,
-    )
-    .create_with_context(RebalanceTracker::default())
-    .with_context(|| format!("cannot create the consumer of stage {}", stage.name))?;
+    );
+    if state.is_some() && inputs.len() > 1 {
+        // State is scoped by partition number across the inputs: partition i of every input
+        // must go to the same instance, which the range assignor guarantees.
+        consumer_settings.set("partition.assignment.strategy", "range");
+    }
+    let consumer: StageConsumer = consumer_settings
+        .create_with_context(RebalanceTracker::default())
+        .with_context(|| format!("cannot create the consumer of stage {}", stage.name))?;
     consumer.subscribe(&inputs).with_context(|| {
         format!(
             "stage {} cannot subscribe to {}",

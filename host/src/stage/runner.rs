@@ -223,6 +223,14 @@ impl Worker {
             };
             let revoked = consumer.context().take_revoked();
             if !revoked.is_empty() {
+                // The batch is dropped unprocessed: its partitions must be read again from its
+                // first offsets, like the ones the open transaction already consumed.
+                for message in &batch {
+                    pending
+                        .start
+                        .entry((message.topic().to_string(), message.partition()))
+                        .or_insert(message.offset());
+                }
                 drop(batch);
                 self.abandon(consumer, &mut pending, &mut in_transaction, &revoked)?;
                 continue;
@@ -520,11 +528,34 @@ impl Worker {
             tracing::info!(stage = %self.context.name, revoked = revoked.len(), "partitions revoked mid-transaction; aborting it");
             let error = KafkaError::Canceled;
             self.abort_and_rewind(consumer, pending, revoked, &error)?;
-        } else if self.mode == ProcessingMode::AtLeastOnce {
-            // Stored offsets of revoked partitions were committed by librdkafka on revoke.
-            *pending = Pending::default();
+        } else {
+            self.rewind(consumer, pending, revoked);
         }
         Ok(())
+    }
+
+    /// Seeks every partition the pending work consumed (and that is still owned) back to the
+    /// first offset it consumed, and forgets the pending work.
+    fn rewind(
+        &mut self,
+        consumer: &StageConsumer,
+        pending: &mut Pending,
+        revoked: &[(String, i32)],
+    ) {
+        for ((topic, partition), offset) in &pending.start {
+            if revoked.iter().any(|(t, p)| t == topic && p == partition) {
+                continue;
+            }
+            if let Err(error) = consumer.seek(
+                topic,
+                *partition,
+                Offset::Offset(*offset),
+                Duration::from_secs(10),
+            ) {
+                tracing::warn!(stage = %self.context.name, topic, partition, %error, "cannot rewind");
+            }
+        }
+        *pending = Pending::default();
     }
 
     fn abort_and_rewind(
@@ -547,20 +578,7 @@ impl Worker {
         if let Some(parts) = &self.state {
             lock(&parts.keyed).rollback();
         }
-        for ((topic, partition), offset) in &pending.start {
-            if revoked.iter().any(|(t, p)| t == topic && p == partition) {
-                continue;
-            }
-            if let Err(error) = consumer.seek(
-                topic,
-                *partition,
-                Offset::Offset(*offset),
-                Duration::from_secs(10),
-            ) {
-                tracing::warn!(stage = %self.context.name, topic, partition, %error, "cannot rewind after abort");
-            }
-        }
-        *pending = Pending::default();
+        self.rewind(consumer, pending, revoked);
         Ok(())
     }
 }
