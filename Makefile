@@ -5,7 +5,7 @@ CARGO ?= cargo
 TEST_KAFKA_PORT ?= 19092
 TEST_KAFKA_CONTROLLER_PORT ?= 19093
 
-.PHONY: run test setup plugins host kafka-jars unit-tests e2e-tests lint fmt clean
+.PHONY: run test chaos setup plugins host kafka-jars unit-tests e2e-tests lint fmt clean
 
 ## run: install what is missing, build plugins and host, start a broker and the host.
 run: setup plugins host kafka-jars
@@ -14,6 +14,10 @@ run: setup plugins host kafka-jars
 ## test: install what is missing, build, start a test broker, run the whole suite.
 test: setup plugins kafka-jars
 	scripts/test.sh
+
+## chaos: the full chaos acceptance run (10,000 orders, 5 SIGKILLs, a broker restart).
+chaos: setup plugins kafka-jars
+	scripts/test.sh chaos
 
 setup:
 	scripts/setup.sh

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make test`: the plugins' native unit tests, the host's unit and black-box tests, and the
 # end-to-end tests against a real Kafka broker started here (unless KAFKA_BROKERS is set).
+# `scripts/test.sh chaos` (`make chaos`): only the chaos acceptance tests, at full size.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
@@ -22,10 +23,17 @@ cleanup() { if [ -n "$started_broker" ]; then scripts/kafka.sh stop; fi; }
 trap cleanup EXIT
 
 status=0
-echo "== plugin unit tests (native)"
-(cd plugins && cargo test --quiet 2>&1) | tee .stagehost-plugin-tests.log || status=1
-echo "== host tests (unit, black-box and end-to-end against $KAFKA_BROKERS)"
-cargo test --release 2>&1 | tee .stagehost-host-tests.log || status=1
+if [ "${1:-}" = chaos ]; then
+  export CHAOS_ORDERS=${CHAOS_ORDERS:-10000} CHAOS_KILLS=${CHAOS_KILLS:-5} CHAOS_BROKER_RESTART=${CHAOS_BROKER_RESTART:-1}
+  echo "== chaos: $CHAOS_ORDERS orders, $CHAOS_KILLS kills, broker restart $CHAOS_BROKER_RESTART (against $KAFKA_BROKERS)"
+  : > .stagehost-plugin-tests.log
+  cargo test --release --test chaos -- --nocapture --test-threads=1 2>&1 | tee .stagehost-host-tests.log || status=1
+else
+  echo "== plugin unit tests (native)"
+  (cd plugins && cargo test --quiet 2>&1) | tee .stagehost-plugin-tests.log || status=1
+  echo "== host tests (unit, black-box and end-to-end against $KAFKA_BROKERS)"
+  cargo test --release -- --test-threads=2 2>&1 | tee .stagehost-host-tests.log || status=1
+fi
 
 passed=0; failed=0
 for log in .stagehost-plugin-tests.log .stagehost-host-tests.log; do

@@ -104,6 +104,80 @@ fn context(
     })
 }
 
+/// What it takes to build a stage again after it failed.
+struct Restart {
+    config: PipelineConfig,
+    stage: StageConfig,
+    context: Arc<StageContext>,
+    plugin: Arc<LoadedPlugin>,
+    engine: PluginEngine,
+    producer: FutureProducer,
+    store: StateStore,
+}
+
+/// Longest pause between restarts of a failing stage.
+const MAX_RESTART_DELAY: Duration = Duration::from_secs(30);
+
+/// Runs a stage; when it fails (the broker went away, its transaction was fenced) it is
+/// rebuilt from scratch — new consumer, new producer, state restored — after a pause that
+/// doubles with each consecutive failure. Exactly-once makes the restart safe.
+async fn supervise(
+    first: StageRunner,
+    restart: Restart,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let name = restart.stage.name.clone();
+    let mut runner = first;
+    let mut delay = Duration::from_millis(500);
+    loop {
+        let started = std::time::Instant::now();
+        match runner.run(stop.clone()).await {
+            Ok(()) => return Ok(()),
+            Err(error) if *stop.borrow() => return Err(error),
+            Err(error) => {
+                tracing::error!(stage = %name, error = format!("{error:#}"), ?delay, "stage failed; restarting it");
+            }
+        }
+        if started.elapsed() > MAX_RESTART_DELAY {
+            delay = Duration::from_millis(500);
+        }
+        loop {
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(MAX_RESTART_DELAY);
+            if *stop.borrow() {
+                return Ok(());
+            }
+            let rebuilt = match StageInstance::new(
+                &restart.engine,
+                restart.plugin.clone(),
+                settings(&restart.stage),
+            ) {
+                Ok(instance) => {
+                    topic_stage(
+                        &restart.config,
+                        &restart.stage,
+                        restart.context.clone(),
+                        instance,
+                        &restart.producer,
+                        &restart.store,
+                    )
+                    .await
+                }
+                Err(error) => Err(error.into()),
+            };
+            match rebuilt {
+                Ok(next) => {
+                    runner = next;
+                    break;
+                }
+                Err(error) => {
+                    tracing::warn!(stage = %name, error = format!("{error:#}"), "stage cannot restart yet")
+                }
+            }
+        }
+    }
+}
+
 /// How the ingress stage remembers answers: in a compacted topic committed with its events
 /// (exactly-once), or in the local store (at-least-once).
 async fn ingress_answers(
@@ -277,7 +351,7 @@ pub async fn run(config: PipelineConfig, shutdown: impl Future<Output = ()>) -> 
     let mut tasks: JoinSet<anyhow::Result<()>> = JoinSet::new();
     let mut ingress = None;
     for stage in &config.stages {
-        let (_, instance) = plugins
+        let (plugin, instance) = plugins
             .remove(&stage.name)
             .with_context(|| format!("plugin of stage {} missing", stage.name))?;
         let context = context(&config, stage, &schemas);
@@ -294,8 +368,23 @@ pub async fn run(config: PipelineConfig, shutdown: impl Future<Output = ()>) -> 
             )));
             continue;
         }
-        let runner = topic_stage(&config, stage, context, instance, &producer, &store).await?;
-        tasks.spawn(runner.run(stop_rx.clone()));
+        // Fail fast on a first start that cannot work (bad topic, no broker); later failures
+        // restart the stage instead of the host.
+        let runner =
+            topic_stage(&config, stage, context.clone(), instance, &producer, &store).await?;
+        tasks.spawn(supervise(
+            runner,
+            Restart {
+                config: config.clone(),
+                stage: stage.clone(),
+                context,
+                plugin,
+                engine: engine.clone(),
+                producer: producer.clone(),
+                store: store.clone(),
+            },
+            stop_rx.clone(),
+        ));
     }
 
     let kpi_task = config.kpi.enabled.then(|| {

@@ -206,8 +206,19 @@ async fn commit_group(producer: &FutureProducer, group: &[Submission]) -> Result
     }
 }
 
+/// Aborts the open transaction, trying again while the broker is unreachable.
 fn abort(producer: &FutureProducer) {
-    if let Err(error) = tokio::task::block_in_place(|| producer.abort_transaction(TXN_TIMEOUT)) {
-        tracing::error!(%error, "cannot abort the ingress transaction");
+    for attempt in 1.. {
+        match tokio::task::block_in_place(|| producer.abort_transaction(TXN_TIMEOUT)) {
+            Ok(()) => return,
+            Err(error) if attempt < 20 => {
+                tracing::warn!(%error, attempt, "cannot abort the ingress transaction yet");
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot abort the ingress transaction; giving up");
+                return;
+            }
+        }
     }
 }
