@@ -27,7 +27,7 @@ if [ "${1:-}" = chaos ]; then
   export CHAOS_ORDERS=${CHAOS_ORDERS:-10000} CHAOS_KILLS=${CHAOS_KILLS:-5} CHAOS_BROKER_RESTART=${CHAOS_BROKER_RESTART:-1}
   echo "== chaos: $CHAOS_ORDERS orders, $CHAOS_KILLS kills, broker restart $CHAOS_BROKER_RESTART (against $KAFKA_BROKERS)"
   : > .stagehost-plugin-tests.log
-  cargo test --release --test chaos -- --nocapture --test-threads=1 2>&1 | tee .stagehost-host-tests.log || status=1
+  cargo test --release --test chaos -- --nocapture --test-threads=1 --include-ignored 2>&1 | tee .stagehost-host-tests.log || status=1
 else
   echo "== plugin unit tests (native)"
   (cd plugins && cargo test --quiet 2>&1) | tee .stagehost-plugin-tests.log || status=1

@@ -427,3 +427,60 @@ async fn two_instances_one_killed_lose_and_duplicate_nothing() {
     report("two instances", &checked, started.elapsed(), &recoveries);
     drop(b);
 }
+
+/// Orders per second through the whole pipeline in each processing mode, from the first POST
+/// to the last outcome, with the same plan, clients and broker. Prints figures; asserts only
+/// correctness (it is a measurement, not a timing test). Run by `make chaos`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "a measurement; `make chaos` runs it"]
+async fn throughput_in_both_modes() {
+    let count = env_usize("THROUGHPUT_ORDERS", 3000);
+    for mode in ["at_least_once", "exactly_once"] {
+        let plan = plan(count, 3);
+        let mut pipeline = TestPipeline::new(|config| {
+            configure(config, &plan.initial);
+            for stage in config.get_mut("stages").unwrap().as_array_mut().unwrap() {
+                stage
+                    .as_table_mut()
+                    .unwrap()
+                    .insert("mode".into(), mode.into());
+            }
+        });
+        pipeline.start();
+        let https = vec![pipeline.http.clone()];
+        let host = Arc::new(Mutex::new(pipeline));
+        let started_ms = unix_ms();
+        let started = Instant::now();
+        let (accepted, _) = run_load(vec![host.clone()], https, &plan, 0, false).await;
+        let posted = started.elapsed();
+        let pipeline = host.lock().await;
+        let checked = check(&pipeline, &plan, &accepted).await;
+        let notifications = read_topic(
+            &pipeline.topic("Notification"),
+            0,
+            QUIET,
+            Duration::from_secs(60),
+        )
+        .await;
+        let last = notifications
+            .iter()
+            .filter(|n| matches!(n.value["kind"].as_str(), Some("shipped" | "order_rejected")))
+            .map(|n| n.timestamp_ms)
+            .max()
+            .unwrap();
+        let seconds = (last - started_ms) as f64 / 1000.0;
+        eprintln!(
+            "throughput[{mode}]: {count} orders, all POSTs answered in {:.2}s, last outcome after {seconds:.2}s: {:.0} orders/s end to end",
+            posted.as_secs_f64(),
+            count as f64 / seconds
+        );
+        assert_eq!(checked.lost + checked.duplicated_outcomes, 0);
+    }
+}
+
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
