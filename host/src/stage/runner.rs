@@ -331,7 +331,6 @@ impl Worker {
 
         let mut records: Vec<OutRecord> = Vec::new();
         let mut fresh_ids = Vec::new();
-        let mut staged: Vec<(i32, Writes)> = Vec::new();
         let mut seen_in_batch = HashSet::new();
         for (input, already) in inputs.iter().zip(already) {
             if already || !seen_in_batch.insert(input.id.as_str()) {
@@ -368,12 +367,9 @@ impl Worker {
                             input.origin.partition,
                             &writes,
                         ));
-                        if self.mode == ProcessingMode::ExactlyOnce {
-                            // Later inputs of the transaction see these writes.
-                            lock(&parts.keyed).stage(input.origin.partition, writes);
-                        } else {
-                            staged.push((input.origin.partition, writes));
-                        }
+                        // Later inputs of the batch see these writes; they become committed
+                        // state once the batch is published (or its transaction commits).
+                        lock(&parts.keyed).stage(input.origin.partition, writes);
                     }
                 }
                 Err((failure, attempts)) => {
@@ -406,11 +402,7 @@ impl Worker {
                         })?;
                 }
                 if let Some(parts) = &self.state {
-                    let mut keyed = lock(&parts.keyed);
-                    for (partition, writes) in staged {
-                        keyed.stage(partition, writes);
-                    }
-                    keyed.commit();
+                    lock(&parts.keyed).commit();
                 }
                 if !fresh_ids.is_empty() {
                     self.store
