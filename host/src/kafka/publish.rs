@@ -4,8 +4,10 @@
 use std::time::Duration;
 
 use futures::future::join_all;
+use rdkafka::error::KafkaError;
 use rdkafka::message::OwnedHeaders;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::util::Timeout;
 
 /// One record to publish.
@@ -93,4 +95,37 @@ pub async fn publish_all(
         .into_iter()
         .collect::<Option<Vec<_>>>()
         .ok_or(last_error)
+}
+
+/// Queues one record without waiting for its acknowledgement (waiting only while the local
+/// queue is full); used inside transactions.
+pub async fn enqueue(
+    producer: &FutureProducer,
+    record: &OutRecord,
+) -> Result<DeliveryFuture, KafkaError> {
+    loop {
+        match producer.send_result(record.to_future_record()) {
+            Ok(delivery) => return Ok(delivery),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            Err((error, _)) => return Err(error),
+        }
+    }
+}
+
+/// Waits for the acknowledgement of every queued record; the first failure, if any.
+///
+/// Call it before committing a transaction: rdkafka's commit first flushes by polling in
+/// slices of up to 100 ms, which costs a whole slice when the producer's own polling thread
+/// has already taken the acknowledgements. With nothing in flight the commit goes straight on.
+pub async fn acknowledged(deliveries: Vec<DeliveryFuture>) -> Result<(), String> {
+    for result in join_all(deliveries).await {
+        match result {
+            Ok(Ok(_)) => {}
+            Ok(Err((error, _))) => return Err(error.to_string()),
+            Err(_) => return Err("the producer dropped a record".into()),
+        }
+    }
+    Ok(())
 }

@@ -12,12 +12,11 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::Context;
-use rdkafka::error::KafkaError;
 use rdkafka::producer::{FutureProducer, Producer};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::event::cloudevents::CloudEvent;
-use crate::kafka::{OutRecord, publish_all};
+use crate::kafka::{OutRecord, acknowledged, enqueue, publish_all};
 use crate::state::restore;
 use crate::store::{IngressRecord, StateStore};
 
@@ -180,22 +179,19 @@ async fn commit_loop(producer: FutureProducer, mut receiver: mpsc::Receiver<Subm
 
 async fn commit_group(producer: &FutureProducer, group: &[Submission]) -> Result<(), String> {
     producer.begin_transaction().map_err(|e| e.to_string())?;
+    let mut deliveries = Vec::new();
     for record in group.iter().flat_map(|s| &s.records) {
-        loop {
-            match producer.send_result(record.to_future_record()) {
-                Ok(_) => break,
-                Err((
-                    KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
-                    _,
-                )) => {
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                }
-                Err((error, _)) => {
-                    abort(producer);
-                    return Err(error.to_string());
-                }
+        match enqueue(producer, record).await {
+            Ok(delivery) => deliveries.push(delivery),
+            Err(error) => {
+                abort(producer);
+                return Err(error.to_string());
             }
         }
+    }
+    if let Err(error) = acknowledged(deliveries).await {
+        abort(producer);
+        return Err(error);
     }
     match tokio::task::block_in_place(|| producer.commit_transaction(TXN_TIMEOUT)) {
         Ok(()) => Ok(()),

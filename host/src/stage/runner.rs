@@ -32,7 +32,7 @@ use super::rebalance::RebalanceTracker;
 use crate::config::ProcessingMode;
 use crate::event::cloudevents;
 use crate::event::dead_letter::Origin;
-use crate::kafka::{OutRecord, publish_all};
+use crate::kafka::{OutRecord, acknowledged, enqueue, publish_all};
 use crate::kpi::{StageKpis, kpi_record};
 use crate::plugin::StageInstance;
 use crate::state::{KeyedState, Writes, restore};
@@ -133,6 +133,8 @@ struct Pending {
     fates: Vec<Fate>,
     /// When the first input arrived.
     opened: Option<Instant>,
+    /// Acknowledgements of the records queued in the open transaction.
+    deliveries: Vec<rdkafka::producer::DeliveryFuture>,
 }
 
 impl StageRunner {
@@ -390,7 +392,10 @@ impl Worker {
         match self.mode {
             ProcessingMode::ExactlyOnce => {
                 for record in &records {
-                    send_in_transaction(&self.producer, record).await?;
+                    let delivery = enqueue(&self.producer, record).await.with_context(|| {
+                        format!("cannot send {} to {}", record.id, record.topic)
+                    })?;
+                    pending.deliveries.push(delivery);
                 }
             }
             ProcessingMode::AtLeastOnce => {
@@ -459,7 +464,16 @@ impl Worker {
                     return Ok(());
                 }
                 for record in &kpis {
-                    send_in_transaction(&self.producer, record).await?;
+                    let delivery = enqueue(&self.producer, record).await.with_context(|| {
+                        format!("cannot send {} to {}", record.id, record.topic)
+                    })?;
+                    pending.deliveries.push(delivery);
+                }
+                if let Err(error) = acknowledged(std::mem::take(&mut pending.deliveries)).await {
+                    *in_transaction = false;
+                    tracing::warn!(stage = %self.context.name, %error, "a record of the transaction failed; aborting it");
+                    self.abort_and_rewind(consumer, pending, &[], &KafkaError::Canceled)?;
+                    return Ok(());
                 }
                 let mut offsets = TopicPartitionList::new();
                 for ((topic, partition), next) in &pending.next {
@@ -606,25 +620,6 @@ fn poll_available<'c>(
 
 fn lock(state: &Mutex<KeyedState>) -> std::sync::MutexGuard<'_, KeyedState> {
     state.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// Queues one record in the open transaction (waiting while the local queue is full).
-async fn send_in_transaction(producer: &FutureProducer, record: &OutRecord) -> anyhow::Result<()> {
-    loop {
-        match producer.send_result(record.to_future_record()) {
-            Ok(_delivery) => return Ok(()),
-            Err((
-                KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
-                _,
-            )) => {
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-            Err((error, _)) => {
-                return Err(error)
-                    .context(format!("cannot send {} to {}", record.id, record.topic));
-            }
-        }
-    }
 }
 
 /// The changelog records of one input's state writes.
