@@ -35,7 +35,7 @@ lint:
 	$(CARGO) fmt --all -- --check
 	cd plugins && $(CARGO) fmt --all -- --check
 	$(CARGO) clippy --release --all-targets -- -D warnings
-	cd plugins && $(CARGO) clippy --all-targets -- -D warnings
+	cd plugins && $(CARGO) clippy --workspace --all-targets -- -D warnings
 
 fmt:
 	$(CARGO) fmt --all

@@ -30,7 +30,7 @@ if [ "${1:-}" = chaos ]; then
   cargo test --release --test chaos -- --nocapture --test-threads=1 --include-ignored 2>&1 | tee .stagehost-host-tests.log || status=1
 else
   echo "== plugin unit tests (native)"
-  (cd plugins && cargo test --quiet 2>&1) | tee .stagehost-plugin-tests.log || status=1
+  (cd plugins && cargo test --workspace --quiet 2>&1) | tee .stagehost-plugin-tests.log || status=1
   echo "== host tests (unit, black-box and end-to-end against $KAFKA_BROKERS)"
   cargo test --release -- --test-threads=2 2>&1 | tee .stagehost-host-tests.log || status=1
 fi

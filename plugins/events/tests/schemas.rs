@@ -2,8 +2,7 @@
 //! schema with the documentation the project asks for, and the event types of this crate
 //! produce documents that they accept (and the schemas reject what they should).
 
-use std::path::PathBuf;
-
+use schema_check::{assert_invalid, assert_valid, schema};
 use serde_json::{Value, json};
 use stage_events::{
     InventoryCommand, InventoryResult, Item, LedgerEntry, LedgerReason, Notification,
@@ -26,38 +25,6 @@ const ALL: [&str; 12] = [
     "inventory-ledger.schema.json",
     "order-status.schema.json",
 ];
-
-fn schema(name: &str) -> Value {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../schemas")
-        .join(name);
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name} is not JSON: {e}"))
-}
-
-fn errors(name: &str, instance: &Value) -> Vec<String> {
-    let validator = jsonschema::draft202012::options()
-        .should_validate_formats(true)
-        .build(&schema(name))
-        .unwrap_or_else(|e| panic!("{name} does not compile: {e}"));
-    validator
-        .iter_errors(instance)
-        .map(|e| format!("{e} (at {})", e.instance_path()))
-        .collect()
-}
-
-fn assert_valid(name: &str, instance: &Value) {
-    let errs = errors(name, instance);
-    assert!(errs.is_empty(), "{name} rejects {instance}: {errs:#?}");
-}
-
-fn assert_invalid(name: &str, instance: &Value) {
-    assert!(
-        !errors(name, instance).is_empty(),
-        "{name} accepts {instance} but should not"
-    );
-}
 
 fn order() -> Order {
     Order {

@@ -2,43 +2,8 @@
 //! output topics (and its test inputs against the input topic's schema), so a mismatch
 //! between plugin and schema fails here rather than in the pipeline.
 
-use std::path::PathBuf;
-
+use schema_check::{assert_invalid, assert_valid};
 use serde_json::{Value, json};
-
-/// Compiles `schemas/<name>` as a draft 2020-12 schema (formats checked).
-fn validator(name: &str) -> jsonschema::Validator {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../schemas")
-        .join(name);
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
-    let schema: Value =
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name} is not JSON: {e}"));
-    jsonschema::draft202012::options()
-        .should_validate_formats(true)
-        .build(&schema)
-        .unwrap_or_else(|e| panic!("{name} does not compile: {e}"))
-}
-
-/// Asserts that the JSON text `payload` is valid against `schemas/<name>`.
-fn assert_valid(name: &str, payload: &str) {
-    let instance: Value = serde_json::from_str(payload).expect("payload is JSON");
-    let v = validator(name);
-    let errors: Vec<String> = v
-        .iter_errors(&instance)
-        .map(|e| format!("{e} (at {})", e.instance_path()))
-        .collect();
-    assert!(errors.is_empty(), "{name} rejects {payload}: {errors:#?}");
-}
-
-/// Asserts that `instance` is invalid against `schemas/<name>` (the check has teeth).
-fn assert_invalid(name: &str, instance: &Value) {
-    assert!(
-        !validator(name).is_valid(instance),
-        "{name} accepts {instance} but should not"
-    );
-}
 
 use notification::logic::{Config, handle};
 
