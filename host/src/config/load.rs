@@ -74,7 +74,10 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<PipelineConfig, Config
         path: path.to_path_buf(),
         source,
     })?;
-    let base = path.parent().unwrap_or(Path::new("."));
+    // Resolve relative paths against the file's folder as an absolute path, so they stay
+    // right whatever the working directory (and wasmtime's cache insists on absolute ones).
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let base = absolute.parent().unwrap_or(Path::new("."));
     parse(&text, path, base, overrides)
 }
 

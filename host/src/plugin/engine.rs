@@ -97,8 +97,9 @@ impl PluginEngine {
         config.epoch_interruption(true);
         if let Some(dir) = cache_dir {
             std::fs::create_dir_all(dir)?;
+            let dir = std::path::absolute(dir)?;
             let mut cache_config = CacheConfig::new();
-            cache_config.with_directory(dir);
+            cache_config.with_directory(&dir);
             config.cache(Some(Cache::new(cache_config).map_err(wasm_error)?));
         }
         let engine = Engine::new(&config).map_err(wasm_error)?;
