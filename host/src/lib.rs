@@ -10,7 +10,8 @@
 //! - [`stage`]: per-event processing, the topic consume loop, the HTTP ingress stage.
 //! - [`kpi`]: windowed KPIs published to the KPI topic.
 //! - [`http`]: the HTTP server (ingress route, health, readiness).
-//! - [`app`]: wiring and orderly shutdown; [`app::run`] is the entry point.
+//! - [`app`]: wiring and orderly shutdown ([`app::run`] is the entry point); building stages
+//!   from the configuration; restarting a stage that fails.
 //!
 //! Where does an event get deduplicated? [`stage`]'s runner asks [`store`] before calling the
 //! plugin. Where do failures go? [`stage`]'s processor builds an [`event::dead_letter`].

@@ -1,0 +1,263 @@
+//! Building the parts of a pipeline from its configuration: plugin instances, stage contexts,
+//! topic-fed stage runners (consumer, producer, changelog) and the ingress's answer store.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use rdkafka::consumer::Consumer;
+use rdkafka::producer::{FutureProducer, Producer};
+
+use crate::config::{PipelineConfig, ProcessingMode, StageConfig};
+use crate::event::schema::SchemaRegistry;
+use crate::kafka::{consumer_config, ensure_changelog, transactional_producer_config};
+use crate::kpi::StageKpis;
+use crate::plugin::{InstanceSettings, LoadedPlugin, PluginEngine, StageInstance};
+use crate::stage::{
+    Answers, KpiTarget, RebalanceTracker, Route, StageConsumer, StageContext, StageRunner,
+    StageStateParts, TransactionalAnswers,
+};
+use crate::state::{KeyedState, changelog_topic};
+use crate::store::StateStore;
+
+pub(super) fn settings(stage: &StageConfig) -> InstanceSettings {
+    let config = serde_json::to_value(&stage.config)
+        .ok()
+        .and_then(|v| v.as_object().cloned())
+        .unwrap_or_default();
+    InstanceSettings {
+        stage: Arc::from(stage.name.as_str()),
+        config: Arc::new(config),
+        limits: stage.limits.clone(),
+    }
+}
+
+pub(super) fn event_type(config: &PipelineConfig, topic: &str) -> String {
+    config
+        .topics
+        .get(topic)
+        .and_then(|t| t.event_type.clone())
+        .unwrap_or_else(|| topic.to_string())
+}
+
+pub(super) fn context(
+    config: &PipelineConfig,
+    stage: &StageConfig,
+    schemas: &SchemaRegistry,
+) -> Arc<StageContext> {
+    let route = |topic: &str| Route {
+        topic: topic.to_string(),
+        event_type: event_type(config, topic),
+    };
+    Arc::new(StageContext {
+        name: Arc::from(stage.name.as_str()),
+        routes: stage
+            .outputs
+            .iter()
+            .map(|(name, topic)| (name.clone(), route(topic)))
+            .collect(),
+        dead_letter: route(&config.dead_letter.topic),
+        schemas: schemas.clone(),
+    })
+}
+
+/// How the ingress stage remembers answers: in a compacted topic committed with its events
+/// (exactly-once), or in the local store (at-least-once).
+pub(super) async fn ingress_answers(
+    config: &PipelineConfig,
+    stage: &StageConfig,
+    shared_producer: &FutureProducer,
+    store: &StateStore,
+) -> anyhow::Result<Answers> {
+    if stage.mode == ProcessingMode::AtLeastOnce {
+        return Ok(Answers::Local {
+            store: store.clone(),
+            producer: shared_producer.clone(),
+        });
+    }
+    let group = stage.group_id();
+    let topic = format!("{group}-answers");
+    let partitions = stage
+        .outputs
+        .values()
+        .filter_map(|t| config.topics.get(t).map(|t| t.partitions))
+        .max()
+        .unwrap_or(1);
+    if config.kafka.create_topics {
+        ensure_changelog(&config.kafka.brokers, &topic, partitions, 1).await?;
+    }
+    let producer = transactional_producer(
+        config,
+        &stage.name,
+        &format!("{group}.{}", config.state.instance_id),
+    )?;
+    let answers =
+        TransactionalAnswers::start(&config.kafka.brokers, &topic, partitions, producer).await?;
+    Ok(Answers::Transactional(answers))
+}
+
+fn transactional_producer(
+    config: &PipelineConfig,
+    stage: &str,
+    transactional_id: &str,
+) -> anyhow::Result<FutureProducer> {
+    let producer: FutureProducer = transactional_producer_config(&config.kafka, transactional_id)
+        .create()
+        .with_context(|| format!("cannot create the transactional producer of stage {stage}"))?;
+    tokio::task::block_in_place(|| producer.init_transactions(Duration::from_secs(60)))
+        .with_context(|| {
+            format!(
+                "stage {stage} cannot initialise transactions (transactional.id {transactional_id})"
+            )
+        })?;
+    Ok(producer)
+}
+
+/// Builds the runner of a topic-fed stage: its consumer, its producer (its own transactional
+/// one in exactly-once mode), its changelog when the plugin keeps state.
+pub(super) async fn topic_stage(
+    config: &PipelineConfig,
+    stage: &StageConfig,
+    context: Arc<StageContext>,
+    instance: StageInstance,
+    shared_producer: &FutureProducer,
+    store: &StateStore,
+) -> anyhow::Result<StageRunner> {
+    let group = stage.group_id();
+    let exactly_once = stage.mode == ProcessingMode::ExactlyOnce;
+    let inputs = stage.inputs();
+    let state = if instance.uses_state() {
+        let partitions: Vec<i32> = inputs
+            .iter()
+            .filter_map(|topic| config.topics.get(*topic).map(|t| t.partitions))
+            .collect();
+        let first = partitions.first().copied().unwrap_or(1);
+        anyhow::ensure!(
+            partitions.iter().all(|&p| p == first),
+            "stage {} keeps state, so its input topics must have the same number of partitions ({})",
+            stage.name,
+            inputs.join(", ")
+        );
+        let replication = inputs
+            .iter()
+            .filter_map(|topic| config.topics.get(*topic).map(|t| t.replication))
+            .max()
+            .unwrap_or(1);
+        let changelog = changelog_topic(&group);
+        if config.kafka.create_topics {
+            ensure_changelog(&config.kafka.brokers, &changelog, first, replication).await?;
+        }
+        Some(StageStateParts {
+            keyed: Arc::new(std::sync::Mutex::new(KeyedState::default())),
+            changelog,
+            brokers: config.kafka.brokers.clone(),
+        })
+    } else {
+        None
+    };
+    let producer = if exactly_once {
+        transactional_producer(
+            config,
+            &stage.name,
+            &format!("{group}.{}", config.state.instance_id),
+        )?
+    } else {
+        shared_producer.clone()
+    };
+    let mut consumer_settings = consumer_config(
+        &config.kafka,
+        &group,
+        &config.state.instance_id,
+        exactly_once,
+    );
+    if state.is_some() && inputs.len() > 1 {
+        // State is scoped by partition number across the inputs: partition i of every input
+        // must go to the same instance, which the range assignor guarantees.
+        consumer_settings.set("partition.assignment.strategy", "range");
+    }
+    let consumer: StageConsumer = consumer_settings
+        .create_with_context(RebalanceTracker::default())
+        .with_context(|| format!("cannot create the consumer of stage {}", stage.name))?;
+    consumer.subscribe(&inputs).with_context(|| {
+        format!(
+            "stage {} cannot subscribe to {}",
+            stage.name,
+            inputs.join(", ")
+        )
+    })?;
+    let kpi = config.kpi.enabled.then(|| KpiTarget {
+        route: Route {
+            topic: config.kpi.topic.clone(),
+            event_type: event_type(config, &config.kpi.topic),
+        },
+        interval: config.kpi.interval,
+        instance: config.state.instance_id.clone(),
+    });
+    Ok(StageRunner {
+        context,
+        instance,
+        consumer,
+        producer,
+        mode: stage.mode,
+        store: store.clone(),
+        kpis: StageKpis::new(&stage.name),
+        kpi,
+        input_event_types: inputs
+            .iter()
+            .map(|topic| (topic.to_string(), event_type(config, topic)))
+            .collect(),
+        max_batch: stage.max_batch,
+        commit_interval: stage.commit_interval,
+        state,
+    })
+}
+
+/// The `config.catalog` table of `http.catalog_stage` (product → starting stock).
+pub(super) fn catalog(config: &PipelineConfig) -> std::collections::HashMap<String, i64> {
+    let Some(stage) = &config.http.catalog_stage else {
+        return Default::default();
+    };
+    config
+        .stages
+        .iter()
+        .find(|s| &s.name == stage)
+        .and_then(|s| s.config.get("catalog"))
+        .and_then(|c| c.as_table())
+        .map(|table| {
+            table
+                .iter()
+                .filter_map(|(product, stock)| stock.as_integer().map(|s| (product.clone(), s)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Loads every stage's plugin; reports every plugin that fails, not just the first.
+pub fn load_plugins(
+    engine: &PluginEngine,
+    config: &PipelineConfig,
+) -> anyhow::Result<BTreeMap<String, (Arc<LoadedPlugin>, StageInstance)>> {
+    let mut loaded = BTreeMap::new();
+    let mut failures = Vec::new();
+    for stage in &config.stages {
+        let result = engine.load(&stage.plugin).and_then(|plugin| {
+            StageInstance::new(engine, plugin.clone(), settings(stage)).map(|i| (plugin, i))
+        });
+        match result {
+            Ok(pair) => {
+                loaded.insert(stage.name.clone(), pair);
+            }
+            Err(error) => failures.push(format!("  - stages[{}].plugin: {error}", stage.name)),
+        }
+    }
+    if failures.is_empty() {
+        Ok(loaded)
+    } else {
+        anyhow::bail!(
+            "{} plugin(s) failed to load:\n{}",
+            failures.len(),
+            failures.join("\n")
+        )
+    }
+}

@@ -1,0 +1,231 @@
+//! Wiring: load plugins, open the store, connect to Kafka, start the stages, the HTTP server
+//! and the KPI publisher; on shutdown stop them in order and flush.
+
+mod build;
+mod supervise;
+
+pub use build::load_plugins;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use rdkafka::producer::{FutureProducer, Producer};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::config::PipelineConfig;
+use crate::event::schema::SchemaRegistry;
+use crate::http::TopicView;
+use crate::kafka::{ensure_topics, producer_config};
+use crate::kpi::{KpiHub, publish_loop};
+use crate::plugin::PluginEngine;
+use crate::stage::Ingress;
+use crate::store::StateStore;
+use build::{catalog, context, event_type, ingress_answers, topic_stage};
+use supervise::{Restart, supervise};
+
+/// How often the idempotency store forgets records older than the retention.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+/// How often readiness re-checks that Kafka answers.
+const READINESS_EVERY: Duration = Duration::from_secs(2);
+
+/// Runs the pipeline until `shutdown` completes or a stage fails.
+pub async fn run(config: PipelineConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let engine = PluginEngine::new(Some(&config.state.dir.join("compiled")))
+        .context("cannot start the WebAssembly engine")?;
+    let mut plugins = load_plugins(&engine, &config)?;
+    for (stage, (plugin, _)) in &plugins {
+        tracing::info!(stage, version = %plugin.version, path = %plugin.path.display(), "plugin loaded");
+    }
+    let store = StateStore::open(&config.state.dir)?;
+    let schemas = SchemaRegistry::from_config(&config)?;
+    let producer: FutureProducer = producer_config(&config.kafka)
+        .create()
+        .context("cannot create the Kafka producer")?;
+    if config.kafka.create_topics {
+        ensure_topics(&config).await?;
+    }
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let kpis = KpiHub::default();
+    let mut tasks: JoinSet<anyhow::Result<()>> = JoinSet::new();
+    let mut ingress = None;
+    for stage in &config.stages {
+        let (plugin, instance) = plugins
+            .remove(&stage.name)
+            .with_context(|| format!("plugin of stage {} missing", stage.name))?;
+        let context = context(&config, stage, &schemas);
+        if stage.is_http() {
+            let answers = ingress_answers(&config, stage, &producer, &store).await?;
+            ingress = Some(Arc::new(Ingress::new(
+                context,
+                instance,
+                producer.clone(),
+                answers,
+                kpis.stage(&stage.name),
+                config.http.ingress_id_field.clone(),
+                "Order".into(),
+            )));
+            continue;
+        }
+        // Fail fast on a first start that cannot work (bad topic, no broker); later failures
+        // restart the stage instead of the host.
+        let runner =
+            topic_stage(&config, stage, context.clone(), instance, &producer, &store).await?;
+        tasks.spawn(supervise(
+            runner,
+            Restart {
+                config: config.clone(),
+                stage: stage.clone(),
+                context,
+                plugin,
+                engine: engine.clone(),
+                producer: producer.clone(),
+                store: store.clone(),
+            },
+            stop_rx.clone(),
+        ));
+    }
+
+    let kpi_task = config.kpi.enabled.then(|| {
+        tokio::spawn(publish_loop(
+            kpis.clone(),
+            producer.clone(),
+            config.kpi.topic.clone(),
+            event_type(&config, &config.kpi.topic),
+            config.kpi.interval,
+            stop_rx.clone(),
+        ))
+    });
+    let ready = Arc::new(AtomicBool::new(false));
+    tokio::spawn(watch_readiness(
+        producer.clone(),
+        ready.clone(),
+        stop_rx.clone(),
+    ));
+    tokio::spawn(prune_loop(
+        store.clone(),
+        config.state.idempotency_retention,
+        stop_rx.clone(),
+    ));
+
+    let listener = crate::http::bind(&config.http.listen).await?;
+    tracing::info!(address = %config.http.listen, ingress = %config.http.ingress_path, "HTTP server listening");
+    let view = |topic: &Option<String>| {
+        let topic = topic.clone();
+        let brokers = config.kafka.brokers.clone();
+        async move {
+            match topic {
+                Some(topic) => TopicView::start(&brokers, &topic).await.map(Some),
+                None => Ok(None),
+            }
+        }
+    };
+    let router = crate::http::router(
+        crate::http::HttpState {
+            ingress,
+            ready,
+            max_body_bytes: config.http.max_body_bytes,
+            order_status: view(&config.http.order_status_topic).await?,
+            stock: view(&config.http.stock_topic).await?,
+            catalog: Arc::new(catalog(&config)),
+            restock: config
+                .http
+                .inventory_commands_topic
+                .as_ref()
+                .map(|topic| (topic.clone(), event_type(&config, topic))),
+        },
+        &config.http.ingress_path,
+    );
+    let (http_stop_tx, http_stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let http_task = tokio::spawn(crate::http::serve(listener, router, async {
+        http_stop_rx.await.ok();
+    }));
+
+    // Run until asked to stop, or until a stage fails.
+    let mut failure = None;
+    tokio::pin!(shutdown);
+    tokio::select! {
+        _ = &mut shutdown => tracing::info!("shutting down"),
+        Some(result) = tasks.join_next() => {
+            failure = Some(flatten(result).err().unwrap_or_else(|| anyhow::anyhow!("a stage stopped unexpectedly")));
+        }
+    }
+
+    // Stop order: no new requests, then stages finish their batch and commit, then flush.
+    http_stop_tx.send(()).ok();
+    if let Ok(Err(error)) = http_task.await {
+        tracing::warn!(%error, "HTTP server stopped with an error");
+    }
+    stop_tx.send(true).ok();
+    while let Some(result) = tasks.join_next().await {
+        if let Err(error) = flatten(result) {
+            tracing::error!(error = format!("{error:#}"), "stage failed while stopping");
+            failure.get_or_insert(error);
+        }
+    }
+    if let Some(task) = kpi_task {
+        task.await.ok();
+    }
+    let flush = tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(10)));
+    if let Ok(Err(error)) = flush.await {
+        tracing::warn!(%error, "producer flush failed");
+    }
+    tracing::info!("stopped");
+    match failure {
+        Some(error) => Err(error),
+        None => Ok(()),
+    }
+}
+
+fn flatten(result: Result<anyhow::Result<()>, tokio::task::JoinError>) -> anyhow::Result<()> {
+    match result {
+        Ok(result) => result,
+        Err(error) => Err(anyhow::anyhow!("stage task panicked: {error}")),
+    }
+}
+
+async fn watch_readiness(
+    producer: FutureProducer,
+    ready: Arc<AtomicBool>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let client = producer.clone();
+        let reachable = tokio::task::spawn_blocking(move || {
+            client
+                .client()
+                .fetch_metadata(None, Duration::from_secs(2))
+                .is_ok()
+        })
+        .await
+        .unwrap_or(false);
+        if reachable != ready.swap(reachable, Ordering::Relaxed) {
+            tracing::info!(ready = reachable, "readiness changed");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(READINESS_EVERY) => {}
+            _ = stop.changed() => break,
+        }
+    }
+    ready.store(false, Ordering::Relaxed);
+}
+
+async fn prune_loop(store: StateStore, retention: Duration, mut stop: watch::Receiver<bool>) {
+    loop {
+        let pruning = store.clone();
+        match tokio::task::spawn_blocking(move || pruning.prune(retention)).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(removed)) => tracing::info!(removed, "pruned expired idempotency records"),
+            Ok(Err(error)) => tracing::warn!(%error, "pruning the idempotency store failed"),
+            Err(_) => {}
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(PRUNE_EVERY) => {}
+            _ = stop.changed() => break,
+        }
+    }
+}

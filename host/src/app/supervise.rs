@@ -1,0 +1,87 @@
+//! Keeping topic-fed stages running: a stage that fails is rebuilt instead of stopping the host.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::producer::FutureProducer;
+use tokio::sync::watch;
+
+use super::build::{settings, topic_stage};
+use crate::config::{PipelineConfig, StageConfig};
+use crate::plugin::{LoadedPlugin, PluginEngine, StageInstance};
+use crate::stage::{StageContext, StageRunner};
+use crate::store::StateStore;
+
+/// What it takes to build a stage again after it failed.
+pub(super) struct Restart {
+    pub(super) config: PipelineConfig,
+    pub(super) stage: StageConfig,
+    pub(super) context: Arc<StageContext>,
+    pub(super) plugin: Arc<LoadedPlugin>,
+    pub(super) engine: PluginEngine,
+    pub(super) producer: FutureProducer,
+    pub(super) store: StateStore,
+}
+
+/// Longest pause between restarts of a failing stage.
+const MAX_RESTART_DELAY: Duration = Duration::from_secs(30);
+
+/// Runs a stage; when it fails (the broker went away, its transaction was fenced) it is
+/// rebuilt from scratch — new consumer, new producer, state restored — after a pause that
+/// doubles with each consecutive failure. Exactly-once makes the restart safe.
+pub(super) async fn supervise(
+    first: StageRunner,
+    restart: Restart,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let name = restart.stage.name.clone();
+    let mut runner = first;
+    let mut delay = Duration::from_millis(500);
+    loop {
+        let started = std::time::Instant::now();
+        match runner.run(stop.clone()).await {
+            Ok(()) => return Ok(()),
+            Err(error) if *stop.borrow() => return Err(error),
+            Err(error) => {
+                tracing::error!(stage = %name, error = format!("{error:#}"), ?delay, "stage failed; restarting it");
+            }
+        }
+        if started.elapsed() > MAX_RESTART_DELAY {
+            delay = Duration::from_millis(500);
+        }
+        loop {
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(MAX_RESTART_DELAY);
+            if *stop.borrow() {
+                return Ok(());
+            }
+            let rebuilt = match StageInstance::new(
+                &restart.engine,
+                restart.plugin.clone(),
+                settings(&restart.stage),
+            ) {
+                Ok(instance) => {
+                    topic_stage(
+                        &restart.config,
+                        &restart.stage,
+                        restart.context.clone(),
+                        instance,
+                        &restart.producer,
+                        &restart.store,
+                    )
+                    .await
+                }
+                Err(error) => Err(error.into()),
+            };
+            match rebuilt {
+                Ok(next) => {
+                    runner = next;
+                    break;
+                }
+                Err(error) => {
+                    tracing::warn!(stage = %name, error = format!("{error:#}"), "stage cannot restart yet")
+                }
+            }
+        }
+    }
+}
