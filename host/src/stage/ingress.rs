@@ -104,28 +104,15 @@ impl Ingress {
         let body_hash = canonical_hash(&value);
 
         let _guard = self.locks[stripe(key)].lock().await;
-        match self.answers.lookup(key) {
-            Ok(Some(record)) if record.body_hash == body_hash => {
-                self.kpis.duplicate();
-                return Reply {
-                    status: record.status,
-                    body: serde_json::from_str(&record.response).unwrap_or(json!({})),
-                };
-            }
-            Ok(Some(_)) => {
-                return Reply::error(
-                    409,
-                    format!(
-                        "{} {key} was already submitted with a different body",
-                        self.id_field
-                    ),
-                );
-            }
-            Ok(None) => {}
-            Err(error) => {
-                tracing::error!(%error, "cannot read the idempotency store");
-                return Reply::error(503, "the idempotency store is unavailable; try again");
-            }
+        let conflict = || {
+            format!(
+                "{} {key} was already submitted with a different body",
+                self.id_field
+            )
+        };
+        if let Some(reply) = self.earlier_answer(key, &body_hash, conflict) {
+            self.kpis.duplicate();
+            return reply;
         }
 
         let input = Input {
@@ -185,6 +172,32 @@ impl Ingress {
         reply
     }
 
+    /// The answer to give a request that was seen before: the first answer again for the same
+    /// body, `409` with `conflict()` for another body, `503` if the answers cannot be read.
+    /// `None` for a new request.
+    fn earlier_answer(
+        &self,
+        key: &str,
+        body_hash: &str,
+        conflict: impl FnOnce() -> String,
+    ) -> Option<Reply> {
+        match self.answers.lookup(key) {
+            Ok(Some(record)) if record.body_hash == body_hash => Some(Reply {
+                status: record.status,
+                body: serde_json::from_str(&record.response).unwrap_or(json!({})),
+            }),
+            Ok(Some(_)) => Some(Reply::error(409, conflict())),
+            Ok(None) => None,
+            Err(error) => {
+                tracing::error!(%error, "cannot read the idempotency store");
+                Some(Reply::error(
+                    503,
+                    "the idempotency store is unavailable; try again",
+                ))
+            }
+        }
+    }
+
     /// Publishes a restock command for `product_id` (body `{"quantity": n, "restock_id": id}`)
     /// to `topic`; a repeat of the same `restock_id` is answered again without publishing.
     pub async fn restock(
@@ -232,27 +245,14 @@ impl Ingress {
         let key = format!("restock/{product_id}/{}", request.restock_id);
         let body_hash = canonical_hash(&command);
         let _guard = self.locks[stripe(&key)].lock().await;
-        match self.answers.lookup(&key) {
-            Ok(Some(record)) if record.body_hash == body_hash => {
-                return Reply {
-                    status: record.status,
-                    body: serde_json::from_str(&record.response).unwrap_or(json!({})),
-                };
-            }
-            Ok(Some(_)) => {
-                return Reply::error(
-                    409,
-                    format!(
-                        "restock {} was already submitted with another quantity",
-                        request.restock_id
-                    ),
-                );
-            }
-            Ok(None) => {}
-            Err(error) => {
-                tracing::error!(%error, "cannot read the idempotency store");
-                return Reply::error(503, "the idempotency store is unavailable; try again");
-            }
+        let conflict = || {
+            format!(
+                "restock {} was already submitted with another quantity",
+                request.restock_id
+            )
+        };
+        if let Some(reply) = self.earlier_answer(&key, &body_hash, conflict) {
+            return reply;
         }
         let id = cloudevents::ingress_id(&key);
         let record = crate::kafka::OutRecord {
