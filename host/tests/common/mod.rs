@@ -208,18 +208,7 @@ impl TestPipeline {
 
     /// POSTs a body to the ingress; returns the status and the JSON answer.
     pub async fn post_order(&self, body: &str) -> (u16, serde_json::Value) {
-        let client = reqwest::Client::new();
-        let response = client
-            .post(format!("http://{}/orders", self.http))
-            .header("content-type", "application/json")
-            .body(body.to_string())
-            .send()
-            .await
-            .unwrap();
-        let status = response.status().as_u16();
-        let text = response.text().await.unwrap();
-        let json = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
-        (status, json)
+        self.post("/orders", body).await
     }
 
     /// GETs a path; returns the status and the JSON answer.
@@ -227,12 +216,7 @@ impl TestPipeline {
         let response = reqwest::get(format!("http://{}{path}", self.http))
             .await
             .unwrap();
-        let status = response.status().as_u16();
-        let text = response.text().await.unwrap();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
-        )
+        status_and_json(response).await
     }
 
     /// POSTs a JSON body to a path; returns the status and the JSON answer.
@@ -244,12 +228,7 @@ impl TestPipeline {
             .send()
             .await
             .unwrap();
-        let status = response.status().as_u16();
-        let text = response.text().await.unwrap();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
-        )
+        status_and_json(response).await
     }
 
     /// POSTs until the host answers (it may be restarting); returns the status.
@@ -292,6 +271,14 @@ impl Drop for TestPipeline {
             eprintln!("--- stagehost logs ---\n{}", self.logs());
         }
     }
+}
+
+/// A response's status, and its body as JSON (or as a JSON string when it is not JSON).
+async fn status_and_json(response: reqwest::Response) -> (u16, serde_json::Value) {
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    let json = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+    (status, json)
 }
 
 /// GET returning the status code, with a plain socket (usable outside an async runtime).
