@@ -6,6 +6,12 @@ set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
 
+# The deliberately broken and variant components of the host's sandbox and hot-swap tests
+# (plugins/testing); `make plugins` builds only the real stages.
+echo "== test components (plugins/testing)"
+(cd plugins && cargo build --release --target wasm32-wasip2 --quiet \
+  -p faulty -p always-trap -p warehouse-blue -p warehouse-green -p not-a-stage)
+
 started_broker=""
 if [ -z "${KAFKA_BROKERS:-}" ]; then
   export KAFKA_HOME_DIR="$repo/.kafka/test"

@@ -47,10 +47,14 @@ impl Window {
 }
 
 /// The recorder one stage writes into. Cheap to clone.
+///
+/// Counts are kept per plugin version, so that each KPI event names the version that
+/// produced it even when a window spans a hot swap. Counts no plugin took part in
+/// (duplicates dropped by the host) have no version.
 #[derive(Clone)]
 pub struct StageKpis {
     stage: Arc<str>,
-    window: Arc<Mutex<Window>>,
+    windows: Arc<Mutex<BTreeMap<Option<String>, Window>>>,
 }
 
 impl StageKpis {
@@ -58,63 +62,76 @@ impl StageKpis {
     pub fn new(stage: &str) -> Self {
         Self {
             stage: Arc::from(stage),
-            window: Arc::new(Mutex::new(Window::new())),
+            windows: Arc::default(),
         }
     }
 
     /// Closes the current window (of length `window`) and returns its KPI events; none when
     /// nothing happened in it.
     pub fn drain(&self, window: Duration) -> Vec<KpiEvent> {
-        let closed = match self.window.lock() {
-            Ok(mut current) => std::mem::replace(&mut *current, Window::new()),
+        let closed = match self.windows.lock() {
+            Ok(mut current) => std::mem::take(&mut *current),
             Err(_) => return Vec::new(),
         };
-        if closed.is_empty() {
-            return Vec::new();
-        }
         let timestamp = unix_ms(SystemTime::now());
         let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
         let mut events = Vec::new();
-        let mut push = |name: &str, metric: &str, value: u64| {
-            events.push(KpiEvent {
-                kpi_name: format!("{}.{name}", self.stage),
-                metric: metric.into(),
-                value,
-                timestamp,
-                stage: self.stage.to_string(),
-                window_ms,
-            })
-        };
-        push("events_processed", "count", closed.processed);
-        push("events_emitted", "count", closed.outputs);
-        push("dead_letters", "count", closed.dead_lettered);
-        push("duplicates_dropped", "count", closed.duplicates);
-        push("retries", "count", closed.retries);
-        if !closed.latency_us.is_empty() {
-            push(
-                "latency_p50",
-                "microseconds",
-                closed.latency_us.value_at_quantile(0.5),
-            );
-            push(
-                "latency_p99",
-                "microseconds",
-                closed.latency_us.value_at_quantile(0.99),
-            );
-            push("latency_max", "microseconds", closed.latency_us.max());
+        for (version, closed) in closed {
+            if closed.is_empty() {
+                continue;
+            }
+            let mut push = |name: &str, metric: &str, value: u64| {
+                events.push(KpiEvent {
+                    kpi_name: format!("{}.{name}", self.stage),
+                    metric: metric.into(),
+                    value,
+                    timestamp,
+                    stage: self.stage.to_string(),
+                    window_ms,
+                    plugin_version: version.clone(),
+                })
+            };
+            if version.is_none() {
+                push("duplicates_dropped", "count", closed.duplicates);
+                continue;
+            }
+            push("events_processed", "count", closed.processed);
+            push("events_emitted", "count", closed.outputs);
+            push("dead_letters", "count", closed.dead_lettered);
+            push("retries", "count", closed.retries);
+            if !closed.latency_us.is_empty() {
+                push(
+                    "latency_p50",
+                    "microseconds",
+                    closed.latency_us.value_at_quantile(0.5),
+                );
+                push(
+                    "latency_p99",
+                    "microseconds",
+                    closed.latency_us.value_at_quantile(0.99),
+                );
+                push("latency_max", "microseconds", closed.latency_us.max());
+            }
         }
         events
     }
 
-    fn with_window<F: FnOnce(&mut Window)>(&self, update: F) {
-        if let Ok(mut window) = self.window.lock() {
-            update(&mut window);
+    fn with_window<F: FnOnce(&mut Window)>(&self, version: Option<&str>, update: F) {
+        if let Ok(mut windows) = self.windows.lock() {
+            let window = match windows.get_mut(&version.map(str::to_string)) {
+                Some(window) => window,
+                None => windows
+                    .entry(version.map(str::to_string))
+                    .or_insert_with(Window::new),
+            };
+            update(window);
         }
     }
 
-    /// One input fully handled with `outputs` records published, taking `latency`.
-    pub fn processed(&self, outputs: usize, latency: Duration) {
-        self.with_window(|w| {
+    /// One input fully handled by plugin `version` with `outputs` records published, taking
+    /// `latency`.
+    pub fn processed(&self, version: &str, outputs: usize, latency: Duration) {
+        self.with_window(Some(version), |w| {
             w.processed += 1;
             w.outputs += outputs as u64;
             let micros = u64::try_from(latency.as_micros())
@@ -124,19 +141,19 @@ impl StageKpis {
         });
     }
 
-    /// One input sent to the dead-letter queue.
-    pub fn dead_lettered(&self) {
-        self.with_window(|w| w.dead_lettered += 1);
+    /// One input that plugin `version` failed on, sent to the dead-letter queue.
+    pub fn dead_lettered(&self, version: &str) {
+        self.with_window(Some(version), |w| w.dead_lettered += 1);
     }
 
     /// One input dropped because the stage had already processed its id.
     pub fn duplicate(&self) {
-        self.with_window(|w| w.duplicates += 1);
+        self.with_window(None, |w| w.duplicates += 1);
     }
 
-    /// One retry of an input.
-    pub fn retried(&self) {
-        self.with_window(|w| w.retries += 1);
+    /// One retry of an input that plugin `version` asked to retry.
+    pub fn retried(&self, version: &str) {
+        self.with_window(Some(version), |w| w.retries += 1);
     }
 }
 
@@ -155,6 +172,9 @@ pub struct KpiEvent {
     pub stage: String,
     /// Window length in milliseconds.
     pub window_ms: u64,
+    /// Content hash of the plugin version the counts are about (none for host-only counts).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plugin_version: Option<String>,
 }
 
 /// Recorders whose KPIs the hub publishes (stages that do not publish their own, such as the
@@ -224,7 +244,13 @@ pub async fn publish_loop(
 pub fn kpi_record(event: &KpiEvent, topic: &str, event_type: &str, instance: &str) -> OutRecord {
     let id = uuid::Uuid::new_v5(
         &uuid::Uuid::NAMESPACE_OID,
-        format!("kpi\n{instance}\n{}\n{}", event.kpi_name, event.timestamp).as_bytes(),
+        format!(
+            "kpi\n{instance}\n{}\n{}\n{}",
+            event.kpi_name,
+            event.timestamp,
+            event.plugin_version.as_deref().unwrap_or("")
+        )
+        .as_bytes(),
     )
     .to_string();
     let attributes = CloudEvent {
@@ -232,7 +258,7 @@ pub fn kpi_record(event: &KpiEvent, topic: &str, event_type: &str, instance: &st
         event_type: event_type.to_string(),
         source: "/stagehost/kpi".into(),
         time: cloudevents::now_rfc3339(),
-        plugin_version: None,
+        plugin_version: event.plugin_version.clone(),
     };
     OutRecord {
         topic: topic.to_string(),
@@ -253,9 +279,9 @@ mod tests {
         let hub = KpiHub::default();
         let kpis = hub.stage("inventory");
         for micros in [100, 200, 300, 10_000] {
-            kpis.processed(2, Duration::from_micros(micros));
+            kpis.processed("sha256:a", 2, Duration::from_micros(micros));
         }
-        kpis.dead_lettered();
+        kpis.dead_lettered("sha256:a");
         kpis.duplicate();
         hub.stage("idle");
         let events = hub.drain(Duration::from_secs(5));
@@ -276,8 +302,43 @@ mod tests {
                 .all(|e| e.stage == "inventory" && e.window_ms == 5000)
         );
         assert!(
+            events
+                .iter()
+                .filter(|e| e.kpi_name != "inventory.duplicates_dropped")
+                .all(|e| e.plugin_version.as_deref() == Some("sha256:a"))
+        );
+        assert!(
             hub.drain(Duration::from_secs(5)).is_empty(),
             "window resets"
+        );
+    }
+
+    #[test]
+    fn a_window_spanning_a_swap_reports_each_version_apart() {
+        let kpis = StageKpis::new("warehouse");
+        kpis.processed("sha256:old", 1, Duration::from_micros(50));
+        kpis.processed("sha256:new", 1, Duration::from_micros(50));
+        kpis.processed("sha256:new", 1, Duration::from_micros(50));
+        let events = kpis.drain(Duration::from_secs(1));
+        let processed = |version: &str| {
+            events
+                .iter()
+                .find(|e| {
+                    e.kpi_name == "warehouse.events_processed"
+                        && e.plugin_version.as_deref() == Some(version)
+                })
+                .map(|e| e.value)
+        };
+        assert_eq!(processed("sha256:old"), Some(1));
+        assert_eq!(processed("sha256:new"), Some(2));
+        let ids: std::collections::HashSet<String> = events
+            .iter()
+            .map(|e| kpi_record(e, "KPIs", "KPI", "host-0").id)
+            .collect();
+        assert_eq!(
+            ids.len(),
+            events.len(),
+            "KPI ids stay unique across versions"
         );
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! # Layout
 //! - [`config`]: `pipeline.toml` — model, environment overrides, validation of every problem.
-//! - [`plugin`]: the WebAssembly side — engine, sandboxed instances, the WIT bindings.
+//! - [`plugin`]: the WebAssembly side — engine, sandboxed instances, hot-swap slots, the WIT
+//!   bindings.
 //! - [`event`]: what travels on topics — CloudEvents headers and ids, dead letters, schemas.
 //! - [`kafka`]: client settings, topic creation, publishing with acknowledgement, `tail`.
 //! - [`state`]: keyed plugin state — partitioned, transactional, restored from a changelog.
@@ -10,14 +11,20 @@
 //! - [`stage`]: per-event processing, the topic consume loop, the HTTP ingress stage.
 //! - [`kpi`]: windowed KPIs published to the KPI topic.
 //! - [`http`]: the HTTP server (ingress route, health, readiness).
+//! - [`admin`]: the admin API (plugin list, hot swap, rollback) and its client.
+//! - [`dlq`]: listing and replaying dead letters.
+//! - [`backoff`]: exponential backoff with jitter.
 //! - [`app`]: wiring and orderly shutdown ([`app::run`] is the entry point); building stages
-//!   from the configuration; restarting a stage that fails.
+//!   from the configuration; restarting a stage that fails; the dev-mode plugin watch.
 //!
 //! Where does an event get deduplicated? [`stage`]'s runner asks [`store`] before calling the
 //! plugin. Where do failures go? [`stage`]'s processor builds an [`event::dead_letter`].
 
+pub mod admin;
 pub mod app;
+pub mod backoff;
 pub mod config;
+pub mod dlq;
 pub mod event;
 pub mod http;
 pub mod kafka;

@@ -1,12 +1,15 @@
-//! The `stagehost` command line: run a pipeline, check its configuration, tail a topic.
+//! The `stagehost` command line: run a pipeline, check its configuration, tail a topic,
+//! swap plugins of a running host, list and replay dead letters.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use stagehost::admin::client::{AdminClient, render_list};
+use stagehost::app::RunOptions;
 use stagehost::config::{self, Overrides};
-use stagehost::plugin::PluginEngine;
+use stagehost::dlq;
 
 /// A WebAssembly-plugin stage host for Kafka event pipelines.
 #[derive(Parser)]
@@ -23,6 +26,9 @@ enum Command {
         /// The pipeline configuration.
         #[arg(long, short, default_value = "pipeline.toml", env = "STAGEHOST_CONFIG")]
         config: PathBuf,
+        /// Development mode: hot-swap a stage's plugin whenever its file changes.
+        #[arg(long)]
+        watch: bool,
     },
     /// Validate the configuration and load every plugin, without starting anything.
     Check {
@@ -47,6 +53,84 @@ enum Command {
         #[arg(long, value_parser = humantime::parse_duration)]
         idle_timeout: Option<Duration>,
     },
+    /// Inspect and hot-swap the plugins of a running host (through its admin API).
+    Plugin {
+        /// The host's admin API address (`admin.listen`).
+        #[arg(
+            long,
+            global = true,
+            env = "STAGEHOST_ADMIN",
+            default_value = "127.0.0.1:9091"
+        )]
+        admin: String,
+        #[command(subcommand)]
+        command: PluginCommand,
+    },
+    /// List dead letters and replay them to their source topic.
+    Dlq {
+        /// The pipeline configuration (brokers, dead-letter topic, stages).
+        #[arg(
+            long,
+            short,
+            global = true,
+            default_value = "pipeline.toml",
+            env = "STAGEHOST_CONFIG"
+        )]
+        config: PathBuf,
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Every stage's live version, swap counts and history.
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check a new component and make it a stage's live version, between two events.
+    Swap {
+        /// The stage.
+        stage: String,
+        /// The new component (`.wasm`).
+        file: PathBuf,
+    },
+    /// Return a stage to the version that was live before the current one.
+    Rollback {
+        /// The stage.
+        stage: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum DlqCommand {
+    /// Show dead letters with their reasons.
+    List {
+        /// Only this stage's.
+        #[arg(long)]
+        stage: Option<String>,
+        /// Only since this long ago (`30m`) or this time (`2026-11-25T10:00:00Z`).
+        #[arg(long)]
+        since: Option<String>,
+        /// Print JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send dead letters back to their source topic, for the stage's current plugin; each
+    /// dead letter is replayed at most once.
+    Replay {
+        /// The stage that failed on them.
+        #[arg(long)]
+        stage: String,
+        /// Only the dead letter with this id (or failed event id).
+        #[arg(long, conflicts_with = "since")]
+        id: Option<String>,
+        /// Only those since this long ago (`30m`) or this time.
+        #[arg(long)]
+        since: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -64,7 +148,9 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Run { config } => run(&config).await,
+            Command::Run { config, watch } => run(&config, watch).await,
+            Command::Plugin { admin, command } => plugin(&admin, command).await,
+            Command::Dlq { config, command } => dlq(&config, command).await,
             Command::Check { config } => check(&config),
             Command::Tail {
                 topic,
@@ -93,22 +179,114 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(path: &Path) -> anyhow::Result<()> {
+async fn run(path: &Path, watch_plugins: bool) -> anyhow::Result<()> {
     let config = config::load(path, &Overrides::from_env())?;
-    stagehost::app::run(config, shutdown_signal()).await
+    stagehost::app::run(config, RunOptions { watch_plugins }, shutdown_signal()).await
 }
 
 fn check(path: &Path) -> anyhow::Result<()> {
     let config = config::load(path, &Overrides::from_env())?;
-    let engine = PluginEngine::new(Some(&config.state.dir.join("compiled")))?;
+    let engine = stagehost::app::engine(&config)?;
     let plugins = stagehost::app::load_plugins(&engine, &config)?;
     println!("{}: ok", path.display());
-    for (stage, (plugin, _)) in &plugins {
+    for (stage, (slot, _)) in &plugins {
+        let plugin = slot.current();
         println!(
             "  stage {stage}: {} ({})",
             plugin.path.display(),
             plugin.version
         );
+    }
+    Ok(())
+}
+
+async fn plugin(admin: &str, command: PluginCommand) -> anyhow::Result<()> {
+    let client = AdminClient::new(admin)?;
+    match command {
+        PluginCommand::List { json } => {
+            let reports = client.list().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&reports)?);
+            } else {
+                print!("{}", render_list(&reports));
+            }
+        }
+        PluginCommand::Swap { stage, file } => {
+            let outcome = client.swap(&stage, &file).await?;
+            if outcome.changed {
+                println!(
+                    "stage {}: {} -> {}",
+                    outcome.stage, outcome.previous, outcome.version
+                );
+            } else {
+                println!(
+                    "stage {}: {} is already live; nothing changed",
+                    outcome.stage, outcome.version
+                );
+            }
+        }
+        PluginCommand::Rollback { stage } => {
+            let outcome = client.rollback(&stage).await?;
+            println!(
+                "stage {}: rolled back {} -> {}",
+                outcome.stage, outcome.previous, outcome.version
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn dlq(path: &Path, command: DlqCommand) -> anyhow::Result<()> {
+    let config = config::load(path, &Overrides::from_env())?;
+    let since = |text: Option<String>| text.as_deref().map(dlq::parse_since).transpose();
+    match command {
+        DlqCommand::List {
+            stage,
+            since: s,
+            json,
+        } => {
+            let filter = dlq::Filter {
+                stage,
+                since: since(s)?,
+                id: None,
+            };
+            let entries =
+                tokio::task::spawn_blocking(move || dlq::list(&config, &filter)).await??;
+            if json {
+                for entry in &entries {
+                    println!("{}", serde_json::to_string(entry)?);
+                }
+            } else {
+                print!("{}", dlq::render(&entries));
+            }
+        }
+        DlqCommand::Replay {
+            stage,
+            id,
+            since: s,
+        } => {
+            let filter = dlq::Filter {
+                stage: Some(stage),
+                since: since(s)?,
+                id,
+            };
+            let report = dlq::replay(&config, &filter).await?;
+            for id in &report.replayed {
+                println!("replayed {id}");
+            }
+            for (id, at) in &report.already_replayed {
+                println!("skipped {id}: already replayed at {at}");
+            }
+            for (id, why) in &report.not_replayable {
+                println!("cannot replay {id}: {why}");
+            }
+            println!(
+                "{} replayed, {} already replayed, {} not replayable",
+                report.replayed.len(),
+                report.already_replayed.len(),
+                report.not_replayable.len()
+            );
+        }
     }
     Ok(())
 }

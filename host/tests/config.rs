@@ -89,11 +89,13 @@ fn environment_overrides_replace_brokers_and_listen_address() {
     let overrides = Overrides {
         brokers: Some("kafka:29092".into()),
         http_listen: Some("0.0.0.0:9000".into()),
+        admin_listen: Some("0.0.0.0:9001".into()),
         state_dir: None,
         instance_id: Some("host-b".into()),
     };
     let config = parse(&text, Path::new("pipeline.toml"), root, &overrides).unwrap();
     assert_eq!(config.kafka.brokers, "kafka:29092");
     assert_eq!(config.http.listen, "0.0.0.0:9000");
+    assert_eq!(config.admin.listen, "0.0.0.0:9001");
     assert_eq!(config.state.instance_id, "host-b");
 }

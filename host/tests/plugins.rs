@@ -26,6 +26,7 @@ fn instance(engine: &PluginEngine, stage: &str, config: serde_json::Value) -> St
         stage: Arc::from(stage),
         config: Arc::new(config.as_object().unwrap().clone()),
         limits: LimitsConfig::default(),
+        capabilities: Default::default(),
     };
     StageInstance::new(engine, plugin, settings).unwrap()
 }
@@ -71,7 +72,7 @@ fn assert_fits(schema: &str, payload: &str) {
 
 #[test]
 fn the_plugins_produce_schema_valid_outputs_stage_by_stage() {
-    let engine = PluginEngine::new(None).unwrap();
+    let engine = PluginEngine::new(None, false).unwrap();
     let catalog = serde_json::json!({"catalog": {"prod-789": 10}});
 
     let received = instance(&engine, "order", serde_json::json!({}))
@@ -159,7 +160,7 @@ fn the_plugins_produce_schema_valid_outputs_stage_by_stage() {
 
 #[test]
 fn an_invalid_order_is_a_typed_reject_naming_the_field() {
-    let engine = PluginEngine::new(None).unwrap();
+    let engine = PluginEngine::new(None, false).unwrap();
     let mut bad = order(None);
     bad["items"][0]["quantity"] = 0.into();
     let error = instance(&engine, "order", serde_json::json!({}))
@@ -173,7 +174,7 @@ fn an_invalid_order_is_a_typed_reject_naming_the_field() {
 
 #[test]
 fn an_instance_keeps_working_after_a_business_error() {
-    let engine = PluginEngine::new(None).unwrap();
+    let engine = PluginEngine::new(None, false).unwrap();
     let mut stage = instance(&engine, "order", serde_json::json!({}));
     assert!(
         stage
@@ -185,7 +186,7 @@ fn an_instance_keeps_working_after_a_business_error() {
 
 #[test]
 fn a_file_that_is_not_a_component_is_refused_with_a_clear_message() {
-    let engine = PluginEngine::new(None).unwrap();
+    let engine = PluginEngine::new(None, false).unwrap();
     let error = engine
         .load_bytes(Path::new("broken.wasm"), b"\0asm not really")
         .unwrap_err()

@@ -1,7 +1,7 @@
 //! Building the parts of a pipeline from its configuration: plugin instances, stage contexts,
 //! topic-fed stage runners (consumer, producer, changelog) and the ingress's answer store.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,10 +13,10 @@ use crate::config::{PipelineConfig, ProcessingMode, StageConfig};
 use crate::event::schema::SchemaRegistry;
 use crate::kafka::{consumer_config, ensure_changelog, transactional_producer_config};
 use crate::kpi::StageKpis;
-use crate::plugin::{InstanceSettings, LoadedPlugin, PluginEngine, StageInstance};
+use crate::plugin::{InstanceSettings, PluggedInstance, PluginEngine, PluginSlot};
 use crate::stage::{
     Answers, KpiTarget, RebalanceTracker, Route, StageConsumer, StageContext, StageRunner,
-    StageStateParts, TransactionalAnswers,
+    StageStateParts, TransactionalAnswers, Worker,
 };
 use crate::state::{KeyedState, changelog_topic};
 use crate::store::StateStore;
@@ -30,6 +30,7 @@ pub(super) fn settings(stage: &StageConfig) -> InstanceSettings {
         stage: Arc::from(stage.name.as_str()),
         config: Arc::new(config),
         limits: stage.limits.clone(),
+        capabilities: stage.capabilities.clone(),
     }
 }
 
@@ -120,7 +121,7 @@ pub(super) async fn topic_stage(
     config: &PipelineConfig,
     stage: &StageConfig,
     context: Arc<StageContext>,
-    instance: StageInstance,
+    instance: PluggedInstance,
     shared_producer: &FutureProducer,
     store: &StateStore,
 ) -> anyhow::Result<StageRunner> {
@@ -195,21 +196,25 @@ pub(super) async fn topic_stage(
         instance: config.state.instance_id.clone(),
     });
     Ok(StageRunner {
-        context,
-        instance,
         consumer,
-        producer,
-        mode: stage.mode,
-        store: store.clone(),
-        kpis: StageKpis::new(&stage.name),
-        kpi,
-        input_event_types: inputs
-            .iter()
-            .map(|topic| (topic.to_string(), event_type(config, topic)))
-            .collect(),
-        max_batch: stage.max_batch,
-        commit_interval: stage.commit_interval,
-        state,
+        worker: Worker {
+            context,
+            instance,
+            producer,
+            mode: stage.mode,
+            store: store.clone(),
+            kpis: StageKpis::new(&stage.name),
+            kpi,
+            input_event_types: inputs
+                .iter()
+                .map(|topic| (topic.to_string(), event_type(config, topic)))
+                .collect(),
+            max_batch: stage.max_batch,
+            commit_interval: stage.commit_interval,
+            state,
+            retry: stage.retry.clone(),
+            retries: Default::default(),
+        },
     })
 }
 
@@ -233,16 +238,27 @@ pub(super) fn catalog(config: &PipelineConfig) -> std::collections::HashMap<Stri
         .unwrap_or_default()
 }
 
-/// Loads every stage's plugin; reports every plugin that fails, not just the first.
+/// Loads every stage's plugin (each file compiled once, however many stages run it) into
+/// the stage's slot, and makes one instance of each so that a plugin that cannot start is
+/// reported now. Reports every plugin that fails, not just the first.
 pub fn load_plugins(
     engine: &PluginEngine,
     config: &PipelineConfig,
-) -> anyhow::Result<BTreeMap<String, (Arc<LoadedPlugin>, StageInstance)>> {
+) -> anyhow::Result<BTreeMap<String, (Arc<PluginSlot>, PluggedInstance)>> {
+    let mut compiled = HashMap::new();
     let mut loaded = BTreeMap::new();
     let mut failures = Vec::new();
     for stage in &config.stages {
-        let result = engine.load(&stage.plugin).and_then(|plugin| {
-            StageInstance::new(engine, plugin.clone(), settings(stage)).map(|i| (plugin, i))
+        let plugin = match compiled.get(&stage.plugin) {
+            Some(plugin) => Ok(Arc::clone(plugin)),
+            None => engine.load(&stage.plugin).inspect(|plugin| {
+                compiled.insert(stage.plugin.clone(), plugin.clone());
+            }),
+        };
+        let (smoke_type, smoke_topic) = smoke_input(config, stage);
+        let result = plugin.and_then(|plugin| {
+            let slot = PluginSlot::new(engine, plugin, settings(stage), &smoke_type, &smoke_topic);
+            slot.instance().map(|instance| (slot, instance))
         });
         match result {
             Ok(pair) => {
@@ -261,3 +277,20 @@ pub fn load_plugins(
         )
     }
 }
+
+/// Event type and topic of the smoke event a swapped-in plugin is tried with: the stage's
+/// first input.
+fn smoke_input(config: &PipelineConfig, stage: &StageConfig) -> (String, String) {
+    let first = stage
+        .inputs()
+        .first()
+        .map(|s| s.to_string())
+        .unwrap_or_default();
+    if stage.is_http() {
+        return (INGRESS_EVENT_TYPE.to_string(), first);
+    }
+    (event_type(config, &first), first)
+}
+
+/// `ce_type` of the events the HTTP ingress hands its stage.
+pub(super) const INGRESS_EVENT_TYPE: &str = "Order";

@@ -2,6 +2,7 @@
 //! and the KPI publisher; on shutdown stop them in order and flush.
 
 mod build;
+mod plugin_watch;
 mod supervise;
 
 pub use build::load_plugins;
@@ -16,6 +17,7 @@ use rdkafka::producer::{FutureProducer, Producer};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::admin::Slots;
 use crate::config::PipelineConfig;
 use crate::event::schema::SchemaRegistry;
 use crate::http::TopicView;
@@ -24,7 +26,7 @@ use crate::kpi::{KpiHub, publish_loop};
 use crate::plugin::PluginEngine;
 use crate::stage::Ingress;
 use crate::store::StateStore;
-use build::{catalog, context, event_type, ingress_answers, topic_stage};
+use build::{INGRESS_EVENT_TYPE, catalog, context, event_type, ingress_answers, topic_stage};
 use supervise::{Restart, supervise};
 
 /// How often the idempotency store forgets records older than the retention.
@@ -32,14 +34,44 @@ const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 /// How often readiness re-checks that Kafka answers.
 const READINESS_EVERY: Duration = Duration::from_secs(2);
 
+/// How to run a pipeline besides its configuration.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Development mode: hot-swap a stage's plugin when its file changes.
+    pub watch_plugins: bool,
+}
+
+/// The engine for `config`: compiled components cached under the state folder; fuel metering
+/// only when some stage sets a fuel limit.
+pub fn engine(config: &PipelineConfig) -> anyhow::Result<PluginEngine> {
+    let meter_fuel = config.stages.iter().any(|s| s.limits.fuel.is_some());
+    PluginEngine::new(Some(&config.state.dir.join("compiled")), meter_fuel)
+        .context("cannot start the WebAssembly engine")
+}
+
 /// Runs the pipeline until `shutdown` completes or a stage fails.
-pub async fn run(config: PipelineConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let engine = PluginEngine::new(Some(&config.state.dir.join("compiled")))
-        .context("cannot start the WebAssembly engine")?;
+pub async fn run(
+    config: PipelineConfig,
+    options: RunOptions,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let engine = engine(&config)?;
     let mut plugins = load_plugins(&engine, &config)?;
-    for (stage, (plugin, _)) in &plugins {
+    for (stage, (slot, _)) in &plugins {
+        let plugin = slot.current();
         tracing::info!(stage, version = %plugin.version, path = %plugin.path.display(), "plugin loaded");
     }
+    tracing::info!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "plugins loaded"
+    );
+    let slots: Slots = Arc::new(
+        plugins
+            .iter()
+            .map(|(stage, (slot, _))| (stage.clone(), slot.clone()))
+            .collect(),
+    );
     let store = StateStore::open(&config.state.dir)?;
     let schemas = SchemaRegistry::from_config(&config)?;
     let producer: FutureProducer = producer_config(&config.kafka)
@@ -54,7 +86,7 @@ pub async fn run(config: PipelineConfig, shutdown: impl Future<Output = ()>) -> 
     let mut tasks: JoinSet<anyhow::Result<()>> = JoinSet::new();
     let mut ingress = None;
     for stage in &config.stages {
-        let (plugin, instance) = plugins
+        let (slot, instance) = plugins
             .remove(&stage.name)
             .with_context(|| format!("plugin of stage {} missing", stage.name))?;
         let context = context(&config, stage, &schemas);
@@ -67,7 +99,7 @@ pub async fn run(config: PipelineConfig, shutdown: impl Future<Output = ()>) -> 
                 answers,
                 kpis.stage(&stage.name),
                 config.http.ingress_id_field.clone(),
-                "Order".into(),
+                INGRESS_EVENT_TYPE.into(),
             )));
             continue;
         }
@@ -81,8 +113,7 @@ pub async fn run(config: PipelineConfig, shutdown: impl Future<Output = ()>) -> 
                 config: config.clone(),
                 stage: stage.clone(),
                 context,
-                plugin,
-                engine: engine.clone(),
+                slot,
                 producer: producer.clone(),
                 store: store.clone(),
             },
@@ -105,12 +136,41 @@ pub async fn run(config: PipelineConfig, shutdown: impl Future<Output = ()>) -> 
         producer.clone(),
         ready.clone(),
         stop_rx.clone(),
+        started,
     ));
     tokio::spawn(prune_loop(
         store.clone(),
         config.state.idempotency_retention,
         stop_rx.clone(),
     ));
+
+    if options.watch_plugins {
+        let files = config
+            .stages
+            .iter()
+            .map(|stage| (stage.name.clone(), stage.plugin.clone()))
+            .collect();
+        tokio::spawn(plugin_watch::watch_plugins(
+            slots.clone(),
+            files,
+            stop_rx.clone(),
+        ));
+    }
+    let admin_task = if config.admin.enabled {
+        let listener = crate::http::bind(&config.admin.listen).await?;
+        tracing::info!(address = %config.admin.listen, "admin API listening");
+        let router = crate::admin::router(slots.clone(), config.admin.max_plugin_bytes);
+        let mut stop = stop_rx.clone();
+        Some(tokio::spawn(crate::http::serve(
+            listener,
+            router,
+            async move {
+                stop.changed().await.ok();
+            },
+        )))
+    } else {
+        None
+    };
 
     let listener = crate::http::bind(&config.http.listen).await?;
     tracing::info!(address = %config.http.listen, ingress = %config.http.ingress_path, "HTTP server listening");
@@ -170,6 +230,9 @@ pub async fn run(config: PipelineConfig, shutdown: impl Future<Output = ()>) -> 
     if let Some(task) = kpi_task {
         task.await.ok();
     }
+    if let Some(task) = admin_task {
+        task.await.ok();
+    }
     let flush = tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(10)));
     if let Ok(Err(error)) = flush.await {
         tracing::warn!(%error, "producer flush failed");
@@ -192,7 +255,9 @@ async fn watch_readiness(
     producer: FutureProducer,
     ready: Arc<AtomicBool>,
     mut stop: watch::Receiver<bool>,
+    started: std::time::Instant,
 ) {
+    let mut first = true;
     loop {
         let client = producer.clone();
         let reachable = tokio::task::spawn_blocking(move || {
@@ -204,7 +269,12 @@ async fn watch_readiness(
         .await
         .unwrap_or(false);
         if reachable != ready.swap(reachable, Ordering::Relaxed) {
-            tracing::info!(ready = reachable, "readiness changed");
+            if reachable && first {
+                first = false;
+                tracing::info!(startup_ms = started.elapsed().as_millis() as u64, "ready");
+            } else {
+                tracing::info!(ready = reachable, "readiness changed");
+            }
         }
         tokio::select! {
             _ = tokio::time::sleep(READINESS_EVERY) => {}

@@ -6,9 +6,9 @@ use std::time::Duration;
 use rdkafka::producer::FutureProducer;
 use tokio::sync::watch;
 
-use super::build::{settings, topic_stage};
+use super::build::topic_stage;
 use crate::config::{PipelineConfig, StageConfig};
-use crate::plugin::{LoadedPlugin, PluginEngine, StageInstance};
+use crate::plugin::PluginSlot;
 use crate::stage::{StageContext, StageRunner};
 use crate::store::StateStore;
 
@@ -17,8 +17,7 @@ pub(super) struct Restart {
     pub(super) config: PipelineConfig,
     pub(super) stage: StageConfig,
     pub(super) context: Arc<StageContext>,
-    pub(super) plugin: Arc<LoadedPlugin>,
-    pub(super) engine: PluginEngine,
+    pub(super) slot: Arc<PluginSlot>,
     pub(super) producer: FutureProducer,
     pub(super) store: StateStore,
 }
@@ -50,16 +49,12 @@ pub(super) async fn supervise(
             delay = Duration::from_millis(500);
         }
         loop {
-            tokio::time::sleep(delay).await;
+            tokio::time::sleep(crate::backoff::equal_jitter(delay)).await;
             delay = (delay * 2).min(MAX_RESTART_DELAY);
             if *stop.borrow() {
                 return Ok(());
             }
-            let rebuilt = match StageInstance::new(
-                &restart.engine,
-                restart.plugin.clone(),
-                settings(&restart.stage),
-            ) {
+            let rebuilt = match restart.slot.instance() {
                 Ok(instance) => {
                     topic_stage(
                         &restart.config,

@@ -49,6 +49,8 @@ pub struct Overrides {
     pub brokers: Option<String>,
     /// `STAGEHOST_HTTP_ADDR`: replaces `http.listen`.
     pub http_listen: Option<String>,
+    /// `STAGEHOST_ADMIN_ADDR`: replaces `admin.listen`.
+    pub admin_listen: Option<String>,
     /// `STAGEHOST_STATE_DIR`: replaces `state.dir`.
     pub state_dir: Option<PathBuf>,
     /// `STAGEHOST_INSTANCE`: replaces `state.instance_id`.
@@ -62,6 +64,7 @@ impl Overrides {
         Self {
             brokers: var("KAFKA_BROKERS"),
             http_listen: var("STAGEHOST_HTTP_ADDR"),
+            admin_listen: var("STAGEHOST_ADMIN_ADDR"),
             state_dir: var("STAGEHOST_STATE_DIR").map(PathBuf::from),
             instance_id: var("STAGEHOST_INSTANCE"),
         }
@@ -112,6 +115,9 @@ fn apply(config: &mut PipelineConfig, overrides: &Overrides) {
     if let Some(listen) = &overrides.http_listen {
         config.http.listen.clone_from(listen);
     }
+    if let Some(listen) = &overrides.admin_listen {
+        config.admin.listen.clone_from(listen);
+    }
     if let Some(dir) = &overrides.state_dir {
         config.state.dir.clone_from(dir);
     }
@@ -137,5 +143,8 @@ fn resolve_paths(config: &mut PipelineConfig, base: &Path) {
     }
     for stage in &mut config.stages {
         resolve(&mut stage.plugin);
+        for dir in &mut stage.capabilities.read_dirs {
+            resolve(dir);
+        }
     }
 }

@@ -116,6 +116,22 @@ fn check_http(config: &PipelineConfig, problems: &mut Problems) {
             ),
         );
     }
+    if config.admin.enabled {
+        if config.admin.listen.parse::<std::net::SocketAddr>().is_err() {
+            problems.push(
+                "admin.listen",
+                format!(
+                    "'{}' is not an address like 127.0.0.1:9091",
+                    config.admin.listen
+                ),
+            );
+        } else if config.admin.listen == config.http.listen {
+            problems.push(
+                "admin.listen",
+                "must differ from http.listen (the admin API has a listener of its own)",
+            );
+        }
+    }
     if config.http.max_body_bytes == 0 {
         problems.push("http.max_body_bytes", "must be larger than zero");
     }
@@ -240,6 +256,35 @@ fn check_stages(config: &PipelineConfig, problems: &mut Problems) {
                 format!("{key}.limits.max_memory_bytes"),
                 "must be at least 1 MiB (1048576)",
             );
+        }
+        if stage.limits.fuel == Some(0) {
+            problems.push(
+                format!("{key}.limits.fuel"),
+                "must be at least 1 (leave it out to meter no fuel)",
+            );
+        }
+        if stage.retry.max_attempts == 0 {
+            problems.push(
+                format!("{key}.retry.max_attempts"),
+                "must be at least 1 (the first attempt counts)",
+            );
+        }
+        if stage.retry.max_delay < stage.retry.initial_delay {
+            problems.push(
+                format!("{key}.retry.max_delay"),
+                format!(
+                    "must not be shorter than retry.initial_delay ({:?})",
+                    stage.retry.initial_delay
+                ),
+            );
+        }
+        for dir in &stage.capabilities.read_dirs {
+            if !dir.is_dir() {
+                problems.push(
+                    format!("{key}.capabilities.read_dirs"),
+                    format!("{} is not a directory", dir.display()),
+                );
+            }
         }
         for (output, topic) in &stage.outputs {
             if !config.topics.contains_key(topic) {

@@ -123,7 +123,12 @@ fn derive(name: &str) -> String {
 
 /// Now, formatted as RFC 3339 (UTC).
 pub fn now_rfc3339() -> String {
-    time::OffsetDateTime::now_utc()
+    rfc3339(std::time::SystemTime::now())
+}
+
+/// `time` as an RFC 3339 UTC timestamp.
+pub fn rfc3339(time: std::time::SystemTime) -> String {
+    time::OffsetDateTime::from(time)
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()
 }

@@ -1,10 +1,10 @@
 //! The dead-letter envelope: the seed's fields (`original_event`, `error`, `timestamp`) plus
 //! where the event came from and which plugin version failed on it.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Where a failed event was read from.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Origin {
     /// The stage that failed on it.
     pub stage: String,
@@ -17,7 +17,7 @@ pub struct Origin {
 }
 
 /// One dead letter as published to the dead-letter topic.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DeadLetter {
     /// The failed event's body: its JSON when it parses, otherwise its text.
     pub original_event: serde_json::Value,
@@ -34,6 +34,9 @@ pub struct DeadLetter {
     pub event_id: String,
     /// How many times it was attempted.
     pub attempts: u32,
+    /// The failed event's type (`ce_type`), for replays.
+    #[serde(default)]
+    pub event_type: Option<String>,
 }
 
 impl DeadLetter {
@@ -56,6 +59,7 @@ impl DeadLetter {
             plugin_version: plugin_version.to_string(),
             event_id: event_id.to_string(),
             attempts: 1,
+            event_type: None,
         }
     }
 

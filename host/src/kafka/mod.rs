@@ -1,10 +1,13 @@
-//! Kafka I/O: client settings, topic creation, publishing with acknowledgement, tailing.
+//! Kafka I/O: client settings, topic creation, publishing with acknowledgement, reading a
+//! partition to its end, tailing.
 
 mod admin;
 mod clients;
 mod publish;
+mod read;
 pub mod tail;
 
 pub use admin::{ensure_changelog, ensure_topics};
 pub use clients::{admin_config, consumer_config, producer_config, transactional_producer_config};
 pub use publish::{Delivery, OutRecord, acknowledged, enqueue, publish_all};
+pub use read::{for_each_committed, partition_count};

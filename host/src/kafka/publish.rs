@@ -70,7 +70,11 @@ pub async fn publish_all(
             break;
         }
         if round > 0 {
-            let pause = Duration::from_millis(100 * 2u64.pow(round.min(6)));
+            let pause = crate::backoff::jittered(
+                Duration::from_millis(100),
+                Duration::from_secs(10),
+                round - 1,
+            );
             tracing::warn!(failed = pending.len(), error = %last_error, ?pause, "publishing again after failure");
             tokio::time::sleep(pause).await;
         }

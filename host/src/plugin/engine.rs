@@ -85,16 +85,20 @@ impl std::fmt::Debug for LoadedPlugin {
 #[derive(Clone)]
 pub struct PluginEngine {
     engine: Engine,
+    meters_fuel: bool,
     linker: Arc<Linker<PluginState>>,
     ticker_stop: Arc<AtomicBool>,
 }
 
 impl PluginEngine {
-    /// Builds the engine; compiled components are cached under `cache_dir`.
-    pub fn new(cache_dir: Option<&Path>) -> anyhow::Result<Self> {
+    /// Builds the engine; compiled components are cached under `cache_dir`. With
+    /// `meter_fuel`, every call is metered and limited by its stage's `limits.fuel` (about 15%
+    /// slower, so it is on only when some stage sets a fuel limit).
+    pub fn new(cache_dir: Option<&Path>, meter_fuel: bool) -> anyhow::Result<Self> {
         let mut config = Config::new();
         config.wasm_component_model(true);
         config.epoch_interruption(true);
+        config.consume_fuel(meter_fuel);
         if let Some(dir) = cache_dir {
             std::fs::create_dir_all(dir)?;
             let dir = std::path::absolute(dir)?;
@@ -110,6 +114,7 @@ impl PluginEngine {
         spawn_epoch_ticker(engine.clone(), ticker_stop.clone());
         Ok(Self {
             engine,
+            meters_fuel: meter_fuel,
             linker: Arc::new(linker),
             ticker_stop,
         })
@@ -118,6 +123,11 @@ impl PluginEngine {
     /// The wasmtime engine.
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// Whether calls are metered with fuel.
+    pub fn meters_fuel(&self) -> bool {
+        self.meters_fuel
     }
 
     /// Reads, compiles and links a plugin file.

@@ -1,14 +1,76 @@
 //! What a plugin instance can reach: the per-store state and the imports the host grants
-//! (logging, the stage's configuration, and a WASI context with no files, network or environment).
+//! (logging, the stage's configuration, and a WASI context with no files, network,
+//! environment or real clock unless the stage's `capabilities` grant them).
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use wasmtime::StoreLimits;
 use wasmtime::component::ResourceTable;
-use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi::{
+    FsPerms, HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView,
+};
 
 use super::bindings::{Level, stagehost};
+use crate::config::CapabilitiesConfig;
 use crate::state::{KeyedState, Writes};
+
+/// The clock a plugin sees unless granted the real one: always the Unix epoch, never moving.
+struct FrozenClock;
+
+impl HostWallClock for FrozenClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+    fn now(&self) -> Duration {
+        Duration::ZERO
+    }
+}
+
+impl HostMonotonicClock for FrozenClock {
+    fn resolution(&self) -> u64 {
+        1_000_000_000
+    }
+    fn now(&self) -> u64 {
+        0
+    }
+}
+
+/// A WASI context that grants exactly `capabilities`.
+pub fn wasi_context(capabilities: &CapabilitiesConfig) -> anyhow::Result<WasiCtx> {
+    let mut builder = WasiCtxBuilder::new();
+    for name in &capabilities.env {
+        if let Ok(value) = std::env::var(name) {
+            builder.env(name, value);
+        }
+    }
+    for dir in &capabilities.read_dirs {
+        let guest = dir
+            .file_name()
+            .map(|name| name.to_string_lossy().into_owned())
+            .unwrap_or_else(|| ".".into());
+        builder
+            .preopened_dir(dir, &guest, FsPerms::ReadOnly)
+            .map_err(|error| {
+                anyhow::anyhow!("cannot open {} for the plugin: {error}", dir.display())
+            })?;
+    }
+    if !capabilities.clock {
+        builder.wall_clock(FrozenClock).monotonic_clock(FrozenClock);
+    }
+    if capabilities.network {
+        builder.inherit_network().allow_ip_name_lookup(true);
+    } else {
+        builder
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false);
+    }
+    if capabilities.stdio {
+        builder.inherit_stdout().inherit_stderr();
+    }
+    Ok(builder.build())
+}
 
 /// The state an event may read and write while it is handled.
 pub struct StateScope {
@@ -26,7 +88,7 @@ pub struct PluginState {
     stage: Arc<str>,
     /// The stage's `config` table, as a JSON object.
     config: Arc<serde_json::Map<String, serde_json::Value>>,
-    /// A WASI context that grants nothing: no preopened dirs, no env, no args, no sockets.
+    /// The WASI context: only what the stage's capabilities grant.
     wasi: WasiCtx,
     /// Resources the WASI implementation hands out (streams and the like).
     table: ResourceTable,
@@ -37,17 +99,13 @@ pub struct PluginState {
 }
 
 impl PluginState {
-    /// A sandboxed state for `stage` with the given configuration and limits.
+    /// A sandboxed state for `stage` with the given configuration, limits and WASI context.
     pub fn new(
         stage: Arc<str>,
         config: Arc<serde_json::Map<String, serde_json::Value>>,
         limits: StoreLimits,
+        wasi: WasiCtx,
     ) -> Self {
-        let wasi = WasiCtxBuilder::new()
-            .allow_tcp(false)
-            .allow_udp(false)
-            .allow_ip_name_lookup(false)
-            .build();
         Self {
             stage,
             config,

@@ -7,8 +7,8 @@ use wasmtime::{Store, StoreLimitsBuilder, Trap};
 
 use super::bindings::{InputEvent, OutputEvent, Stage, StageError};
 use super::engine::{EPOCH_TICK, LoadedPlugin, PluginEngine, PluginError};
-use super::host_state::{PluginState, StateScope};
-use crate::config::LimitsConfig;
+use super::host_state::{PluginState, StateScope, wasi_context};
+use crate::config::{CapabilitiesConfig, LimitsConfig};
 use crate::state::{KeyedState, Writes};
 
 /// Why a call produced no outputs.
@@ -40,8 +40,10 @@ pub struct InstanceSettings {
     pub stage: Arc<str>,
     /// The stage's `config` table as JSON.
     pub config: Arc<serde_json::Map<String, serde_json::Value>>,
-    /// Memory and time limits.
+    /// Memory, time and fuel limits.
     pub limits: LimitsConfig,
+    /// What the plugin may reach besides its input and configuration.
+    pub capabilities: CapabilitiesConfig,
 }
 
 struct Live {
@@ -78,6 +80,11 @@ impl StageInstance {
         &self.plugin.version
     }
 
+    /// The plugin this instance runs.
+    pub fn plugin(&self) -> &Arc<LoadedPlugin> {
+        &self.plugin
+    }
+
     /// Whether the plugin imports the keyed state interface.
     pub fn uses_state(&self) -> bool {
         self.plugin.uses_state
@@ -106,6 +113,11 @@ impl StageInstance {
         };
         live.store
             .set_epoch_deadline(deadline_ticks(&self.settings.limits));
+        if self.engine.meters_fuel() {
+            live.store
+                .set_fuel(self.settings.limits.fuel.unwrap_or(u64::MAX))
+                .map_err(|error| CallError::Trap(format!("trap: cannot set fuel: {error}")))?;
+        }
         live.store.data_mut().state = state.map(|(store, partition)| StateScope {
             store,
             partition,
@@ -147,7 +159,16 @@ fn instantiate(
         .memory_size(settings.limits.max_memory_bytes)
         .trap_on_grow_failure(true)
         .build();
-    let state = PluginState::new(settings.stage.clone(), settings.config.clone(), limits);
+    let wasi = wasi_context(&settings.capabilities).map_err(|error| PluginError::Instantiate {
+        path: plugin.path.clone(),
+        message: format!("{error:#}"),
+    })?;
+    let state = PluginState::new(
+        settings.stage.clone(),
+        settings.config.clone(),
+        limits,
+        wasi,
+    );
     let mut store = Store::new(engine.engine(), state);
     store.limiter(|state| &mut state.limits);
     store.set_epoch_deadline(deadline_ticks(&settings.limits));
@@ -173,6 +194,10 @@ fn describe_trap(error: &wasmtime::Error, limits: &LimitsConfig) -> String {
         Some(Trap::Interrupt) => format!(
             "timeout: the plugin ran longer than max_event_time ({:?})",
             limits.max_event_time
+        ),
+        Some(Trap::OutOfFuel) => format!(
+            "timeout: the plugin used up its fuel ({} units, limits.fuel)",
+            limits.fuel.unwrap_or(u64::MAX)
         ),
         _ if text.contains("memory") && text.contains("limit") || text.contains("grow") => {
             format!(

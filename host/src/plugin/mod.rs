@@ -1,11 +1,16 @@
-//! Stage plugins: WebAssembly components run in a sandbox (no files, network or environment),
-//! with per-event deadlines and memory limits.
+//! Stage plugins: WebAssembly components run in a sandbox (no files, network or environment
+//! unless granted), with per-event deadlines, memory limits and optional fuel, and hot-swapped
+//! between events.
 
 mod bindings;
 mod engine;
 mod host_state;
 mod instance;
+mod slot;
 
 pub use bindings::{Header, InputEvent, OutputEvent};
 pub use engine::{LoadedPlugin, PluginEngine, PluginError, content_version};
 pub use instance::{CallError, InstanceSettings, StageInstance};
+pub use slot::{
+    Deployment, PluggedInstance, PluginSlot, SMOKE_EVENT_ID, SlotReport, SwapError, SwapOutcome,
+};

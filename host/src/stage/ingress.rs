@@ -14,7 +14,7 @@ use crate::event::cloudevents;
 use crate::event::dead_letter::Origin;
 use crate::kafka::publish_all;
 use crate::kpi::StageKpis;
-use crate::plugin::StageInstance;
+use crate::plugin::PluggedInstance;
 use crate::store::{IngressRecord, unix_ms};
 
 /// Stripes of the per-request-key lock: two requests with the same key never race.
@@ -45,7 +45,7 @@ pub struct Ingress {
     /// Routing, schemas and naming of the stage.
     pub context: Arc<StageContext>,
     /// The stage's plugin instance (calls take microseconds; a mutex is enough).
-    pub instance: Mutex<StageInstance>,
+    pub instance: Mutex<PluggedInstance>,
     /// The shared producer (dead letters).
     pub producer: FutureProducer,
     /// Durable record of answers, and how events are published.
@@ -63,7 +63,7 @@ impl Ingress {
     /// Builds the ingress for `context`.
     pub fn new(
         context: Arc<StageContext>,
-        instance: StageInstance,
+        instance: PluggedInstance,
         producer: FutureProducer,
         answers: Answers,
         kpis: StageKpis,
@@ -129,10 +129,13 @@ impl Ingress {
             },
         };
         let (result, version) = match self.instance.lock() {
-            Ok(mut instance) => (
-                self.context.process(&mut instance, &input, false, None),
-                instance.version().to_string(),
-            ),
+            Ok(mut plugged) => {
+                let instance = plugged.current();
+                (
+                    self.context.process(instance, &input, false, None),
+                    instance.version().to_string(),
+                )
+            }
             Err(_) => return Reply::error(500, "the stage's plugin instance is unavailable"),
         };
         let records = match result {
@@ -167,7 +170,8 @@ impl Ingress {
                 format!("could not publish the event; try again ({error})"),
             );
         }
-        self.kpis.processed(event_ids.len(), started.elapsed());
+        self.kpis
+            .processed(&version, event_ids.len(), started.elapsed());
         tracing::debug!(stage = %self.context.name, order_id = key, "accepted");
         reply
     }
@@ -309,7 +313,7 @@ impl Ingress {
             PUBLISH_ROUNDS,
         )
         .await;
-        self.kpis.dead_lettered();
+        self.kpis.dead_lettered(version);
         Reply {
             status: 500,
             body: json!({

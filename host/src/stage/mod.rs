@@ -1,14 +1,18 @@
 //! Running stages: the shared per-event processing, the topic consume loop (exactly-once or
-//! at-least-once), the HTTP ingress.
+//! at-least-once), retries that park a partition, the HTTP ingress.
 
 mod answers;
 mod ingress;
 mod processor;
 mod rebalance;
+mod retry;
 mod runner;
 
 pub use answers::{Answers, TransactionalAnswers};
 pub use ingress::{Ingress, Reply};
 pub use processor::{Failure, Input, Processed, Route, StageContext};
 pub use rebalance::RebalanceTracker;
-pub use runner::{KpiTarget, StageConsumer, StageRunner, StageStateParts};
+pub use retry::{ATTEMPT_HEADER, RetryBook};
+pub use runner::{
+    KpiTarget, StageConsumer, StageRunner, StageStateParts, TARGET_STAGE_HEADER, Worker,
+};

@@ -211,6 +211,7 @@ impl StageContext {
             &input.id,
         );
         letter.attempts = attempts;
+        letter.event_type = Some(input.event_type.clone());
         let id = cloudevents::dead_letter_id(&input.id, &self.name);
         let attributes = CloudEvent {
             id: id.clone(),

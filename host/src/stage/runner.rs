@@ -13,6 +13,9 @@
 //!   acknowledgement are the inputs' ids recorded as processed and their offsets stored.
 //!   After a crash an input may be processed again; its outputs carry the same ids and the
 //!   next stage drops them.
+//!
+//! A plugin's `retry` answer parks the event's partition (see [`super::retry`]); the other
+//! partitions go on. The plugin instance follows hot swaps between two events.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -29,19 +32,19 @@ use tokio::sync::watch;
 
 use super::processor::{Failure, Input, Processed, Route, StageContext};
 use super::rebalance::RebalanceTracker;
-use crate::config::ProcessingMode;
+use super::retry::{ATTEMPT_HEADER, RetryBook, RetryDecision, TopicPartition};
+use crate::config::{ProcessingMode, RetryConfig};
 use crate::event::cloudevents;
 use crate::event::dead_letter::Origin;
 use crate::kafka::{OutRecord, acknowledged, enqueue, publish_all};
 use crate::kpi::{StageKpis, kpi_record};
-use crate::plugin::StageInstance;
+use crate::plugin::{LoadedPlugin, PluggedInstance};
 use crate::state::{KeyedState, Writes, restore};
 use crate::store::StateStore;
 
-/// Attempts for an input whose plugin asks for a retry before it is dead-lettered.
-const RETRY_ATTEMPTS: u32 = 3;
-/// Pause before the first retry; doubled for each further one.
-const RETRY_BASE_DELAY: Duration = Duration::from_millis(50);
+/// Input header of a replayed dead letter: only the stage it names handles it; the other
+/// stages reading the same topic skip it.
+pub const TARGET_STAGE_HEADER: &str = "stagehost-target-stage";
 /// Rounds of re-publishing before an at-least-once batch is given up.
 const PUBLISH_ROUNDS: u32 = 8;
 /// How long a transactional call may block.
@@ -70,14 +73,20 @@ pub struct StageStateParts {
     pub brokers: String,
 }
 
-/// A running topic-fed stage.
+/// A running topic-fed stage: its consumer and everything else.
 pub struct StageRunner {
-    /// Routing, schemas and naming.
-    pub context: Arc<StageContext>,
-    /// The plugin instance this runner owns.
-    pub instance: StageInstance,
     /// The stage's consumer, subscribed to its input topics.
     pub consumer: StageConsumer,
+    /// The rest, kept apart because in-flight messages borrow the consumer.
+    pub worker: Worker,
+}
+
+/// Everything of a topic-fed stage but its consumer.
+pub struct Worker {
+    /// Routing, schemas and naming.
+    pub context: Arc<StageContext>,
+    /// The plugin instance this stage owns; it follows hot swaps.
+    pub instance: PluggedInstance,
     /// `exactly_once`: the stage's own transactional producer (initialised);
     /// `at_least_once`: the host's shared producer.
     pub producer: FutureProducer,
@@ -97,38 +106,29 @@ pub struct StageRunner {
     pub commit_interval: Duration,
     /// Keyed state, for stages whose plugin imports it.
     pub state: Option<StageStateParts>,
-}
-
-/// Everything of a runner but its consumer, which the in-flight messages borrow.
-struct Worker {
-    context: Arc<StageContext>,
-    instance: StageInstance,
-    producer: FutureProducer,
-    mode: ProcessingMode,
-    store: StateStore,
-    kpis: StageKpis,
-    kpi: Option<KpiTarget>,
-    input_event_types: HashMap<String, String>,
-    max_batch: usize,
-    commit_interval: Duration,
-    state: Option<StageStateParts>,
+    /// Retry settings.
+    pub retry: RetryConfig,
+    /// Events waiting for their next attempt.
+    pub retries: RetryBook,
 }
 
 /// What happened to one input.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 enum Fate {
     Duplicate,
-    Published(usize),
-    DeadLettered,
+    /// A replayed dead letter meant for another stage.
+    NotOurs,
+    Published(usize, Arc<LoadedPlugin>),
+    DeadLettered(Arc<LoadedPlugin>),
 }
 
 /// The work of the open transaction (exactly-once) or batch (at-least-once).
 #[derive(Default)]
 struct Pending {
     /// First offset consumed per partition: where to seek back to after an abort.
-    start: HashMap<(String, i32), i64>,
+    start: HashMap<TopicPartition, i64>,
     /// Next offset to consume per partition: what to commit.
-    next: HashMap<(String, i32), i64>,
+    next: HashMap<TopicPartition, i64>,
     /// Fates of the inputs, counted once the work is committed.
     fates: Vec<Fate>,
     /// When the first input arrived.
@@ -141,32 +141,9 @@ impl StageRunner {
     /// Runs until `shutdown` turns true, then finishes the open work and commits.
     pub async fn run(self, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
         let StageRunner {
-            context,
-            instance,
             consumer,
-            producer,
-            mode,
-            store,
-            kpis,
-            kpi,
-            input_event_types,
-            max_batch,
-            commit_interval,
-            state,
+            mut worker,
         } = self;
-        let mut worker = Worker {
-            context,
-            instance,
-            producer,
-            mode,
-            store,
-            kpis,
-            kpi,
-            input_event_types,
-            max_batch,
-            commit_interval,
-            state,
-        };
         worker.run(&consumer, shutdown).await
     }
 }
@@ -183,15 +160,19 @@ impl Worker {
         let mut pending = Pending::default();
         let mut in_transaction = false;
         let mut last_kpi = Instant::now();
+        let mut consumer_errors = 0u32;
         loop {
+            self.resume_due(consumer);
             let batch = if in_transaction {
                 poll_available(consumer, self.max_batch, &self.context.name, 0)
             } else {
                 let kpi_due = self.kpi.as_ref().map(|target| last_kpi + target.interval);
+                let retry_due = self.retries.next_due();
                 let first = tokio::select! {
                     biased;
                     _ = shutdown.changed() => break,
                     message = consumer.recv() => message,
+                    _ = sleep_until_or_forever(retry_due) => continue,
                     _ = sleep_until_or_forever(kpi_due) => {
                         // Idle: publish the window that closed, in a transaction of its own.
                         let kpis = self.due_kpis(&mut last_kpi);
@@ -207,6 +188,7 @@ impl Worker {
                 };
                 match first {
                     Ok(message) => {
+                        consumer_errors = 0;
                         let mut batch = vec![message];
                         batch.extend(poll_available(
                             consumer,
@@ -217,8 +199,14 @@ impl Worker {
                         batch
                     }
                     Err(error) => {
-                        tracing::warn!(stage = %stage, %error, "consumer error");
-                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        let pause = crate::backoff::jittered(
+                            Duration::from_millis(100),
+                            Duration::from_secs(5),
+                            consumer_errors,
+                        );
+                        consumer_errors = consumer_errors.saturating_add(1);
+                        tracing::warn!(stage = %stage, %error, ?pause, "consumer error; polling again after a pause");
+                        tokio::time::sleep(pause).await;
                         continue;
                     }
                 }
@@ -308,18 +296,22 @@ impl Worker {
         batch: &[BorrowedMessage<'_>],
         pending: &mut Pending,
     ) -> anyhow::Result<()> {
-        let inputs: Vec<Input<'_>> = batch
+        let mut inputs: Vec<Input<'_>> = batch
             .iter()
             .map(|message| decode(&self.context, message, &self.input_event_types))
             .collect();
-        for input in &inputs {
-            let key = (input.origin.source_topic.clone(), input.origin.partition);
-            pending
-                .start
-                .entry(key.clone())
-                .or_insert(input.origin.offset);
-            pending.next.insert(key, input.origin.offset + 1);
+        let mut attempts = Vec::with_capacity(inputs.len());
+        for input in &mut inputs {
             self.ensure_restored(input.origin.partition)?;
+            let attempt = self
+                .retries
+                .attempt(&topic_partition(input), input.origin.offset);
+            if attempt > 1 {
+                input
+                    .headers
+                    .push((ATTEMPT_HEADER.to_string(), attempt.to_string()));
+            }
+            attempts.push(attempt);
         }
         let already = match self.mode {
             ProcessingMode::AtLeastOnce => {
@@ -333,60 +325,38 @@ impl Worker {
 
         let mut records: Vec<OutRecord> = Vec::new();
         let mut fresh_ids = Vec::new();
+        let mut consumed = Vec::new();
         let mut seen_in_batch = HashSet::new();
-        for (input, already) in inputs.iter().zip(already) {
-            if already || !seen_in_batch.insert(input.id.as_str()) {
-                tracing::debug!(stage = %self.context.name, id = %input.id, topic = %input.origin.source_topic,
-                    partition = input.origin.partition, offset = input.origin.offset, "duplicate dropped");
-                pending.fates.push(Fate::Duplicate);
+        for (index, (input, already)) in inputs.iter().zip(already).enumerate() {
+            let partition = topic_partition(input);
+            if !self.admit(consumer, &partition, input.origin.offset) {
+                // Waits behind an event of its partition that is being retried; it is fetched
+                // again when that one is settled.
                 continue;
             }
-            fresh_ids.push(input.id.as_str());
-            let keyed = self.state.as_ref().map(|s| s.keyed.clone());
-            match process_with_retries(
-                &self.context,
-                &mut self.instance,
-                input,
-                keyed.as_ref(),
-                &self.kpis,
-            )
-            .await
-            {
-                Ok(Processed {
-                    records: outputs,
-                    writes,
-                }) => {
-                    tracing::debug!(stage = %self.context.name, id = %input.id, topic = %input.origin.source_topic,
-                        partition = input.origin.partition, offset = input.origin.offset,
-                        order_id = input.key.unwrap_or_default(), outputs = outputs.len(), "processed");
-                    pending.fates.push(Fate::Published(outputs.len()));
-                    records.extend(outputs);
-                    if let Some(parts) = &self.state
-                        && !writes.is_empty()
-                    {
-                        records.extend(changelog_records(
-                            &parts.changelog,
-                            input.origin.partition,
-                            &writes,
-                        ));
-                        // Later inputs of the batch see these writes; they become committed
-                        // state once the batch is published (or its transaction commits).
-                        lock(&parts.keyed).stage(input.origin.partition, writes);
+            let fate = if already || !seen_in_batch.insert(input.id.as_str()) {
+                tracing::debug!(stage = %self.context.name, id = %input.id, topic = %input.origin.source_topic,
+                    partition = input.origin.partition, offset = input.origin.offset, "duplicate dropped");
+                Fate::Duplicate
+            } else if is_for_another_stage(input, &self.context.name) {
+                Fate::NotOurs
+            } else {
+                match self.handle_one(consumer, input, attempts[index], &mut records) {
+                    Some(fate) => {
+                        fresh_ids.push(input.id.as_str());
+                        fate
                     }
+                    None => continue,
                 }
-                Err((failure, attempts)) => {
-                    tracing::warn!(stage = %self.context.name, id = %input.id, topic = %input.origin.source_topic,
-                        partition = input.origin.partition, offset = input.origin.offset,
-                        order_id = input.key.unwrap_or_default(), error = %failure.reason(), "dead-lettering event");
-                    records.push(self.context.dead_letter(
-                        input,
-                        &failure,
-                        self.instance.version(),
-                        attempts,
-                    ));
-                    pending.fates.push(Fate::DeadLettered);
-                }
-            }
+            };
+            pending.fates.push(fate);
+            pending
+                .start
+                .entry(partition.clone())
+                .or_insert(input.origin.offset);
+            self.retries.settled(&partition, input.origin.offset);
+            pending.next.insert(partition, input.origin.offset + 1);
+            consumed.push(index);
         }
 
         match self.mode {
@@ -414,14 +384,113 @@ impl Worker {
                         .mark_processed(&self.context.name, fresh_ids)
                         .context("cannot write the idempotency store")?;
                 }
-                for message in batch {
+                for index in consumed {
                     consumer
-                        .store_offset_from_message(message)
+                        .store_offset_from_message(&batch[index])
                         .context("cannot store the consumed offset")?;
                 }
             }
         }
         Ok(())
+    }
+
+    /// Calls the plugin for one input and adds what it produced (outputs and state changelog,
+    /// or a dead letter) to `records`. `None` when the input was parked for a retry.
+    fn handle_one(
+        &mut self,
+        consumer: &StageConsumer,
+        input: &Input<'_>,
+        attempt: u32,
+        records: &mut Vec<OutRecord>,
+    ) -> Option<Fate> {
+        let partition = topic_partition(input);
+        let keyed = self.state.as_ref().map(|s| s.keyed.clone());
+        let instance = self.instance.current();
+        let plugin = instance.plugin().clone();
+        let failure = match self.context.process(instance, input, true, keyed.as_ref()) {
+            Ok(Processed {
+                records: outputs,
+                writes,
+            }) => {
+                tracing::debug!(stage = %self.context.name, id = %input.id, topic = %input.origin.source_topic,
+                    partition = input.origin.partition, offset = input.origin.offset,
+                    order_id = input.key.unwrap_or_default(), outputs = outputs.len(), "processed");
+                let fate = Fate::Published(outputs.len(), plugin);
+                records.extend(outputs);
+                if let Some(parts) = &self.state
+                    && !writes.is_empty()
+                {
+                    records.extend(changelog_records(
+                        &parts.changelog,
+                        input.origin.partition,
+                        &writes,
+                    ));
+                    // Later inputs of the batch see these writes; they become committed
+                    // state once the batch is published (or its transaction commits).
+                    lock(&parts.keyed).stage(input.origin.partition, writes);
+                }
+                return Some(fate);
+            }
+            Err(Failure::Retry(message)) => {
+                match self
+                    .retries
+                    .failed(&self.retry, &partition, input.origin.offset, attempt)
+                {
+                    RetryDecision::Park { delay } => {
+                        self.kpis.retried(&plugin.version);
+                        tracing::info!(stage = %self.context.name, id = %input.id, topic = %input.origin.source_topic,
+                            partition = input.origin.partition, offset = input.origin.offset, attempt, %message, ?delay,
+                            "plugin asked for a retry; pausing the partition");
+                        park(
+                            consumer,
+                            &partition,
+                            input.origin.offset,
+                            &self.context.name,
+                        );
+                        return None;
+                    }
+                    RetryDecision::GiveUp => {
+                        Failure::Retry(format!("{message} (gave up after {attempt} attempts)"))
+                    }
+                }
+            }
+            Err(failure) => failure,
+        };
+        tracing::warn!(stage = %self.context.name, id = %input.id, topic = %input.origin.source_topic,
+            partition = input.origin.partition, offset = input.origin.offset,
+            order_id = input.key.unwrap_or_default(), error = %failure.reason(), attempt, "dead-lettering event");
+        records.push(
+            self.context
+                .dead_letter(input, &failure, &plugin.version, attempt),
+        );
+        Some(Fate::DeadLettered(plugin))
+    }
+
+    /// Whether the input at `offset` of `partition` may be handled now. An event of a parked
+    /// partition waits; one that overtook the parked event after its partition resumed (a
+    /// message fetched before the seek) sends the consumer back to the parked event.
+    fn admit(&self, consumer: &StageConsumer, partition: &TopicPartition, offset: i64) -> bool {
+        if self.retries.is_waiting(partition) {
+            return false;
+        }
+        match self.retries.parked_offset(partition) {
+            Some(parked) if offset > parked => {
+                seek(consumer, partition, parked, &self.context.name);
+                false
+            }
+            _ => true,
+        }
+    }
+
+    /// Resumes the partitions whose retry backoff is over.
+    fn resume_due(&mut self, consumer: &StageConsumer) {
+        for (topic, partition) in self.retries.take_due(Instant::now()) {
+            let mut list = TopicPartitionList::new();
+            list.add_partition(&topic, partition);
+            if let Err(error) = consumer.resume(&list) {
+                tracing::warn!(stage = %self.context.name, topic, partition, %error, "cannot resume a partition after its retry delay");
+            }
+        }
     }
 
     /// Loads a partition's state from the changelog the first time the partition is seen.
@@ -506,8 +575,11 @@ impl Worker {
         for fate in pending.fates.drain(..) {
             match fate {
                 Fate::Duplicate => self.kpis.duplicate(),
-                Fate::DeadLettered => self.kpis.dead_lettered(),
-                Fate::Published(outputs) => self.kpis.processed(outputs, latency),
+                Fate::NotOurs => {}
+                Fate::DeadLettered(plugin) => self.kpis.dead_lettered(&plugin.version),
+                Fate::Published(outputs, plugin) => {
+                    self.kpis.processed(&plugin.version, outputs, latency)
+                }
             }
         }
         *pending = Pending::default();
@@ -523,6 +595,7 @@ impl Worker {
         in_transaction: &mut bool,
         revoked: &[(String, i32)],
     ) -> anyhow::Result<()> {
+        self.retries.forget(revoked);
         if let Some(parts) = &self.state {
             let mut keyed = lock(&parts.keyed);
             for (_, partition) in revoked {
@@ -637,26 +710,33 @@ fn changelog_records(topic: &str, partition: i32, writes: &Writes) -> Vec<OutRec
         .collect()
 }
 
-async fn process_with_retries(
-    context: &StageContext,
-    instance: &mut StageInstance,
-    input: &Input<'_>,
-    state: Option<&Arc<Mutex<KeyedState>>>,
-    kpis: &StageKpis,
-) -> Result<Processed, (Failure, u32)> {
-    let mut attempt = 1;
-    loop {
-        match context.process(instance, input, true, state) {
-            Ok(processed) => return Ok(processed),
-            Err(Failure::Retry(message)) if attempt < RETRY_ATTEMPTS => {
-                kpis.retried();
-                let delay = RETRY_BASE_DELAY * 2u32.pow(attempt - 1);
-                tracing::info!(stage = %context.name, id = %input.id, attempt, %message, ?delay, "retrying event");
-                tokio::time::sleep(delay).await;
-                attempt += 1;
-            }
-            Err(failure) => return Err((failure, attempt)),
-        }
+fn topic_partition(input: &Input<'_>) -> TopicPartition {
+    (input.origin.source_topic.clone(), input.origin.partition)
+}
+
+/// Whether `input` is a replayed dead letter meant for another stage than `stage`.
+fn is_for_another_stage(input: &Input<'_>, stage: &str) -> bool {
+    cloudevents::find(&input.headers, TARGET_STAGE_HEADER).is_some_and(|target| target != stage)
+}
+
+/// Pauses `partition` and sends its consumer back to `offset`, the event to retry.
+fn park(consumer: &StageConsumer, partition: &TopicPartition, offset: i64, stage: &str) {
+    let mut list = TopicPartitionList::new();
+    list.add_partition(&partition.0, partition.1);
+    if let Err(error) = consumer.pause(&list) {
+        tracing::warn!(stage, topic = %partition.0, partition = partition.1, %error, "cannot pause a partition for a retry");
+    }
+    seek(consumer, partition, offset, stage);
+}
+
+fn seek(consumer: &StageConsumer, partition: &TopicPartition, offset: i64, stage: &str) {
+    if let Err(error) = consumer.seek(
+        &partition.0,
+        partition.1,
+        Offset::Offset(offset),
+        Duration::from_secs(10),
+    ) {
+        tracing::warn!(stage, topic = %partition.0, partition = partition.1, offset, %error, "cannot seek back to an event being retried");
     }
 }
 

@@ -3,12 +3,11 @@
 //! from the committed changelog records before handling the partition's first event.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::Context;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+use crate::kafka::for_each_committed;
 
 /// How long a restore may wait for the changelog (an open transaction of a dead instance
 /// holds committed readers back for up to the transaction timeout).
@@ -26,49 +25,14 @@ pub fn restore(
     topic: &str,
     partition: i32,
 ) -> anyhow::Result<HashMap<String, Vec<u8>>> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", "stagehost-restore")
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
-        .set("enable.partition.eof", "false")
-        .create()
-        .context("cannot create the changelog reader")?;
-    let (low, high) = consumer
-        .fetch_watermarks(topic, partition, Duration::from_secs(30))
-        .with_context(|| format!("cannot read the watermarks of {topic}/{partition}"))?;
     let mut values = HashMap::new();
-    if high <= low {
-        return Ok(values);
-    }
-    let mut assignment = TopicPartitionList::new();
-    assignment.add_partition_offset(topic, partition, Offset::Beginning)?;
-    consumer.assign(&assignment)?;
-    let deadline = Instant::now() + RESTORE_TIMEOUT;
-    loop {
-        let position = consumer
-            .position()?
-            .find_partition(topic, partition)
-            .and_then(|p| p.offset().to_raw())
-            .unwrap_or(-1);
-        if position >= high {
-            return Ok(values);
-        }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "restoring {topic}/{partition} did not reach offset {high} in {RESTORE_TIMEOUT:?}"
-        );
-        match consumer.poll(Duration::from_millis(100)) {
-            Some(Ok(message)) => {
-                let Some(key) = message.key() else { continue };
-                let key = String::from_utf8_lossy(key).into_owned();
-                match message.payload() {
-                    Some(value) => values.insert(key, value.to_vec()),
-                    None => values.remove(&key),
-                };
-            }
-            Some(Err(error)) => return Err(error).context(format!("reading {topic}/{partition}")),
-            None => {}
-        }
-    }
+    for_each_committed(brokers, topic, partition, RESTORE_TIMEOUT, |message| {
+        let Some(key) = message.key() else { return };
+        let key = String::from_utf8_lossy(key).into_owned();
+        match message.payload() {
+            Some(value) => values.insert(key, value.to_vec()),
+            None => values.remove(&key),
+        };
+    })?;
+    Ok(values)
 }

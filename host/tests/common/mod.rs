@@ -52,6 +52,8 @@ pub struct TestPipeline {
     pub dir: tempfile::TempDir,
     pub config_path: PathBuf,
     pub http: String,
+    /// The admin API address.
+    pub admin: String,
     host: Option<Child>,
     starts: usize,
 }
@@ -75,6 +77,8 @@ impl TestPipeline {
         };
         set(&mut config, "kafka", "brokers", brokers().into());
         set(&mut config, "http", "listen", http.clone().into());
+        let admin = format!("127.0.0.1:{}", free_port());
+        set(&mut config, "admin", "listen", admin.clone().into());
         set(
             &mut config,
             "state",
@@ -91,6 +95,7 @@ impl TestPipeline {
             dir,
             config_path,
             http,
+            admin,
             host: None,
             starts: 0,
         }
@@ -115,6 +120,10 @@ impl TestPipeline {
         let mut http_section = section(&mut config, "http");
         http_section.insert("listen".into(), http.clone().into());
         config.insert("http".into(), http_section.into());
+        let admin = format!("127.0.0.1:{}", free_port());
+        let mut admin_section = section(&mut config, "admin");
+        admin_section.insert("listen".into(), admin.clone().into());
+        config.insert("admin".into(), admin_section.into());
         let mut state = section(&mut config, "state");
         state.insert(
             "dir".into(),
@@ -129,6 +138,7 @@ impl TestPipeline {
             dir,
             config_path,
             http,
+            admin,
             host: None,
             starts: 0,
         }
@@ -150,6 +160,7 @@ impl TestPipeline {
             .arg(&self.config_path)
             .env_remove("KAFKA_BROKERS")
             .env_remove("STAGEHOST_HTTP_ADDR")
+            .env_remove("STAGEHOST_ADMIN_ADDR")
             .env_remove("STAGEHOST_STATE_DIR")
             .env("STAGEHOST_LOG", "info,stagehost=debug")
             .stdout(Stdio::null())
@@ -193,6 +204,11 @@ impl TestPipeline {
             .unwrap();
         assert!(status.success());
         child.wait().unwrap()
+    }
+
+    /// The running host's process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.host.as_ref().map(Child::id)
     }
 
     /// Everything the host logged so far.
@@ -389,6 +405,73 @@ fn absolutize(config: &mut toml::Table) {
     {
         fix(stage.as_table_mut().unwrap().get_mut("plugin").unwrap());
     }
+}
+
+/// Keeps only the stages named in `keep`, and drops the HTTP read models and commands that
+/// refer to the removed ones.
+pub fn keep_stages(config: &mut toml::Table, keep: &[&str]) {
+    config
+        .get_mut("stages")
+        .and_then(|s| s.as_array_mut())
+        .unwrap()
+        .retain(|s| keep.contains(&s["name"].as_str().unwrap()));
+    let http = config
+        .get_mut("http")
+        .and_then(|h| h.as_table_mut())
+        .unwrap();
+    for key in [
+        "order_status_topic",
+        "stock_topic",
+        "inventory_commands_topic",
+        "catalog_stage",
+    ] {
+        http.remove(key);
+    }
+}
+
+/// The topic-name prefix a [`TestPipeline`] gave this configuration.
+pub fn prefix_of(config: &toml::Table) -> String {
+    let dead_letter = config["dead_letter"]["topic"].as_str().unwrap();
+    dead_letter.trim_end_matches("DeadLetterQueue").to_string()
+}
+
+/// Declares a topic (named `<prefix><logical>`) in a configuration.
+pub fn add_topic(config: &mut toml::Table, logical: &str, partitions: i64) -> String {
+    let name = format!("{}{logical}", prefix_of(config));
+    let mut topic = toml::Table::new();
+    topic.insert("partitions".into(), partitions.into());
+    config
+        .get_mut("topics")
+        .and_then(|t| t.as_table_mut())
+        .unwrap()
+        .insert(name.clone(), topic.into());
+    name
+}
+
+/// A built test component (`plugins/testing`) or stage plugin, by its file stem.
+pub fn component(stem: &str) -> PathBuf {
+    let path = repo().join(format!("plugins/target/wasm32-wasip2/release/{stem}.wasm"));
+    assert!(
+        path.exists(),
+        "{} is missing: build the test components (scripts/test.sh does)",
+        path.display()
+    );
+    path
+}
+
+/// Runs the `stagehost` binary with `args`; returns whether it succeeded, stdout and stderr.
+pub fn stagehost(args: &[&str]) -> (bool, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_stagehost"))
+        .args(args)
+        .env_remove("STAGEHOST_CONFIG")
+        .env_remove("STAGEHOST_ADMIN")
+        .output()
+        .unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
 }
 
 /// The stage table called `name` in a configuration.

@@ -5,7 +5,9 @@
 ///
 /// Invoke it once, at the root of the plugin's `lib.rs`. It expands to:
 /// - `mod bindings { wit_bindgen::generate!({ path: "../../wit", world: ... }) }` (the crate
-///   must depend on `wit-bindgen` and live in `plugins/<crate>/`);
+///   must depend on `wit-bindgen` and live in `plugins/<crate>/`; a crate that lives deeper,
+///   like the test components in `plugins/testing/<crate>/`, starts the invocation with
+///   `wit: "../../../wit",`, the path of `wit/` relative to its manifest);
 /// - a `static` holding the parsed `config` table, read once per instance with
 ///   `config::get-all` and the given parse function (a config error rejects every event);
 /// - the `handler` `Guest` impl: it turns the WIT `input-event` into a
@@ -49,56 +51,64 @@
 #[macro_export]
 macro_rules! stage_component {
     // ---- public forms ---------------------------------------------------------------------
+    // Without `wit:`, the crate lives in `plugins/<crate>/`.
+    (world: $($rest:tt)*) => {
+        $crate::stage_component!(wit: "../../wit", world: $($rest)*);
+    };
     (
+        wit: $wit:tt,
         world: "stage",
         config: $config_ty:ty = $parse:expr,
         handle: |$event:ident, $config:ident| $body:expr $(,)?
     ) => {
-        $crate::stage_component!(@bindings "stage");
+        $crate::stage_component!(@bindings $wit, "stage");
         $crate::stage_component!(@guest stateless, $config_ty, $parse,
             $event, $config, _state, _log, $body);
     };
     (
+        wit: $wit:tt,
         world: "stage",
         config: $config_ty:ty = $parse:expr,
         handle: |$event:ident, $config:ident, $log:ident| $body:expr $(,)?
     ) => {
-        $crate::stage_component!(@bindings "stage");
+        $crate::stage_component!(@bindings $wit, "stage");
         $crate::stage_component!(@guest stateless, $config_ty, $parse,
             $event, $config, _state, $log, $body);
     };
     (
+        wit: $wit:tt,
         world: "stateful-stage",
         config: $config_ty:ty = $parse:expr,
         handle: |$event:ident, $config:ident, $state:ident| $body:expr $(,)?
     ) => {
-        $crate::stage_component!(@bindings "stateful-stage");
+        $crate::stage_component!(@bindings $wit, "stateful-stage");
         $crate::stage_component!(@guest stateful, $config_ty, $parse,
             $event, $config, $state, _log, $body);
     };
     (
+        wit: $wit:tt,
         world: "stateful-stage",
         config: $config_ty:ty = $parse:expr,
         handle: |$event:ident, $config:ident, $state:ident, $log:ident| $body:expr $(,)?
     ) => {
-        $crate::stage_component!(@bindings "stateful-stage");
+        $crate::stage_component!(@bindings $wit, "stateful-stage");
         $crate::stage_component!(@guest stateful, $config_ty, $parse,
             $event, $config, $state, $log, $body);
     };
 
     // ---- internals ------------------------------------------------------------------------
-    // The world names are written out (not forwarded as fragments) so that `generate!` sees
-    // plain string literals.
-    (@bindings "stage") => {
+    // The world names are written out, and the `wit` path is forwarded as a `tt` (not as an
+    // opaque `literal` fragment), so that `generate!` sees plain string literals.
+    (@bindings $wit:tt, "stage") => {
         /// Bindings generated from `wit/stage.wit` (world `stage`).
         mod bindings {
-            ::wit_bindgen::generate!({ path: "../../wit", world: "stage" });
+            ::wit_bindgen::generate!({ path: $wit, world: "stage" });
         }
     };
-    (@bindings "stateful-stage") => {
+    (@bindings $wit:tt, "stateful-stage") => {
         /// Bindings generated from `wit/stage.wit` (world `stateful-stage`).
         mod bindings {
-            ::wit_bindgen::generate!({ path: "../../wit", world: "stateful-stage" });
+            ::wit_bindgen::generate!({ path: $wit, world: "stateful-stage" });
         }
 
         /// The stage's keyed state, backed by the WIT `state` import.

@@ -1,0 +1,433 @@
+//! `stagehost dlq list | replay`: the dead letters of a pipeline, and sending them back to
+//! their source topic once the plugin is fixed.
+//!
+//! A replay publishes the original event to its source topic with a new id derived from the
+//! dead letter (so stages that remember processed ids do not drop it as a duplicate) and a
+//! [`TARGET_STAGE_HEADER`] naming the failed stage, so the other stages reading that topic
+//! skip it. In the same Kafka transaction it writes a marker keyed by the dead letter's id to
+//! the compacted `<dead-letter topic>-replayed` topic; a dead letter with a marker is never
+//! replayed again. The replay producer has one fixed transactional id, so a concurrent replay
+//! fences this one, and markers are read only after fencing: replaying twice publishes once.
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context;
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, Producer};
+use serde::{Deserialize, Serialize};
+
+use crate::config::PipelineConfig;
+use crate::event::cloudevents::{self, CloudEvent};
+use crate::event::dead_letter::DeadLetter;
+use crate::kafka::{
+    OutRecord, acknowledged, enqueue, ensure_changelog, for_each_committed, partition_count,
+    transactional_producer_config,
+};
+pub use crate::stage::TARGET_STAGE_HEADER;
+
+/// Header of a replayed event naming the dead letter it came from.
+pub const REPLAY_OF_HEADER: &str = "stagehost-replay-of";
+/// Transactional id of replays: one replay at a time per cluster and dead-letter topic.
+const REPLAY_TRANSACTIONAL_ID: &str = "stagehost-dlq-replay";
+/// How long reading a topic to its end may take.
+const READ_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// One dead letter as read from the dead-letter topic.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeadLetterEntry {
+    /// The dead letter's own id (`ce_id`).
+    pub id: String,
+    /// Record key (the failed event's key).
+    pub key: Option<String>,
+    /// The envelope.
+    #[serde(flatten)]
+    pub letter: DeadLetter,
+    /// When it was replayed, if it was.
+    pub replayed_at: Option<String>,
+}
+
+/// Which dead letters to show or replay.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    /// Only this stage's.
+    pub stage: Option<String>,
+    /// Only those dead-lettered at or after this time.
+    pub since: Option<SystemTime>,
+    /// Only the one with this dead-letter id or failed event id.
+    pub id: Option<String>,
+}
+
+impl Filter {
+    fn matches(&self, entry: &DeadLetterEntry) -> bool {
+        let stage = self
+            .stage
+            .as_ref()
+            .is_none_or(|stage| &entry.letter.origin.stage == stage);
+        let id = self
+            .id
+            .as_ref()
+            .is_none_or(|id| &entry.id == id || &entry.letter.event_id == id);
+        let since = self
+            .since
+            .is_none_or(|since| parse_time(&entry.letter.timestamp).is_some_and(|at| at >= since));
+        stage && id && since
+    }
+}
+
+/// A replay marker: what was replayed when.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Marker {
+    replayed_at: String,
+    replay_id: String,
+    stage: String,
+}
+
+/// What a replay did.
+#[derive(Debug, Default, Serialize)]
+pub struct ReplayReport {
+    /// Dead letters sent back now (their ids).
+    pub replayed: Vec<String>,
+    /// Dead letters replayed before, with when; not sent again.
+    pub already_replayed: Vec<(String, String)>,
+    /// Dead letters that cannot be replayed, with why.
+    pub not_replayable: Vec<(String, String)>,
+}
+
+/// The marker topic of a dead-letter topic.
+pub fn marker_topic(dead_letter_topic: &str) -> String {
+    format!("{dead_letter_topic}-replayed")
+}
+
+/// Parses `--since`: a duration back from now (`10m`, `2h`) or an RFC 3339 time.
+pub fn parse_since(text: &str) -> anyhow::Result<SystemTime> {
+    if let Ok(ago) = humantime::parse_duration(text) {
+        return Ok(SystemTime::now() - ago);
+    }
+    parse_time(text).with_context(|| {
+        format!(
+            "--since '{text}' is neither a duration like 30m nor a time like 2026-11-25T10:00:00Z"
+        )
+    })
+}
+
+fn parse_time(text: &str) -> Option<SystemTime> {
+    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .ok()
+        .map(SystemTime::from)
+}
+
+/// Every committed dead letter matching `filter`, oldest first per partition, with when each
+/// was replayed. Blocking.
+pub fn list(config: &PipelineConfig, filter: &Filter) -> anyhow::Result<Vec<DeadLetterEntry>> {
+    let markers = read_markers(config)?;
+    let mut entries = read_dead_letters(config)?;
+    for entry in &mut entries {
+        entry.replayed_at = markers.get(&entry.id).map(|m| m.replayed_at.clone());
+    }
+    entries.retain(|entry| filter.matches(entry));
+    Ok(entries)
+}
+
+fn read_dead_letters(config: &PipelineConfig) -> anyhow::Result<Vec<DeadLetterEntry>> {
+    let brokers = &config.kafka.brokers;
+    let topic = &config.dead_letter.topic;
+    let mut entries = Vec::new();
+    for partition in 0..partition_count(brokers, topic)? {
+        for_each_committed(brokers, topic, partition, READ_TIMEOUT, |message| {
+            let headers = cloudevents::header_pairs(message.headers());
+            let Some(letter) = message
+                .payload()
+                .and_then(|payload| serde_json::from_slice::<DeadLetter>(payload).ok())
+            else {
+                tracing::warn!(
+                    partition,
+                    offset = message.offset(),
+                    "skipping a record that is not a dead letter"
+                );
+                return;
+            };
+            let id = cloudevents::find(&headers, cloudevents::ID)
+                .map(str::to_string)
+                .unwrap_or_else(|| cloudevents::position_id(topic, partition, message.offset()));
+            entries.push(DeadLetterEntry {
+                id,
+                key: message
+                    .key()
+                    .map(|key| String::from_utf8_lossy(key).into_owned()),
+                letter,
+                replayed_at: None,
+            });
+        })?;
+    }
+    Ok(entries)
+}
+
+fn read_markers(config: &PipelineConfig) -> anyhow::Result<HashMap<String, Marker>> {
+    let brokers = &config.kafka.brokers;
+    let topic = marker_topic(&config.dead_letter.topic);
+    let mut markers = HashMap::new();
+    let partitions = match partition_count(brokers, &topic) {
+        Ok(partitions) => partitions,
+        // No marker topic yet: nothing was ever replayed.
+        Err(_) => return Ok(markers),
+    };
+    for partition in 0..partitions {
+        for_each_committed(brokers, &topic, partition, READ_TIMEOUT, |message| {
+            let (Some(key), Some(payload)) = (message.key(), message.payload()) else {
+                return;
+            };
+            if let Ok(marker) = serde_json::from_slice::<Marker>(payload) {
+                markers.insert(String::from_utf8_lossy(key).into_owned(), marker);
+            }
+        })?;
+    }
+    Ok(markers)
+}
+
+/// Sends the dead letters of `filter` (whose `stage` must be set) back to their source
+/// topics, each at most once ever.
+pub async fn replay(config: &PipelineConfig, filter: &Filter) -> anyhow::Result<ReplayReport> {
+    let stage = filter.stage.clone().context(
+        "replay needs --stage: a dead letter is replayed for the stage that failed on it",
+    )?;
+    anyhow::ensure!(
+        config.stages.iter().any(|s| s.name == stage),
+        "no stage named '{stage}' in the configuration"
+    );
+    let markers_topic = marker_topic(&config.dead_letter.topic);
+    ensure_changelog(&config.kafka.brokers, &markers_topic, 1, 1).await?;
+    let producer: FutureProducer =
+        transactional_producer_config(&config.kafka, REPLAY_TRANSACTIONAL_ID)
+            .create()
+            .context("cannot create the replay producer")?;
+    // Fence any replay still running before reading what was replayed.
+    tokio::task::block_in_place(|| producer.init_transactions(Duration::from_secs(60)))
+        .context("cannot initialise the replay transaction")?;
+    let config_for_read = config.clone();
+    let filter_for_read = filter.clone();
+    let entries = tokio::task::spawn_blocking(move || list(&config_for_read, &filter_for_read))
+        .await
+        .context("the dead-letter reader failed")??;
+
+    let mut report = ReplayReport::default();
+    let mut records = Vec::new();
+    for entry in entries {
+        if let Some(at) = &entry.replayed_at {
+            report.already_replayed.push((entry.id.clone(), at.clone()));
+            continue;
+        }
+        match replay_records(config, &entry, &markers_topic) {
+            Ok(pair) => {
+                records.extend(pair);
+                report.replayed.push(entry.id.clone());
+            }
+            Err(reason) => report.not_replayable.push((entry.id.clone(), reason)),
+        }
+    }
+    if records.is_empty() {
+        return Ok(report);
+    }
+    producer
+        .begin_transaction()
+        .context("cannot begin the replay transaction")?;
+    let mut deliveries = Vec::new();
+    for record in &records {
+        deliveries.push(
+            enqueue(&producer, record)
+                .await
+                .with_context(|| format!("cannot send {} to {}", record.id, record.topic))?,
+        );
+    }
+    if let Err(error) = acknowledged(deliveries).await {
+        tokio::task::block_in_place(|| producer.abort_transaction(Duration::from_secs(30))).ok();
+        anyhow::bail!("the replay was not published ({error}); nothing was replayed");
+    }
+    tokio::task::block_in_place(|| producer.commit_transaction(Duration::from_secs(30))).context(
+        "cannot commit the replay (another replay may have started); nothing was replayed",
+    )?;
+    Ok(report)
+}
+
+/// The replayed event and its marker, or why the dead letter cannot be replayed.
+fn replay_records(
+    config: &PipelineConfig,
+    entry: &DeadLetterEntry,
+    markers_topic: &str,
+) -> Result<[OutRecord; 2], String> {
+    let letter = &entry.letter;
+    let source = &letter.origin.source_topic;
+    if source == crate::config::HTTP_INPUT {
+        return Err("it failed in the HTTP ingress; submit the request again instead".into());
+    }
+    if !config.topics.contains_key(source) {
+        return Err(format!(
+            "its source topic {source} is not in the configuration"
+        ));
+    }
+    let replay_id = uuid::Uuid::new_v5(
+        &uuid::Uuid::NAMESPACE_OID,
+        format!("replay\n{}", entry.id).as_bytes(),
+    )
+    .to_string();
+    let event_type = letter.event_type.clone().unwrap_or_else(|| {
+        config
+            .topics
+            .get(source)
+            .and_then(|t| t.event_type.clone())
+            .unwrap_or_else(|| source.clone())
+    });
+    let payload = match &letter.original_event {
+        serde_json::Value::String(text) => text.clone().into_bytes(),
+        other => other.to_string().into_bytes(),
+    };
+    let now = cloudevents::now_rfc3339();
+    let attributes = CloudEvent {
+        id: replay_id.clone(),
+        event_type,
+        source: "/stagehost/dlq-replay".into(),
+        time: now.clone(),
+        plugin_version: None,
+    };
+    let event = OutRecord {
+        topic: source.clone(),
+        partition: None,
+        key: entry.key.clone(),
+        payload: Some(payload),
+        headers: attributes.to_headers([
+            (TARGET_STAGE_HEADER, letter.origin.stage.as_str()),
+            (REPLAY_OF_HEADER, entry.id.as_str()),
+        ]),
+        id: replay_id.clone(),
+    };
+    let marker = Marker {
+        replayed_at: now,
+        replay_id,
+        stage: letter.origin.stage.clone(),
+    };
+    let marker = OutRecord {
+        topic: markers_topic.to_string(),
+        partition: Some(0),
+        key: Some(entry.id.clone()),
+        payload: Some(serde_json::to_vec(&marker).unwrap_or_default()),
+        headers: rdkafka::message::OwnedHeaders::new(),
+        id: format!("replay-marker:{}", entry.id),
+    };
+    Ok([event, marker])
+}
+
+/// The `dlq list` table: one block per dead letter.
+pub fn render(entries: &[DeadLetterEntry]) -> String {
+    let mut out = String::new();
+    for entry in entries {
+        let letter = &entry.letter;
+        out.push_str(&format!(
+            "{}  {}  {}/{}@{}  attempts {}  {}  id {}{}\n    event {}  key {}\n    error: {}\n",
+            letter.timestamp,
+            letter.origin.stage,
+            letter.origin.source_topic,
+            letter.origin.partition,
+            letter.origin.offset,
+            letter.attempts,
+            letter.plugin_version,
+            entry.id,
+            entry
+                .replayed_at
+                .as_deref()
+                .map(|at| format!("  (replayed {at})"))
+                .unwrap_or_default(),
+            letter.event_id,
+            entry.key.as_deref().unwrap_or("-"),
+            letter.error,
+        ));
+    }
+    out.push_str(&format!("{} dead letter(s)\n", entries.len()));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::dead_letter::Origin;
+
+    fn entry(stage: &str, timestamp: &str) -> DeadLetterEntry {
+        let mut letter = DeadLetter::new(
+            br#"{"order_id":"o-1"}"#,
+            "rejected: no".into(),
+            Origin {
+                stage: stage.into(),
+                source_topic: "OrderConfirmed".into(),
+                partition: 0,
+                offset: 3,
+            },
+            "sha256:aa",
+            "event-1",
+        );
+        letter.timestamp = timestamp.into();
+        DeadLetterEntry {
+            id: "dl-1".into(),
+            key: Some("o-1".into()),
+            letter,
+            replayed_at: None,
+        }
+    }
+
+    #[test]
+    fn filters_by_stage_id_and_time() {
+        let old = entry("warehouse", "2026-01-01T00:00:00Z");
+        let new = entry("shipper", "2026-11-25T10:00:00Z");
+        let since = parse_since("2026-06-01T00:00:00Z").unwrap();
+        let filter = Filter {
+            since: Some(since),
+            ..Filter::default()
+        };
+        assert!(!filter.matches(&old));
+        assert!(filter.matches(&new));
+        let filter = Filter {
+            stage: Some("warehouse".into()),
+            ..Filter::default()
+        };
+        assert!(filter.matches(&old) && !filter.matches(&new));
+        for id in ["dl-1", "event-1"] {
+            let filter = Filter {
+                id: Some(id.into()),
+                ..Filter::default()
+            };
+            assert!(filter.matches(&old), "{id}");
+        }
+        let filter = Filter {
+            id: Some("other".into()),
+            ..Filter::default()
+        };
+        assert!(!filter.matches(&old));
+    }
+
+    #[test]
+    fn since_takes_durations_and_times_and_names_bad_input() {
+        let ten_minutes_ago = parse_since("10m").unwrap();
+        let elapsed = SystemTime::now().duration_since(ten_minutes_ago).unwrap();
+        assert!(elapsed >= Duration::from_secs(600) && elapsed < Duration::from_secs(610));
+        let error = parse_since("yesterday").unwrap_err().to_string();
+        assert!(error.contains("yesterday"), "{error}");
+    }
+
+    #[test]
+    fn ingress_dead_letters_are_not_replayable() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("p.wasm"), b"").unwrap();
+        let config = crate::config::parse(
+            "[kafka]\nbrokers = \"x:1\"\n[kpi]\nenabled = false\n[dead_letter]\ntopic = \"DLQ\"\n[topics.DLQ]\n[[stages]]\nname = \"s\"\nplugin = \"p.wasm\"\ninput = \"http\"\n",
+            std::path::Path::new("test.toml"),
+            dir.path(),
+            &crate::config::Overrides::default(),
+        );
+        let config = match config {
+            Ok(config) => config,
+            Err(error) => panic!("{error}"),
+        };
+        let mut http = entry("s", "2026-11-25T10:00:00Z");
+        http.letter.origin.source_topic = "http".into();
+        let error = replay_records(&config, &http, "DLQ-replayed").unwrap_err();
+        assert!(error.contains("HTTP ingress"), "{error}");
+    }
+}

@@ -1,0 +1,98 @@
+//! Reading a partition's committed records from the beginning up to its end as of now:
+//! state restore, dead-letter listing, replay bookkeeping.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::BorrowedMessage;
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+/// Calls `each` for every committed record of `topic`/`partition`, oldest first, up to the
+/// high watermark read at the start; gives up after `timeout`. Blocking: call it off the
+/// async threads.
+pub fn for_each_committed(
+    brokers: &str,
+    topic: &str,
+    partition: i32,
+    timeout: Duration,
+    mut each: impl FnMut(&BorrowedMessage<'_>),
+) -> anyhow::Result<()> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "stagehost-reader")
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", "false")
+        .create()
+        .context("cannot create a Kafka reader")?;
+    let (low, high) = watermarks(&consumer, topic, partition)?;
+    if high <= low {
+        return Ok(());
+    }
+    let mut assignment = TopicPartitionList::new();
+    assignment.add_partition_offset(topic, partition, Offset::Beginning)?;
+    consumer.assign(&assignment)?;
+    let deadline = Instant::now() + timeout;
+    loop {
+        let position = consumer
+            .position()?
+            .find_partition(topic, partition)
+            .and_then(|p| p.offset().to_raw())
+            .unwrap_or(-1);
+        if position >= high {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "reading {topic}/{partition} did not reach offset {high} in {timeout:?}"
+        );
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(message)) => each(&message),
+            Some(Err(error)) => return Err(error).context(format!("reading {topic}/{partition}")),
+            None => {}
+        }
+    }
+}
+
+/// How long a just-created topic may take to show up in the metadata.
+const NEW_TOPIC_GRACE: Duration = Duration::from_secs(15);
+
+/// The low and high watermarks of a partition. A topic created a moment ago may not be in
+/// every broker's metadata yet (`UnknownPartition`): ask again for a while.
+fn watermarks(consumer: &BaseConsumer, topic: &str, partition: i32) -> anyhow::Result<(i64, i64)> {
+    let deadline = Instant::now() + NEW_TOPIC_GRACE;
+    loop {
+        match consumer.fetch_watermarks(topic, partition, Duration::from_secs(30)) {
+            Ok(marks) => return Ok(marks),
+            Err(KafkaError::MetadataFetch(
+                RDKafkaErrorCode::UnknownPartition | RDKafkaErrorCode::UnknownTopicOrPartition,
+            )) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
+            Err(error) => {
+                return Err(error)
+                    .with_context(|| format!("cannot read the watermarks of {topic}/{partition}"));
+            }
+        }
+    }
+}
+
+/// The number of partitions of `topic`.
+pub fn partition_count(brokers: &str, topic: &str) -> anyhow::Result<i32> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .context("cannot create a Kafka client")?;
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .with_context(|| format!("cannot reach Kafka at {brokers}"))?;
+    let partitions = metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic && t.error().is_none())
+        .map(|t| t.partitions().len())
+        .unwrap_or(0);
+    anyhow::ensure!(partitions > 0, "topic {topic} does not exist at {brokers}");
+    Ok(i32::try_from(partitions).unwrap_or(i32::MAX))
+}

@@ -1,0 +1,363 @@
+//! Hot swaps against a real broker: under steady load nothing is lost or duplicated and every
+//! output's stamp matches the version in its headers; invalid components are refused while
+//! the old version keeps running; the CLI lists, swaps and rolls back.
+//!
+//! `SWAP_RATE` (orders/s, default 500) and `SWAP_COUNT` (default 20) size the load test.
+
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use common::{TestPipeline, component, keep_stages, read_topic, stage_mut, stagehost};
+use rdkafka::ClientConfig;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use stagehost::plugin::content_version;
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn version_of(stem: &str) -> String {
+    content_version(&std::fs::read(component(stem)).unwrap())
+}
+
+/// A pipeline that runs only the warehouse stage, with `plugin` (a component stem).
+fn warehouse_only(plugin: &str) -> TestPipeline {
+    let path = component(plugin);
+    TestPipeline::new(|config| {
+        keep_stages(config, &["warehouse"]);
+        stage_mut(config, "warehouse").insert("plugin".into(), path.display().to_string().into());
+    })
+}
+
+fn confirmed(order_id: &str) -> String {
+    let mut order: serde_json::Value =
+        serde_json::from_str(&common::order(order_id, "prod-789", 1)).unwrap();
+    order["status"] = "confirmed".into();
+    order.to_string()
+}
+
+async fn swap(pipeline: &TestPipeline, stage: &str, body: Vec<u8>) -> (u16, serde_json::Value) {
+    let response = reqwest::Client::new()
+        .put(format!("http://{}/plugins/{stage}", pipeline.admin))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (
+        status,
+        response.json().await.unwrap_or(serde_json::Value::Null),
+    )
+}
+
+async fn plugins_report(pipeline: &TestPipeline, stage: &str) -> serde_json::Value {
+    reqwest::get(format!("http://{}/plugins/{stage}", pipeline.admin))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// Produces `count` OrderConfirmed events at `rate` per second; returns the order ids and the
+/// achieved rate.
+async fn produce_confirmed(topic: &str, prefix: &str, count: u64, rate: u64) -> (Vec<String>, f64) {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", common::brokers())
+        .set("linger.ms", "2")
+        .create()
+        .unwrap();
+    let per_tick = (rate / 100).max(1);
+    let mut ticker = tokio::time::interval(Duration::from_millis(10));
+    let mut ids = Vec::new();
+    let mut deliveries = Vec::new();
+    let started = Instant::now();
+    while (ids.len() as u64) < count {
+        ticker.tick().await;
+        for _ in 0..per_tick.min(count - ids.len() as u64) {
+            let id = format!("{prefix}-{}", ids.len());
+            let payload = confirmed(&id);
+            let ce_id = format!("confirmed-{id}");
+            let headers = OwnedHeaders::new()
+                .insert(Header {
+                    key: "ce_id",
+                    value: Some(ce_id.as_str()),
+                })
+                .insert(Header {
+                    key: "ce_type",
+                    value: Some("OrderConfirmed"),
+                });
+            let record = FutureRecord::to(topic)
+                .key(&id)
+                .payload(&payload)
+                .headers(headers);
+            match producer.send_result(record) {
+                Ok(delivery) => deliveries.push(delivery),
+                Err((error, _)) => panic!("cannot produce: {error}"),
+            }
+            ids.push(id);
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    for delivery in deliveries {
+        delivery.await.unwrap().unwrap();
+    }
+    (ids, count as f64 / elapsed)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn swapping_under_load_loses_nothing_and_every_output_names_its_version() {
+    let rate = env_or("SWAP_RATE", 500);
+    let swaps = env_or("SWAP_COUNT", 20);
+    let swap_every = Duration::from_millis(400);
+    let blue = version_of("warehouse_blue");
+    let green = version_of("warehouse_green");
+    assert_ne!(blue, green);
+    let stamps = HashMap::from([(blue.clone(), "blue"), (green.clone(), "green")]);
+
+    let mut pipeline = warehouse_only("warehouse_blue");
+    pipeline.start();
+    let input = pipeline.topic("OrderConfirmed");
+    // Load for the whole swap period plus a second on each side.
+    let seconds = (swap_every.as_secs_f64() * swaps as f64 + 2.0).ceil() as u64;
+    let total = rate * seconds;
+
+    let load = tokio::spawn({
+        let input = input.clone();
+        async move { produce_confirmed(&input, "swap", total, rate).await }
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let files = [
+        std::fs::read(component("warehouse_green")).unwrap(),
+        std::fs::read(component("warehouse_blue")).unwrap(),
+    ];
+    for i in 0..swaps {
+        let (status, body) = swap(&pipeline, "warehouse", files[(i % 2) as usize].clone()).await;
+        assert_eq!(status, 200, "swap {i} refused: {body}");
+        assert_eq!(body["changed"], true, "swap {i}: {body}");
+        tokio::time::sleep(swap_every).await;
+    }
+    let (ids, achieved_rate) = load.await.unwrap();
+
+    let packed = read_topic(
+        &pipeline.topic("OrderPickedAndPacked"),
+        ids.len(),
+        Duration::from_secs(3),
+        Duration::from_secs(180),
+    )
+    .await;
+    let mut per_order: BTreeMap<String, usize> = BTreeMap::new();
+    let mut per_version: BTreeMap<String, usize> = BTreeMap::new();
+    let mut mismatched = 0;
+    for record in &packed {
+        let order_id = record.value["order_id"].as_str().unwrap().to_string();
+        *per_order.entry(order_id).or_default() += 1;
+        let version = record
+            .headers
+            .get("ce_pluginversion")
+            .cloned()
+            .unwrap_or_default();
+        let stamp = record.value["stamp"].as_str().unwrap_or("");
+        if stamps.get(&version) != Some(&stamp) {
+            mismatched += 1;
+        }
+        *per_version.entry(version).or_default() += 1;
+    }
+    let lost = ids.iter().filter(|id| !per_order.contains_key(*id)).count();
+    let duplicated = per_order.values().filter(|n| **n > 1).count();
+    let mut times: Vec<i64> = packed.iter().map(|r| r.timestamp_ms).collect();
+    times.sort_unstable();
+    let largest_gap = times.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
+    let report = plugins_report(&pipeline, "warehouse").await;
+    println!(
+        "swap under load: {} orders produced at {achieved_rate:.0}/s, {swaps} swaps; packed {}, lost {lost}, duplicated {duplicated}, stamp/version mismatches {mismatched}; per version {per_version:?}; longest swap stall (host-measured) {} µs; largest gap between consecutive outputs {largest_gap} ms",
+        ids.len(),
+        packed.len(),
+        report["max_stall_us"]
+    );
+    assert!(
+        achieved_rate >= rate as f64 * 0.9,
+        "the load generator fell behind: {achieved_rate:.0}/s"
+    );
+    assert_eq!(lost, 0, "orders lost");
+    assert_eq!(duplicated, 0, "orders duplicated");
+    assert_eq!(
+        mismatched, 0,
+        "outputs whose stamp does not match their version"
+    );
+    assert_eq!(packed.len(), ids.len());
+    assert!(
+        per_version.len() == 2,
+        "both versions produced outputs: {per_version:?}"
+    );
+    assert_eq!(report["swaps"], swaps);
+    assert_eq!(
+        report["history"].as_array().unwrap().len() as u64,
+        swaps + 1
+    );
+    assert!(
+        report["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|d| d["live_since"].is_string()),
+        "every version went live: {report}"
+    );
+    pipeline.stop("TERM");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_components_are_refused_and_the_old_version_keeps_running() {
+    let mut pipeline = warehouse_only("warehouse_blue");
+    pipeline.start();
+    let blue = version_of("warehouse_blue");
+
+    let (status, body) = swap(&pipeline, "warehouse", b"definitely not wasm".to_vec()).await;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("not a valid WebAssembly component"),
+        "{body}"
+    );
+    let (status, body) = swap(
+        &pipeline,
+        "warehouse",
+        std::fs::read(component("not_a_stage")).unwrap(),
+    )
+    .await;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("does not fit the stagehost:pipeline stage world"),
+        "{body}"
+    );
+    let (status, body) = swap(
+        &pipeline,
+        "warehouse",
+        std::fs::read(component("always_trap")).unwrap(),
+    )
+    .await;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("smoke call"),
+        "{body}"
+    );
+    let (status, body) = swap(
+        &pipeline,
+        "warehouse",
+        std::fs::read(component("order_status")).unwrap(),
+    )
+    .await;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("keyed state"),
+        "{body}"
+    );
+    let (status, body) = swap(&pipeline, "nowhere", b"x".to_vec()).await;
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = reqwest::Client::new()
+        .post(format!(
+            "http://{}/plugins/warehouse/rollback",
+            pipeline.admin
+        ))
+        .send()
+        .await
+        .map(|r| (r.status().as_u16(), r))
+        .unwrap();
+    assert_eq!(
+        status,
+        409,
+        "nothing to roll back to: {:?}",
+        body.text().await
+    );
+
+    let report = plugins_report(&pipeline, "warehouse").await;
+    assert_eq!(report["version"], blue.as_str());
+    assert_eq!(report["refused"], 4);
+    assert_eq!(report["swaps"], 0);
+
+    // Still processing, on the old version.
+    let input = pipeline.topic("OrderConfirmed");
+    let (ids, _) = produce_confirmed(&input, "refused", 5, 100).await;
+    let packed = read_topic(
+        &pipeline.topic("OrderPickedAndPacked"),
+        ids.len(),
+        Duration::from_millis(500),
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(packed.len(), 5);
+    assert!(packed.iter().all(|r| r.value["stamp"] == "blue"
+        && r.headers.get("ce_pluginversion") == Some(&blue)));
+
+    // The command line: swap, list, roll back.
+    let admin = pipeline.admin.clone();
+    let green_path = component("warehouse_green").display().to_string();
+    let (ok, out, err) = stagehost(&[
+        "plugin",
+        "swap",
+        "warehouse",
+        &green_path,
+        "--admin",
+        &admin,
+    ]);
+    assert!(ok, "swap failed: {err}");
+    assert!(out.contains(&version_of("warehouse_green")), "{out}");
+    let (ok, out, err) = stagehost(&["plugin", "list", "--admin", &admin]);
+    assert!(ok, "list failed: {err}");
+    assert!(
+        out.contains("warehouse: sha256:") && out.contains("1 swaps, 4 refused"),
+        "{out}"
+    );
+    assert!(out.contains(&blue) && out.contains(&green_path), "{out}");
+    let (ok, out, err) = stagehost(&["plugin", "rollback", "warehouse", "--admin", &admin]);
+    assert!(ok, "rollback failed: {err}");
+    assert!(out.contains(&format!("-> {blue}")), "{out}");
+    let (ok, _, err) = stagehost(&[
+        "plugin",
+        "swap",
+        "warehouse",
+        "/no/such.wasm",
+        "--admin",
+        &admin,
+    ]);
+    assert!(!ok && err.contains("/no/such.wasm"), "{err}");
+
+    let (ids, _) = produce_confirmed(&input, "rolled-back", 3, 100).await;
+    let packed = read_topic(
+        &pipeline.topic("OrderPickedAndPacked"),
+        5 + ids.len(),
+        Duration::from_millis(500),
+        Duration::from_secs(60),
+    )
+    .await;
+    let after: Vec<_> = packed
+        .iter()
+        .filter(|r| {
+            r.value["order_id"]
+                .as_str()
+                .unwrap()
+                .starts_with("rolled-back")
+        })
+        .collect();
+    assert_eq!(after.len(), 3);
+    assert!(
+        after.iter().all(|r| r.value["stamp"] == "blue"),
+        "rolled back to blue"
+    );
+    let logs = pipeline.logs();
+    assert!(logs.contains("plugin swap refused"), "refusals are logged");
+    pipeline.stop("TERM");
+}

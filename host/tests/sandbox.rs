@@ -1,0 +1,305 @@
+//! Broken plugins against a real broker: an endless loop, a memory bomb, a trap, malformed
+//! output, an unknown output name, a rejection and a retry that never succeeds each put that
+//! event (and only that event) in the dead-letter queue with its reason, while good events
+//! keep flowing and the host stays up with bounded memory. A retried event keeps its place
+//! among the events of its key without holding up the other partitions.
+
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use common::{Record, TestPipeline, add_topic, component, keep_stages, read_topic};
+use rdkafka::ClientConfig;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::util::Timeout;
+
+fn stage(name: &str, input: &str, output: &str, limits: toml::Table) -> toml::Value {
+    let mut stage = toml::Table::new();
+    stage.insert("name".into(), name.into());
+    stage.insert(
+        "plugin".into(),
+        component("faulty").display().to_string().into(),
+    );
+    stage.insert("input".into(), input.into());
+    let mut outputs = toml::Table::new();
+    outputs.insert("out".into(), output.into());
+    stage.insert("outputs".into(), outputs.into());
+    stage.insert("limits".into(), limits.into());
+    let mut retry = toml::Table::new();
+    retry.insert("max_attempts".into(), 3.into());
+    retry.insert("initial_delay".into(), "1s".into());
+    retry.insert("max_delay".into(), "2s".into());
+    stage.insert("retry".into(), retry.into());
+    stage.into()
+}
+
+async fn produce(
+    producer: &FutureProducer,
+    topic: &str,
+    partition: i32,
+    key: &str,
+    id: &str,
+    payload: &str,
+) {
+    let headers = OwnedHeaders::new().insert(Header {
+        key: "ce_id",
+        value: Some(id),
+    });
+    producer
+        .send(
+            FutureRecord::to(topic)
+                .partition(partition)
+                .key(key)
+                .payload(payload)
+                .headers(headers),
+            Timeout::After(Duration::from_secs(10)),
+        )
+        .await
+        .unwrap();
+}
+
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+fn by_event(records: &[Record]) -> BTreeMap<String, Vec<&Record>> {
+    let mut map: BTreeMap<String, Vec<&Record>> = BTreeMap::new();
+    for record in records {
+        let id = record.value["event_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        map.entry(id).or_default().push(record);
+    }
+    map
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_broken_event_is_dead_lettered_with_its_reason_and_good_events_flow() {
+    let mut topics = (String::new(), String::new(), String::new(), String::new());
+    let mut pipeline = TestPipeline::new(|config| {
+        keep_stages(config, &[]);
+        topics.0 = add_topic(config, "Faults", 3);
+        topics.1 = add_topic(config, "FaultsOut", 3);
+        topics.2 = add_topic(config, "FuelFaults", 1);
+        topics.3 = add_topic(config, "FuelOut", 1);
+        let mut limits = toml::Table::new();
+        limits.insert("max_event_time".into(), "200ms".into());
+        limits.insert("max_memory_bytes".into(), (32 * 1024 * 1024).into());
+        let mut fuel_limits = toml::Table::new();
+        fuel_limits.insert("max_event_time".into(), "30s".into());
+        fuel_limits.insert("fuel".into(), 5_000_000.into());
+        let stages = config.get_mut("stages").unwrap().as_array_mut().unwrap();
+        stages.push(stage("faulty", &topics.0, &topics.1, limits));
+        stages.push(stage("fuel", &topics.2, &topics.3, fuel_limits));
+    });
+    let (faults, faults_out, fuel_faults, fuel_out) = topics;
+    pipeline.start();
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", common::brokers())
+        .create()
+        .unwrap();
+
+    // Partition 0: a retry that succeeds on its second attempt, then two good events of the
+    // same key, which must come out after it.
+    produce(
+        &producer,
+        &faults,
+        0,
+        "k-order",
+        "r1",
+        r#"{"fault":"retry-once","n":"r1"}"#,
+    )
+    .await;
+    produce(&producer, &faults, 0, "k-order", "g1", r#"{"n":"g1"}"#).await;
+    produce(&producer, &faults, 0, "k-order", "g2", r#"{"n":"g2"}"#).await;
+    // Partition 1: every fault, then a good event.
+    let broken = [
+        ("loop", "timeout"),
+        ("memory", "memory limit"),
+        ("trap", "trap:"),
+        ("malformed", "invalid plugin output"),
+        ("unknown-output", "invalid plugin output"),
+        ("reject", "rejected: faulty plugin rejected the event"),
+        ("retry", "retry: faulty plugin asks for a retry"),
+    ];
+    for (fault, _) in broken {
+        produce(
+            &producer,
+            &faults,
+            1,
+            "k-broken",
+            fault,
+            &format!(r#"{{"fault":"{fault}"}}"#),
+        )
+        .await;
+    }
+    produce(&producer, &faults, 1, "k-broken", "g3", r#"{"n":"g3"}"#).await;
+    // Partition 2: good events of other keys.
+    for i in 4..14 {
+        produce(
+            &producer,
+            &faults,
+            2,
+            &format!("k-{i}"),
+            &format!("g{i}"),
+            &format!(r#"{{"n":"g{i}"}}"#),
+        )
+        .await;
+    }
+    // The fuel-limited stage: an endless loop ends when the fuel is used up.
+    produce(
+        &producer,
+        &fuel_faults,
+        0,
+        "k-fuel",
+        "fuel-loop",
+        r#"{"fault":"loop"}"#,
+    )
+    .await;
+    produce(
+        &producer,
+        &fuel_faults,
+        0,
+        "k-fuel",
+        "fuel-good",
+        r#"{"n":"fuel-good"}"#,
+    )
+    .await;
+
+    let started = Instant::now();
+    let dead = read_topic(
+        &pipeline.topic("DeadLetterQueue"),
+        broken.len() + 1,
+        Duration::from_secs(2),
+        Duration::from_secs(90),
+    )
+    .await;
+    let out = read_topic(
+        &faults_out,
+        14,
+        Duration::from_secs(1),
+        Duration::from_secs(30),
+    )
+    .await;
+    let fuel = read_topic(
+        &fuel_out,
+        1,
+        Duration::from_millis(500),
+        Duration::from_secs(30),
+    )
+    .await;
+    println!("dead letters and outputs read in {:?}", started.elapsed());
+
+    let letters = by_event(&dead);
+    for (fault, reason) in broken {
+        let found = letters
+            .get(fault)
+            .unwrap_or_else(|| panic!("no dead letter for {fault}: {dead:#?}"));
+        assert_eq!(found.len(), 1, "{fault} dead-lettered once");
+        let letter = &found[0].value;
+        let error = letter["error"].as_str().unwrap();
+        assert!(error.starts_with(reason), "{fault}: {error}");
+        assert_eq!(letter["stage"], "faulty");
+        assert!(
+            letter["plugin_version"]
+                .as_str()
+                .unwrap()
+                .starts_with("sha256:")
+        );
+        let attempts = if fault == "retry" { 3 } else { 1 };
+        assert_eq!(letter["attempts"], attempts, "{fault}: {letter}");
+    }
+    assert!(
+        letters["malformed"][0].value["error"]
+            .as_str()
+            .unwrap()
+            .contains("not JSON")
+    );
+    assert!(
+        letters["unknown-output"][0].value["error"]
+            .as_str()
+            .unwrap()
+            .contains("'nowhere'")
+    );
+    let fuel_letter = letters
+        .get("fuel-loop")
+        .expect("fuel-limited loop dead-lettered");
+    assert!(
+        fuel_letter[0].value["error"]
+            .as_str()
+            .unwrap()
+            .contains("fuel"),
+        "{}",
+        fuel_letter[0].value
+    );
+    assert_eq!(
+        dead.len(),
+        broken.len() + 1,
+        "nothing else was dead-lettered"
+    );
+
+    // Good events: each once; the retried one first among its key; the other partitions
+    // were not held up by its backoff.
+    let names: Vec<String> = out
+        .iter()
+        .map(|r| r.value["n"].as_str().unwrap().to_string())
+        .collect();
+    let mut unique = names.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), 14, "every good event once: {names:?}");
+    assert_eq!(names.len(), 14, "no duplicates: {names:?}");
+    let order_of_key: Vec<&str> = out
+        .iter()
+        .filter(|r| r.key.as_deref() == Some("k-order"))
+        .map(|r| r.value["n"].as_str().unwrap())
+        .collect();
+    assert_eq!(order_of_key, ["r1", "g1", "g2"], "the retry kept its place");
+    let retried_at = out
+        .iter()
+        .find(|r| r.value["n"] == "r1")
+        .unwrap()
+        .timestamp_ms;
+    let others_done = out
+        .iter()
+        .filter(|r| {
+            r.key
+                .as_deref()
+                .is_some_and(|k| k.starts_with("k-") && k != "k-order" && k != "k-broken")
+        })
+        .map(|r| r.timestamp_ms)
+        .max()
+        .unwrap();
+    assert!(
+        others_done < retried_at,
+        "the other partitions went on while the retry waited ({others_done} vs {retried_at})"
+    );
+    assert_eq!(
+        fuel.len(),
+        1,
+        "the fuel-limited stage goes on after a fuel trap"
+    );
+
+    let pid = pipeline.pid().unwrap();
+    let rss = peak_rss_kib(pid);
+    println!("host peak RSS after the broken plugins: {} MiB", rss / 1024);
+    assert!(
+        rss < 1024 * 1024,
+        "peak RSS {rss} KiB: memory is not bounded"
+    );
+    let status = pipeline.stop("TERM");
+    assert!(
+        status.success(),
+        "the host survived and stopped cleanly: {status}"
+    );
+}
