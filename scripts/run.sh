@@ -31,9 +31,12 @@ Send an order (from another terminal, in $repo):
   curl -i -X POST http://$addr/orders -H 'content-type: application/json' -d @examples/order.json
 Watch it travel:
   target/release/stagehost tail NotificationDelivered --from-beginning
+Dev mode is on: rebuild a plugin (cd plugins && cargo build --release --target wasm32-wasip2)
+and the host hot-swaps it; see the versions with
+  target/release/stagehost plugin list
 Ctrl-C stops the host and the broker.
 
 MSG
-target/release/stagehost run --config pipeline.toml &
+target/release/stagehost run --config pipeline.toml --watch &
 host_pid=$!
 wait "$host_pid"

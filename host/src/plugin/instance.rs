@@ -172,6 +172,15 @@ fn instantiate(
     let mut store = Store::new(engine.engine(), state);
     store.limiter(|state| &mut state.limits);
     store.set_epoch_deadline(deadline_ticks(&settings.limits));
+    if engine.meters_fuel() {
+        // Start-up runs under the same budget as one event.
+        store
+            .set_fuel(settings.limits.fuel.unwrap_or(u64::MAX))
+            .map_err(|error| PluginError::Instantiate {
+                path: plugin.path.clone(),
+                message: format!("cannot set fuel: {error}"),
+            })?;
+    }
     let bindings =
         plugin
             .pre

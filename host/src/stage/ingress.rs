@@ -128,15 +128,19 @@ impl Ingress {
                 offset: -1,
             },
         };
-        let (result, version) = match self.instance.lock() {
+        // Off the async worker: a plugin's WASI I/O runs `block_on` (see the runner).
+        let called = tokio::task::block_in_place(|| match self.instance.lock() {
             Ok(mut plugged) => {
                 let instance = plugged.current();
-                (
+                Some((
                     self.context.process(instance, &input, false, None),
                     instance.version().to_string(),
-                )
+                ))
             }
-            Err(_) => return Reply::error(500, "the stage's plugin instance is unavailable"),
+            Err(_) => None,
+        });
+        let Some((result, version)) = called else {
+            return Reply::error(500, "the stage's plugin instance is unavailable");
         };
         let records = match result {
             Ok(processed) => processed.records,

@@ -122,6 +122,17 @@ enum Fate {
     DeadLettered(Arc<LoadedPlugin>),
 }
 
+/// What handling the inputs of a batch produced.
+#[derive(Default)]
+struct Handled<'i> {
+    /// Records to publish.
+    records: Vec<OutRecord>,
+    /// Ids handled for the first time (recorded as processed in at-least-once mode).
+    fresh_ids: Vec<&'i str>,
+    /// Indices of the messages that are done with.
+    consumed: Vec<usize>,
+}
+
 /// The work of the open transaction (exactly-once) or batch (at-least-once).
 #[derive(Default)]
 struct Pending {
@@ -323,41 +334,15 @@ impl Worker {
             ProcessingMode::ExactlyOnce => vec![false; inputs.len()],
         };
 
-        let mut records: Vec<OutRecord> = Vec::new();
-        let mut fresh_ids = Vec::new();
-        let mut consumed = Vec::new();
-        let mut seen_in_batch = HashSet::new();
-        for (index, (input, already)) in inputs.iter().zip(already).enumerate() {
-            let partition = topic_partition(input);
-            if !self.admit(consumer, &partition, input.origin.offset) {
-                // Waits behind an event of its partition that is being retried; it is fetched
-                // again when that one is settled.
-                continue;
-            }
-            let fate = if already || !seen_in_batch.insert(input.id.as_str()) {
-                tracing::debug!(stage = %self.context.name, id = %input.id, topic = %input.origin.source_topic,
-                    partition = input.origin.partition, offset = input.origin.offset, "duplicate dropped");
-                Fate::Duplicate
-            } else if is_for_another_stage(input, &self.context.name) {
-                Fate::NotOurs
-            } else {
-                match self.handle_one(consumer, input, attempts[index], &mut records) {
-                    Some(fate) => {
-                        fresh_ids.push(input.id.as_str());
-                        fate
-                    }
-                    None => continue,
-                }
-            };
-            pending.fates.push(fate);
-            pending
-                .start
-                .entry(partition.clone())
-                .or_insert(input.origin.offset);
-            self.retries.settled(&partition, input.origin.offset);
-            pending.next.insert(partition, input.origin.offset + 1);
-            consumed.push(index);
-        }
+        // Plugins may do WASI I/O (a panic message to stderr), which wasmtime-wasi's sync
+        // bindings run with `block_on`: allowed off the async worker threads only.
+        let Handled {
+            records,
+            fresh_ids,
+            consumed,
+        } = tokio::task::block_in_place(|| {
+            self.handle_inputs(consumer, &inputs, &attempts, already, pending)
+        });
 
         match self.mode {
             ProcessingMode::ExactlyOnce => {
@@ -392,6 +377,52 @@ impl Worker {
             }
         }
         Ok(())
+    }
+
+    /// Handles the inputs of a batch in order: what to publish, which ids are new, which
+    /// messages are done with (their offsets may be stored).
+    fn handle_inputs<'i>(
+        &mut self,
+        consumer: &StageConsumer,
+        inputs: &'i [Input<'_>],
+        attempts: &[u32],
+        already: Vec<bool>,
+        pending: &mut Pending,
+    ) -> Handled<'i> {
+        let mut handled = Handled::default();
+        let mut seen_in_batch = HashSet::new();
+        for (index, (input, already)) in inputs.iter().zip(already).enumerate() {
+            let partition = topic_partition(input);
+            if !self.admit(consumer, &partition, input.origin.offset) {
+                // Waits behind an event of its partition that is being retried; it is fetched
+                // again when that one is settled.
+                continue;
+            }
+            let fate = if already || !seen_in_batch.insert(input.id.as_str()) {
+                tracing::debug!(stage = %self.context.name, id = %input.id, topic = %input.origin.source_topic,
+                    partition = input.origin.partition, offset = input.origin.offset, "duplicate dropped");
+                Fate::Duplicate
+            } else if is_for_another_stage(input, &self.context.name) {
+                Fate::NotOurs
+            } else {
+                match self.handle_one(consumer, input, attempts[index], &mut handled.records) {
+                    Some(fate) => {
+                        handled.fresh_ids.push(input.id.as_str());
+                        fate
+                    }
+                    None => continue,
+                }
+            };
+            pending.fates.push(fate);
+            pending
+                .start
+                .entry(partition.clone())
+                .or_insert(input.origin.offset);
+            self.retries.settled(&partition, input.origin.offset);
+            pending.next.insert(partition, input.origin.offset + 1);
+            handled.consumed.push(index);
+        }
+        handled
     }
 
     /// Calls the plugin for one input and adds what it produced (outputs and state changelog,
