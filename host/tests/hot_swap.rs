@@ -361,3 +361,135 @@ async fn invalid_components_are_refused_and_the_old_version_keeps_running() {
     assert!(logs.contains("plugin swap refused"), "refusals are logged");
     pipeline.stop("TERM");
 }
+
+async fn wait_for_version(
+    pipeline: &TestPipeline,
+    stage: &str,
+    version: &str,
+) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let report = plugins_report(pipeline, stage).await;
+        if report["version"] == version {
+            return report;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{stage} never went to {version}: {report}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_mode_swaps_a_plugin_when_its_file_is_rebuilt() {
+    let workdir = tempfile::tempdir().unwrap();
+    let file = workdir.path().join("warehouse.wasm");
+    std::fs::copy(component("warehouse_blue"), &file).unwrap();
+    let plugin = file.clone();
+    let mut pipeline = TestPipeline::new(|config| {
+        keep_stages(config, &["warehouse"]);
+        stage_mut(config, "warehouse").insert("plugin".into(), plugin.display().to_string().into());
+    });
+    pipeline.run_args = vec!["--watch".into()];
+    pipeline.start();
+
+    // A rebuild writes the file in place.
+    std::fs::write(&file, std::fs::read(component("warehouse_green")).unwrap()).unwrap();
+    let green = version_of("warehouse_green");
+    let report = wait_for_version(&pipeline, "warehouse", &green).await;
+    assert_eq!(report["swaps"], 1);
+    // A broken build is refused and the live version stays.
+    std::fs::write(&file, b"half-written garbage").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let report = plugins_report(&pipeline, "warehouse").await;
+        if report["refused"] == 1 {
+            assert_eq!(report["version"], green.as_str());
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the broken file was not refused: {report}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (ids, _) = produce_confirmed(&pipeline.topic("OrderConfirmed"), "watched", 2, 100).await;
+    let packed = read_topic(
+        &pipeline.topic("OrderPickedAndPacked"),
+        ids.len(),
+        Duration::from_millis(500),
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(packed.len(), 2);
+    assert!(packed.iter().all(|r| r.value["stamp"] == "green"));
+    pipeline.stop("TERM");
+}
+
+/// A log field's number, e.g. `startup_ms` of the `ready` line (colour codes removed).
+fn logged_number(logs: &str, field: &str) -> Option<u64> {
+    let mut plain = String::with_capacity(logs.len());
+    let mut chars = logs.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            plain.push(c);
+        }
+    }
+    let at = plain.rfind(&format!("{field}="))? + field.len() + 1;
+    plain[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect::<String>()
+        .parse()
+        .ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_loads_the_compiled_plugins_from_the_cache() {
+    let mut pipeline = TestPipeline::new(|_| {});
+    pipeline.start();
+    pipeline.stop("TERM");
+    let first = pipeline.logs();
+    let cache = pipeline.dir.path().join("state/compiled");
+    let cached = walk(&cache);
+    assert!(cached > 0, "nothing cached under {}", cache.display());
+    pipeline.start();
+    pipeline.stop("TERM");
+    let all = pipeline.logs();
+    let second = &all[first.len()..];
+    let figures = |logs: &str| {
+        (
+            logged_number(logs, "elapsed_ms").unwrap(),
+            logged_number(logs, "startup_ms").unwrap(),
+        )
+    };
+    let (compile_ms, first_ready_ms) = figures(&first);
+    let (cached_ms, second_ready_ms) = figures(second);
+    println!(
+        "start with 6 plugins (8 stages): plugins loaded in {compile_ms} ms, ready in {first_ready_ms} ms when compiling; {cached_ms} ms and {second_ready_ms} ms from the cache ({cached} cache files)"
+    );
+}
+
+fn walk(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| {
+                    if e.path().is_dir() {
+                        walk(&e.path())
+                    } else {
+                        1
+                    }
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}

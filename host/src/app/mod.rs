@@ -84,42 +84,71 @@ pub async fn run(
     let (stop_tx, stop_rx) = watch::channel(false);
     let kpis = KpiHub::default();
     let mut tasks: JoinSet<anyhow::Result<()>> = JoinSet::new();
+    // Build every stage at once: each waits for Kafka (its transactional producer's
+    // `init_transactions`, its consumer, its changelog), and start-up time is their longest
+    // wait instead of their sum.
     let mut ingress = None;
+    let mut building = Vec::new();
     for stage in &config.stages {
         let (slot, instance) = plugins
             .remove(&stage.name)
             .with_context(|| format!("plugin of stage {} missing", stage.name))?;
         let context = context(&config, stage, &schemas);
+        let (config, stage, producer, store) = (
+            config.clone(),
+            stage.clone(),
+            producer.clone(),
+            store.clone(),
+        );
         if stage.is_http() {
-            let answers = ingress_answers(&config, stage, &producer, &store).await?;
-            ingress = Some(Arc::new(Ingress::new(
-                context,
-                instance,
-                producer.clone(),
-                answers,
-                kpis.stage(&stage.name),
-                config.http.ingress_id_field.clone(),
-                INGRESS_EVENT_TYPE.into(),
-            )));
+            let kpis = kpis.stage(&stage.name);
+            ingress = Some(tokio::spawn(async move {
+                let answers = ingress_answers(&config, &stage, &producer, &store).await?;
+                anyhow::Ok(Arc::new(Ingress::new(
+                    context,
+                    instance,
+                    producer,
+                    answers,
+                    kpis,
+                    config.http.ingress_id_field.clone(),
+                    INGRESS_EVENT_TYPE.into(),
+                )))
+            }));
             continue;
         }
-        // Fail fast on a first start that cannot work (bad topic, no broker); later failures
-        // restart the stage instead of the host.
-        let runner =
-            topic_stage(&config, stage, context.clone(), instance, &producer, &store).await?;
-        tasks.spawn(supervise(
-            runner,
-            Restart {
-                config: config.clone(),
-                stage: stage.clone(),
-                context,
-                slot,
-                producer: producer.clone(),
-                store: store.clone(),
-            },
-            stop_rx.clone(),
-        ));
+        building.push(tokio::spawn(async move {
+            let runner = topic_stage(
+                &config,
+                &stage,
+                context.clone(),
+                instance,
+                &producer,
+                &store,
+            )
+            .await?;
+            anyhow::Ok((
+                runner,
+                Restart {
+                    config,
+                    stage,
+                    context,
+                    slot,
+                    producer,
+                    store,
+                },
+            ))
+        }));
     }
+    // Fail fast on a first start that cannot work (bad topic, no broker); later failures
+    // restart the stage instead of the host.
+    for built in building {
+        let (runner, restart) = built.await.context("building a stage panicked")??;
+        tasks.spawn(supervise(runner, restart, stop_rx.clone()));
+    }
+    let ingress = match ingress {
+        Some(built) => Some(built.await.context("building the ingress panicked")??),
+        None => None,
+    };
 
     let kpi_task = config.kpi.enabled.then(|| {
         tokio::spawn(publish_loop(

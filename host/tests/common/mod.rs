@@ -54,6 +54,8 @@ pub struct TestPipeline {
     pub http: String,
     /// The admin API address.
     pub admin: String,
+    /// Extra arguments of `stagehost run` (e.g. `--watch`).
+    pub run_args: Vec<String>,
     host: Option<Child>,
     starts: usize,
 }
@@ -96,6 +98,7 @@ impl TestPipeline {
             config_path,
             http,
             admin,
+            run_args: Vec::new(),
             host: None,
             starts: 0,
         }
@@ -139,6 +142,7 @@ impl TestPipeline {
             config_path,
             http,
             admin,
+            run_args: Vec::new(),
             host: None,
             starts: 0,
         }
@@ -158,6 +162,7 @@ impl TestPipeline {
         let child = Command::new(env!("CARGO_BIN_EXE_stagehost"))
             .args(["run", "--config"])
             .arg(&self.config_path)
+            .args(&self.run_args)
             .env_remove("KAFKA_BROKERS")
             .env_remove("STAGEHOST_HTTP_ADDR")
             .env_remove("STAGEHOST_ADMIN_ADDR")
