@@ -303,3 +303,130 @@ async fn each_broken_event_is_dead_lettered_with_its_reason_and_good_events_flow
         "the host survived and stopped cleanly: {status}"
     );
 }
+
+/// Broker-time throughput of the records of `topic` whose order id starts with `prefix`.
+fn throughput(records: &[Record], prefix: &str) -> (usize, f64) {
+    let times: Vec<i64> = records
+        .iter()
+        .filter(|r| {
+            r.value["order_id"]
+                .as_str()
+                .is_some_and(|id| id.starts_with(prefix))
+        })
+        .map(|r| r.timestamp_ms)
+        .collect();
+    let first = times.iter().min().copied().unwrap_or(0);
+    let last = times.iter().max().copied().unwrap_or(0);
+    let seconds = ((last - first).max(1)) as f64 / 1000.0;
+    (times.len(), times.len() as f64 / seconds)
+}
+
+async fn fill_confirmed(producer: &FutureProducer, topic: &str, prefix: &str, count: usize) {
+    for i in 0..count {
+        let id = format!("{prefix}-{i}");
+        let mut order: serde_json::Value =
+            serde_json::from_str(&common::order(&id, "prod-789", 1)).unwrap();
+        order["status"] = "confirmed".into();
+        let ce_id = format!("c-{id}");
+        produce(
+            producer,
+            topic,
+            (i % 3) as i32,
+            &id,
+            &ce_id,
+            &order.to_string(),
+        )
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_stage_keeps_flowing_while_a_plugin_loops_and_bombs_memory() {
+    let count = 1500;
+    let mut faults = String::new();
+    let mut pipeline = TestPipeline::new(|config| {
+        keep_stages(config, &["warehouse"]);
+        faults = add_topic(config, "Faults", 1);
+        let out = add_topic(config, "FaultsOut", 1);
+        let mut limits = toml::Table::new();
+        limits.insert("max_event_time".into(), "200ms".into());
+        limits.insert("max_memory_bytes".into(), (64 * 1024 * 1024).into());
+        let stages = config.get_mut("stages").unwrap().as_array_mut().unwrap();
+        stages.push(stage("faulty", &faults, &out, limits));
+    });
+    pipeline.start();
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", common::brokers())
+        .set("linger.ms", "5")
+        .create()
+        .unwrap();
+    let input = pipeline.topic("OrderConfirmed");
+    let packed_topic = pipeline.topic("OrderPickedAndPacked");
+
+    fill_confirmed(&producer, &input, "calm", count).await;
+    let calm = read_topic(
+        &packed_topic,
+        count,
+        Duration::from_secs(1),
+        Duration::from_secs(120),
+    )
+    .await;
+    // The same load again while the other stage traps on 10 endless loops and 10 memory bombs.
+    for i in 0..10 {
+        produce(
+            &producer,
+            &faults,
+            0,
+            "k",
+            &format!("loop-{i}"),
+            r#"{"fault":"loop"}"#,
+        )
+        .await;
+        produce(
+            &producer,
+            &faults,
+            0,
+            "k",
+            &format!("memory-{i}"),
+            r#"{"fault":"memory"}"#,
+        )
+        .await;
+    }
+    fill_confirmed(&producer, &input, "stormy", count).await;
+    let all = read_topic(
+        &packed_topic,
+        2 * count,
+        Duration::from_secs(1),
+        Duration::from_secs(120),
+    )
+    .await;
+    let dead = read_topic(
+        &pipeline.topic("DeadLetterQueue"),
+        20,
+        Duration::from_secs(1),
+        Duration::from_secs(60),
+    )
+    .await;
+
+    let (calm_n, calm_rate) = throughput(&calm, "calm");
+    let (stormy_n, stormy_rate) = throughput(&all, "stormy");
+    let rss = peak_rss_kib(pipeline.pid().unwrap());
+    println!(
+        "warehouse throughput: {calm_rate:.0} orders/s alone, {stormy_rate:.0} orders/s while faulty looped and bombed memory ({:.2}x); {} dead letters; host peak RSS {} MiB",
+        stormy_rate / calm_rate,
+        dead.len(),
+        rss / 1024
+    );
+    assert_eq!(calm_n, count, "every calm order packed");
+    assert_eq!(
+        stormy_n, count,
+        "every order packed while the other stage misbehaved"
+    );
+    assert_eq!(all.len(), 2 * count, "nothing duplicated");
+    assert_eq!(dead.len(), 20, "each broken event dead-lettered once");
+    assert!(
+        rss < 1024 * 1024,
+        "peak RSS {rss} KiB: memory is not bounded"
+    );
+    pipeline.stop("TERM");
+}
