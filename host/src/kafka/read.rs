@@ -61,14 +61,18 @@ pub fn for_each_committed(
 const NEW_TOPIC_GRACE: Duration = Duration::from_secs(15);
 
 /// The low and high watermarks of a partition. A topic created a moment ago may not be in
-/// every broker's metadata yet (`UnknownPartition`): ask again for a while.
+/// the metadata yet or have no leader yet: ask again for a while.
 fn watermarks(consumer: &BaseConsumer, topic: &str, partition: i32) -> anyhow::Result<(i64, i64)> {
     let deadline = Instant::now() + NEW_TOPIC_GRACE;
     loop {
         match consumer.fetch_watermarks(topic, partition, Duration::from_secs(30)) {
             Ok(marks) => return Ok(marks),
             Err(KafkaError::MetadataFetch(
-                RDKafkaErrorCode::UnknownPartition | RDKafkaErrorCode::UnknownTopicOrPartition,
+                RDKafkaErrorCode::UnknownPartition
+                | RDKafkaErrorCode::UnknownTopicOrPartition
+                | RDKafkaErrorCode::UnknownTopic
+                | RDKafkaErrorCode::NotLeaderForPartition
+                | RDKafkaErrorCode::LeaderNotAvailable,
             )) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
             Err(error) => {
                 return Err(error)

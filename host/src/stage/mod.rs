@@ -7,6 +7,7 @@ mod processor;
 mod rebalance;
 mod retry;
 mod runner;
+mod transaction;
 
 pub use answers::{Answers, TransactionalAnswers};
 pub use ingress::{Ingress, Reply};

@@ -36,7 +36,7 @@ use super::retry::{ATTEMPT_HEADER, RetryBook, RetryDecision, TopicPartition};
 use crate::config::{ProcessingMode, RetryConfig};
 use crate::event::cloudevents;
 use crate::event::dead_letter::Origin;
-use crate::kafka::{OutRecord, acknowledged, enqueue, publish_all};
+use crate::kafka::{OutRecord, enqueue, publish_all};
 use crate::kpi::{StageKpis, kpi_record};
 use crate::plugin::{LoadedPlugin, PluggedInstance};
 use crate::state::{KeyedState, Writes, restore};
@@ -47,8 +47,6 @@ use crate::store::StateStore;
 pub const TARGET_STAGE_HEADER: &str = "stagehost-target-stage";
 /// Rounds of re-publishing before an at-least-once batch is given up.
 const PUBLISH_ROUNDS: u32 = 8;
-/// How long a transactional call may block.
-const TXN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The consumer type of every stage.
 pub type StageConsumer = StreamConsumer<RebalanceTracker>;
@@ -114,7 +112,7 @@ pub struct Worker {
 
 /// What happened to one input.
 #[derive(Clone)]
-enum Fate {
+pub(super) enum Fate {
     Duplicate,
     /// A replayed dead letter meant for another stage.
     NotOurs,
@@ -135,17 +133,17 @@ struct Handled<'i> {
 
 /// The work of the open transaction (exactly-once) or batch (at-least-once).
 #[derive(Default)]
-struct Pending {
+pub(super) struct Pending {
     /// First offset consumed per partition: where to seek back to after an abort.
-    start: HashMap<TopicPartition, i64>,
+    pub(super) start: HashMap<TopicPartition, i64>,
     /// Next offset to consume per partition: what to commit.
-    next: HashMap<TopicPartition, i64>,
+    pub(super) next: HashMap<TopicPartition, i64>,
     /// Fates of the inputs, counted once the work is committed.
-    fates: Vec<Fate>,
+    pub(super) fates: Vec<Fate>,
     /// When the first input arrived.
-    opened: Option<Instant>,
+    pub(super) opened: Option<Instant>,
     /// Acknowledgements of the records queued in the open transaction.
-    deliveries: Vec<rdkafka::producer::DeliveryFuture>,
+    pub(super) deliveries: Vec<rdkafka::producer::DeliveryFuture>,
 }
 
 impl StageRunner {
@@ -541,156 +539,6 @@ impl Worker {
         lock(&parts.keyed).install(partition, values);
         Ok(())
     }
-
-    /// Commits the open work: the transaction (exactly-once) or the counters (at-least-once).
-    async fn commit(
-        &mut self,
-        consumer: &StageConsumer,
-        pending: &mut Pending,
-        in_transaction: &mut bool,
-        kpis: Vec<OutRecord>,
-    ) -> anyhow::Result<()> {
-        let latency = pending.opened.map(|o| o.elapsed()).unwrap_or_default();
-        match self.mode {
-            ProcessingMode::AtLeastOnce => {
-                if !kpis.is_empty()
-                    && let Err(error) = publish_all(&self.producer, &kpis, 3).await
-                {
-                    tracing::warn!(%error, "could not publish KPIs; this window is lost");
-                }
-            }
-            ProcessingMode::ExactlyOnce => {
-                if !*in_transaction {
-                    return Ok(());
-                }
-                for record in &kpis {
-                    let delivery = enqueue(&self.producer, record).await.with_context(|| {
-                        format!("cannot send {} to {}", record.id, record.topic)
-                    })?;
-                    pending.deliveries.push(delivery);
-                }
-                if let Err(error) = acknowledged(std::mem::take(&mut pending.deliveries)).await {
-                    *in_transaction = false;
-                    tracing::warn!(stage = %self.context.name, %error, "a record of the transaction failed; aborting it");
-                    self.abort_and_rewind(consumer, pending, &[], &KafkaError::Canceled)?;
-                    return Ok(());
-                }
-                let mut offsets = TopicPartitionList::new();
-                for ((topic, partition), next) in &pending.next {
-                    offsets.add_partition_offset(topic, *partition, Offset::Offset(*next))?;
-                }
-                let metadata = consumer
-                    .group_metadata()
-                    .context("the consumer has no group metadata")?;
-                let producer = &self.producer;
-                let committing = Instant::now();
-                let result = tokio::task::block_in_place(|| {
-                    if offsets.count() > 0 {
-                        producer.send_offsets_to_transaction(&offsets, &metadata, TXN_TIMEOUT)?;
-                    }
-                    producer.commit_transaction(TXN_TIMEOUT)
-                });
-                *in_transaction = false;
-                tracing::debug!(stage = %self.context.name, inputs = pending.fates.len(),
-                    commit_ms = committing.elapsed().as_secs_f64() * 1000.0, "transaction committed");
-                if let Err(error) = result {
-                    tracing::warn!(stage = %self.context.name, %error, "transaction failed; aborting it");
-                    self.abort_and_rewind(consumer, pending, &[], &error)?;
-                    return Ok(());
-                }
-                if let Some(parts) = &self.state {
-                    lock(&parts.keyed).commit();
-                }
-            }
-        }
-        for fate in pending.fates.drain(..) {
-            match fate {
-                Fate::Duplicate => self.kpis.duplicate(),
-                Fate::NotOurs => {}
-                Fate::DeadLettered(plugin) => self.kpis.dead_lettered(&plugin.version),
-                Fate::Published(outputs, plugin) => {
-                    self.kpis.processed(&plugin.version, outputs, latency)
-                }
-            }
-        }
-        *pending = Pending::default();
-        Ok(())
-    }
-
-    /// Partitions were revoked: the open transaction may hold their inputs, so abort it,
-    /// forget their state and rewind the partitions still owned.
-    fn abandon(
-        &mut self,
-        consumer: &StageConsumer,
-        pending: &mut Pending,
-        in_transaction: &mut bool,
-        revoked: &[(String, i32)],
-    ) -> anyhow::Result<()> {
-        self.retries.forget(revoked);
-        if let Some(parts) = &self.state {
-            let mut keyed = lock(&parts.keyed);
-            for (_, partition) in revoked {
-                keyed.forget(*partition);
-            }
-        }
-        if *in_transaction {
-            *in_transaction = false;
-            tracing::info!(stage = %self.context.name, revoked = revoked.len(), "partitions revoked mid-transaction; aborting it");
-            let error = KafkaError::Canceled;
-            self.abort_and_rewind(consumer, pending, revoked, &error)?;
-        } else {
-            self.rewind(consumer, pending, revoked);
-        }
-        Ok(())
-    }
-
-    /// Seeks every partition the pending work consumed (and that is still owned) back to the
-    /// first offset it consumed, and forgets the pending work.
-    fn rewind(
-        &mut self,
-        consumer: &StageConsumer,
-        pending: &mut Pending,
-        revoked: &[(String, i32)],
-    ) {
-        for ((topic, partition), offset) in &pending.start {
-            if revoked.iter().any(|(t, p)| t == topic && p == partition) {
-                continue;
-            }
-            if let Err(error) = consumer.seek(
-                topic,
-                *partition,
-                Offset::Offset(*offset),
-                Duration::from_secs(10),
-            ) {
-                tracing::warn!(stage = %self.context.name, topic, partition, %error, "cannot rewind");
-            }
-        }
-        *pending = Pending::default();
-    }
-
-    fn abort_and_rewind(
-        &mut self,
-        consumer: &StageConsumer,
-        pending: &mut Pending,
-        revoked: &[(String, i32)],
-        cause: &KafkaError,
-    ) -> anyhow::Result<()> {
-        let fatal = matches!(cause, KafkaError::Transaction(e) if e.is_fatal());
-        if fatal {
-            anyhow::bail!(
-                "stage {} was fenced or hit a fatal transaction error ({cause}); another instance may be using the same instance id",
-                self.context.name
-            );
-        }
-        let producer = &self.producer;
-        tokio::task::block_in_place(|| producer.abort_transaction(TXN_TIMEOUT))
-            .context("cannot abort the transaction")?;
-        if let Some(parts) = &self.state {
-            lock(&parts.keyed).rollback();
-        }
-        self.rewind(consumer, pending, revoked);
-        Ok(())
-    }
 }
 
 /// Sleeps until `deadline`, or forever when there is none.
@@ -722,7 +570,7 @@ fn poll_available<'c>(
     batch
 }
 
-fn lock(state: &Mutex<KeyedState>) -> std::sync::MutexGuard<'_, KeyedState> {
+pub(super) fn lock(state: &Mutex<KeyedState>) -> std::sync::MutexGuard<'_, KeyedState> {
     state.lock().unwrap_or_else(|p| p.into_inner())
 }
 
