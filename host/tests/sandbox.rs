@@ -11,13 +11,13 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::{Record, TestPipeline, add_topic, component, keep_stages, read_topic};
+use common::{Record, TestPipeline, add_stage, add_topic, component, keep_stages, read_topic};
 use rdkafka::ClientConfig;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 
-fn stage(name: &str, input: &str, output: &str, limits: toml::Table) -> toml::Value {
+fn stage(name: &str, input: &str, output: &str, limits: toml::Table) -> toml::Table {
     let mut stage = toml::Table::new();
     stage.insert("name".into(), name.into());
     stage.insert(
@@ -34,7 +34,7 @@ fn stage(name: &str, input: &str, output: &str, limits: toml::Table) -> toml::Va
     retry.insert("initial_delay".into(), "1s".into());
     retry.insert("max_delay".into(), "2s".into());
     stage.insert("retry".into(), retry.into());
-    stage.into()
+    stage
 }
 
 async fn produce(
@@ -98,9 +98,8 @@ async fn each_broken_event_is_dead_lettered_with_its_reason_and_good_events_flow
         let mut fuel_limits = toml::Table::new();
         fuel_limits.insert("max_event_time".into(), "30s".into());
         fuel_limits.insert("fuel".into(), 5_000_000.into());
-        let stages = config.get_mut("stages").unwrap().as_array_mut().unwrap();
-        stages.push(stage("faulty", &topics.0, &topics.1, limits));
-        stages.push(stage("fuel", &topics.2, &topics.3, fuel_limits));
+        add_stage(config, stage("faulty", &topics.0, &topics.1, limits));
+        add_stage(config, stage("fuel", &topics.2, &topics.3, fuel_limits));
     });
     let (faults, faults_out, fuel_faults, fuel_out) = topics;
     pipeline.start();
@@ -351,8 +350,7 @@ async fn another_stage_keeps_flowing_while_a_plugin_loops_and_bombs_memory() {
         let mut limits = toml::Table::new();
         limits.insert("max_event_time".into(), "200ms".into());
         limits.insert("max_memory_bytes".into(), (64 * 1024 * 1024).into());
-        let stages = config.get_mut("stages").unwrap().as_array_mut().unwrap();
-        stages.push(stage("faulty", &faults, &out, limits));
+        add_stage(config, stage("faulty", &faults, &out, limits));
     });
     pipeline.start();
     let producer: FutureProducer = ClientConfig::new()

@@ -453,6 +453,18 @@ pub fn add_topic(config: &mut toml::Table, logical: &str, partitions: i64) -> St
     name
 }
 
+/// Adds a stage, with a consumer group of this test's own (so that tests running at the same
+/// time never share a group or a transactional id).
+pub fn add_stage(config: &mut toml::Table, mut stage: toml::Table) {
+    let group = format!("{}{}", prefix_of(config), stage["name"].as_str().unwrap());
+    stage.insert("group".into(), group.into());
+    config
+        .get_mut("stages")
+        .and_then(|s| s.as_array_mut())
+        .unwrap()
+        .push(stage.into());
+}
+
 /// A built test component (`plugins/testing`) or stage plugin, by its file stem.
 pub fn component(stem: &str) -> PathBuf {
     let path = repo().join(format!("plugins/target/wasm32-wasip2/release/{stem}.wasm"));
