@@ -7,10 +7,11 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
 
 # The deliberately broken and variant components of the host's sandbox and hot-swap tests
-# (plugins/testing); `make plugins` builds only the real stages.
+# (plugins/testing), and the pass-through `identity` of the benchmarks; `make plugins` builds only
+# the real stages.
 echo "== test components (plugins/testing)"
 (cd plugins && cargo build --release --target wasm32-wasip2 --quiet \
-  -p faulty -p always-trap -p warehouse-blue -p warehouse-green -p not-a-stage)
+  -p faulty -p always-trap -p warehouse-blue -p warehouse-green -p not-a-stage -p identity)
 
 started_broker=""
 if [ -z "${KAFKA_BROKERS:-}" ]; then
