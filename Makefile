@@ -5,7 +5,7 @@ CARGO ?= cargo
 TEST_KAFKA_PORT ?= 19092
 TEST_KAFKA_CONTROLLER_PORT ?= 19093
 
-.PHONY: run test chaos setup plugins host kafka-jars unit-tests e2e-tests lint fmt clean
+.PHONY: run test chaos bench setup plugins host kafka-jars unit-tests e2e-tests lint fmt clean
 
 ## run: install what is missing, build plugins and host, start a broker and the host.
 run: setup plugins host kafka-jars
@@ -18,6 +18,11 @@ test: setup plugins kafka-jars
 ## chaos: the full chaos acceptance run (10,000 orders, 5 SIGKILLs, a broker restart).
 chaos: setup plugins kafka-jars
 	scripts/test.sh chaos
+
+## bench: the benchmark table (broker limit, raw passthrough, one stage, whole pipeline,
+## latency, resources) and the criterion micro-benchmarks; results in .bench/.
+bench: setup plugins kafka-jars
+	scripts/test.sh bench
 
 setup:
 	scripts/setup.sh

@@ -2,6 +2,8 @@
 # `make test`: the plugins' native unit tests, the host's unit and black-box tests, and the
 # end-to-end tests against a real Kafka broker started here (unless KAFKA_BROKERS is set).
 # `scripts/test.sh chaos` (`make chaos`): only the chaos acceptance tests, at full size.
+# `scripts/test.sh bench` (`make bench`): the benchmark suite (host/benches/pipeline.rs) and
+# the criterion micro-benchmarks, against the same kind of broker.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
@@ -30,6 +32,13 @@ cleanup() { if [ -n "$started_broker" ]; then scripts/kafka.sh stop; fi; }
 trap cleanup EXIT
 
 status=0
+if [ "${1:-}" = bench ]; then
+  echo "== micro-benchmarks (criterion)"
+  cargo bench --bench hot_paths 2>&1 | grep -E '^[a-z_]+/|time:' || status=1
+  echo "== pipeline benchmarks (against $KAFKA_BROKERS)"
+  cargo bench --bench pipeline || status=1
+  exit $status
+fi
 if [ "${1:-}" = chaos ]; then
   export CHAOS_ORDERS=${CHAOS_ORDERS:-10000} CHAOS_KILLS=${CHAOS_KILLS:-5} CHAOS_BROKER_RESTART=${CHAOS_BROKER_RESTART:-1}
   echo "== chaos: $CHAOS_ORDERS orders, $CHAOS_KILLS kills, broker restart $CHAOS_BROKER_RESTART (against $KAFKA_BROKERS)"

@@ -14,6 +14,7 @@
 //! - [`admin`]: the admin API (plugin list, hot swap, rollback) and its client.
 //! - [`dlq`]: listing and replaying dead letters.
 //! - [`backoff`]: exponential backoff with jitter.
+//! - [`load`]: the open-loop load generator (`stagehost load`).
 //! - [`app`]: wiring and orderly shutdown ([`app::run`] is the entry point); building stages
 //!   from the configuration; restarting a stage that fails; the dev-mode plugin watch.
 //!
@@ -29,6 +30,7 @@ pub mod event;
 pub mod http;
 pub mod kafka;
 pub mod kpi;
+pub mod load;
 pub mod plugin;
 pub mod stage;
 pub mod state;

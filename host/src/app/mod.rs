@@ -31,6 +31,8 @@ use supervise::{Restart, supervise};
 
 /// How often the idempotency store forgets records older than the retention.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+/// How long a stop waits for the KPI publisher and the admin API.
+const HELPER_STOP_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often readiness re-checks that Kafka answers.
 const READINESS_EVERY: Duration = Duration::from_secs(2);
 
@@ -246,6 +248,7 @@ pub async fn run(
 
     // Stop order: no new requests, then stages finish their batch and commit, then flush.
     http_stop_tx.send(()).ok();
+    tracing::debug!("stopping the HTTP server");
     if let Ok(Err(error)) = http_task.await {
         tracing::warn!(%error, "HTTP server stopped with an error");
     }
@@ -256,11 +259,12 @@ pub async fn run(
             failure.get_or_insert(error);
         }
     }
+    tracing::debug!("stages stopped");
     if let Some(task) = kpi_task {
-        task.await.ok();
+        finish("KPI publisher", task).await;
     }
     if let Some(task) = admin_task {
-        task.await.ok();
+        finish("admin API", task).await;
     }
     let flush = tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(10)));
     if let Ok(Err(error)) = flush.await {
@@ -270,6 +274,19 @@ pub async fn run(
     match failure {
         Some(error) => Err(error),
         None => Ok(()),
+    }
+}
+
+/// Waits for a helper task to finish, but not forever: a clean stop must not hang on it.
+async fn finish<T>(name: &str, mut task: tokio::task::JoinHandle<T>) {
+    if tokio::time::timeout(HELPER_STOP_TIMEOUT, &mut task)
+        .await
+        .is_err()
+    {
+        tracing::warn!(task = name, "did not stop in time; abandoning it");
+        task.abort();
+    } else {
+        tracing::debug!(task = name, "stopped");
     }
 }
 
