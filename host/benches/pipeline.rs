@@ -249,6 +249,7 @@ async fn one_stage(plugin: &str, count: u64) -> (f64, String) {
         stage.insert("outputs".into(), outputs.into());
         add_stage(config, stage);
     });
+    pipeline.log = "info".into();
     // Topics exist once the host started; stop it, fill, start again to drain a backlog.
     pipeline.start();
     pipeline.stop("TERM");
@@ -290,6 +291,7 @@ async fn whole_pipeline(mode: &str, orders: u64) -> (f64, f64, f64, String) {
             .unwrap()
             .insert("prod-789".into(), 1_000_000_000i64.into());
     });
+    pipeline.log = "info".into();
     pipeline.start();
     pipeline.stop("TERM");
     fill(
@@ -465,7 +467,12 @@ async fn main() {
                 .insert("mode".into(), "at_least_once".into());
         }
     });
+    pipeline.log = "info".into();
     pipeline.start();
+    if runs(5) {
+        // Warm-up, not reported: consumer groups settle and instances warm up.
+        latency(&pipeline, 50.0, 3).await;
+    }
     for rate in rates.iter().filter(|_| runs(5)) {
         progress.set_message(format!("latency at {rate}/s"));
         let report = latency(&pipeline, *rate, seconds).await;

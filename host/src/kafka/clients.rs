@@ -65,7 +65,11 @@ pub fn consumer_config(
         .set("session.timeout.ms", "10000")
         .set("heartbeat.interval.ms", "1000")
         .set("partition.assignment.strategy", "cooperative-sticky")
-        .set("fetch.wait.max.ms", "10");
+        .set("fetch.wait.max.ms", "10")
+        // librdkafka prefetches up to 64 MiB per consumer by default; with a consumer per
+        // stage that is most of the host's memory on a backlog. 8 MiB is still ~20,000
+        // events of a few hundred bytes ahead.
+        .set("queued.max.messages.kbytes", "8192");
     for (key, value) in &kafka.consumer {
         config.set(key, value);
     }

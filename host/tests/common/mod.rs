@@ -56,6 +56,8 @@ pub struct TestPipeline {
     pub admin: String,
     /// Extra arguments of `stagehost run` (e.g. `--watch`).
     pub run_args: Vec<String>,
+    /// The host's `STAGEHOST_LOG` filter (debug for tests; benchmarks use `info`).
+    pub log: String,
     host: Option<Child>,
     starts: usize,
 }
@@ -99,6 +101,7 @@ impl TestPipeline {
             http,
             admin,
             run_args: Vec::new(),
+            log: "info,stagehost=debug".into(),
             host: None,
             starts: 0,
         }
@@ -143,6 +146,7 @@ impl TestPipeline {
             http,
             admin,
             run_args: Vec::new(),
+            log: "info,stagehost=debug".into(),
             host: None,
             starts: 0,
         }
@@ -167,7 +171,7 @@ impl TestPipeline {
             .env_remove("STAGEHOST_HTTP_ADDR")
             .env_remove("STAGEHOST_ADMIN_ADDR")
             .env_remove("STAGEHOST_STATE_DIR")
-            .env("STAGEHOST_LOG", "info,stagehost=debug")
+            .env("STAGEHOST_LOG", &self.log)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
