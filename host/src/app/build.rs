@@ -72,10 +72,7 @@ pub(super) async fn ingress_answers(
     store: &StateStore,
 ) -> anyhow::Result<Answers> {
     if stage.mode == ProcessingMode::AtLeastOnce {
-        return Ok(Answers::Local {
-            store: store.clone(),
-            producer: shared_producer.clone(),
-        });
+        return Ok(Answers::local(store.clone(), shared_producer.clone()));
     }
     let group = stage.group_id();
     let topic = format!("{group}-answers");

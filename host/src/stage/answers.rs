@@ -1,7 +1,9 @@
 //! Where the HTTP ingress remembers its answers, so a repeated request is answered again
 //! without publishing again.
 //!
-//! - At-least-once: in the local `redb` store, written after the events are acknowledged.
+//! - At-least-once: in the local `redb` store, written after the events are acknowledged;
+//!   concurrent requests' answers share one durable write (group commit) off the async
+//!   workers.
 //! - Exactly-once: in a compacted Kafka topic, written in the same transaction as the events,
 //!   so an answer exists if and only if its events were committed. Concurrent requests are
 //!   committed together (group commit) by one transactional producer. The topic is read back
@@ -35,12 +37,33 @@ pub enum Answers {
         store: StateStore,
         /// The shared idempotent producer.
         producer: FutureProducer,
+        /// The group-commit writer of answers.
+        writer: mpsc::Sender<PendingAnswer>,
     },
     /// Exactly-once: answers in a compacted topic, in the events' transaction.
     Transactional(TransactionalAnswers),
 }
 
+/// An answer waiting for its durable write, and who to tell when it is done.
+pub struct PendingAnswer {
+    key: String,
+    answer: IngressRecord,
+    done: oneshot::Sender<Result<(), String>>,
+}
+
 impl Answers {
+    /// At-least-once answers in `store`, events through `producer`; starts the writer that
+    /// records concurrent answers together.
+    pub fn local(store: StateStore, producer: FutureProducer) -> Self {
+        let (writer, pending) = mpsc::channel(MAX_GROUP * 4);
+        tokio::spawn(write_answers(store.clone(), pending));
+        Answers::Local {
+            store,
+            producer,
+            writer,
+        }
+    }
+
     /// The recorded answer to request `key`.
     pub fn lookup(&self, key: &str) -> anyhow::Result<Option<IngressRecord>> {
         match self {
@@ -63,15 +86,59 @@ impl Answers {
         answer: IngressRecord,
     ) -> Result<(), String> {
         match self {
-            Answers::Local { store, producer } => {
+            Answers::Local {
+                producer, writer, ..
+            } => {
                 publish_all(producer, &records, PUBLISH_ROUNDS).await?;
-                if let Err(error) = store.put_ingress_record(key, &answer) {
+                let (done, written) = oneshot::channel();
+                let pending = PendingAnswer {
+                    key: key.to_string(),
+                    answer,
+                    done,
+                };
+                let outcome = match writer.send(pending).await {
+                    Ok(()) => written
+                        .await
+                        .unwrap_or_else(|_| Err("the answer writer stopped".into())),
+                    Err(_) => Err("the answer writer stopped".into()),
+                };
+                if let Err(error) = outcome {
                     // The events are out; a repeat would publish the same ids, which are dropped.
                     tracing::warn!(%error, order_id = key, "cannot record the ingress answer");
                 }
                 Ok(())
             }
             Answers::Transactional(answers) => answers.publish(key, records, answer).await,
+        }
+    }
+}
+
+/// Writes the answers that queue up while the previous write runs, in one transaction each.
+async fn write_answers(store: StateStore, mut pending: mpsc::Receiver<PendingAnswer>) {
+    while let Some(first) = pending.recv().await {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match pending.try_recv() {
+                Ok(next) => group.push(next),
+                Err(_) => break,
+            }
+        }
+        let entries: Vec<(String, IngressRecord)> = group
+            .iter()
+            .map(|p| (p.key.clone(), p.answer.clone()))
+            .collect();
+        let writing = store.clone();
+        let result = match tokio::task::spawn_blocking(move || {
+            writing.put_ingress_records(&entries)
+        })
+        .await
+        {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => Err(format!("{error:#}")),
+            Err(error) => Err(format!("the answer write panicked: {error}")),
+        };
+        for answer in group {
+            answer.done.send(result.clone()).ok();
         }
     }
 }

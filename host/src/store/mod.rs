@@ -93,9 +93,19 @@ impl StateStore {
 
     /// Records the answer to ingress request `key`.
     pub fn put_ingress_record(&self, key: &str, record: &IngressRecord) -> anyhow::Result<()> {
-        let bytes = serde_json::to_vec(record)?;
+        self.put_ingress_records(&[(key.to_string(), record.clone())])
+    }
+
+    /// Records the answers to several ingress requests in one durable transaction.
+    pub fn put_ingress_records(&self, records: &[(String, IngressRecord)]) -> anyhow::Result<()> {
         let txn = self.db.begin_write()?;
-        txn.open_table(INGRESS)?.insert(key, bytes.as_slice())?;
+        {
+            let mut table = txn.open_table(INGRESS)?;
+            for (key, record) in records {
+                let bytes = serde_json::to_vec(record)?;
+                table.insert(key.as_str(), bytes.as_slice())?;
+            }
+        }
         txn.commit()?;
         Ok(())
     }
