@@ -209,16 +209,6 @@ fn cpu_seconds(pid: u32) -> f64 {
     ticks / 100.0
 }
 
-fn peak_rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .unwrap()
-        / 1024.0
-}
-
 /// Waits until `topic` holds `count` records; returns how many it holds and the seconds
 /// between the first and the last (broker time): the drain time, without the host's start.
 async fn drain_seconds(topic: &str, count: usize, timeout: Duration) -> (usize, f64) {
@@ -271,19 +261,24 @@ async fn one_stage(plugin: &str, count: u64) -> (f64, String) {
     )
 }
 
+/// Puts every stage of `config` in processing `mode`.
+fn set_mode(config: &mut toml::Table, mode: &str) {
+    for stage in config
+        .get_mut("stages")
+        .and_then(|s| s.as_array_mut())
+        .unwrap()
+    {
+        stage
+            .as_table_mut()
+            .unwrap()
+            .insert("mode".into(), mode.into());
+    }
+}
+
 /// Row 4: the whole pipeline draining `orders` pre-filled OrderReceived events.
 async fn whole_pipeline(mode: &str, orders: u64) -> (f64, f64, f64, String) {
     let mut pipeline = TestPipeline::new(|config| {
-        for stage in config
-            .get_mut("stages")
-            .and_then(|s| s.as_array_mut())
-            .unwrap()
-        {
-            stage
-                .as_table_mut()
-                .unwrap()
-                .insert("mode".into(), mode.into());
-        }
+        set_mode(config, mode);
         stage_mut(config, "stock")
             .get_mut("config")
             .and_then(|c| c.get_mut("catalog"))
@@ -313,7 +308,7 @@ async fn whole_pipeline(mode: &str, orders: u64) -> (f64, f64, f64, String) {
     )
     .await;
     let cpu = cpu_seconds(pid) - cpu_before;
-    let rss = peak_rss_mib(pid);
+    let rss = common::peak_rss_kib(pid) as f64 / 1024.0;
     pipeline.stop("TERM");
     (
         orders as f64 / seconds,
@@ -456,16 +451,7 @@ async fn main() {
     }
 
     let mut pipeline = TestPipeline::new(|config| {
-        for stage in config
-            .get_mut("stages")
-            .and_then(|s| s.as_array_mut())
-            .unwrap()
-        {
-            stage
-                .as_table_mut()
-                .unwrap()
-                .insert("mode".into(), "at_least_once".into());
-        }
+        set_mode(config, "at_least_once");
     });
     pipeline.log = "info".into();
     pipeline.start();

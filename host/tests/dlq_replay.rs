@@ -12,13 +12,6 @@ use common::{
     TestPipeline, add_topic, component, keep_stages, produce_raw, read_topic, stage_mut, stagehost,
 };
 
-fn confirmed(order_id: &str) -> String {
-    let mut order: serde_json::Value =
-        serde_json::from_str(&common::order(order_id, "prod-789", 1)).unwrap();
-    order["status"] = "confirmed".into();
-    order.to_string()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_letters_are_listed_and_replayed_once_to_the_failed_stage_only() {
     let mut audit_topic = String::new();
@@ -55,7 +48,7 @@ async fn dead_letters_are_listed_and_replayed_once_to_the_failed_stage_only() {
         produce_raw(
             &input,
             order,
-            confirmed(order).as_bytes(),
+            common::confirmed(order).as_bytes(),
             &[
                 ("ce_id", &format!("c-{order}")),
                 ("ce_type", "OrderConfirmed"),

@@ -37,13 +37,6 @@ fn warehouse_only(plugin: &str) -> TestPipeline {
     })
 }
 
-fn confirmed(order_id: &str) -> String {
-    let mut order: serde_json::Value =
-        serde_json::from_str(&common::order(order_id, "prod-789", 1)).unwrap();
-    order["status"] = "confirmed".into();
-    order.to_string()
-}
-
 async fn swap(pipeline: &TestPipeline, stage: &str, body: Vec<u8>) -> (u16, serde_json::Value) {
     let response = reqwest::Client::new()
         .put(format!("http://{}/plugins/{stage}", pipeline.admin))
@@ -56,6 +49,16 @@ async fn swap(pipeline: &TestPipeline, stage: &str, body: Vec<u8>) -> (u16, serd
         status,
         response.json().await.unwrap_or(serde_json::Value::Null),
     )
+}
+
+/// Asserts that swapping the warehouse to `bytes` is refused with a message naming `reason`.
+async fn assert_refused(pipeline: &TestPipeline, bytes: Vec<u8>, reason: &str) {
+    let (status, body) = swap(pipeline, "warehouse", bytes).await;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains(reason),
+        "expected '{reason}': {body}"
+    );
 }
 
 async fn plugins_report(pipeline: &TestPipeline, stage: &str) -> serde_json::Value {
@@ -84,7 +87,7 @@ async fn produce_confirmed(topic: &str, prefix: &str, count: u64, rate: u64) -> 
         ticker.tick().await;
         for _ in 0..per_tick.min(count - ids.len() as u64) {
             let id = format!("{prefix}-{}", ids.len());
-            let payload = confirmed(&id);
+            let payload = common::confirmed(&id);
             let ce_id = format!("confirmed-{id}");
             let headers = OwnedHeaders::new()
                 .insert(Header {
@@ -220,51 +223,22 @@ async fn invalid_components_are_refused_and_the_old_version_keeps_running() {
     pipeline.start();
     let blue = version_of("warehouse_blue");
 
-    let (status, body) = swap(&pipeline, "warehouse", b"definitely not wasm".to_vec()).await;
-    assert_eq!(status, 422, "{body}");
-    assert!(
-        body["error"]
-            .as_str()
-            .unwrap()
-            .contains("not a valid WebAssembly component"),
-        "{body}"
-    );
-    let (status, body) = swap(
+    assert_refused(
         &pipeline,
-        "warehouse",
-        std::fs::read(component("not_a_stage")).unwrap(),
+        b"definitely not wasm".to_vec(),
+        "not a valid WebAssembly component",
     )
     .await;
-    assert_eq!(status, 422, "{body}");
-    assert!(
-        body["error"]
-            .as_str()
-            .unwrap()
-            .contains("does not fit the stagehost:pipeline stage world"),
-        "{body}"
-    );
-    let (status, body) = swap(
-        &pipeline,
-        "warehouse",
-        std::fs::read(component("always_trap")).unwrap(),
-    )
-    .await;
-    assert_eq!(status, 422, "{body}");
-    assert!(
-        body["error"].as_str().unwrap().contains("smoke call"),
-        "{body}"
-    );
-    let (status, body) = swap(
-        &pipeline,
-        "warehouse",
-        std::fs::read(component("order_status")).unwrap(),
-    )
-    .await;
-    assert_eq!(status, 422, "{body}");
-    assert!(
-        body["error"].as_str().unwrap().contains("keyed state"),
-        "{body}"
-    );
+    for (stem, reason) in [
+        (
+            "not_a_stage",
+            "does not fit the stagehost:pipeline stage world",
+        ),
+        ("always_trap", "smoke call"),
+        ("order_status", "keyed state"),
+    ] {
+        assert_refused(&pipeline, std::fs::read(component(stem)).unwrap(), reason).await;
+    }
     let (status, body) = swap(&pipeline, "nowhere", b"x".to_vec()).await;
     assert_eq!(status, 404, "{body}");
     let (status, body) = reqwest::Client::new()

@@ -62,15 +62,6 @@ async fn produce(
         .unwrap();
 }
 
-fn peak_rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
-
 fn by_event(records: &[Record]) -> BTreeMap<String, Vec<&Record>> {
     let mut map: BTreeMap<String, Vec<&Record>> = BTreeMap::new();
     for record in records {
@@ -290,7 +281,7 @@ async fn each_broken_event_is_dead_lettered_with_its_reason_and_good_events_flow
     );
 
     let pid = pipeline.pid().unwrap();
-    let rss = peak_rss_kib(pid);
+    let rss = common::peak_rss_kib(pid);
     println!("host peak RSS after the broken plugins: {} MiB", rss / 1024);
     assert!(
         rss < 1024 * 1024,
@@ -414,7 +405,7 @@ async fn another_stage_keeps_flowing_while_a_plugin_loops_and_bombs_memory() {
 
     let (calm_n, calm_rate) = throughput(&calm, "calm");
     let (stormy_n, stormy_rate) = throughput(&all, "stormy");
-    let rss = peak_rss_kib(pipeline.pid().unwrap());
+    let rss = common::peak_rss_kib(pipeline.pid().unwrap());
     println!(
         "warehouse throughput: {calm_rate:.0} orders/s alone, {stormy_rate:.0} orders/s while faulty looped and bombed memory ({:.2}x); {} dead letters; host peak RSS {} MiB",
         stormy_rate / calm_rate,

@@ -634,6 +634,24 @@ pub async fn produce_raw(topic: &str, key: &str, payload: &[u8], headers: &[(&st
         .unwrap();
 }
 
+/// A valid `OrderConfirmed` payload: one unit of prod-789.
+pub fn confirmed(order_id: &str) -> String {
+    let mut order: serde_json::Value =
+        serde_json::from_str(&order(order_id, "prod-789", 1)).unwrap();
+    order["status"] = "confirmed".into();
+    order.to_string()
+}
+
+/// Peak resident memory (VmHWM) of a process, in KiB.
+pub fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
 /// A valid order of `quantity` × `product` at 19.99.
 pub fn order(order_id: &str, product: &str, quantity: u32) -> String {
     let total = (f64::from(quantity) * 1999.0).round() / 100.0;
