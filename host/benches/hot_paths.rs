@@ -13,9 +13,10 @@
 //!   (what the consume loop does per record); `dead_letter/to_json`: serializing a
 //!   [`DeadLetter`] of the same order.
 //! - `idempotency/processed_among_500`: one [`StateStore::processed_among`] lookup of 500 ids,
-//!   half of them known, in a store that holds 10 000 ids; `idempotency/mark_processed_500`:
-//!   one [`StateStore::mark_processed`] of 500 new ids (one durable redb transaction, so it
-//!   includes an fsync of a file in the temporary directory).
+//!   half of them known, in a store that holds 200 000 ids (what a stage records for about
+//!   12 000 orders); `idempotency/mark_processed_500`: one [`StateStore::mark_processed`] of
+//!   500 new ids (one durable fjall batch: a journal append and an `fdatasync` of a file in
+//!   the temporary directory).
 //!
 //! Run from the repository root with
 //!
@@ -219,8 +220,8 @@ fn idempotency(c: &mut Criterion) {
     const BATCH: usize = 500;
     let dir = tempfile::tempdir().expect("a temporary directory");
     let store = StateStore::open(dir.path()).expect("the store opens");
-    let known: Vec<String> = (0..10_000).map(|i| format!("known-{i:08}")).collect();
-    for chunk in known.chunks(1_000) {
+    let known: Vec<String> = (0..200_000).map(|i| format!("known-{i:08}")).collect();
+    for chunk in known.chunks(5_000) {
         store
             .mark_processed(STAGE, chunk.iter().map(String::as_str))
             .expect("ids are recorded");

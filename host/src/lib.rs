@@ -7,7 +7,7 @@
 //! - [`event`]: what travels on topics — CloudEvents headers and ids, dead letters, schemas.
 //! - [`kafka`]: client settings, topic creation, publishing with acknowledgement, `tail`.
 //! - [`state`]: keyed plugin state — partitioned, transactional, restored from a changelog.
-//! - [`store`]: durable local state — processed event ids and ingress answers (`redb`).
+//! - [`store`]: durable local state — processed event ids and ingress answers (`fjall`).
 //! - [`stage`]: per-event processing, the topic consume loop, the HTTP ingress stage.
 //! - [`kpi`]: windowed KPIs published to the KPI topic.
 //! - [`http`]: the HTTP server (ingress route, health, readiness).

@@ -191,6 +191,13 @@ pub struct TopicConfig {
     /// JSON Schema (draft 2020-12) every event on this topic must satisfy.
     #[serde(default)]
     pub schema: Option<PathBuf>,
+    /// Whether stages validate every event they read from this topic against its schema.
+    /// When false (the default), events that a stage of this pipeline wrote to the topic
+    /// (`ce_source` `/stagehost/<stage>` of a stage with the topic among its outputs) are
+    /// not validated again on read: that stage validated them against the same schema
+    /// before publishing. Events from any other producer are always validated.
+    #[serde(default)]
+    pub revalidate: bool,
 }
 
 /// One stage: a plugin, where its input comes from and where its outputs go.

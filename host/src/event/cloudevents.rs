@@ -21,6 +21,11 @@ pub const PLUGIN_VERSION: &str = "ce_pluginversion";
 /// The body's media type.
 pub const CONTENT_TYPE: &str = "content-type";
 
+/// `ce_source` of the events a stage publishes.
+pub fn stage_source(stage: &str) -> String {
+    format!("/stagehost/{stage}")
+}
+
 /// Namespace of every id the host derives (a fixed, random UUID).
 const ID_NAMESPACE: Uuid = Uuid::from_u128(0x6a1c_55e4_2f0b_4d7e_9a43_8b1f_c2d3_e4f5);
 

@@ -1,18 +1,25 @@
 //! JSON Schema validation of what enters the pipeline and what each plugin emits.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 
 use jsonschema::Validator;
 
 use crate::config::PipelineConfig;
+use crate::event::cloudevents::stage_source;
+
+/// Sources the host itself writes under, never trusted as a stage of the pipeline: a stage
+/// named like one of them must not make replayed or HTTP-made events skip validation.
+const HOST_SOURCES: [&str; 4] = ["dlq-replay", "ingress", "kpi", "http"];
 
 /// Validators by topic name, plus one for the HTTP ingress.
 #[derive(Clone, Default)]
 pub struct SchemaRegistry {
     topics: HashMap<String, Arc<Validator>>,
     ingress: Option<Arc<Validator>>,
+    /// Per topic, the `ce_source` of every stage that writes it (and validates what it writes).
+    validated_by_writer: HashMap<String, HashSet<String>>,
 }
 
 impl SchemaRegistry {
@@ -29,7 +36,35 @@ impl SchemaRegistry {
         if let Some(path) = &config.http.ingress_schema {
             registry.ingress = Some(Arc::new(compile(path)?));
         }
+        for stage in &config.stages {
+            if HOST_SOURCES.contains(&stage.name.as_str()) {
+                continue;
+            }
+            for topic in stage.outputs.values() {
+                if config.topics.get(topic).is_some_and(|t| !t.revalidate) {
+                    registry
+                        .validated_by_writer
+                        .entry(topic.clone())
+                        .or_default()
+                        .insert(stage_source(&stage.name));
+                }
+            }
+        }
         Ok(registry)
+    }
+
+    /// Whether an event read from `topic` with `ce_source` `source` must be validated: always,
+    /// unless a stage of this pipeline that writes `topic` (and so validated the event against
+    /// this schema before publishing it) is its source and the topic does not set
+    /// `revalidate`.
+    pub fn validates_read(&self, topic: &str, source: Option<&str>) -> bool {
+        if !self.topics.contains_key(topic) {
+            return false;
+        }
+        match (source, self.validated_by_writer.get(topic)) {
+            (Some(source), Some(writers)) => !writers.contains(source),
+            _ => true,
+        }
     }
 
     /// Checks an event bound for (or read from) `topic`; topics without a schema accept anything.
@@ -63,6 +98,10 @@ pub fn compile(path: &Path) -> anyhow::Result<Validator> {
 const MAX_REPORTED: usize = 5;
 
 fn check(validator: &Validator, event: &serde_json::Value) -> Result<(), String> {
+    // The common case, a valid event, takes the fast path that builds no error values.
+    if validator.is_valid(event) {
+        return Ok(());
+    }
     let errors: Vec<String> = validator
         .iter_errors(event)
         .take(MAX_REPORTED)
@@ -99,6 +138,52 @@ mod tests {
             }
         }))
         .unwrap()
+    }
+
+    /// A pipeline where `writer` writes topics `Trusting` and `Revalidating`, and a stage
+    /// named like a host source writes `Trusting` too.
+    fn registry_of_a_pipeline(dir: &Path) -> SchemaRegistry {
+        let schema = dir.join("schema.json");
+        std::fs::write(&schema, r#"{"type": "object", "required": ["id"]}"#).unwrap();
+        let text = format!(
+            r#"
+            [kafka]
+            brokers = "127.0.0.1:9092"
+            [dead_letter]
+            topic = "Trusting"
+            [topics.Trusting]
+            schema = "{schema}"
+            [topics.Revalidating]
+            schema = "{schema}"
+            revalidate = true
+            [topics.Unchecked]
+            [[stages]]
+            name = "writer"
+            plugin = "writer.wasm"
+            input = "Unchecked"
+            outputs = {{ a = "Trusting", b = "Revalidating" }}
+            [[stages]]
+            name = "dlq-replay"
+            plugin = "writer.wasm"
+            input = "Unchecked"
+            outputs = {{ a = "Trusting" }}
+            "#,
+            schema = schema.display()
+        );
+        let config: PipelineConfig = toml::from_str(&text).unwrap();
+        SchemaRegistry::from_config(&config).unwrap()
+    }
+
+    #[test]
+    fn events_written_by_a_stage_of_the_pipeline_are_not_validated_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = registry_of_a_pipeline(dir.path());
+        assert!(!registry.validates_read("Trusting", Some("/stagehost/writer")));
+        assert!(registry.validates_read("Trusting", Some("/stagehost/other")));
+        assert!(registry.validates_read("Trusting", None));
+        assert!(registry.validates_read("Trusting", Some("/stagehost/dlq-replay")));
+        assert!(registry.validates_read("Revalidating", Some("/stagehost/writer")));
+        assert!(!registry.validates_read("Unchecked", None));
     }
 
     #[test]

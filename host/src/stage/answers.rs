@@ -1,7 +1,7 @@
 //! Where the HTTP ingress remembers its answers, so a repeated request is answered again
 //! without publishing again.
 //!
-//! - At-least-once: in the local `redb` store, written after the events are acknowledged;
+//! - At-least-once: in the local store (`fjall`), written after the events are acknowledged;
 //!   concurrent requests' answers share one durable write (group commit) off the async
 //!   workers.
 //! - Exactly-once: in a compacted Kafka topic, written in the same transaction as the events,

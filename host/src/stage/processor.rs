@@ -98,7 +98,9 @@ impl Failure {
 
 impl StageContext {
     /// Processes one input: the records to publish and the state writes, or why there are none.
-    /// `validate_input` is false for the ingress, whose body is validated before.
+    /// `validate_input` is false for the ingress, whose body is validated before; otherwise
+    /// the input is validated unless a stage of this pipeline wrote it (see
+    /// [`SchemaRegistry::validates_read`]).
     /// `state` is the stage's keyed state, for stateful stages.
     pub fn process(
         &self,
@@ -109,7 +111,12 @@ impl StageContext {
     ) -> Result<Processed, Failure> {
         let text = std::str::from_utf8(input.payload)
             .map_err(|error| Failure::Undecodable(format!("body is not UTF-8: {error}")))?;
-        if validate_input {
+        let source = cloudevents::find(&input.headers, cloudevents::SOURCE);
+        if validate_input
+            && self
+                .schemas
+                .validates_read(&input.origin.source_topic, source)
+        {
             let json: serde_json::Value = serde_json::from_str(text)
                 .map_err(|error| Failure::Undecodable(format!("body is not JSON: {error}")))?;
             self.schemas
@@ -172,7 +179,7 @@ impl StageContext {
                 let attributes = CloudEvent {
                     id: id.clone(),
                     event_type: route.event_type.clone(),
-                    source: format!("/stagehost/{}", self.name),
+                    source: cloudevents::stage_source(&self.name),
                     time: time.clone(),
                     plugin_version: Some(version.clone()),
                 };
@@ -216,7 +223,7 @@ impl StageContext {
         let attributes = CloudEvent {
             id: id.clone(),
             event_type: self.dead_letter.event_type.clone(),
-            source: format!("/stagehost/{}", self.name),
+            source: cloudevents::stage_source(&self.name),
             time: letter.timestamp.clone(),
             plugin_version: Some(plugin_version.to_string()),
         };

@@ -1,20 +1,26 @@
-//! The host's durable local state (an embedded `redb` database on disk):
+//! The host's durable local state (an embedded `fjall` log-structured store on disk):
 //! which events each stage has processed, and the answers given to ingress requests.
 //!
 //! Both survive a restart; both are bounded by the configured retention (`prune`).
+//! A log-structured store suits the processed ids: they are random (hashes), written in
+//! batches of hundreds per stage, and looked up mostly to find them absent. Each batch is one
+//! sequential journal append and one `fdatasync`, where a B-tree rewrote a page per id.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use redb::{Database, ReadableDatabase, TableDefinition};
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use serde::{Deserialize, Serialize};
 
-/// `<stage>\x1f<event id>` → when it was processed (unix ms).
-const PROCESSED: TableDefinition<&str, u64> = TableDefinition::new("processed");
+/// `<stage>\x1f<event id>` → when it was processed (unix ms, 8 bytes big-endian).
+const PROCESSED: &str = "processed";
 /// Ingress request key (e.g. order id) → JSON of [`IngressRecord`].
-const INGRESS: TableDefinition<&str, &[u8]> = TableDefinition::new("ingress");
+const INGRESS: &str = "ingress";
+/// Folder of the store inside `state.dir`.
+const STORE_DIR: &str = "store";
+/// Block cache of the store.
+const CACHE_BYTES: u64 = 16 * 1024 * 1024;
 
 /// The answer given to one ingress request, replayed when the same request comes again.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,10 +35,12 @@ pub struct IngressRecord {
     pub recorded_at_ms: u64,
 }
 
-/// Handle to the database; cheap to clone and safe to share between threads.
+/// Handle to the store; cheap to clone and safe to share between threads.
 #[derive(Clone)]
 pub struct StateStore {
-    db: Arc<Database>,
+    db: Database,
+    processed: Keyspace,
+    ingress: Keyspace,
 }
 
 impl StateStore {
@@ -40,53 +48,57 @@ impl StateStore {
     pub fn open(dir: &Path) -> anyhow::Result<Self> {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create the state directory {}", dir.display()))?;
-        let path = dir.join("stagehost.redb");
-        let db = Database::create(&path).with_context(|| {
-            format!(
-                "cannot open the idempotency store {} (is another stagehost using this state.dir?)",
-                path.display()
-            )
-        })?;
-        let txn = db.begin_write()?;
-        txn.open_table(PROCESSED)?;
-        txn.open_table(INGRESS)?;
-        txn.commit()?;
-        Ok(Self { db: Arc::new(db) })
+        let path = dir.join(STORE_DIR);
+        let db = Database::builder(&path)
+            .cache_size(CACHE_BYTES)
+            .open()
+            .with_context(|| {
+                format!(
+                    "cannot open the idempotency store {} (is another stagehost using this state.dir?)",
+                    path.display()
+                )
+            })?;
+        let processed = db.keyspace(PROCESSED, KeyspaceCreateOptions::default)?;
+        let ingress = db.keyspace(INGRESS, KeyspaceCreateOptions::default)?;
+        Ok(Self {
+            db,
+            processed,
+            ingress,
+        })
     }
 
     /// For each id, whether `stage` has already processed it.
     pub fn processed_among(&self, stage: &str, ids: &[&str]) -> anyhow::Result<Vec<bool>> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(PROCESSED)?;
+        let mut key = String::new();
         ids.iter()
-            .map(|id| Ok(table.get(processed_key(stage, id).as_str())?.is_some()))
+            .map(|id| {
+                processed_key_into(&mut key, stage, id);
+                Ok(self.processed.contains_key(key.as_bytes())?)
+            })
             .collect()
     }
 
-    /// Records that `stage` processed these ids, in one durable transaction.
+    /// Records that `stage` processed these ids, in one durable batch.
     pub fn mark_processed<'a>(
         &self,
         stage: &str,
         ids: impl IntoIterator<Item = &'a str>,
     ) -> anyhow::Result<()> {
-        let now = unix_ms(SystemTime::now());
-        let txn = self.db.begin_write()?;
-        {
-            let mut table = txn.open_table(PROCESSED)?;
-            for id in ids {
-                table.insert(processed_key(stage, id).as_str(), now)?;
-            }
+        let now = unix_ms(SystemTime::now()).to_be_bytes();
+        let mut batch = self.db.batch().durability(Some(PersistMode::SyncData));
+        let mut key = String::new();
+        for id in ids {
+            processed_key_into(&mut key, stage, id);
+            batch.insert(&self.processed, key.as_bytes(), now.as_slice());
         }
-        txn.commit()?;
+        batch.commit()?;
         Ok(())
     }
 
     /// The recorded answer to ingress request `key`, if any.
     pub fn ingress_record(&self, key: &str) -> anyhow::Result<Option<IngressRecord>> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(INGRESS)?;
-        match table.get(key)? {
-            Some(bytes) => Ok(Some(serde_json::from_slice(bytes.value())?)),
+        match self.ingress.get(key)? {
+            Some(bytes) => Ok(Some(serde_json::from_slice(&bytes)?)),
             None => Ok(None),
         }
     }
@@ -96,17 +108,13 @@ impl StateStore {
         self.put_ingress_records(&[(key.to_string(), record.clone())])
     }
 
-    /// Records the answers to several ingress requests in one durable transaction.
+    /// Records the answers to several ingress requests in one durable batch.
     pub fn put_ingress_records(&self, records: &[(String, IngressRecord)]) -> anyhow::Result<()> {
-        let txn = self.db.begin_write()?;
-        {
-            let mut table = txn.open_table(INGRESS)?;
-            for (key, record) in records {
-                let bytes = serde_json::to_vec(record)?;
-                table.insert(key.as_str(), bytes.as_slice())?;
-            }
+        let mut batch = self.db.batch().durability(Some(PersistMode::SyncData));
+        for (key, record) in records {
+            batch.insert(&self.ingress, key.as_str(), serde_json::to_vec(record)?);
         }
-        txn.commit()?;
+        batch.commit()?;
         Ok(())
     }
 
@@ -117,31 +125,39 @@ impl StateStore {
                 .checked_sub(retention)
                 .unwrap_or(UNIX_EPOCH),
         );
-        let mut removed = 0;
-        let txn = self.db.begin_write()?;
-        {
-            let mut processed = txn.open_table(PROCESSED)?;
-            processed.retain(|_, at| {
-                let keep = at >= cutoff;
-                removed += usize::from(!keep);
-                keep
-            })?;
-            let mut ingress = txn.open_table(INGRESS)?;
-            ingress.retain(|_, bytes| {
-                let keep = serde_json::from_slice::<IngressRecord>(bytes)
-                    .map(|record| record.recorded_at_ms >= cutoff)
-                    .unwrap_or(false);
-                removed += usize::from(!keep);
-                keep
-            })?;
+        let mut batch = self.db.batch().durability(Some(PersistMode::SyncData));
+        for item in self.processed.iter() {
+            let (key, value) = item.into_inner()?;
+            if decode_ms(&value) < cutoff {
+                batch.remove(&self.processed, key);
+            }
         }
-        txn.commit()?;
+        for item in self.ingress.iter() {
+            let (key, value) = item.into_inner()?;
+            let keep = serde_json::from_slice::<IngressRecord>(&value)
+                .map(|record| record.recorded_at_ms >= cutoff)
+                .unwrap_or(false);
+            if !keep {
+                batch.remove(&self.ingress, key);
+            }
+        }
+        let removed = batch.len();
+        batch.commit()?;
         Ok(removed)
     }
 }
 
-fn processed_key(stage: &str, id: &str) -> String {
-    format!("{stage}\x1f{id}")
+/// Reads a stored timestamp; anything malformed counts as the epoch (so it is pruned).
+fn decode_ms(value: &[u8]) -> u64 {
+    value.try_into().map(u64::from_be_bytes).unwrap_or(0)
+}
+
+/// Writes `<stage>\x1f<id>` into `key`, reusing its allocation.
+fn processed_key_into(key: &mut String, stage: &str, id: &str) {
+    key.clear();
+    key.push_str(stage);
+    key.push('\x1f');
+    key.push_str(id);
 }
 
 /// Milliseconds since the Unix epoch.
