@@ -9,10 +9,12 @@
 //!   downstream use `read_committed`. A crash or a lost partition aborts the transaction and
 //!   the inputs are processed again from the last committed offsets, with the state they saw
 //!   the first time. Committing offsets with the group's metadata fences zombie instances.
-//! - `at_least_once`: outputs go through the shared idempotent producer; only after every
-//!   acknowledgement are the inputs' ids recorded as processed and their offsets stored.
-//!   After a crash an input may be processed again; its outputs carry the same ids and the
-//!   next stage drops them.
+//! - `at_least_once`: outputs are queued on the shared idempotent producer as they are made,
+//!   and the stage goes on with the next batch. Once per `commit_interval` the stage waits for
+//!   every acknowledgement of the open work (publishing again what failed), then records the
+//!   inputs' ids as processed (one durable write) and stores their offsets. After a crash an
+//!   input may be processed again; its outputs carry the same ids and the next stage drops
+//!   them.
 //!
 //! A plugin's `retry` answer parks the event's partition (see [`super::retry`]); the other
 //! partitions go on. The plugin instance follows hot swaps between two events.
@@ -36,7 +38,7 @@ use super::retry::{ATTEMPT_HEADER, RetryBook, RetryDecision, TopicPartition};
 use crate::config::{ProcessingMode, RetryConfig};
 use crate::event::cloudevents;
 use crate::event::dead_letter::Origin;
-use crate::kafka::{OutRecord, enqueue, publish_all};
+use crate::kafka::{OutRecord, enqueue};
 use crate::kpi::{StageKpis, kpi_record};
 use crate::plugin::{LoadedPlugin, PluggedInstance};
 use crate::state::{KeyedState, Writes, restore};
@@ -45,8 +47,8 @@ use crate::store::StateStore;
 /// Input header of a replayed dead letter: only the stage it names handles it; the other
 /// stages reading the same topic skip it.
 pub const TARGET_STAGE_HEADER: &str = "stagehost-target-stage";
-/// Rounds of re-publishing before an at-least-once batch is given up.
-const PUBLISH_ROUNDS: u32 = 8;
+/// Rounds of re-publishing before at-least-once outputs are given up.
+pub(super) const PUBLISH_ROUNDS: u32 = 8;
 
 /// The consumer type of every stage.
 pub type StageConsumer = StreamConsumer<RebalanceTracker>;
@@ -127,11 +129,10 @@ struct Handled<'i> {
     records: Vec<OutRecord>,
     /// Ids handled for the first time (recorded as processed in at-least-once mode).
     fresh_ids: Vec<&'i str>,
-    /// Indices of the messages that are done with.
-    consumed: Vec<usize>,
 }
 
-/// The work of the open transaction (exactly-once) or batch (at-least-once).
+/// The open work: the transaction (exactly-once), or what was handled since the last commit
+/// (at-least-once).
 #[derive(Default)]
 pub(super) struct Pending {
     /// First offset consumed per partition: where to seek back to after an abort.
@@ -142,8 +143,14 @@ pub(super) struct Pending {
     pub(super) fates: Vec<Fate>,
     /// When the first input arrived.
     pub(super) opened: Option<Instant>,
-    /// Acknowledgements of the records queued in the open transaction.
+    /// Acknowledgements of the records queued by the open work.
     pub(super) deliveries: Vec<rdkafka::producer::DeliveryFuture>,
+    /// At-least-once: the records queued by the open work, in the order of `deliveries`, to
+    /// publish again those that fail.
+    pub(super) records: Vec<OutRecord>,
+    /// At-least-once: ids handled for the first time by the open work, recorded as processed
+    /// when it commits (and checked before then, so a repeat within the work is dropped).
+    pub(super) fresh_ids: HashSet<String>,
 }
 
 impl StageRunner {
@@ -172,6 +179,13 @@ impl Worker {
         let mut consumer_errors = 0u32;
         loop {
             self.resume_due(consumer);
+            // At-least-once work is committed once its interval is over, even if no input comes.
+            let commit_due = match self.mode {
+                ProcessingMode::AtLeastOnce => {
+                    pending.opened.map(|opened| opened + self.commit_interval)
+                }
+                ProcessingMode::ExactlyOnce => None,
+            };
             let batch = if in_transaction {
                 poll_available(consumer, self.max_batch, &self.context.name, 0)
             } else {
@@ -182,6 +196,11 @@ impl Worker {
                     _ = shutdown.changed() => break,
                     message = consumer.recv() => message,
                     _ = sleep_until_or_forever(retry_due) => continue,
+                    _ = sleep_until_or_forever(commit_due) => {
+                        let kpis = self.due_kpis(&mut last_kpi);
+                        self.commit(consumer, &mut pending, &mut in_transaction, kpis).await?;
+                        continue;
+                    }
                     _ = sleep_until_or_forever(kpi_due) => {
                         // Idle: publish the window that closed, in a transaction of its own.
                         let kpis = self.due_kpis(&mut last_kpi);
@@ -252,7 +271,10 @@ impl Worker {
             let interval_over = pending
                 .opened
                 .is_some_and(|opened| opened.elapsed() >= self.commit_interval);
-            if drained || interval_over || stopping {
+            // A transaction is committed as soon as the input is drained, since its outputs are
+            // invisible downstream until then; at-least-once outputs are already on their way.
+            let drained_transaction = drained && self.mode == ProcessingMode::ExactlyOnce;
+            if drained_transaction || interval_over || stopping {
                 let kpis = self.due_kpis(&mut last_kpi);
                 self.commit(consumer, &mut pending, &mut in_transaction, kpis)
                     .await?;
@@ -261,7 +283,7 @@ impl Worker {
                 break;
             }
         }
-        if in_transaction {
+        if in_transaction || pending.opened.is_some() {
             let kpis = self.due_kpis(&mut last_kpi);
             self.commit(consumer, &mut pending, &mut in_transaction, kpis)
                 .await?;
@@ -334,45 +356,24 @@ impl Worker {
 
         // Plugins may do WASI I/O (a panic message to stderr), which wasmtime-wasi's sync
         // bindings run with `block_on`: allowed off the async worker threads only.
-        let Handled {
-            records,
-            fresh_ids,
-            consumed,
-        } = tokio::task::block_in_place(|| {
+        let Handled { records, fresh_ids } = tokio::task::block_in_place(|| {
             self.handle_inputs(consumer, &inputs, &attempts, already, pending)
         });
 
-        match self.mode {
-            ProcessingMode::ExactlyOnce => {
-                for record in &records {
-                    let delivery = enqueue(&self.producer, record).await.with_context(|| {
-                        format!("cannot send {} to {}", record.id, record.topic)
-                    })?;
-                    pending.deliveries.push(delivery);
-                }
+        let at_least_once = self.mode == ProcessingMode::AtLeastOnce;
+        for record in records {
+            let delivery = enqueue(&self.producer, &record)
+                .await
+                .with_context(|| format!("cannot send {} to {}", record.id, record.topic))?;
+            pending.deliveries.push(delivery);
+            if at_least_once {
+                pending.records.push(record);
             }
-            ProcessingMode::AtLeastOnce => {
-                if !records.is_empty() {
-                    publish_all(&self.producer, &records, PUBLISH_ROUNDS)
-                        .await
-                        .map_err(|error| {
-                            anyhow::anyhow!("cannot publish the outputs of a batch: {error}")
-                        })?;
-                }
-                if let Some(parts) = &self.state {
-                    lock(&parts.keyed).commit();
-                }
-                if !fresh_ids.is_empty() {
-                    self.store
-                        .mark_processed(&self.context.name, fresh_ids)
-                        .context("cannot write the idempotency store")?;
-                }
-                for index in consumed {
-                    consumer
-                        .store_offset_from_message(&batch[index])
-                        .context("cannot store the consumed offset")?;
-                }
-            }
+        }
+        if at_least_once {
+            pending
+                .fresh_ids
+                .extend(fresh_ids.into_iter().map(str::to_string));
         }
         Ok(())
     }
@@ -396,7 +397,10 @@ impl Worker {
                 // again when that one is settled.
                 continue;
             }
-            let fate = if already || !seen_in_batch.insert(input.id.as_str()) {
+            let repeated = already
+                || pending.fresh_ids.contains(input.id.as_str())
+                || !seen_in_batch.insert(input.id.as_str());
+            let fate = if repeated {
                 tracing::debug!(stage = %self.context.name, id = %input.id, topic = %input.origin.source_topic,
                     partition = input.origin.partition, offset = input.origin.offset, "duplicate dropped");
                 Fate::Duplicate
@@ -418,7 +422,6 @@ impl Worker {
                 .or_insert(input.origin.offset);
             self.retries.settled(&partition, input.origin.offset);
             pending.next.insert(partition, input.origin.offset + 1);
-            handled.consumed.push(index);
         }
         handled
     }

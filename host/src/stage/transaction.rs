@@ -1,6 +1,7 @@
-//! Ending the open work of a stage: committing its transaction (exactly-once) or counting
-//! its published inputs (at-least-once), and aborting and rewinding when a transaction fails
-//! or partitions are revoked.
+//! Ending the open work of a stage: committing its transaction (exactly-once), or waiting for
+//! its outputs' acknowledgements and then recording its inputs as processed and storing their
+//! offsets (at-least-once); and aborting and rewinding when a transaction fails or partitions
+//! are revoked.
 
 use std::time::{Duration, Instant};
 
@@ -11,15 +12,16 @@ use rdkafka::producer::Producer;
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::retry::TopicPartition;
-use super::runner::{Fate, Pending, StageConsumer, Worker, lock};
+use super::runner::{Fate, PUBLISH_ROUNDS, Pending, StageConsumer, Worker, lock};
 use crate::config::ProcessingMode;
-use crate::kafka::{OutRecord, acknowledged, enqueue, publish_all};
+use crate::kafka::{OutRecord, acknowledged, enqueue, publish_all, unacknowledged};
 
 /// How long a transactional call may block.
 const TXN_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Worker {
-    /// Commits the open work: the transaction (exactly-once) or the counters (at-least-once).
+    /// Commits the open work: the transaction (exactly-once), or the acknowledgements, processed
+    /// ids and offsets (at-least-once); then counts it.
     pub(super) async fn commit(
         &mut self,
         consumer: &StageConsumer,
@@ -30,6 +32,7 @@ impl Worker {
         let latency = pending.opened.map(|o| o.elapsed()).unwrap_or_default();
         match self.mode {
             ProcessingMode::AtLeastOnce => {
+                self.settle_published(consumer, pending).await?;
                 if !kpis.is_empty()
                     && let Err(error) = publish_all(&self.producer, &kpis, 3).await
                 {
@@ -116,7 +119,58 @@ impl Worker {
             let error = KafkaError::Canceled;
             self.abort_and_rewind(consumer, pending, revoked, &error)?;
         } else {
+            // At-least-once: the rewound inputs are handled again, so the state writes they
+            // staged go too (their outputs, already queued, are repeats the next stage drops).
+            if let Some(parts) = &self.state {
+                lock(&parts.keyed).rollback();
+            }
             self.rewind(consumer, pending, revoked);
+        }
+        Ok(())
+    }
+
+    /// At-least-once: waits until every output of the open work is acknowledged (publishing
+    /// again what failed), then commits its state writes, records its inputs as processed and
+    /// stores their offsets, in that order, so an input counts as done only after its outputs
+    /// are safe.
+    async fn settle_published(
+        &mut self,
+        consumer: &StageConsumer,
+        pending: &mut Pending,
+    ) -> anyhow::Result<()> {
+        let records = std::mem::take(&mut pending.records);
+        let (failed, error) = unacknowledged(std::mem::take(&mut pending.deliveries)).await;
+        if !failed.is_empty() {
+            tracing::warn!(stage = %self.context.name, failed = failed.len(), %error,
+                "outputs were not acknowledged; publishing them again");
+            let again: Vec<OutRecord> = failed.into_iter().map(|i| records[i].clone()).collect();
+            publish_all(&self.producer, &again, PUBLISH_ROUNDS)
+                .await
+                .map_err(|error| {
+                    anyhow::anyhow!("cannot publish the outputs of a batch: {error}")
+                })?;
+        }
+        if let Some(parts) = &self.state {
+            lock(&parts.keyed).commit();
+        }
+        if !pending.fresh_ids.is_empty() {
+            let store = &self.store;
+            let stage = &self.context.name;
+            let ids = &pending.fresh_ids;
+            tokio::task::block_in_place(|| {
+                store.mark_processed(stage, ids.iter().map(String::as_str))
+            })
+            .context("cannot write the idempotency store")?;
+        }
+        let mut offsets = TopicPartitionList::new();
+        for ((topic, partition), next) in &pending.next {
+            offsets.add_partition_offset(topic, *partition, Offset::Offset(*next))?;
+        }
+        if offsets.count() > 0
+            && let Err(error) = consumer.store_offsets(&offsets)
+        {
+            // A partition revoked meanwhile: its new owner reads these inputs again.
+            tracing::warn!(stage = %self.context.name, %error, "cannot store the consumed offsets");
         }
         Ok(())
     }
