@@ -170,6 +170,9 @@ enum DlqCommand {
     },
 }
 
+/// How long the runtime waits for its threads once the command is done.
+const RUNTIME_STOP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 fn main() -> ExitCode {
     init_tracing();
     let cli = Cli::parse();
@@ -240,6 +243,9 @@ fn main() -> ExitCode {
             }
         }
     });
+    // A task stuck in a blocking call (librdkafka can block while closing a consumer) must
+    // not keep the process from exiting.
+    runtime.shutdown_timeout(RUNTIME_STOP_TIMEOUT);
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

@@ -174,8 +174,12 @@ pub(super) async fn topic_stage(
         // must go to the same instance, which the range assignor guarantees.
         consumer_settings.set("partition.assignment.strategy", "range");
     }
+    let strategy = consumer_settings
+        .get("partition.assignment.strategy")
+        .unwrap_or_default()
+        .to_string();
     let consumer: StageConsumer = consumer_settings
-        .create_with_context(RebalanceTracker::default())
+        .create_with_context(RebalanceTracker::for_strategy(&strategy))
         .with_context(|| format!("cannot create the consumer of stage {}", stage.name))?;
     consumer.subscribe(&inputs).with_context(|| {
         format!(

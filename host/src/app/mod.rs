@@ -33,6 +33,9 @@ use supervise::{Restart, supervise};
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 /// How long a stop waits for the KPI publisher and the admin API.
 const HELPER_STOP_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long stages may take to finish their batch and commit once asked to stop (a
+/// transactional call may block for 30 s).
+const STAGE_STOP_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often readiness re-checks that Kafka answers.
 const READINESS_EVERY: Duration = Duration::from_secs(2);
 
@@ -253,11 +256,26 @@ pub async fn run(
         tracing::warn!(%error, "HTTP server stopped with an error");
     }
     stop_tx.send(true).ok();
-    while let Some(result) = tasks.join_next().await {
-        if let Err(error) = flatten(result) {
-            tracing::error!(error = format!("{error:#}"), "stage failed while stopping");
-            failure.get_or_insert(error);
+    let stages_stopped = async {
+        while let Some(result) = tasks.join_next().await {
+            if let Err(error) = flatten(result) {
+                tracing::error!(error = format!("{error:#}"), "stage failed while stopping");
+                failure.get_or_insert(error);
+            }
         }
+    };
+    if tokio::time::timeout(STAGE_STOP_TIMEOUT, stages_stopped)
+        .await
+        .is_err()
+    {
+        tracing::error!(stages = tasks.len(), timeout = ?STAGE_STOP_TIMEOUT,
+            "stages did not stop in time; stopping without them (their open work is read again at the next start)");
+        failure.get_or_insert_with(|| {
+            anyhow::anyhow!(
+                "{} stage(s) did not stop within {STAGE_STOP_TIMEOUT:?}",
+                tasks.len()
+            )
+        });
     }
     tracing::debug!("stages stopped");
     if let Some(task) = kpi_task {

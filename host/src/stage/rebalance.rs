@@ -1,20 +1,36 @@
 //! Consumer context that records partition revocations, so a stage can abandon the work of a
-//! transaction whose partitions it no longer owns instead of committing it.
+//! transaction whose partitions it no longer owns instead of committing it; and that applies
+//! each rebalance without asking librdkafka for the group's rebalance protocol, a call that
+//! can block forever while the consumer is being closed (it hung a host's shutdown that came
+//! during the group join).
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use rdkafka::ClientContext;
-use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::{ClientContext, TopicPartitionList};
 
 /// Counts rebalances and keeps the partitions revoked since they were last taken.
 #[derive(Default)]
 pub struct RebalanceTracker {
     revoked: Mutex<Vec<(String, i32)>>,
     rebalances: AtomicU64,
+    /// Whether the consumer's assignment strategy is `cooperative-sticky` (incremental
+    /// rebalances) rather than an eager one.
+    cooperative: bool,
 }
 
 impl RebalanceTracker {
+    /// A tracker for a consumer whose `partition.assignment.strategy` is `strategy`.
+    pub fn for_strategy(strategy: &str) -> Self {
+        Self {
+            cooperative: strategy.trim() == "cooperative-sticky",
+            ..Self::default()
+        }
+    }
+
     /// Partitions revoked since the last call.
     pub fn take_revoked(&self) -> Vec<(String, i32)> {
         std::mem::take(&mut *self.revoked.lock().unwrap_or_else(|p| p.into_inner()))
@@ -29,6 +45,32 @@ impl RebalanceTracker {
 impl ClientContext for RebalanceTracker {}
 
 impl ConsumerContext for RebalanceTracker {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        partitions: &mut TopicPartitionList,
+    ) {
+        let partitions = &*partitions;
+        let rebalance = match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => Rebalance::Assign(partitions),
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => Rebalance::Revoke(partitions),
+            _ => Rebalance::Error(KafkaError::Rebalance(err.into())),
+        };
+        self.pre_rebalance(consumer, &rebalance);
+        let assign = err == RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS;
+        let applied = match (assign, self.cooperative) {
+            (true, true) => consumer.incremental_assign(partitions),
+            (true, false) => consumer.assign(partitions),
+            (false, true) => consumer.incremental_unassign(partitions),
+            (false, false) => consumer.unassign(),
+        };
+        if let Err(error) = applied {
+            tracing::warn!(%error, assign, "cannot apply a rebalance");
+        }
+        self.post_rebalance(consumer, &rebalance);
+    }
+
     fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         self.rebalances.fetch_add(1, Ordering::Relaxed);
         if let Rebalance::Revoke(partitions) = rebalance {
