@@ -201,7 +201,7 @@ fn done_consumer(brokers: &str, topic: &str) -> anyhow::Result<StreamConsumer> {
         )
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")
-        .set("fetch.wait.max.ms", "2")
+        .set("fetch.wait.max.ms", "100")
         .create()
         .context("cannot create the notification reader")?;
     let partitions = crate::kafka::partition_count(brokers, topic)?;

@@ -220,7 +220,9 @@ pub struct StageConfig {
     #[serde(default)]
     pub mode: ProcessingMode,
     /// Longest time a transaction stays open while input keeps arriving (like Kafka Streams'
-    /// `commit.interval.ms`); when input pauses the transaction commits at once.
+    /// `commit.interval.ms`); when input pauses the transaction commits at once. At-least-once:
+    /// how often the stage waits for its outputs' acknowledgements, then records the inputs as
+    /// processed and stores their offsets.
     #[serde(default = "default_commit_interval", with = "humantime_serde")]
     pub commit_interval: Duration,
     /// Largest number of input events handled together.

@@ -34,7 +34,7 @@ impl TopicView {
             .set("group.id", "stagehost-view")
             .set("enable.auto.commit", "false")
             .set("isolation.level", "read_committed")
-            .set("fetch.wait.max.ms", "10")
+            .set("fetch.wait.max.ms", "100")
             .create()
             .context("cannot create a view reader")?;
         let metadata = tokio::task::block_in_place(|| {
