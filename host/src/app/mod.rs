@@ -148,7 +148,10 @@ pub async fn run(
     // restart the stage instead of the host.
     for built in building {
         let (runner, restart) = built.await.context("building a stage panicked")??;
-        tasks.spawn(supervise(runner, restart, stop_rx.clone()));
+        tasks.spawn(on_own_thread(
+            format!("stage-{}", restart.stage.name),
+            supervise(runner, restart, stop_rx.clone()),
+        )?);
     }
     let ingress = match ingress {
         Some(built) => Some(built.await.context("building the ingress panicked")??),
@@ -293,6 +296,32 @@ pub async fn run(
         Some(error) => Err(error),
         None => Ok(()),
     }
+}
+
+/// Runs a stage's loop on a thread of its own, inside the runtime's context (timers, I/O) but
+/// not on one of its workers. A stage blocks in every plugin call; on a worker that took a
+/// `block_in_place` per batch, which hands the worker's other tasks to another thread (two
+/// thread switches per batch, most of the host's context switches under light load). On its
+/// own thread the plugin (and the WASI calls that block) just runs. Returns a future that
+/// resolves with the stage's result.
+fn on_own_thread(
+    name: String,
+    stage: impl Future<Output = anyhow::Result<()>> + Send + 'static,
+) -> anyhow::Result<impl Future<Output = anyhow::Result<()>> + Send + 'static> {
+    let runtime = tokio::runtime::Handle::current();
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name(name.clone())
+        .spawn(move || {
+            let _context = runtime.enter();
+            done_tx.send(futures::executor::block_on(stage)).ok();
+        })
+        .with_context(|| format!("cannot start the thread of {name}"))?;
+    Ok(async move {
+        done_rx
+            .await
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("{name} panicked")))
+    })
 }
 
 /// Waits for a helper task to finish, but not forever: a clean stop must not hang on it.
