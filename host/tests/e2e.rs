@@ -319,9 +319,30 @@ fn by_ce_id(records: &[common::Record]) -> BTreeMap<String, Vec<&common::Record>
     map
 }
 
+/// Sets every stage's processing `mode`.
+fn all_stages_in(config: &mut toml::Table, mode: &str) {
+    for stage in config.get_mut("stages").unwrap().as_array_mut().unwrap() {
+        stage
+            .as_table_mut()
+            .unwrap()
+            .insert("mode".into(), mode.into());
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_clean_restart_mid_stream_neither_loses_nor_repeats_anything() {
-    let mut pipeline = TestPipeline::new(|_| {});
+    clean_restart_mid_stream("exactly_once").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_least_once_a_clean_restart_mid_stream_neither_loses_nor_repeats_anything() {
+    // A clean stop settles the open work (acknowledgements, processed ids, offsets), so
+    // nothing is handled twice.
+    clean_restart_mid_stream("at_least_once").await;
+}
+
+async fn clean_restart_mid_stream(mode: &str) {
+    let mut pipeline = TestPipeline::new(|config| all_stages_in(config, mode));
     pipeline.start();
     let count = 300;
     let ids = post_across_a_restart(&mut pipeline, count, "TERM").await;
@@ -332,7 +353,11 @@ async fn a_clean_restart_mid_stream_neither_loses_nor_repeats_anything() {
         TIMEOUT,
     )
     .await;
-    assert_eq!(delivered.len(), 3 * count, "lost or repeated deliveries");
+    assert_eq!(
+        delivered.len(),
+        3 * count,
+        "{mode}: lost or repeated deliveries"
+    );
     for (topic, per_order) in [
         ("OrderReceived", 1),
         ("OrderConfirmed", 1),
@@ -343,7 +368,7 @@ async fn a_clean_restart_mid_stream_neither_loses_nor_repeats_anything() {
         assert_eq!(
             records.len(),
             per_order * count,
-            "{topic}: nothing lost, nothing re-emitted"
+            "{mode}, {topic}: nothing lost, nothing re-emitted"
         );
         assert_eq!(
             by_ce_id(&records).len(),
@@ -360,7 +385,16 @@ async fn a_clean_restart_mid_stream_neither_loses_nor_repeats_anything() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_kill_9_nothing_is_lost_and_repeats_carry_the_same_ids() {
-    let mut pipeline = TestPipeline::new(|_| {});
+    kill_9_mid_stream("exactly_once").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_least_once_after_kill_9_nothing_is_lost_and_repeats_carry_the_same_ids() {
+    kill_9_mid_stream("at_least_once").await;
+}
+
+async fn kill_9_mid_stream(mode: &str) {
+    let mut pipeline = TestPipeline::new(|config| all_stages_in(config, mode));
     pipeline.start();
     let count = 300;
     let ids = post_across_a_restart(&mut pipeline, count, "KILL").await;
@@ -399,7 +433,7 @@ async fn after_kill_9_nothing_is_lost_and_repeats_carry_the_same_ids() {
             );
         }
         eprintln!(
-            "{topic}: {} records, {} distinct ids after kill -9",
+            "{mode}, {topic}: {} records, {} distinct ids after kill -9",
             records.len(),
             distinct.len()
         );
