@@ -28,7 +28,7 @@ use common::{
 use indicatif::{ProgressBar, ProgressStyle};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
@@ -101,15 +101,7 @@ async fn fill(
     let mut deliveries = Vec::with_capacity(count as usize);
     for (id, body) in &events {
         let ce_id = format!("ce-{id}");
-        let headers = OwnedHeaders::new()
-            .insert(Header {
-                key: "ce_id",
-                value: Some(ce_id.as_str()),
-            })
-            .insert(Header {
-                key: "ce_type",
-                value: Some(event_type),
-            });
+        let headers = common::headers_of(&[("ce_id", ce_id.as_str()), ("ce_type", event_type)]);
         loop {
             let record = FutureRecord::to(topic)
                 .key(id)

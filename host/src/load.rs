@@ -19,27 +19,41 @@ use rdkafka::message::Message;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde::Serialize;
 
-/// What to send, where, and how to know an order is done.
-#[derive(Debug, Clone)]
+/// What to send, where, and how to know an order is done (also the flags of `stagehost load`).
+#[derive(Debug, Clone, clap::Args)]
 pub struct LoadOptions {
-    /// The ingress URL (e.g. `http://127.0.0.1:8080/orders`).
+    /// The ingress URL.
+    #[arg(long, default_value = "http://127.0.0.1:8080/orders")]
     pub url: String,
-    /// Kafka bootstrap servers, to read the notifications.
+    /// Kafka bootstrap servers (to read the notifications).
+    #[arg(long, env = "KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
     pub brokers: String,
-    /// Topic of the delivered notifications.
+    /// Topic of delivered notifications.
+    #[arg(long, default_value = "NotificationDelivered")]
     pub done_topic: String,
-    /// Notifications per order; the last one completes it.
+    /// Notifications per order; the last completes it.
+    #[arg(long, default_value_t = 3)]
     pub notifications_per_order: usize,
     /// Orders per second.
+    #[arg(long, default_value_t = 100.0)]
     pub rate: f64,
-    /// How long to send.
+    /// How long to send (e.g. `10s`).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub duration: Duration,
-    /// How long to wait for the last orders to complete after sending stops.
+    /// How long to wait for the last orders after sending stops.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub settle: Duration,
-    /// Prefix of the generated order ids (make it unique per run).
+    /// Prefix of the generated order ids, unique per run (not a flag).
+    #[arg(skip = unique_order_prefix())]
     pub order_prefix: String,
-    /// Product ordered (one unit each).
+    /// Product ordered (one unit per order).
+    #[arg(long, default_value = "prod-789")]
     pub product: String,
+}
+
+/// `load-` and eight random hex digits.
+fn unique_order_prefix() -> String {
+    format!("load-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
 }
 
 /// The outcome of a load run.

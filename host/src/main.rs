@@ -75,30 +75,8 @@ enum Command {
     /// Open-loop load through the HTTP ingress: orders at a fixed rate, latency from each
     /// order's due time to its last delivered notification (HDR histogram).
     Load {
-        /// The ingress URL.
-        #[arg(long, default_value = "http://127.0.0.1:8080/orders")]
-        url: String,
-        /// Kafka bootstrap servers (to read the notifications).
-        #[arg(long, env = "KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
-        brokers: String,
-        /// Topic of delivered notifications.
-        #[arg(long, default_value = "NotificationDelivered")]
-        done_topic: String,
-        /// Notifications per order; the last completes it.
-        #[arg(long, default_value_t = 3)]
-        notifications_per_order: usize,
-        /// Orders per second.
-        #[arg(long, default_value_t = 100.0)]
-        rate: f64,
-        /// How long to send (e.g. `10s`).
-        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
-        duration: Duration,
-        /// How long to wait for the last orders after sending stops.
-        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
-        settle: Duration,
-        /// Product ordered (one unit per order).
-        #[arg(long, default_value = "prod-789")]
-        product: String,
+        #[command(flatten)]
+        options: stagehost::load::LoadOptions,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -191,31 +169,7 @@ fn main() -> ExitCode {
             Command::Run { config, watch } => run(&config, watch).await,
             Command::Plugin { admin, command } => plugin(&admin, command).await,
             Command::Dlq { config, command } => dlq(&config, command).await,
-            Command::Load {
-                url,
-                brokers,
-                done_topic,
-                notifications_per_order,
-                rate,
-                duration,
-                settle,
-                product,
-                json,
-            } => {
-                let options = stagehost::load::LoadOptions {
-                    url,
-                    brokers,
-                    done_topic,
-                    notifications_per_order,
-                    rate,
-                    duration,
-                    settle,
-                    order_prefix: format!(
-                        "load-{}",
-                        &uuid::Uuid::new_v4().simple().to_string()[..8]
-                    ),
-                    product,
-                };
+            Command::Load { options, json } => {
                 let report = stagehost::load::run(&options).await?;
                 if json {
                     println!("{}", serde_json::to_string_pretty(&report)?);

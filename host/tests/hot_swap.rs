@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 
 use common::{TestPipeline, component, keep_stages, read_topic, stage_mut, stagehost};
 use rdkafka::ClientConfig;
-use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use stagehost::plugin::content_version;
 
@@ -89,15 +88,8 @@ async fn produce_confirmed(topic: &str, prefix: &str, count: u64, rate: u64) -> 
             let id = format!("{prefix}-{}", ids.len());
             let payload = common::confirmed(&id);
             let ce_id = format!("confirmed-{id}");
-            let headers = OwnedHeaders::new()
-                .insert(Header {
-                    key: "ce_id",
-                    value: Some(ce_id.as_str()),
-                })
-                .insert(Header {
-                    key: "ce_type",
-                    value: Some("OrderConfirmed"),
-                });
+            let headers =
+                common::headers_of(&[("ce_id", ce_id.as_str()), ("ce_type", "OrderConfirmed")]);
             let record = FutureRecord::to(topic)
                 .key(&id)
                 .payload(&payload)

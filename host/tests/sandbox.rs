@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 
 use common::{Record, TestPipeline, add_stage, add_topic, component, keep_stages, read_topic};
 use rdkafka::ClientConfig;
-use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 
@@ -45,10 +44,7 @@ async fn produce(
     id: &str,
     payload: &str,
 ) {
-    let headers = OwnedHeaders::new().insert(Header {
-        key: "ce_id",
-        value: Some(id),
-    });
+    let headers = common::headers_of(&[("ce_id", id)]);
     producer
         .send(
             FutureRecord::to(topic)

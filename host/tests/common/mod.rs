@@ -609,25 +609,30 @@ pub async fn read_topic(
     }
 }
 
+/// Kafka headers with these names and values, in order.
+pub fn headers_of(pairs: &[(&str, &str)]) -> OwnedHeaders {
+    pairs
+        .iter()
+        .fold(OwnedHeaders::new(), |headers, (key, value)| {
+            headers.insert(Header {
+                key,
+                value: Some(*value),
+            })
+        })
+}
+
 /// Writes a raw record straight into a topic, bypassing the host.
 pub async fn produce_raw(topic: &str, key: &str, payload: &[u8], headers: &[(&str, &str)]) {
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", brokers())
         .create()
         .unwrap();
-    let mut owned = OwnedHeaders::new();
-    for (key, value) in headers {
-        owned = owned.insert(Header {
-            key,
-            value: Some(*value),
-        });
-    }
     producer
         .send(
             FutureRecord::to(topic)
                 .key(key)
                 .payload(payload)
-                .headers(owned),
+                .headers(headers_of(headers)),
             Timeout::After(Duration::from_secs(10)),
         )
         .await
