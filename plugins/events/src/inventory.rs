@@ -8,6 +8,10 @@
 //!       └► InventoryLedger (key product_id)
 //! reservation ─► OrderConfirmed + Notification, or InventoryCommands (release) + Notification
 //! ```
+//!
+//! An order whose quantities the inventory stage cannot process (see
+//! [`crate::Order::quantities`]) is not split: it becomes one `order_refused` result instead,
+//! and the reservation stage rejects it with a notification like an order that is short.
 
 use serde::{Deserialize, Serialize};
 
@@ -93,6 +97,8 @@ pub enum InventoryResult {
     OrderPending(OrderPending),
     /// The outcome of one reserve command (`"reservation"`).
     Reservation(Reservation),
+    /// An order the inventory stage cannot reserve at all (`"order_refused"`).
+    OrderRefused(OrderRefused),
 }
 
 impl InventoryResult {
@@ -102,6 +108,7 @@ impl InventoryResult {
         match self {
             Self::OrderPending(p) => &p.order_id,
             Self::Reservation(r) => &r.order_id,
+            Self::OrderRefused(r) => &r.order_id,
         }
     }
 }
@@ -131,6 +138,24 @@ pub struct Reservation {
     pub reserved: bool,
     /// Stock after the reservation (reserved) or the stock that was too small (not).
     pub available: u64,
+}
+
+/// `{"kind":"order_refused","order_id","customer_id","products","reason"}`: the inventory
+/// stage cannot reserve the order (e.g. a product's quantity over the order's lines is above
+/// [`crate::order::MAX_QUANTITY`]), so no reserve command was sent; the reservation stage
+/// rejects the order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderRefused {
+    /// The order.
+    pub order_id: String,
+    /// The customer who placed the order, to notify.
+    pub customer_id: String,
+    /// The products the order cannot get (sorted, distinct, at least one): the notification's
+    /// `short_products`.
+    pub products: Vec<String>,
+    /// Why, naming the field, e.g. `items[1].quantity: the quantity of product p over the
+    /// order's lines must be at most 9007199254740991`.
+    pub reason: String,
 }
 
 /// Why the stock of a product changed.
@@ -237,6 +262,27 @@ mod tests {
         let back: Value = serde_json::to_value(&pending).expect("serializes");
         assert_eq!(back["order"]["status"], "received");
         assert_eq!(back["kind"], "order_pending");
+    }
+
+    #[test]
+    fn refusals_are_tagged_by_kind() {
+        let r = InventoryResult::OrderRefused(OrderRefused {
+            order_id: "o".into(),
+            customer_id: "c".into(),
+            products: vec!["p".into()],
+            reason: "why".into(),
+        });
+        let v = serde_json::to_value(&r).expect("serializes");
+        assert_eq!(
+            v,
+            json!({"kind": "order_refused", "order_id": "o", "customer_id": "c",
+                   "products": ["p"], "reason": "why"})
+        );
+        assert_eq!(
+            serde_json::from_value::<InventoryResult>(v).expect("parses"),
+            r
+        );
+        assert_eq!(r.order_id(), "o");
     }
 
     #[test]

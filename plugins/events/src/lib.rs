@@ -19,12 +19,15 @@ pub mod state;
 pub mod status;
 
 pub use inventory::{
-    InventoryCommand, InventoryResult, LedgerEntry, LedgerReason, OrderPending, ReleaseCommand,
-    Reservation, ReserveCommand, RestockCommand,
+    InventoryCommand, InventoryResult, LedgerEntry, LedgerReason, OrderPending, OrderRefused,
+    ReleaseCommand, Reservation, ReserveCommand, RestockCommand,
 };
-pub use money::{format_cents, to_cents};
+pub use money::{AmountError, MAX_CENTS, cents_of, cents_to_f64, format_cents, parse_cents};
 pub use notification::{Notification, NotificationDelivered, NotificationKind};
-pub use order::{Item, Order, OrderConfirmed, OrderPickedAndPacked, OrderReceived, OrderStatus};
+pub use order::{
+    Item, MAX_QUANTITY, Order, OrderConfirmed, OrderPickedAndPacked, OrderReceived, OrderStatus,
+    QuantityError, QuantityProblem,
+};
 pub use stage::{StageFailure, StageInput, StageOutput, parse_config, parse_payload};
 pub use state::{MemoryState, State};
 pub use status::{OrderStatusDoc, TimelineEntry, TimelineEvent, TrackedStatus};

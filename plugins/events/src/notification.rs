@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 pub enum NotificationKind {
     /// Every line is in stock (`"order_confirmed"`); sent by the inventory stage.
     OrderConfirmed,
-    /// Some lines are short (`"order_rejected"`, with `short_products`); sent by inventory.
+    /// Some products are short, or asked for in a quantity the inventory cannot process
+    /// (`"order_rejected"`, with `short_products`); sent by the reservation stage.
     OrderRejected,
     /// A warehouse is picking the order (`"being_fulfilled"`); sent by the warehouse stage.
     BeingFulfilled,
@@ -53,8 +54,8 @@ pub struct Notification {
     /// The carrier's tracking number, for [`NotificationKind::Shipped`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tracking_number: Option<String>,
-    /// Sorted ids of the products that are out of stock, for
-    /// [`NotificationKind::OrderRejected`].
+    /// Sorted ids of the products the order cannot get (out of stock, or asked for in a
+    /// quantity the inventory cannot process), for [`NotificationKind::OrderRejected`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub short_products: Option<Vec<String>>,
 }

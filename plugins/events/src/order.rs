@@ -1,8 +1,16 @@
 //! The order and the status-carrying events derived from it.
 
+use std::collections::BTreeMap;
+use std::fmt;
+
 use serde::{Deserialize, Serialize};
 
-use crate::money::to_cents;
+use crate::money::cents_of;
+
+/// The largest quantity of a line, of one product over an order's lines, and of a whole
+/// order: 2^53 - 1, the largest integer that every JSON reader holds exactly (RFC 8259,
+/// section 6). Sums of quantities up to it never overflow an `i64`.
+pub const MAX_QUANTITY: i64 = 9_007_199_254_740_991;
 
 /// One order line.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -12,18 +20,22 @@ pub struct Item {
     /// Display name of the product, when the client sent one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    /// Number of units. Signed so that a 0 or negative quantity still parses and can be
-    /// rejected with a message naming the line (see the order stage).
+    /// Number of units, from 1 to [`MAX_QUANTITY`] once the order stage accepted the order.
+    /// Signed so that a 0 or negative quantity still parses and can be rejected with a
+    /// message naming the line (see the order stage).
     pub quantity: i64,
-    /// Unit price.
+    /// Unit price: a whole number of cents from 0 to [`crate::money::MAX_CENTS`] once the
+    /// order stage accepted the order (exact as an `f64`, see [`crate::money`]).
     pub price: f64,
 }
 
 impl Item {
-    /// The line amount (`quantity` x price rounded to cents) in integer cents.
+    /// The line amount (`quantity` x price) in exact integer cents, or `None` if the price is
+    /// not a whole number of cents in range (the order stage accepts no such price).
     #[must_use]
-    pub fn line_cents(&self) -> i128 {
-        i128::from(self.quantity) * i128::from(to_cents(self.price))
+    pub fn line_cents(&self) -> Option<i128> {
+        let price = cents_of(self.price).ok()?;
+        i128::from(self.quantity).checked_mul(i128::from(price))
     }
 }
 
@@ -36,7 +48,8 @@ pub struct Order {
     pub customer_id: String,
     /// The order lines.
     pub items: Vec<Item>,
-    /// The order total, which must equal the sum of the lines to the cent.
+    /// The order total, which must equal the sum of the lines exactly (whole cents, see
+    /// [`crate::money`]).
     pub total: f64,
     /// When the client placed the order (free-form text, usually RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -44,14 +57,99 @@ pub struct Order {
 }
 
 impl Order {
-    /// The sum of the line amounts in integer cents, or `None` if it overflows.
+    /// The sum of the line amounts in exact integer cents, or `None` if a price is not a
+    /// whole number of cents in range or the sum overflows.
     #[must_use]
     pub fn lines_cents(&self) -> Option<i128> {
         self.items
             .iter()
-            .try_fold(0_i128, |sum, item| sum.checked_add(item.line_cents()))
+            .try_fold(0_i128, |sum, item| sum.checked_add(item.line_cents()?))
+    }
+
+    /// The units wanted per product (the lines of a product summed), sorted by product id.
+    ///
+    /// # Errors
+    /// The first line, in order, whose quantity is not from 1 to [`MAX_QUANTITY`], or that
+    /// takes its product's quantity or the order's over [`MAX_QUANTITY`].
+    pub fn quantities(&self) -> Result<BTreeMap<&str, i64>, QuantityError> {
+        let mut wanted: BTreeMap<&str, i64> = BTreeMap::new();
+        let mut order_total: i64 = 0;
+        for (line, item) in self.items.iter().enumerate() {
+            let fail = |problem| QuantityError {
+                line,
+                product_id: item.product_id.clone(),
+                problem,
+            };
+            let quantity = item.quantity;
+            if quantity < 1 {
+                return Err(fail(QuantityProblem::NotPositive(quantity)));
+            }
+            if quantity > MAX_QUANTITY {
+                return Err(fail(QuantityProblem::LineTooLarge(quantity)));
+            }
+            let product = wanted.entry(item.product_id.as_str()).or_default();
+            *product = product
+                .checked_add(quantity)
+                .filter(|sum| *sum <= MAX_QUANTITY)
+                .ok_or_else(|| fail(QuantityProblem::ProductTooLarge))?;
+            order_total = order_total
+                .checked_add(quantity)
+                .filter(|sum| *sum <= MAX_QUANTITY)
+                .ok_or_else(|| fail(QuantityProblem::OrderTooLarge))?;
+        }
+        Ok(wanted)
     }
 }
+
+/// A quantity of an order that cannot be processed: see [`Order::quantities`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuantityError {
+    /// Index of the offending line in `items`.
+    pub line: usize,
+    /// The product of that line.
+    pub product_id: String,
+    /// What is wrong with it.
+    pub problem: QuantityProblem,
+}
+
+/// What is wrong with a quantity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuantityProblem {
+    /// The line's quantity is 0 or negative.
+    NotPositive(i64),
+    /// The line's quantity is above [`MAX_QUANTITY`].
+    LineTooLarge(i64),
+    /// With this line, the product's quantity over the order's lines is above
+    /// [`MAX_QUANTITY`].
+    ProductTooLarge,
+    /// With this line, the order's quantity is above [`MAX_QUANTITY`].
+    OrderTooLarge,
+}
+
+impl fmt::Display for QuantityError {
+    /// A message naming the field, e.g. `items[1].quantity must be greater than 0 (got 0)`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let at = format!("items[{}].quantity", self.line);
+        match self.problem {
+            QuantityProblem::NotPositive(q) => write!(f, "{at} must be greater than 0 (got {q})"),
+            QuantityProblem::LineTooLarge(q) => {
+                write!(f, "{at} must be at most {MAX_QUANTITY} (got {q})")
+            }
+            QuantityProblem::ProductTooLarge => write!(
+                f,
+                "{at}: the quantity of product {} over the order's lines must be at most \
+                 {MAX_QUANTITY}",
+                self.product_id
+            ),
+            QuantityProblem::OrderTooLarge => write!(
+                f,
+                "{at}: the quantity of the whole order must be at most {MAX_QUANTITY}"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for QuantityError {}
 
 /// Where an order is in the pipeline; carried as the `status` field of the order events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -77,8 +175,8 @@ impl OrderStatus {
     }
 }
 
-impl std::fmt::Display for OrderStatus {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl fmt::Display for OrderStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
 }
@@ -283,11 +381,90 @@ mod tests {
     }
 
     #[test]
-    fn lines_are_summed_in_cents() {
+    fn lines_are_summed_in_exact_cents() {
         let mut order = seed();
         assert_eq!(order.lines_cents(), Some(3998));
         order.items[0].quantity = 3;
-        assert_eq!(order.items[0].line_cents(), 5997);
+        assert_eq!(order.items[0].line_cents(), Some(5997));
+        // No per-unit rounding: a price that is not whole cents has no line amount.
+        order.items[0].quantity = 1000;
+        order.items[0].price = 0.004;
+        assert_eq!(order.items[0].line_cents(), None);
+        assert_eq!(order.lines_cents(), None);
+        order.items[0].price = 1e17;
+        assert_eq!(order.lines_cents(), None);
+    }
+
+    fn lines(items: &[(&str, i64)]) -> Order {
+        let mut order = seed();
+        order.items = items
+            .iter()
+            .map(|(p, q)| Item {
+                product_id: (*p).to_owned(),
+                name: None,
+                quantity: *q,
+                price: 1.0,
+            })
+            .collect();
+        order
+    }
+
+    #[test]
+    fn quantities_are_summed_per_product() {
+        let order = lines(&[("b", 2), ("a", 1), ("b", 3)]);
+        let wanted = order.quantities().expect("valid");
+        assert_eq!(wanted.into_iter().collect::<Vec<_>>(), [("a", 1), ("b", 5)]);
+        let order = lines(&[("a", MAX_QUANTITY)]);
+        assert_eq!(
+            order.quantities().expect("the largest line")["a"],
+            MAX_QUANTITY
+        );
+    }
+
+    #[test]
+    fn quantities_that_cannot_be_processed_name_their_line() {
+        let cases = [
+            (
+                lines(&[("a", 1), ("b", 0)]),
+                "items[1].quantity must be greater than 0 (got 0)",
+            ),
+            (
+                lines(&[("a", -4)]),
+                "items[0].quantity must be greater than 0 (got -4)",
+            ),
+            (
+                lines(&[
+                    ("a", 5_000_000_000_000_000_000),
+                    ("a", 5_000_000_000_000_000_000),
+                ]),
+                "items[0].quantity must be at most 9007199254740991 (got 5000000000000000000)",
+            ),
+            (
+                lines(&[("a", i64::MAX)]),
+                "items[0].quantity must be at most 9007199254740991 (got 9223372036854775807)",
+            ),
+            (
+                lines(&[("b", 5_000_000_000_000_000), ("b", 5_000_000_000_000_000)]),
+                "items[1].quantity: the quantity of product b over the order's lines must be \
+                 at most 9007199254740991",
+            ),
+            (
+                lines(&[("a", MAX_QUANTITY), ("b", 1)]),
+                "items[1].quantity: the quantity of the whole order must be at most \
+                 9007199254740991",
+            ),
+        ];
+        for (order, expected) in cases {
+            let err = order.quantities().expect_err(expected);
+            assert_eq!(err.to_string(), expected);
+        }
+        let err = lines(&[("a", 1), ("b", MAX_QUANTITY - 1), ("b", 1)])
+            .quantities()
+            .expect_err("too large");
+        assert_eq!(
+            (err.line, err.product_id.as_str(), err.problem),
+            (2, "b", QuantityProblem::OrderTooLarge)
+        );
     }
 
     #[test]

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use stage_events::{
     InventoryCommand, InventoryResult, Item, LedgerEntry, LedgerReason, Notification,
     NotificationDelivered, NotificationKind, Order, OrderConfirmed, OrderPending,
-    OrderPickedAndPacked, OrderReceived, OrderStatusDoc, ReleaseCommand, Reservation,
+    OrderPickedAndPacked, OrderReceived, OrderRefused, OrderStatusDoc, ReleaseCommand, Reservation,
     ReserveCommand, RestockCommand, TimelineEntry, TimelineEvent, TrackedStatus,
 };
 
@@ -160,6 +160,23 @@ fn order_events_match_their_schemas() {
     let mut zero = confirmed.clone();
     zero["items"][0]["quantity"] = json!(0);
     assert_invalid("order-confirmed.schema.json", &zero);
+
+    // The order stage's limits: quantities up to 2^53 - 1, amounts up to 1000000000000.00.
+    let mut largest = received.clone();
+    largest["items"][0]["quantity"] = json!(stage_events::MAX_QUANTITY);
+    largest["items"][0]["price"] = json!(1e12);
+    largest["total"] = json!(1e12);
+    assert_valid("order-received.schema.json", &largest);
+    for (pointer, bad) in [
+        ("/items/0/quantity", json!(stage_events::MAX_QUANTITY + 1)),
+        ("/items/0/quantity", json!(5_000_000_000_000_000_000_i64)),
+        ("/items/0/price", json!(1e17)),
+        ("/total", json!(1e300)),
+    ] {
+        let mut b = received.clone();
+        *b.pointer_mut(pointer).expect("field") = bad;
+        assert_invalid("order-received.schema.json", &b);
+    }
 }
 
 #[test]
@@ -294,9 +311,28 @@ fn inventory_results_match_their_schema() {
         available: 1,
         ..reservation
     }));
-    for result in [&pending, &reserved, &refused] {
+    let order_refused = to_value(&InventoryResult::OrderRefused(OrderRefused {
+        order_id: "order-1".into(),
+        customer_id: "cust-456".into(),
+        products: vec!["prod-789".into()],
+        reason: "items[1].quantity: too large".into(),
+    }));
+    for result in [&pending, &reserved, &refused, &order_refused] {
         assert_valid(name, result);
     }
+    for (field, bad) in [
+        ("products", json!([])),
+        ("products", json!(["a", "a"])),
+        ("reason", json!("")),
+        ("customer_id", json!("")),
+    ] {
+        let mut b = order_refused.clone();
+        b[field] = bad;
+        assert_invalid(name, &b);
+    }
+    let mut b = order_refused.clone();
+    b.as_object_mut().expect("object").remove("reason");
+    assert_invalid(name, &b);
     // The embedded order is an OrderReceived.
     let mut bad = pending.clone();
     bad["order"]["status"] = json!("confirmed");

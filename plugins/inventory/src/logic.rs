@@ -1,15 +1,18 @@
 //! The inventory saga's pure logic. One component serves three stages and dispatches on the
 //! input's event type (the `event_type` of its input topic):
 //!
-//! | event type        | stage         | state                  | module          |
-//! |-------------------|---------------|------------------------|-----------------|
-//! | `OrderReceived`   | `inventory`   | none                   | [`split`]       |
-//! | `InventoryCommand`| `stock`       | `stock/<product_id>`   | [`stock`]       |
-//! | `InventoryResult` | `reservation` | `order/<order_id>`     | [`reservation`] |
+//! | event type         | stage         | state                              | module          |
+//! |--------------------|---------------|------------------------------------|-----------------|
+//! | `OrderReceived`    | `inventory`   | none                               | [`split`]       |
+//! | `InventoryCommand` | `stock`       | `stock/<product_id>`, order lines  | [`stock`]       |
+//! | `InventoryResult`  | `reservation` | `order/<order_id>`                 | [`reservation`] |
 //!
 //! The inventory stage splits an order into one `order_pending` result and one `reserve`
-//! command per product. The stock stage, fed by product-keyed commands so that every product
-//! lives on one partition, holds the real stock and never lets it go negative. The
+//! command per product (or, when its quantities cannot be processed, one `order_refused`
+//! result, so that the order is still rejected with a notification rather than
+//! dead-lettered). The stock stage, fed by product-keyed commands so that every product
+//! lives on one partition, holds the real stock and never lets it go negative; it answers a
+//! repeated reserve or release of an order line without touching the stock again. The
 //! reservation stage joins the results of an order and confirms it, or releases what was
 //! reserved and rejects it. The host's exactly-once processing (state, outputs and offset
 //! commit together) makes each step atomic.
@@ -46,14 +49,36 @@ pub const OUTPUT_NOTIFY: &str = "notify";
 /// Output of a `release` command (reservation stage; topic `InventoryCommands`).
 pub const OUTPUT_RELEASE: &str = "release";
 
+/// The default of [`Config::remembered_lines`].
+pub const DEFAULT_REMEMBERED_LINES: u64 = 100_000;
+
 /// The `config` table, the same for the three stages.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Initial stock per product id, used by the stock stage while a product has no stock in
     /// state yet. A product that is not listed starts at 0.
     #[serde(default)]
     pub catalog: BTreeMap<String, u64>,
+    /// How many order lines the stock stage remembers per product (its most recent reserve
+    /// commands), so that a repeated `reserve` of one of them gets the first answer again and
+    /// a repeated `release` changes nothing (see [`stock`]). Each costs about 150 bytes of
+    /// state; 0 remembers none. Default [`DEFAULT_REMEMBERED_LINES`].
+    #[serde(default = "default_remembered_lines")]
+    pub remembered_lines: u64,
+}
+
+fn default_remembered_lines() -> u64 {
+    DEFAULT_REMEMBERED_LINES
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            catalog: BTreeMap::new(),
+            remembered_lines: DEFAULT_REMEMBERED_LINES,
+        }
+    }
 }
 
 /// Parses the `config` table (the JSON object from `config::get-all`).
@@ -121,6 +146,15 @@ mod tests {
         assert_eq!(parse_config("{}").expect("empty"), Config::default());
         let config = parse_config(r#"{"catalog": {"prod-789": 1000000}}"#).expect("catalog");
         assert_eq!(config.catalog.get("prod-789"), Some(&1_000_000));
+        assert_eq!(config.remembered_lines, DEFAULT_REMEMBERED_LINES);
+        let config = parse_config(r#"{"remembered_lines": 0}"#).expect("no memory");
+        assert_eq!(config.remembered_lines, 0);
+        let err = parse_config(r#"{"remembered_lines": -1}"#).expect_err("negative");
+        assert!(
+            err.message()
+                .starts_with("invalid stage config: remembered_lines: "),
+            "{err}"
+        );
         let err = parse_config(r#"{"catalog": {"prod-789": -1}}"#).expect_err("negative");
         assert!(
             err.message()

@@ -159,3 +159,24 @@ fn refused_reservation_matches_the_schema() {
     broken.as_object_mut().expect("object").remove("available");
     assert_invalid("inventory-result.schema.json", &broken);
 }
+
+#[test]
+fn refused_saga_rejects_the_order_with_a_notification() {
+    // Issue 11: each line is a valid OrderReceived line, their sum is not; the order reaches
+    // a rejection and a notification instead of the dead-letter queue.
+    let input = received(json!([
+        {"product_id": "prod-789", "quantity": 5_000_000_000_000_000_i64, "price": 0.0},
+        {"product_id": "prod-789", "quantity": 5_000_000_000_000_000_i64, "price": 0.0}
+    ]));
+    let config: Config = parse_config(r#"{"catalog": {"prod-789": 1000000}}"#).expect("config");
+    let outputs = saga(&input, &config);
+    assert_eq!(names(&outputs), ["pending", "notify"]);
+    let notify: Value = serde_json::from_str(&outputs[1].payload).expect("JSON");
+    assert_eq!(notify["kind"], "order_rejected");
+    assert_eq!(notify["short_products"], json!(["prod-789"]));
+    assert_eq!(
+        notify["message"],
+        "Your order order-1 was rejected: items[1].quantity: the quantity of product prod-789 \
+         over the order's lines must be at most 9007199254740991."
+    );
+}

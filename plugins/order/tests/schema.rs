@@ -38,3 +38,24 @@ fn structurally_valid_but_wrong_orders_are_rejected_by_the_stage() {
     assert_valid("order.schema.json", &zero);
     assert!(handle(&zero, "evt-1", &Config::default()).is_err());
 }
+
+#[test]
+fn issue_11_amounts_and_quantities_pass_the_schema_but_not_the_stage() {
+    // The ingress schema is structural: the stage refuses these (HTTP 400 naming the field).
+    for body in [
+        r#"{"order_id":"o","customer_id":"c","items":[{"product_id":"a","quantity":1,"price":1e17}],"total":1e300}"#,
+        r#"{"order_id":"o","customer_id":"c","items":[{"product_id":"a","quantity":1000,"price":0.004}],"total":0}"#,
+        r#"{"order_id":"o","customer_id":"c","items":[{"product_id":"a","quantity":5000000000000000000,"price":1},{"product_id":"a","quantity":5000000000000000000,"price":1}],"total":100000000000000000}"#,
+    ] {
+        assert_valid("order.schema.json", body);
+        assert!(handle(body, "evt-1", &Config::default()).is_err(), "{body}");
+    }
+    // The largest accepted order is a valid OrderReceived.
+    let largest = json!({"order_id": "o", "customer_id": "c",
+        "items": [{"product_id": "a", "quantity": 9_007_199_254_740_990_i64, "price": 0},
+                  {"product_id": "b", "quantity": 1, "price": 1e12}],
+        "total": 1e12})
+    .to_string();
+    let outputs = handle(&largest, "evt-1", &Config::default()).expect("largest order");
+    assert_valid("order-received.schema.json", &outputs[0].payload);
+}

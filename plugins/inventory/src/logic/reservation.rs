@@ -3,13 +3,16 @@
 //!
 //! State under `order/<order_id>`: the JSON [`Join`] document, deleted once every product
 //! has a result. Results may arrive before the `order_pending` event; they wait in state.
+//!
+//! An `order_refused` result (an order the inventory stage could not split) rejects the
+//! order at once, on the same path as an order that is short: the customer is notified.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use stage_events::{
     InventoryCommand, InventoryResult, Notification, NotificationKind, OrderConfirmed,
-    OrderReceived, ReleaseCommand, StageFailure, StageInput, StageOutput, State,
+    OrderReceived, OrderRefused, ReleaseCommand, StageFailure, StageInput, StageOutput, State,
 };
 
 use super::{OUTPUT_CONFIRMED, OUTPUT_NOTIFY, OUTPUT_RELEASE, positive_quantity};
@@ -62,6 +65,11 @@ fn load(state: &dyn State, key: &str) -> Result<Join, StageFailure> {
 /// Otherwise it saves the join and outputs nothing. A second `order_pending`, or a second
 /// result for the same product, is ignored (no output, state unchanged).
 ///
+/// An `order_refused` result deletes the join, if any, and outputs a `release` command for
+/// each product it holds as reserved (none is expected: no reserve was sent), then `notify`
+/// (kind `order_rejected`, with the refused products as `short_products` and the reason in
+/// the message).
+///
 /// # Errors
 /// [`StageFailure::Reject`] if the payload is not an `InventoryResult`, the key is not the
 /// order id, a quantity is not positive, a result names a product the order does not have,
@@ -74,6 +82,13 @@ pub fn handle(event: &StageInput, state: &mut dyn State) -> Result<Vec<StageOutp
     let mut join = load(state, &key)?;
 
     match result {
+        InventoryResult::OrderRefused(refused) => {
+            let outputs = refuse(&join, refused)?;
+            if state.get(&key).is_some() {
+                state.delete(&key);
+            }
+            return Ok(outputs);
+        }
         InventoryResult::OrderPending(pending) => {
             if join.order.is_some() {
                 return Ok(Vec::new());
@@ -181,34 +196,77 @@ fn decide(join: Join) -> Result<Vec<StageOutput>, StageFailure> {
         ]);
     }
 
-    let mut outputs = Vec::new();
-    for product_id in &products {
-        if let Some(ProductResult {
-            reserved: true,
-            quantity,
-        }) = outcome(product_id)
-        {
-            let release = InventoryCommand::Release(ReleaseCommand {
-                order_id: order.order_id.clone(),
-                product_id: product_id.clone(),
-                quantity,
-            });
-            outputs.push(StageOutput::json(OUTPUT_RELEASE, product_id, &release)?);
-        }
-    }
-    let mut notification = Notification::new(
+    let mut outputs = releases(&order.order_id, &results)?;
+    let message = format!(
+        "Your order {} was rejected: not enough stock for {}.",
+        order.order_id,
+        short.join(", ")
+    );
+    outputs.push(rejection(
         &order.order_id,
         &order.customer_id,
-        NotificationKind::OrderRejected,
-        format!(
-            "Your order {} was rejected: not enough stock for {}.",
-            order.order_id,
-            short.join(", ")
-        ),
-    );
-    notification.short_products = Some(short);
-    outputs.push(StageOutput::json(OUTPUT_NOTIFY, &key, &notification)?);
+        message,
+        short,
+    )?);
     Ok(outputs)
+}
+
+/// The outputs for an `order_refused` result: releases for whatever `join` holds as
+/// reserved, then the rejection.
+fn refuse(join: &Join, refused: OrderRefused) -> Result<Vec<StageOutput>, StageFailure> {
+    let OrderRefused {
+        order_id,
+        customer_id,
+        mut products,
+        reason,
+    } = refused;
+    products.sort();
+    products.dedup();
+    if products.is_empty() {
+        return Err(StageFailure::Reject(
+            "invalid InventoryResult payload: products must not be empty".to_owned(),
+        ));
+    }
+    let mut outputs = releases(&order_id, &join.results)?;
+    let message = format!("Your order {order_id} was rejected: {reason}.");
+    outputs.push(rejection(&order_id, &customer_id, message, products)?);
+    Ok(outputs)
+}
+
+/// One `release` command per reserved product, sorted and keyed by product id.
+fn releases(
+    order_id: &str,
+    results: &BTreeMap<String, ProductResult>,
+) -> Result<Vec<StageOutput>, StageFailure> {
+    results
+        .iter()
+        .filter(|(_, result)| result.reserved)
+        .map(|(product_id, result)| {
+            let release = InventoryCommand::Release(ReleaseCommand {
+                order_id: order_id.to_owned(),
+                product_id: product_id.clone(),
+                quantity: result.quantity,
+            });
+            StageOutput::json(OUTPUT_RELEASE, product_id, &release)
+        })
+        .collect()
+}
+
+/// The `notify` output of a rejected order.
+fn rejection(
+    order_id: &str,
+    customer_id: &str,
+    message: String,
+    short_products: Vec<String>,
+) -> Result<StageOutput, StageFailure> {
+    let mut notification = Notification::new(
+        order_id,
+        customer_id,
+        NotificationKind::OrderRejected,
+        message,
+    );
+    notification.short_products = Some(short_products);
+    StageOutput::json(OUTPUT_NOTIFY, order_id, &notification)
 }
 
 #[cfg(test)]
@@ -383,6 +441,55 @@ mod tests {
         assert!(run(&result("a", 1, false), &mut state).is_empty());
         let outputs = run(&pending(&[("a", 1)]), &mut state);
         assert_eq!(outputs[0].0, "confirmed");
+    }
+
+    fn refused(products: &[&str], reason: &str) -> StageInput {
+        let payload = json!({"kind": "order_refused", "order_id": "order-1",
+                             "customer_id": "cust-456", "products": products,
+                             "reason": reason});
+        StageInput::new(
+            "evt-r",
+            "InventoryResult",
+            Some("order-1"),
+            payload.to_string(),
+        )
+    }
+
+    #[test]
+    fn a_refused_order_is_rejected_with_a_notification() {
+        let reason = "items[1].quantity: the quantity of product p over the order's lines \
+                      must be at most 9007199254740991";
+        let mut state = MemoryState::new();
+        let outputs = run(&refused(&["p"], reason), &mut state);
+        assert_eq!(names(&outputs), [("notify", "order-1")]);
+        assert_eq!(
+            outputs[0].2,
+            json!({"order_id": "order-1", "customer_id": "cust-456", "kind": "order_rejected",
+                   "message": format!("Your order order-1 was rejected: {reason}."),
+                   "short_products": ["p"]})
+        );
+        assert!(state.is_empty(), "nothing kept: {state:?}");
+    }
+
+    #[test]
+    fn a_refusal_releases_what_a_join_holds_and_forgets_it() {
+        let mut state = MemoryState::new();
+        run(&result("a", 2, true), &mut state);
+        run(&result("b", 1, false), &mut state);
+        let outputs = run(&refused(&["c", "a", "c"], "too much"), &mut state);
+        assert_eq!(names(&outputs), [("release", "a"), ("notify", "order-1")]);
+        assert_eq!(
+            outputs[0].2,
+            json!({"command": "release", "order_id": "order-1", "product_id": "a", "quantity": 2})
+        );
+        assert_eq!(outputs[1].2["short_products"], json!(["a", "c"]));
+        assert!(state.is_empty(), "the join is deleted: {state:?}");
+
+        let err = handle(&refused(&[], "why"), &mut MemoryState::new()).expect_err("empty");
+        assert_eq!(
+            err.message(),
+            "invalid InventoryResult payload: products must not be empty"
+        );
     }
 
     #[test]

@@ -1,47 +1,33 @@
 //! Stage `inventory` (event type `OrderReceived`, no state): split an order into the
-//! reservation of each of its products.
-
-use std::collections::BTreeMap;
+//! reservation of each of its products, or refuse an order whose quantities cannot be
+//! processed.
 
 use stage_events::{
-    InventoryCommand, InventoryResult, OrderPending, OrderReceived, ReserveCommand, StageFailure,
-    StageOutput,
+    InventoryCommand, InventoryResult, Order, OrderPending, OrderReceived, OrderRefused,
+    QuantityError, QuantityProblem, ReserveCommand, StageFailure, StageOutput,
 };
 
-use super::{OUTPUT_PENDING, OUTPUT_RESERVE, positive_quantity};
-
-/// The units wanted per product (lines of the same product summed), sorted by product id.
-///
-/// # Errors
-/// [`StageFailure::Reject`] naming the line whose quantity is not positive, or whose
-/// product's total overflows.
-pub fn wanted(order: &OrderReceived) -> Result<BTreeMap<&str, i64>, StageFailure> {
-    let mut wanted: BTreeMap<&str, i64> = BTreeMap::new();
-    for (i, item) in order.order.items.iter().enumerate() {
-        let field = format!("items[{i}].quantity");
-        positive_quantity("OrderReceived", &field, item.quantity)?;
-        let total = wanted.entry(item.product_id.as_str()).or_default();
-        *total = total.checked_add(item.quantity).ok_or_else(|| {
-            StageFailure::Reject(format!(
-                "invalid OrderReceived payload: {field}: the total quantity of product {} \
-                 is too large",
-                item.product_id
-            ))
-        })?;
-    }
-    Ok(wanted)
-}
+use super::{OUTPUT_PENDING, OUTPUT_RESERVE};
 
 /// Outputs first `pending` (an `order_pending` result keyed by the order id, carrying the
 /// order as received and its sorted distinct product ids), then one `reserve` command per
 /// product, sorted by product id and keyed by it, for the sum of the product's lines.
 ///
+/// An order whose quantities cannot be processed ([`Order::quantities`]: a quantity that is
+/// not positive, or a line, a product's sum or the order's sum above
+/// [`stage_events::MAX_QUANTITY`]) gets one `pending` output instead: an `order_refused`
+/// result, which the reservation stage turns into a rejection and a customer notification.
+/// The order stage refuses such orders, so only an event written by something else (or
+/// before the limits) gets here; it must still reach a final outcome, not a dead letter.
+///
 /// # Errors
-/// [`StageFailure::Reject`] if the payload is not an `OrderReceived` or a quantity is not
-/// positive.
+/// [`StageFailure::Reject`] if the payload is not an `OrderReceived`.
 pub fn handle(payload: &str) -> Result<Vec<StageOutput>, StageFailure> {
     let order: OrderReceived = stage_events::parse_payload(payload, "OrderReceived")?;
-    let wanted = wanted(&order)?;
+    let wanted = match order.order.quantities() {
+        Ok(wanted) => wanted,
+        Err(error) => return refuse(&order.order, &error),
+    };
     let order_id = order.order.order_id.clone();
     let customer_id = order.order.customer_id.clone();
 
@@ -67,6 +53,34 @@ pub fn handle(payload: &str) -> Result<Vec<StageOutput>, StageFailure> {
     let mut outputs = vec![StageOutput::json(OUTPUT_PENDING, &order_id, &pending)?];
     outputs.extend(reserves);
     Ok(outputs)
+}
+
+/// The `order_refused` result for `order`: the products are the offending line's product,
+/// or every product of the order when the order as a whole is too large.
+fn refuse(order: &Order, error: &QuantityError) -> Result<Vec<StageOutput>, StageFailure> {
+    let mut products: Vec<String> = match error.problem {
+        QuantityProblem::OrderTooLarge => order
+            .items
+            .iter()
+            .map(|item| item.product_id.clone())
+            .collect(),
+        QuantityProblem::NotPositive(_)
+        | QuantityProblem::LineTooLarge(_)
+        | QuantityProblem::ProductTooLarge => vec![error.product_id.clone()],
+    };
+    products.sort();
+    products.dedup();
+    let refused = InventoryResult::OrderRefused(OrderRefused {
+        order_id: order.order_id.clone(),
+        customer_id: order.customer_id.clone(),
+        products,
+        reason: error.to_string(),
+    });
+    Ok(vec![StageOutput::json(
+        OUTPUT_PENDING,
+        &order.order_id,
+        &refused,
+    )?])
 }
 
 #[cfg(test)]
@@ -173,21 +187,57 @@ mod tests {
             ),
             "{err}"
         );
+    }
 
-        let zero = received(json!([{"product_id": "p", "quantity": 1, "price": 1.0},
-                                   {"product_id": "q", "quantity": 0, "price": 1.0}]));
-        assert_eq!(
-            handle(&zero).expect_err("zero").message(),
-            "invalid OrderReceived payload: items[1].quantity must be greater than 0 (got 0)"
-        );
-
-        let huge = received(
-            json!([{"product_id": "p", "quantity": i64::MAX, "price": 0.0},
-                                   {"product_id": "p", "quantity": 1, "price": 0.0}]),
-        );
-        assert_eq!(
-            handle(&huge).expect_err("overflow").message(),
-            "invalid OrderReceived payload: items[1].quantity: the total quantity of product p is too large"
-        );
+    #[test]
+    fn unprocessable_quantities_are_refused_not_dead_lettered() {
+        // Issue 11: two lines of 5e18 units overflowed here into the dead-letter queue.
+        let cases = [
+            (
+                json!([{"product_id": "p", "quantity": 5_000_000_000_000_000_000_i64, "price": 0.0},
+                       {"product_id": "p", "quantity": 5_000_000_000_000_000_000_i64, "price": 0.0}]),
+                json!(["p"]),
+                "items[0].quantity must be at most 9007199254740991 (got 5000000000000000000)",
+            ),
+            (
+                json!([{"product_id": "p", "quantity": 5_000_000_000_000_000_i64, "price": 0.0},
+                       {"product_id": "q", "quantity": 1, "price": 0.0},
+                       {"product_id": "p", "quantity": 5_000_000_000_000_000_i64, "price": 0.0}]),
+                json!(["p"]),
+                "items[2].quantity: the quantity of product p over the order's lines must be \
+                 at most 9007199254740991",
+            ),
+            (
+                json!([{"product_id": "z", "quantity": 5_000_000_000_000_000_i64, "price": 0.0},
+                       {"product_id": "a", "quantity": 1, "price": 0.0},
+                       {"product_id": "m", "quantity": 5_000_000_000_000_000_i64, "price": 0.0}]),
+                json!(["a", "m", "z"]),
+                "items[2].quantity: the quantity of the whole order must be at most \
+                 9007199254740991",
+            ),
+            (
+                json!([{"product_id": "p", "quantity": 1, "price": 1.0},
+                       {"product_id": "q", "quantity": 0, "price": 1.0}]),
+                json!(["q"]),
+                "items[1].quantity must be greater than 0 (got 0)",
+            ),
+            (
+                json!([{"product_id": "p", "quantity": i64::MAX, "price": 0.0},
+                       {"product_id": "p", "quantity": 1, "price": 0.0}]),
+                json!(["p"]),
+                "items[0].quantity must be at most 9007199254740991 (got 9223372036854775807)",
+            ),
+        ];
+        for (items, products, reason) in cases {
+            let outputs = handle(&received(items)).expect("refused, not an error");
+            assert_eq!(outputs.len(), 1, "no reserve command: {outputs:?}");
+            assert_eq!(outputs[0].output, "pending");
+            assert_eq!(outputs[0].key.as_deref(), Some("order-1"));
+            assert_eq!(
+                json_of(&outputs[0]),
+                json!({"kind": "order_refused", "order_id": "order-1",
+                       "customer_id": "cust-456", "products": products, "reason": reason})
+            );
+        }
     }
 }
