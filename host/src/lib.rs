@@ -11,6 +11,7 @@
 //! - [`stage`]: per-event processing, the topic consume loop, the HTTP ingress stage.
 //! - [`kpi`]: windowed KPIs published to the KPI topic.
 //! - [`http`]: the HTTP server (ingress route, health, readiness).
+//! - [`health`]: what each part of the host reports for `/readyz` (stages, ingress, Kafka).
 //! - [`admin`]: the admin API (plugin list, hot swap, rollback) and its client.
 //! - [`dlq`]: listing and replaying dead letters.
 //! - [`backoff`]: exponential backoff with jitter.
@@ -27,6 +28,7 @@ pub mod backoff;
 pub mod config;
 pub mod dlq;
 pub mod event;
+pub mod health;
 pub mod http;
 pub mod kafka;
 pub mod kpi;

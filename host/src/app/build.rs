@@ -11,12 +11,16 @@ use rdkafka::producer::{FutureProducer, Producer};
 
 use crate::config::{PipelineConfig, ProcessingMode, StageConfig};
 use crate::event::schema::SchemaRegistry;
-use crate::kafka::{consumer_config, ensure_changelog, transactional_producer_config};
+use crate::health::Reporter;
+use crate::kafka::{
+    consumer_config, ensure_changelog, ensure_compacted, partition_count,
+    transactional_producer_config,
+};
 use crate::kpi::StageKpis;
 use crate::plugin::{InstanceSettings, PluggedInstance, PluginEngine, PluginSlot};
 use crate::stage::{
-    Answers, KpiTarget, RebalanceTracker, Route, StageConsumer, StageContext, StageRunner,
-    StageStateParts, TransactionalAnswers, Worker,
+    Answers, Deduplicator, KpiTarget, ProcessedLog, ProducerFactory, RebalanceTracker, Route,
+    StageConsumer, StageContext, StageRunner, StageStateParts, TransactionalAnswers, Worker,
 };
 use crate::state::{KeyedState, changelog_topic};
 use crate::store::StateStore;
@@ -70,8 +74,10 @@ pub(super) async fn ingress_answers(
     stage: &StageConfig,
     shared_producer: &FutureProducer,
     store: &StateStore,
+    health: Reporter,
 ) -> anyhow::Result<Answers> {
     if stage.mode == ProcessingMode::AtLeastOnce {
+        health.ok();
         return Ok(Answers::local(store.clone(), shared_producer.clone()));
     }
     let group = stage.group_id();
@@ -85,13 +91,13 @@ pub(super) async fn ingress_answers(
     if config.kafka.create_topics {
         ensure_changelog(&config.kafka.brokers, &topic, partitions, 1).await?;
     }
-    let producer = transactional_producer(
-        config,
-        &stage.name,
-        &format!("{group}.{}", config.state.instance_id),
-    )?;
+    let transactional_id = format!("{group}.{}", config.state.instance_id);
+    let (factory_config, stage_name) = (config.clone(), stage.name.clone());
+    let make: ProducerFactory =
+        Arc::new(move || transactional_producer(&factory_config, &stage_name, &transactional_id));
     let answers =
-        TransactionalAnswers::start(&config.kafka.brokers, &topic, partitions, producer).await?;
+        TransactionalAnswers::start(&config.kafka.brokers, &topic, partitions, make, health)
+            .await?;
     Ok(Answers::Transactional(answers))
 }
 
@@ -121,6 +127,7 @@ pub(super) async fn topic_stage(
     instance: PluggedInstance,
     shared_producer: &FutureProducer,
     store: &StateStore,
+    health: &Reporter,
 ) -> anyhow::Result<StageRunner> {
     let group = stage.group_id();
     let exactly_once = stage.mode == ProcessingMode::ExactlyOnce;
@@ -154,6 +161,44 @@ pub(super) async fn topic_stage(
     } else {
         None
     };
+    let dedup = if exactly_once {
+        let topic = format!("{group}-processed");
+        let mut partitions = 1;
+        let mut replication = 1;
+        for input in &inputs {
+            let counted = match config.topics.get(*input) {
+                Some(topic) => {
+                    replication = replication.max(topic.replication);
+                    topic.partitions
+                }
+                None => {
+                    let (brokers, input) = (config.kafka.brokers.clone(), input.to_string());
+                    tokio::task::block_in_place(|| partition_count(&brokers, &input))?
+                }
+            };
+            partitions = partitions.max(counted);
+        }
+        if config.kafka.create_topics {
+            ensure_compacted(
+                &config.kafka.brokers,
+                &topic,
+                partitions,
+                replication,
+                Some(config.state.idempotency_retention),
+            )
+            .await?;
+        }
+        Deduplicator::Transactional(ProcessedLog::new(
+            topic,
+            config.kafka.brokers.clone(),
+            config.state.idempotency_retention,
+        ))
+    } else {
+        Deduplicator::Local {
+            store: store.clone(),
+            stage: stage.name.clone(),
+        }
+    };
     let producer = if exactly_once {
         transactional_producer(
             config,
@@ -179,7 +224,7 @@ pub(super) async fn topic_stage(
         .unwrap_or_default()
         .to_string();
     let consumer: StageConsumer = consumer_settings
-        .create_with_context(RebalanceTracker::for_strategy(&strategy))
+        .create_with_context(RebalanceTracker::for_strategy(&strategy).with_health(health.clone()))
         .with_context(|| format!("cannot create the consumer of stage {}", stage.name))?;
     consumer.subscribe(&inputs).with_context(|| {
         format!(
@@ -203,7 +248,7 @@ pub(super) async fn topic_stage(
             instance,
             producer,
             mode: stage.mode,
-            store: store.clone(),
+            dedup,
             kpis: StageKpis::new(&stage.name),
             kpi,
             input_event_types: inputs

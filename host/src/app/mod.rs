@@ -9,7 +9,6 @@ pub use build::load_plugins;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -20,6 +19,7 @@ use tokio::task::JoinSet;
 use crate::admin::Slots;
 use crate::config::PipelineConfig;
 use crate::event::schema::SchemaRegistry;
+use crate::health::Health;
 use crate::http::TopicView;
 use crate::kafka::{ensure_topics, producer_config};
 use crate::kpi::{KpiHub, publish_loop};
@@ -88,6 +88,7 @@ pub async fn run(
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let kpis = KpiHub::default();
+    let health = Health::default();
     let mut tasks: JoinSet<anyhow::Result<()>> = JoinSet::new();
     // Build every stage at once: each waits for Kafka (its transactional producer's
     // `init_transactions`, its consumer, its changelog), and start-up time is their longest
@@ -107,20 +108,25 @@ pub async fn run(
         );
         if stage.is_http() {
             let kpis = kpis.stage(&stage.name);
+            let reporter = health.reporter("ingress", "starting");
             ingress = Some(tokio::spawn(async move {
-                let answers = ingress_answers(&config, &stage, &producer, &store).await?;
-                anyhow::Ok(Arc::new(Ingress::new(
-                    context,
-                    instance,
-                    producer,
-                    answers,
-                    kpis,
-                    config.http.ingress_id_field.clone(),
-                    INGRESS_EVENT_TYPE.into(),
-                )))
+                let answers = ingress_answers(&config, &stage, &producer, &store, reporter).await?;
+                anyhow::Ok(Arc::new(
+                    Ingress::new(
+                        context,
+                        instance,
+                        producer,
+                        answers,
+                        kpis,
+                        config.http.ingress_id_field.clone(),
+                        INGRESS_EVENT_TYPE.into(),
+                    )
+                    .with_limits(config.http.request_timeout, config.http.max_id_bytes),
+                ))
             }));
             continue;
         }
+        let reporter = health.reporter(&format!("stage:{}", stage.name), "starting");
         building.push(tokio::spawn(async move {
             let runner = topic_stage(
                 &config,
@@ -129,6 +135,7 @@ pub async fn run(
                 instance,
                 &producer,
                 &store,
+                &reporter,
             )
             .await?;
             anyhow::Ok((
@@ -140,6 +147,7 @@ pub async fn run(
                     slot,
                     producer,
                     store,
+                    health: reporter,
                 },
             ))
         }));
@@ -168,10 +176,9 @@ pub async fn run(
             stop_rx.clone(),
         ))
     });
-    let ready = Arc::new(AtomicBool::new(false));
     tokio::spawn(watch_readiness(
         producer.clone(),
-        ready.clone(),
+        health.clone(),
         stop_rx.clone(),
         started,
     ));
@@ -224,7 +231,7 @@ pub async fn run(
     let router = crate::http::router(
         crate::http::HttpState {
             ingress,
-            ready,
+            health: health.clone(),
             max_body_bytes: config.http.max_body_bytes,
             order_status: view(&config.http.order_status_topic).await?,
             stock: view(&config.http.stock_topic).await?,
@@ -344,37 +351,50 @@ fn flatten(result: Result<anyhow::Result<()>, tokio::task::JoinError>) -> anyhow
     }
 }
 
+/// Reports whether Kafka answers (part `kafka`), every [`READINESS_EVERY`]; logs once when the
+/// whole host is first ready, with its start-up time.
 async fn watch_readiness(
     producer: FutureProducer,
-    ready: Arc<AtomicBool>,
+    health: Health,
     mut stop: watch::Receiver<bool>,
     started: std::time::Instant,
 ) {
+    let kafka = health.reporter("kafka", "not connected yet");
     let mut first = true;
+    let mut last_check: Option<std::time::Instant> = None;
     loop {
-        let client = producer.clone();
-        let reachable = tokio::task::spawn_blocking(move || {
-            client
-                .client()
-                .fetch_metadata(None, Duration::from_secs(2))
-                .is_ok()
-        })
-        .await
-        .unwrap_or(false);
-        if reachable != ready.swap(reachable, Ordering::Relaxed) {
-            if reachable && first {
-                first = false;
-                tracing::info!(startup_ms = started.elapsed().as_millis() as u64, "ready");
+        if last_check.is_none_or(|at| at.elapsed() >= READINESS_EVERY) {
+            last_check = Some(std::time::Instant::now());
+            let client = producer.clone();
+            let reachable = tokio::task::spawn_blocking(move || {
+                client
+                    .client()
+                    .fetch_metadata(None, Duration::from_secs(2))
+                    .is_ok()
+            })
+            .await
+            .unwrap_or(false);
+            if reachable {
+                kafka.ok();
             } else {
-                tracing::info!(ready = reachable, "readiness changed");
+                kafka.unready("the brokers do not answer a metadata request");
             }
         }
+        if first && health.ready() {
+            first = false;
+            tracing::info!(startup_ms = started.elapsed().as_millis() as u64, "ready");
+        }
+        let pause = if first {
+            Duration::from_millis(50)
+        } else {
+            READINESS_EVERY
+        };
         tokio::select! {
-            _ = tokio::time::sleep(READINESS_EVERY) => {}
+            _ = tokio::time::sleep(pause) => {}
             _ = stop.changed() => break,
         }
     }
-    ready.store(false, Ordering::Relaxed);
+    kafka.unready("stopping");
 }
 
 async fn prune_loop(store: StateStore, retention: Duration, mut stop: watch::Receiver<bool>) {

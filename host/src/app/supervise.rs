@@ -8,6 +8,7 @@ use tokio::sync::watch;
 
 use super::build::topic_stage;
 use crate::config::{PipelineConfig, StageConfig};
+use crate::health::Reporter;
 use crate::plugin::PluginSlot;
 use crate::stage::{StageContext, StageRunner};
 use crate::store::StateStore;
@@ -20,6 +21,8 @@ pub(super) struct Restart {
     pub(super) slot: Arc<PluginSlot>,
     pub(super) producer: FutureProducer,
     pub(super) store: StateStore,
+    /// Where the stage reports that it is failing.
+    pub(super) health: Reporter,
 }
 
 /// Longest pause between restarts of a failing stage.
@@ -39,10 +42,16 @@ pub(super) async fn supervise(
     loop {
         let started = std::time::Instant::now();
         match runner.run(stop.clone()).await {
-            Ok(()) => return Ok(()),
+            Ok(()) => {
+                restart.health.remove();
+                return Ok(());
+            }
             Err(error) if *stop.borrow() => return Err(error),
             Err(error) => {
                 tracing::error!(stage = %name, error = format!("{error:#}"), ?delay, "stage failed; restarting it");
+                restart
+                    .health
+                    .unready(format!("failed, restarting: {error:#}"));
             }
         }
         if started.elapsed() > MAX_RESTART_DELAY {
@@ -63,6 +72,7 @@ pub(super) async fn supervise(
                         instance,
                         &restart.producer,
                         &restart.store,
+                        &restart.health,
                     )
                     .await
                 }
@@ -74,7 +84,10 @@ pub(super) async fn supervise(
                     break;
                 }
                 Err(error) => {
-                    tracing::warn!(stage = %name, error = format!("{error:#}"), "stage cannot restart yet")
+                    tracing::warn!(stage = %name, error = format!("{error:#}"), "stage cannot restart yet");
+                    restart
+                        .health
+                        .unready(format!("cannot restart yet: {error:#}"));
                 }
             }
         }

@@ -77,6 +77,13 @@ pub struct HttpConfig {
     pub inventory_commands_topic: Option<String>,
     /// Stage whose `config.catalog` gives the stock of products that have no stock record yet.
     pub catalog_stage: Option<String>,
+    /// Longest an ingress request waits for its events to be committed. Past it (the brokers
+    /// are unreachable, say) the answer is `503 Service Unavailable` with `Retry-After`; a
+    /// repeat of the request later gets the first answer if the events did commit after all.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Longest accepted idempotency key (`ingress_id_field`), in bytes; longer gets `400`.
+    pub max_id_bytes: usize,
 }
 
 impl Default for HttpConfig {
@@ -91,6 +98,8 @@ impl Default for HttpConfig {
             stock_topic: None,
             inventory_commands_topic: None,
             catalog_stage: None,
+            request_timeout: Duration::from_secs(10),
+            max_id_bytes: 256,
         }
     }
 }

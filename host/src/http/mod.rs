@@ -9,7 +9,6 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
 use axum::Router;
@@ -27,8 +26,9 @@ use crate::stage::{Ingress, Reply};
 pub struct HttpState {
     /// The ingress stage, when the pipeline has one.
     pub ingress: Option<Arc<Ingress>>,
-    /// True once plugins are loaded and Kafka answered recently.
-    pub ready: Arc<AtomicBool>,
+    /// Whether every part of the host works (stages own their partitions, the ingress can
+    /// publish, Kafka answers), and what does not.
+    pub health: crate::health::Health,
     /// Largest accepted body.
     pub max_body_bytes: usize,
     /// Latest status per order, for `GET /orders/{order_id}`.
@@ -76,14 +76,24 @@ pub async fn bind(listen: &str) -> anyhow::Result<tokio::net::TcpListener> {
     })
 }
 
+/// Seconds a client is told to wait before repeating a request that got `503`.
+const RETRY_AFTER_SECONDS: &str = "2";
+
 fn json_response(reply: Reply) -> Response {
     let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    (
+    let mut response = (
         status,
         [(header::CONTENT_TYPE, "application/json")],
         reply.body.to_string(),
     )
-        .into_response()
+        .into_response();
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        response.headers_mut().insert(
+            header::RETRY_AFTER,
+            header::HeaderValue::from_static(RETRY_AFTER_SECONDS),
+        );
+    }
+    response
 }
 
 async fn submit(State(state): State<HttpState>, body: Body) -> Response {
@@ -184,9 +194,14 @@ async fn healthz() -> Response {
 }
 
 async fn readyz(State(state): State<HttpState>) -> Response {
-    let ready = state.ready.load(Ordering::Relaxed);
+    let ready = state.health.ready();
+    let body = if ready {
+        json!({"ready": true})
+    } else {
+        json!({"ready": false, "problems": state.health.problems()})
+    };
     json_response(Reply {
         status: if ready { 200 } else { 503 },
-        body: json!({"ready": ready}),
+        body,
     })
 }

@@ -58,11 +58,29 @@ pub async fn ensure_changelog(
     partitions: i32,
     replication: i32,
 ) -> anyhow::Result<()> {
+    ensure_compacted(brokers, topic, partitions, replication, None).await
+}
+
+/// Creates a compacted topic unless it exists; with `retention`, records older than it are
+/// deleted too (`cleanup.policy=compact,delete`).
+pub async fn ensure_compacted(
+    brokers: &str,
+    topic: &str,
+    partitions: i32,
+    replication: i32,
+    retention: Option<Duration>,
+) -> anyhow::Result<()> {
     let admin: AdminClient<DefaultClientContext> = admin_config(brokers)
         .create()
         .context("cannot create the Kafka admin client")?;
-    let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(replication))
+    let retention_ms = retention.map(|r| r.as_millis().to_string());
+    let mut new = NewTopic::new(topic, partitions, TopicReplication::Fixed(replication))
         .set("cleanup.policy", "compact");
+    if let Some(retention_ms) = &retention_ms {
+        new = new
+            .set("cleanup.policy", "compact,delete")
+            .set("retention.ms", retention_ms);
+    }
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     let results = admin
         .create_topics([&new], &options)

@@ -7,7 +7,7 @@ mod publish;
 mod read;
 pub mod tail;
 
-pub use admin::{ensure_changelog, ensure_topics};
+pub use admin::{ensure_changelog, ensure_compacted, ensure_topics};
 pub use clients::{admin_config, consumer_config, producer_config, transactional_producer_config};
 pub use publish::{Delivery, OutRecord, acknowledged, enqueue, publish_all, unacknowledged};
 pub use read::{for_each_committed, partition_count};

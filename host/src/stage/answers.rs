@@ -7,10 +7,13 @@
 //! - Exactly-once: in a compacted Kafka topic, written in the same transaction as the events,
 //!   so an answer exists if and only if its events were committed. Concurrent requests are
 //!   committed together (group commit) by one transactional producer. The topic is read back
-//!   at start-up, so a restarted instance knows every answer its predecessor committed.
+//!   at start-up, so a restarted instance knows every answer its predecessor committed. The
+//!   producer is supervised: after a fatal error, fencing, or a transaction that cannot be
+//!   aborted it is rebuilt (a new `init_transactions`) with backoff, and requests meanwhile
+//!   fail at once with `503` instead of waiting.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -18,6 +21,7 @@ use rdkafka::producer::{FutureProducer, Producer};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::event::cloudevents::CloudEvent;
+use crate::health::Reporter;
 use crate::kafka::{OutRecord, acknowledged, enqueue, publish_all};
 use crate::state::restore;
 use crate::store::{IngressRecord, StateStore};
@@ -28,6 +32,8 @@ const PUBLISH_ROUNDS: u32 = 3;
 const MAX_GROUP: usize = 512;
 /// How long a transactional call may block.
 const TXN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long an abort may block before the producer is rebuilt instead.
+const ABORT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The ingress's memory of answers, and how events and answers are published.
 pub enum Answers {
@@ -102,11 +108,10 @@ impl Answers {
                         .unwrap_or_else(|_| Err("the answer writer stopped".into())),
                     Err(_) => Err("the answer writer stopped".into()),
                 };
-                if let Err(error) = outcome {
-                    // The events are out; a repeat would publish the same ids, which are dropped.
-                    tracing::warn!(%error, order_id = key, "cannot record the ingress answer");
-                }
-                Ok(())
+                // The events are out but a repeat would not be answered from the record: say so
+                // (never a 202 that was not recorded). A repeat publishes the same ids again,
+                // which the next stage drops.
+                outcome.map_err(|error| format!("cannot record the answer ({error})"))
             }
             Answers::Transactional(answers) => answers.publish(key, records, answer).await,
         }
@@ -145,24 +150,29 @@ async fn write_answers(store: StateStore, mut pending: mpsc::Receiver<PendingAns
 
 struct Submission {
     records: Vec<OutRecord>,
+    answer: (String, IngressRecord),
     done: oneshot::Sender<Result<(), String>>,
 }
 
+/// Makes a transactional producer with its transactions initialised (blocking).
+pub type ProducerFactory = Arc<dyn Fn() -> anyhow::Result<FutureProducer> + Send + Sync>;
+
 /// Answers kept in a compacted topic and committed with the events.
 pub struct TransactionalAnswers {
-    known: Mutex<HashMap<String, IngressRecord>>,
+    known: Arc<Mutex<HashMap<String, IngressRecord>>>,
     topic: String,
     submissions: mpsc::Sender<Submission>,
 }
 
 impl TransactionalAnswers {
-    /// Reads every committed answer of `topic` (all `partitions`), then starts the committer
-    /// with `producer`, whose transactions are already initialised.
+    /// Reads every committed answer of `topic` (all `partitions`), then starts the committer,
+    /// which makes its producers with `make` and reports to `health`.
     pub async fn start(
         brokers: &str,
         topic: &str,
         partitions: i32,
-        producer: FutureProducer,
+        make: ProducerFactory,
+        health: Reporter,
     ) -> anyhow::Result<Self> {
         let mut known = HashMap::new();
         for partition in 0..partitions {
@@ -177,10 +187,12 @@ impl TransactionalAnswers {
             }
         }
         tracing::info!(topic, answers = known.len(), "ingress answers restored");
+        let producer = tokio::task::block_in_place(|| make())?;
+        let known = Arc::new(Mutex::new(known));
         let (submissions, receiver) = mpsc::channel(4096);
-        tokio::spawn(commit_loop(producer, receiver));
+        tokio::spawn(commit_loop(producer, make, health, known.clone(), receiver));
         Ok(Self {
-            known: Mutex::new(known),
+            known,
             topic: topic.to_string(),
             submissions,
         })
@@ -209,79 +221,188 @@ impl TransactionalAnswers {
             id: format!("answer:{key}"),
         });
         let (done, result) = oneshot::channel();
+        let submission = Submission {
+            records,
+            answer: (key.to_string(), answer),
+            done,
+        };
         self.submissions
-            .send(Submission { records, done })
+            .send(submission)
             .await
             .map_err(|_| "the ingress committer has stopped".to_string())?;
         result
             .await
-            .map_err(|_| "the ingress committer has stopped".to_string())??;
-        self.known
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key.to_string(), answer);
-        Ok(())
+            .map_err(|_| "the ingress committer has stopped".to_string())?
     }
 }
 
-/// Commits queued requests together: one transaction for everything waiting.
-async fn commit_loop(producer: FutureProducer, mut receiver: mpsc::Receiver<Submission>) {
-    while let Some(first) = receiver.recv().await {
-        let mut group = vec![first];
-        while group.len() < MAX_GROUP {
-            match receiver.try_recv() {
-                Ok(next) => group.push(next),
-                Err(_) => break,
+/// The committer's producer: working, or being rebuilt in the background.
+enum Link {
+    Up(FutureProducer),
+    Down {
+        rebuilding: tokio::task::JoinHandle<anyhow::Result<FutureProducer>>,
+        failures: u32,
+    },
+}
+
+/// Commits queued requests together: one transaction for everything waiting. A transaction
+/// that fails and cannot be cleanly aborted (or a fatal, fenced producer) takes the producer
+/// down; it is rebuilt with backoff while requests are refused at once.
+async fn commit_loop(
+    producer: FutureProducer,
+    make: ProducerFactory,
+    health: Reporter,
+    known: Arc<Mutex<HashMap<String, IngressRecord>>>,
+    mut receiver: mpsc::Receiver<Submission>,
+) {
+    health.ok();
+    let mut link = Link::Up(producer);
+    loop {
+        match &mut link {
+            Link::Up(producer) => {
+                let Some(first) = receiver.recv().await else {
+                    break;
+                };
+                let mut group = vec![first];
+                while group.len() < MAX_GROUP {
+                    match receiver.try_recv() {
+                        Ok(next) => group.push(next),
+                        Err(_) => break,
+                    }
+                }
+                let result = commit_group(producer, &group).await;
+                let outcome = match result {
+                    Ok(()) => {
+                        let mut known = known.lock().unwrap_or_else(|p| p.into_inner());
+                        for submission in &group {
+                            known.insert(submission.answer.0.clone(), submission.answer.1.clone());
+                        }
+                        Ok(())
+                    }
+                    Err(failure) => {
+                        tracing::warn!(error = %failure.message, requests = group.len(), usable = failure.usable, "ingress transaction failed");
+                        if !failure.usable {
+                            health.unready(format!(
+                                "cannot publish: {}; reconnecting",
+                                failure.message
+                            ));
+                            let Link::Up(broken) = std::mem::replace(
+                                &mut link,
+                                Link::Down {
+                                    rebuilding: rebuild(make.clone(), 0),
+                                    failures: 0,
+                                },
+                            ) else {
+                                unreachable!("the link was up")
+                            };
+                            tokio::task::spawn_blocking(move || drop(broken));
+                        }
+                        Err(failure.message)
+                    }
+                };
+                for submission in group {
+                    submission.done.send(outcome.clone()).ok();
+                }
+            }
+            Link::Down {
+                rebuilding,
+                failures,
+            } => {
+                tokio::select! {
+                    built = &mut *rebuilding => match built {
+                        Ok(Ok(producer)) => {
+                            tracing::info!("ingress producer rebuilt");
+                            health.ok();
+                            link = Link::Up(producer);
+                        }
+                        result => {
+                            let error = match result {
+                                Ok(Err(error)) => format!("{error:#}"),
+                                Err(error) => error.to_string(),
+                                Ok(Ok(_)) => unreachable!("handled above"),
+                            };
+                            *failures += 1;
+                            tracing::warn!(%error, failures = *failures, "cannot rebuild the ingress producer yet");
+                            health.unready(format!("cannot publish: {error}; reconnecting"));
+                            *rebuilding = rebuild(make.clone(), *failures);
+                        }
+                    },
+                    submission = receiver.recv() => match submission {
+                        Some(submission) => {
+                            submission.done.send(Err(
+                                "the ingress is reconnecting to Kafka; try again".to_string(),
+                            )).ok();
+                        }
+                        None => break,
+                    },
+                }
             }
         }
-        let result = commit_group(&producer, &group).await;
-        if let Err(error) = &result {
-            tracing::warn!(%error, requests = group.len(), "ingress transaction failed");
-        }
-        for submission in group {
-            submission.done.send(result.clone()).ok();
-        }
     }
 }
 
-async fn commit_group(producer: &FutureProducer, group: &[Submission]) -> Result<(), String> {
-    producer.begin_transaction().map_err(|e| e.to_string())?;
+/// Makes a new producer in the background, after a backoff that grows with `failures`.
+fn rebuild(
+    make: ProducerFactory,
+    failures: u32,
+) -> tokio::task::JoinHandle<anyhow::Result<FutureProducer>> {
+    let pause = crate::backoff::jittered(
+        Duration::from_millis(200),
+        Duration::from_secs(10),
+        failures,
+    );
+    tokio::spawn(async move {
+        tokio::time::sleep(pause).await;
+        tokio::task::spawn_blocking(move || make())
+            .await
+            .map_err(|error| anyhow::anyhow!("building the producer panicked: {error}"))?
+    })
+}
+
+/// Why a group's transaction failed, and whether the producer can run the next one.
+struct GroupFailure {
+    message: String,
+    /// The transaction was aborted cleanly: the producer is still usable.
+    usable: bool,
+}
+
+async fn commit_group(producer: &FutureProducer, group: &[Submission]) -> Result<(), GroupFailure> {
+    let unusable = |message: String| GroupFailure {
+        message,
+        usable: false,
+    };
+    producer
+        .begin_transaction()
+        .map_err(|e| unusable(format!("cannot begin a transaction ({e})")))?;
     let mut deliveries = Vec::new();
     for record in group.iter().flat_map(|s| &s.records) {
         match enqueue(producer, record).await {
             Ok(delivery) => deliveries.push(delivery),
-            Err(error) => {
-                abort(producer);
-                return Err(error.to_string());
-            }
+            Err(error) => return Err(abort(producer, error.to_string())),
         }
     }
     if let Err(error) = acknowledged(deliveries).await {
-        abort(producer);
-        return Err(error);
+        return Err(abort(producer, error));
     }
     match tokio::task::block_in_place(|| producer.commit_transaction(TXN_TIMEOUT)) {
         Ok(()) => Ok(()),
-        Err(error) => {
-            abort(producer);
-            Err(format!("could not commit the events ({error})"))
-        }
+        Err(error) => Err(abort(
+            producer,
+            format!("could not commit the events ({error})"),
+        )),
     }
 }
 
-/// Aborts the open transaction, trying again while the broker is unreachable.
-fn abort(producer: &FutureProducer) {
-    for attempt in 1.. {
-        match tokio::task::block_in_place(|| producer.abort_transaction(TXN_TIMEOUT)) {
-            Ok(()) => return,
-            Err(error) if attempt < 20 => {
-                tracing::warn!(%error, attempt, "cannot abort the ingress transaction yet");
-                std::thread::sleep(Duration::from_millis(500));
-            }
-            Err(error) => {
-                tracing::error!(%error, "cannot abort the ingress transaction; giving up");
-                return;
-            }
-        }
+/// Aborts the open transaction after `cause`; the producer stays usable only if that worked.
+fn abort(producer: &FutureProducer, cause: String) -> GroupFailure {
+    match tokio::task::block_in_place(|| producer.abort_transaction(ABORT_TIMEOUT)) {
+        Ok(()) => GroupFailure {
+            message: cause,
+            usable: true,
+        },
+        Err(error) => GroupFailure {
+            message: format!("{cause}; the transaction cannot be aborted ({error})"),
+            usable: false,
+        },
     }
 }

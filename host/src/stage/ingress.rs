@@ -2,7 +2,7 @@
 //! runs the stage's plugin and publishes its outputs before answering.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use rdkafka::producer::FutureProducer;
 use serde_json::json;
@@ -12,7 +12,7 @@ use super::answers::Answers;
 use super::processor::{Failure, Input, StageContext};
 use crate::event::cloudevents;
 use crate::event::dead_letter::Origin;
-use crate::kafka::publish_all;
+use crate::kafka::{OutRecord, publish_all};
 use crate::kpi::StageKpis;
 use crate::plugin::PluggedInstance;
 use crate::store::{IngressRecord, unix_ms};
@@ -21,6 +21,10 @@ use crate::store::{IngressRecord, unix_ms};
 const LOCK_STRIPES: usize = 64;
 /// Rounds of re-publishing before the request fails with 503.
 const PUBLISH_ROUNDS: u32 = 3;
+/// Default of `http.request_timeout`.
+const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default of `http.max_id_bytes`.
+const DEFAULT_MAX_ID_BYTES: usize = 256;
 
 /// An HTTP answer: status and JSON body.
 #[derive(Debug, Clone, PartialEq)]
@@ -56,6 +60,10 @@ pub struct Ingress {
     pub id_field: String,
     /// `ce_type` given to ingress events.
     pub event_type: String,
+    /// Longest a request waits for its events to be committed before it gets `503`.
+    pub request_timeout: Duration,
+    /// Longest accepted idempotency key, in bytes.
+    pub max_id_bytes: usize,
     locks: Vec<tokio::sync::Mutex<()>>,
 }
 
@@ -78,9 +86,40 @@ impl Ingress {
             kpis,
             id_field,
             event_type,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            max_id_bytes: DEFAULT_MAX_ID_BYTES,
             locks: (0..LOCK_STRIPES)
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),
+        }
+    }
+
+    /// Sets the request timeout and the longest idempotency key (`http.request_timeout`,
+    /// `http.max_id_bytes`).
+    pub fn with_limits(mut self, request_timeout: Duration, max_id_bytes: usize) -> Self {
+        self.request_timeout = request_timeout;
+        self.max_id_bytes = max_id_bytes;
+        self
+    }
+
+    /// Publishes `records` and records `answer` under `key`, within the request timeout.
+    async fn publish_in_time(
+        &self,
+        key: &str,
+        records: Vec<OutRecord>,
+        answer: IngressRecord,
+    ) -> Result<(), String> {
+        match tokio::time::timeout(
+            self.request_timeout,
+            self.answers.publish(key, records, answer),
+        )
+        .await
+        {
+            Ok(result) => result,
+            Err(_) => Err(format!(
+                "the events were not committed within {:?} (is Kafka reachable?); a repeat of this request gets the first answer if they commit later",
+                self.request_timeout
+            )),
         }
     }
 
@@ -101,6 +140,17 @@ impl Ingress {
         else {
             return Reply::error(400, format!("{} is missing or empty", self.id_field));
         };
+        if key.len() > self.max_id_bytes {
+            return Reply::error(
+                400,
+                format!(
+                    "{} is {} bytes long; at most {} are accepted (http.max_id_bytes)",
+                    self.id_field,
+                    key.len(),
+                    self.max_id_bytes
+                ),
+            );
+        }
         let body_hash = canonical_hash(&value);
 
         let _guard = self.locks[stripe(key)].lock().await;
@@ -167,8 +217,8 @@ impl Ingress {
             response: reply.body.to_string(),
             recorded_at_ms: unix_ms(SystemTime::now()),
         };
-        if let Err(error) = self.answers.publish(key, records, answer).await {
-            tracing::error!(%error, order_id = key, "cannot publish an ingress event");
+        if let Err(error) = self.publish_in_time(key, records, answer).await {
+            tracing::error!(%error, key, "cannot publish an ingress event");
             return Reply::error(
                 503,
                 format!("could not publish the event; try again ({error})"),
@@ -263,7 +313,7 @@ impl Ingress {
             return reply;
         }
         let id = cloudevents::ingress_id(&key);
-        let record = crate::kafka::OutRecord {
+        let record = OutRecord {
             topic: topic.to_string(),
             partition: None,
             key: Some(product_id.to_string()),
@@ -293,7 +343,7 @@ impl Ingress {
             response: reply.body.to_string(),
             recorded_at_ms: unix_ms(SystemTime::now()),
         };
-        match self.answers.publish(&key, vec![record], answer).await {
+        match self.publish_in_time(&key, vec![record], answer).await {
             Ok(()) => reply,
             Err(error) => Reply::error(
                 503,

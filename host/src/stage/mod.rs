@@ -2,6 +2,7 @@
 //! at-least-once), retries that park a partition, the HTTP ingress.
 
 mod answers;
+mod dedup;
 mod ingress;
 mod processor;
 mod rebalance;
@@ -9,7 +10,8 @@ mod retry;
 mod runner;
 mod transaction;
 
-pub use answers::{Answers, TransactionalAnswers};
+pub use answers::{Answers, ProducerFactory, TransactionalAnswers};
+pub use dedup::{Deduplicator, ProcessedLog};
 pub use ingress::{Ingress, Reply};
 pub use processor::{Failure, Input, Processed, Route, StageContext};
 pub use rebalance::RebalanceTracker;

@@ -2,8 +2,10 @@
 //! transaction whose partitions it no longer owns instead of committing it; and that applies
 //! each rebalance without asking librdkafka for the group's rebalance protocol, a call that
 //! can block forever while the consumer is being closed (it hung a host's shutdown that came
-//! during the group join).
+//! during the group join). It also keeps the set of partitions the consumer owns, and reports
+//! the stage as unready while it owns none.
 
+use std::collections::BTreeSet;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -12,10 +14,16 @@ use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, TopicPartitionList};
 
+use crate::health::Reporter;
+
 /// Counts rebalances and keeps the partitions revoked since they were last taken.
 #[derive(Default)]
 pub struct RebalanceTracker {
     revoked: Mutex<Vec<(String, i32)>>,
+    /// The partitions the consumer owns now.
+    owned: Mutex<BTreeSet<(String, i32)>>,
+    /// Where the stage reports that it owns no partitions (so it processes nothing).
+    health: Option<Reporter>,
     rebalances: AtomicU64,
     /// Whether the consumer's assignment strategy is `cooperative-sticky` (incremental
     /// rebalances) rather than an eager one.
@@ -31,9 +39,21 @@ impl RebalanceTracker {
         }
     }
 
+    /// Reports to `health`: unready until the consumer owns at least one partition.
+    pub fn with_health(mut self, health: Reporter) -> Self {
+        health.unready("joining its consumer group (no partitions assigned yet)");
+        self.health = Some(health);
+        self
+    }
+
+    /// How many partitions the consumer owns now.
+    pub fn owned(&self) -> usize {
+        lock(&self.owned).len()
+    }
+
     /// Partitions revoked since the last call.
     pub fn take_revoked(&self) -> Vec<(String, i32)> {
-        std::mem::take(&mut *self.revoked.lock().unwrap_or_else(|p| p.into_inner()))
+        std::mem::take(&mut *lock(&self.revoked))
     }
 
     /// How many rebalances this consumer has seen.
@@ -74,8 +94,13 @@ impl ConsumerContext for RebalanceTracker {
     fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         self.rebalances.fetch_add(1, Ordering::Relaxed);
         if let Rebalance::Revoke(partitions) = rebalance {
-            let mut revoked = self.revoked.lock().unwrap_or_else(|p| p.into_inner());
+            let mut revoked = lock(&self.revoked);
+            let mut owned = lock(&self.owned);
+            if !self.cooperative {
+                owned.clear();
+            }
             for element in partitions.elements() {
+                owned.remove(&(element.topic().to_string(), element.partition()));
                 tracing::info!(
                     topic = element.topic(),
                     partition = element.partition(),
@@ -88,7 +113,12 @@ impl ConsumerContext for RebalanceTracker {
 
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(partitions) = rebalance {
+            let mut owned = lock(&self.owned);
+            if !self.cooperative {
+                owned.clear();
+            }
             for element in partitions.elements() {
+                owned.insert((element.topic().to_string(), element.partition()));
                 tracing::info!(
                     topic = element.topic(),
                     partition = element.partition(),
@@ -96,5 +126,16 @@ impl ConsumerContext for RebalanceTracker {
                 );
             }
         }
+        if let Some(health) = &self.health {
+            if self.owned() == 0 {
+                health.unready("no partitions assigned (the group is rebalancing, or the consumer lost its session)");
+            } else {
+                health.ok();
+            }
+        }
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }

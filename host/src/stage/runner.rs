@@ -29,9 +29,11 @@ use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::producer::{FutureProducer, Producer};
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::watch;
 
+use super::dedup::Deduplicator;
 use super::processor::{Failure, Input, Processed, Route, StageContext};
 use super::rebalance::RebalanceTracker;
 use super::retry::{ATTEMPT_HEADER, RetryBook, RetryDecision, TopicPartition};
@@ -42,7 +44,6 @@ use crate::kafka::{OutRecord, enqueue};
 use crate::kpi::{StageKpis, kpi_record};
 use crate::plugin::{LoadedPlugin, PluggedInstance};
 use crate::state::{KeyedState, Writes, restore};
-use crate::store::StateStore;
 
 /// Input header of a replayed dead letter: only the stage it names handles it; the other
 /// stages reading the same topic skip it.
@@ -92,8 +93,8 @@ pub struct Worker {
     pub producer: FutureProducer,
     /// Processing guarantee.
     pub mode: ProcessingMode,
-    /// Durable record of processed ids (at-least-once deduplication).
-    pub store: StateStore,
+    /// Where the stage finds out it processed an event id before.
+    pub dedup: Deduplicator,
     /// KPI recorder of the stage.
     pub kpis: StageKpis,
     /// Where KPI windows go, if KPIs are enabled.
@@ -135,8 +136,6 @@ struct Handled<'i> {
 /// (at-least-once).
 #[derive(Default)]
 pub(super) struct Pending {
-    /// First offset consumed per partition: where to seek back to after an abort.
-    pub(super) start: HashMap<TopicPartition, i64>,
     /// Next offset to consume per partition: what to commit.
     pub(super) next: HashMap<TopicPartition, i64>,
     /// Fates of the inputs, counted once the work is committed.
@@ -177,6 +176,7 @@ impl Worker {
         let mut in_transaction = false;
         let mut last_kpi = Instant::now();
         let mut consumer_errors = 0u32;
+        let mut failing_since: Option<Instant> = None;
         loop {
             self.resume_due(consumer);
             // At-least-once work is committed once its interval is over, even if no input comes.
@@ -217,6 +217,7 @@ impl Worker {
                 match first {
                     Ok(message) => {
                         consumer_errors = 0;
+                        failing_since = None;
                         let mut batch = vec![message];
                         batch.extend(poll_available(
                             consumer,
@@ -227,6 +228,18 @@ impl Worker {
                         batch
                     }
                     Err(error) => {
+                        if let Some(fatal) = fatal_consumer_error(consumer, &error) {
+                            anyhow::bail!(
+                                "the consumer of stage {stage} hit a fatal error ({fatal}); rebuilding it"
+                            );
+                        }
+                        let failing_since = *failing_since.get_or_insert_with(Instant::now);
+                        if failing_since.elapsed() > CONSUMER_FAILING_LIMIT {
+                            anyhow::bail!(
+                                "the consumer of stage {stage} has failed for {:?} ({error}); rebuilding it",
+                                failing_since.elapsed()
+                            );
+                        }
                         let pause = crate::backoff::jittered(
                             Duration::from_millis(100),
                             Duration::from_secs(5),
@@ -239,16 +252,16 @@ impl Worker {
                     }
                 }
             };
+            if let Some((code, reason)) = consumer.client().fatal_error() {
+                anyhow::bail!(
+                    "the consumer of stage {stage} hit a fatal error ({code:?}: {reason}); rebuilding it"
+                );
+            }
             let revoked = consumer.context().take_revoked();
             if !revoked.is_empty() {
-                // The batch is dropped unprocessed: its partitions must be read again from its
-                // first offsets, like the ones the open transaction already consumed.
-                for message in &batch {
-                    pending
-                        .start
-                        .entry((message.topic().to_string(), message.partition()))
-                        .or_insert(message.offset());
-                }
+                // The batch is dropped unprocessed, and so is the open work: every partition
+                // still owned (or owned again: a static member gets its partitions straight
+                // back) goes back to its committed offset.
                 drop(batch);
                 self.abandon(consumer, &mut pending, &mut in_transaction, &revoked)?;
                 continue;
@@ -344,15 +357,11 @@ impl Worker {
             }
             attempts.push(attempt);
         }
-        let already = match self.mode {
-            ProcessingMode::AtLeastOnce => {
-                let ids: Vec<&str> = inputs.iter().map(|input| input.id.as_str()).collect();
-                self.store
-                    .processed_among(&self.context.name, &ids)
-                    .context("cannot read the idempotency store")?
-            }
-            ProcessingMode::ExactlyOnce => vec![false; inputs.len()],
-        };
+        let keys: Vec<(i32, &str)> = inputs
+            .iter()
+            .map(|input| (input.origin.partition, input.id.as_str()))
+            .collect();
+        let already = self.dedup.seen(&keys)?;
 
         // Plugins may do WASI I/O (a panic message to stderr), which wasmtime-wasi's sync
         // bindings run with `block_on`: allowed off the async worker threads only.
@@ -410,16 +419,15 @@ impl Worker {
                 match self.handle_one(consumer, input, attempts[index], &mut handled.records) {
                     Some(fate) => {
                         handled.fresh_ids.push(input.id.as_str());
+                        handled
+                            .records
+                            .extend(self.dedup.record(input.origin.partition, &input.id));
                         fate
                     }
                     None => continue,
                 }
             };
             pending.fates.push(fate);
-            pending
-                .start
-                .entry(partition.clone())
-                .or_insert(input.origin.offset);
             self.retries.settled(&partition, input.origin.offset);
             pending.next.insert(partition, input.origin.offset + 1);
         }
@@ -541,6 +549,24 @@ impl Worker {
             elapsed_ms = started.elapsed().as_millis() as u64, "state restored");
         lock(&parts.keyed).install(partition, values);
         Ok(())
+    }
+}
+
+/// How long a consumer may keep failing before the stage is rebuilt.
+const CONSUMER_FAILING_LIMIT: Duration = Duration::from_secs(30);
+
+/// The reason a consumer cannot go on, if `error` (or the client's state) is fatal: fenced by
+/// another member with the same `group.instance.id`, or any error librdkafka calls fatal.
+fn fatal_consumer_error(consumer: &StageConsumer, error: &KafkaError) -> Option<String> {
+    if let Some((code, reason)) = consumer.client().fatal_error() {
+        return Some(format!("{code:?}: {reason}"));
+    }
+    match error {
+        KafkaError::MessageConsumptionFatal(code) => Some(format!("{code:?}")),
+        _ if error.rdkafka_error_code() == Some(RDKafkaErrorCode::FencedInstanceId) => {
+            Some(error.to_string())
+        }
+        _ => None,
     }
 }
 

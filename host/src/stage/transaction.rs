@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use rdkafka::consumer::Consumer;
-use rdkafka::error::KafkaError;
 use rdkafka::producer::Producer;
 use rdkafka::{Offset, TopicPartitionList};
 
+use super::dedup::Deduplicator;
 use super::retry::TopicPartition;
 use super::runner::{Fate, PUBLISH_ROUNDS, Pending, StageConsumer, Worker, lock};
 use crate::config::ProcessingMode;
@@ -18,6 +18,8 @@ use crate::kafka::{OutRecord, acknowledged, enqueue, publish_all, unacknowledged
 
 /// How long a transactional call may block.
 const TXN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long reading the committed offsets, or seeking to them, may block.
+const COMMITTED_TIMEOUT: Duration = Duration::from_secs(15);
 
 impl Worker {
     /// Commits the open work: the transaction (exactly-once), or the acknowledgements, processed
@@ -51,9 +53,10 @@ impl Worker {
                 }
                 if let Err(error) = acknowledged(std::mem::take(&mut pending.deliveries)).await {
                     *in_transaction = false;
-                    tracing::warn!(stage = %self.context.name, %error, "a record of the transaction failed; aborting it");
-                    self.abort_and_rewind(consumer, pending, &[], &KafkaError::Canceled)?;
-                    return Ok(());
+                    return Err(self.transaction_failed(
+                        "a record of the transaction was not written",
+                        &error,
+                    ));
                 }
                 let mut offsets = TopicPartitionList::new();
                 for ((topic, partition), next) in &pending.next {
@@ -74,13 +77,15 @@ impl Worker {
                 tracing::debug!(stage = %self.context.name, inputs = pending.fates.len(),
                     commit_ms = committing.elapsed().as_secs_f64() * 1000.0, "transaction committed");
                 if let Err(error) = result {
-                    tracing::warn!(stage = %self.context.name, %error, "transaction failed; aborting it");
-                    self.abort_and_rewind(consumer, pending, &[], &error)?;
-                    return Ok(());
+                    // Whether it committed is not known (a commit that timed out may still
+                    // complete): only a rebuilt stage, reading its committed offsets and state
+                    // back from Kafka, is sure to resume from the truth.
+                    return Err(self.transaction_failed("the transaction did not commit", &error));
                 }
                 if let Some(parts) = &self.state {
                     lock(&parts.keyed).commit();
                 }
+                self.dedup.commit();
             }
         }
         for fate in pending.fates.drain(..) {
@@ -97,8 +102,9 @@ impl Worker {
         Ok(())
     }
 
-    /// Partitions were revoked: the open transaction may hold their inputs, so abort it,
-    /// forget their state and rewind the partitions still owned.
+    /// Partitions were revoked: the open work may hold their inputs, so abort it (a
+    /// transaction) or drop it (at-least-once), forget the revoked partitions' state and send
+    /// every partition still owned back to its committed offset.
     pub(super) fn abandon(
         &mut self,
         consumer: &StageConsumer,
@@ -113,19 +119,83 @@ impl Worker {
                 keyed.forget(*partition);
             }
         }
+        self.dedup.rollback();
+        for (_, partition) in revoked {
+            self.dedup.forget(*partition);
+        }
         if *in_transaction {
             *in_transaction = false;
             tracing::info!(stage = %self.context.name, revoked = revoked.len(), "partitions revoked mid-transaction; aborting it");
-            let error = KafkaError::Canceled;
-            self.abort_and_rewind(consumer, pending, revoked, &error)?;
-        } else {
-            // At-least-once: the rewound inputs are handled again, so the state writes they
-            // staged go too (their outputs, already queued, are repeats the next stage drops).
-            if let Some(parts) = &self.state {
-                lock(&parts.keyed).rollback();
-            }
-            self.rewind(consumer, pending, revoked);
+            let producer = &self.producer;
+            tokio::task::block_in_place(|| producer.abort_transaction(TXN_TIMEOUT))
+                .map_err(|error| self.transaction_failed("cannot abort the transaction", &error))?;
         }
+        // The aborted (or, at-least-once, dropped) inputs are handled again, so the state
+        // writes they staged go too (at-least-once outputs already queued are repeats that the
+        // next stage drops).
+        if let Some(parts) = &self.state {
+            lock(&parts.keyed).rollback();
+        }
+        *pending = Pending::default();
+        self.reset_to_committed(consumer)
+    }
+
+    /// The error that ends this incarnation of the stage after a failed transaction, so the
+    /// supervisor rebuilds it: a new producer (`init_transactions` fences and aborts what is
+    /// left open), a new consumer at the committed offsets, state restored from the changelog.
+    pub(super) fn transaction_failed(
+        &self,
+        what: &str,
+        error: &dyn std::fmt::Display,
+    ) -> anyhow::Error {
+        anyhow::anyhow!(
+            "stage {}: {what} ({error}); rebuilding the stage to resume from its last committed offsets and state",
+            self.context.name
+        )
+    }
+
+    /// Sends every partition the consumer owns back to its committed offset (the beginning
+    /// when none was committed), so nothing consumed but not committed is skipped: neither the
+    /// open work nor a batch that was dropped. Fails, and so rebuilds the stage, when the
+    /// committed offsets cannot be read or a seek fails.
+    pub(super) fn reset_to_committed(&mut self, consumer: &StageConsumer) -> anyhow::Result<()> {
+        let assignment = consumer
+            .assignment()
+            .context("cannot read the consumer's assignment")?;
+        if assignment.count() == 0 {
+            return Ok(());
+        }
+        let committed = tokio::task::block_in_place(|| {
+            consumer.committed_offsets(assignment, COMMITTED_TIMEOUT)
+        })
+        .with_context(|| {
+            format!(
+                "stage {} cannot read its committed offsets to resume from them",
+                self.context.name
+            )
+        })?;
+        let mut targets = TopicPartitionList::new();
+        for element in committed.elements() {
+            let offset = match element.offset() {
+                Offset::Offset(offset) => Offset::Offset(offset),
+                _ => Offset::Beginning,
+            };
+            targets.add_partition_offset(element.topic(), element.partition(), offset)?;
+        }
+        let sought = consumer
+            .seek_partitions(targets, COMMITTED_TIMEOUT)
+            .with_context(|| format!("stage {} cannot rewind its partitions", self.context.name))?;
+        for element in sought.elements() {
+            element.error().with_context(|| {
+                format!(
+                    "stage {} cannot rewind {}/{} to its committed offset",
+                    self.context.name,
+                    element.topic(),
+                    element.partition()
+                )
+            })?;
+        }
+        tracing::info!(stage = %self.context.name, partitions = sought.count(), "resuming from the committed offsets");
         Ok(())
     }
 
@@ -153,9 +223,9 @@ impl Worker {
         if let Some(parts) = &self.state {
             lock(&parts.keyed).commit();
         }
-        if !pending.fresh_ids.is_empty() {
-            let store = &self.store;
-            let stage = &self.context.name;
+        if !pending.fresh_ids.is_empty()
+            && let Deduplicator::Local { store, stage } = &self.dedup
+        {
             let ids = &pending.fresh_ids;
             tokio::task::block_in_place(|| {
                 store.mark_processed(stage, ids.iter().map(String::as_str))
@@ -172,54 +242,6 @@ impl Worker {
             // A partition revoked meanwhile: its new owner reads these inputs again.
             tracing::warn!(stage = %self.context.name, %error, "cannot store the consumed offsets");
         }
-        Ok(())
-    }
-
-    /// Seeks every partition the pending work consumed (and that is still owned) back to the
-    /// first offset it consumed, and forgets the pending work.
-    pub(super) fn rewind(
-        &mut self,
-        consumer: &StageConsumer,
-        pending: &mut Pending,
-        revoked: &[TopicPartition],
-    ) {
-        for ((topic, partition), offset) in &pending.start {
-            if revoked.iter().any(|(t, p)| t == topic && p == partition) {
-                continue;
-            }
-            if let Err(error) = consumer.seek(
-                topic,
-                *partition,
-                Offset::Offset(*offset),
-                Duration::from_secs(10),
-            ) {
-                tracing::warn!(stage = %self.context.name, topic, partition, %error, "cannot rewind");
-            }
-        }
-        *pending = Pending::default();
-    }
-
-    pub(super) fn abort_and_rewind(
-        &mut self,
-        consumer: &StageConsumer,
-        pending: &mut Pending,
-        revoked: &[TopicPartition],
-        cause: &KafkaError,
-    ) -> anyhow::Result<()> {
-        let fatal = matches!(cause, KafkaError::Transaction(e) if e.is_fatal());
-        if fatal {
-            anyhow::bail!(
-                "stage {} was fenced or hit a fatal transaction error ({cause}); another instance may be using the same instance id",
-                self.context.name
-            );
-        }
-        let producer = &self.producer;
-        tokio::task::block_in_place(|| producer.abort_transaction(TXN_TIMEOUT))
-            .context("cannot abort the transaction")?;
-        if let Some(parts) = &self.state {
-            lock(&parts.keyed).rollback();
-        }
-        self.rewind(consumer, pending, revoked);
         Ok(())
     }
 }

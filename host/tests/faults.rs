@@ -1,0 +1,699 @@
+//! Kafka hiccups under load, against a broker of this test's own (it is stopped, restarted and
+//! kept down): a 3–5 s broker restart, the broker down longer than the transaction timeout, a
+//! host frozen (SIGSTOP) past the group session timeout while a backlog lands, with one host
+//! instance and with two; and the same order posted to two instances. Afterwards every
+//! accepted order has exactly one outcome (0 lost, 0 duplicated), the hosts serve again
+//! without a restart, and `/readyz` was unready during the fault.
+//!
+//! Each test starts its own broker (`scripts/kafka.sh` with a folder and ports of its own:
+//! FAULTS_KAFKA_PORT, default 19392, and the port after it for the controller) and the tests
+//! run one at a time. Outcomes are counted by reading the topics `read_committed` up to the
+//! end offsets taken after the hosts stopped.
+
+#![allow(missing_docs, clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{Record, TestPipeline, read_to_end_at, wait_until};
+use rdkafka::ClientConfig;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+
+/// How long the whole pipeline may take to give every accepted order its outcome after a fault.
+const SETTLE: Duration = Duration::from_secs(240);
+/// The group session timeout the hosts use (`session.timeout.ms` of pipeline.toml's defaults).
+const SESSION_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Only one test at a time: each owns the broker it stops and starts.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// A broker of this test alone, stopped (and its data deleted) when dropped.
+struct Broker {
+    home: PathBuf,
+    port: u16,
+}
+
+impl Broker {
+    fn start() -> Self {
+        let port: u16 = std::env::var("FAULTS_KAFKA_PORT")
+            .ok()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(19392);
+        let home = common::repo().join(format!(".kafka/faults-{port}"));
+        std::fs::create_dir_all(&home).unwrap();
+        let lib = home.join("lib");
+        if !lib.exists() {
+            std::os::unix::fs::symlink(common::repo().join(".kafka/lib"), &lib).unwrap();
+        }
+        let broker = Broker { home, port };
+        assert!(broker.script("reset"), "scripts/kafka.sh reset failed");
+        assert!(broker.script("start"), "scripts/kafka.sh start failed");
+        broker
+    }
+
+    /// The bootstrap address.
+    fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Runs `scripts/kafka.sh <command>` for this broker; whether it succeeded.
+    fn script(&self, command: &str) -> bool {
+        std::process::Command::new(common::repo().join("scripts/kafka.sh"))
+            .arg(command)
+            .env("KAFKA_HOME_DIR", &self.home)
+            .env("KAFKA_PORT", self.port.to_string())
+            .env("KAFKA_CONTROLLER_PORT", (self.port + 1).to_string())
+            .status()
+            .is_ok_and(|status| status.success())
+    }
+
+    /// Stops the broker, keeps it down for `down`, starts it again (data kept).
+    async fn outage(&self, down: Duration) {
+        let started = Instant::now();
+        tokio::task::block_in_place(|| assert!(self.script("stop"), "broker stop failed"));
+        // The fault itself lasts this long (not a wait for a condition).
+        tokio::time::sleep(down).await;
+        tokio::task::block_in_place(|| assert!(self.script("start"), "broker start failed"));
+        eprintln!(
+            "faults: broker down for {:.1}s in all",
+            started.elapsed().as_secs_f64()
+        );
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if !self.script("reset") {
+            eprintln!(
+                "faults: could not stop the test broker in {}",
+                self.home.display()
+            );
+        }
+    }
+}
+
+/// One producer for writing records straight into topics of `broker`.
+fn producer(broker: &Broker) -> FutureProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", broker.address())
+        .set("linger.ms", "5")
+        .create()
+        .unwrap()
+}
+
+/// Writes one record with `headers` into `topic`.
+async fn send(
+    producer: &FutureProducer,
+    topic: &str,
+    key: &str,
+    payload: &[u8],
+    headers: &[(&str, &str)],
+) {
+    producer
+        .send(
+            FutureRecord::to(topic)
+                .key(key)
+                .payload(payload)
+                .headers(common::headers_of(headers)),
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+}
+
+/// The shipped pipeline on this test's broker, every stage in its default (exactly-once) mode,
+/// with a short request timeout and transaction timeout so faults outlast them.
+fn pipeline(broker: &Broker) -> TestPipeline {
+    let brokers = broker.address();
+    TestPipeline::new(move |config| {
+        let kafka = config["kafka"].as_table_mut().unwrap();
+        kafka.insert("brokers".into(), brokers.into());
+        kafka.insert("transaction_timeout".into(), "10s".into());
+        let http = config["http"].as_table_mut().unwrap();
+        http.insert("request_timeout".into(), "3s".into());
+        // Enough stock that most orders ship; a few products run short so some are rejected.
+        let stock = common::stage_mut(config, "stock");
+        let catalog = stock["config"]["catalog"].as_table_mut().unwrap();
+        for product in 0..20 {
+            let units = if product < 18 { 100_000 } else { 30 };
+            catalog.insert(format!("fp-{product}"), units.into());
+        }
+    })
+}
+
+/// What the load saw.
+#[derive(Default)]
+struct LoadResult {
+    /// Orders answered `202`.
+    accepted: BTreeSet<String>,
+    /// Answers `503`, and how many of them carried `Retry-After`.
+    unavailable: usize,
+    unavailable_with_retry_after: usize,
+    /// The longest a single POST took to be answered.
+    slowest_answer: Duration,
+}
+
+/// Posts `count` orders at `rate` per second, spread over the `targets` (HTTP addresses, one
+/// after the other). Each order is posted again after `503` or a failed connection until it
+/// gets a final answer; a POST not answered within 30 s fails the test (a hang).
+async fn post_orders(prefix: String, count: usize, rate: f64, targets: Vec<String>) -> LoadResult {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let result = Arc::new(std::sync::Mutex::new(LoadResult::default()));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..count {
+        let at = started + Duration::from_secs_f64(i as f64 / rate);
+        tokio::time::sleep_until(at.into()).await;
+        let (client, result) = (client.clone(), result.clone());
+        let target = targets[i % targets.len()].clone();
+        let id = format!("{prefix}-{i}");
+        let body = common::order(&id, &format!("fp-{}", i % 20), 1);
+        tasks.push(tokio::spawn(async move {
+            let deadline = Instant::now() + SETTLE;
+            loop {
+                let sent = Instant::now();
+                let answer = client
+                    .post(format!("http://{target}/orders"))
+                    .header("content-type", "application/json")
+                    .body(body.clone())
+                    .send()
+                    .await;
+                let took = sent.elapsed();
+                {
+                    let mut result = result.lock().unwrap();
+                    result.slowest_answer = result.slowest_answer.max(took);
+                    match answer {
+                        Ok(response) if response.status().as_u16() == 202 => {
+                            result.accepted.insert(id);
+                            return;
+                        }
+                        Ok(response) if response.status().as_u16() == 503 => {
+                            result.unavailable += 1;
+                            if response.headers().contains_key("retry-after") {
+                                result.unavailable_with_retry_after += 1;
+                            }
+                        }
+                        Ok(response) => {
+                            panic!("order {id}: unexpected answer {}", response.status())
+                        }
+                        Err(error) => {
+                            assert!(!error.is_timeout(), "order {id}: POST hung for 30 s");
+                        }
+                    }
+                }
+                assert!(Instant::now() < deadline, "order {id} never accepted");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    Arc::try_unwrap(result).ok().unwrap().into_inner().unwrap()
+}
+
+/// Watches `/readyz` of `http` until stopped; remembers whether it was ever unready and the
+/// problems it named.
+struct ReadyWatch {
+    unready_seen: Arc<AtomicUsize>,
+    problems: Arc<std::sync::Mutex<BTreeSet<String>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl ReadyWatch {
+    fn start(http: &str) -> Self {
+        let watch = ReadyWatch {
+            unready_seen: Arc::default(),
+            problems: Arc::default(),
+            stop: Arc::default(),
+        };
+        let (unready, problems, stop) = (
+            watch.unready_seen.clone(),
+            watch.problems.clone(),
+            watch.stop.clone(),
+        );
+        let url = format!("http://{http}/readyz");
+        tokio::spawn(async move {
+            let client = reqwest::Client::builder()
+                .timeout(Duration::from_secs(5))
+                .build()
+                .unwrap();
+            while !stop.load(Ordering::Relaxed) {
+                if let Ok(response) = client.get(&url).send().await
+                    && response.status().as_u16() == 503
+                {
+                    unready.fetch_add(1, Ordering::Relaxed);
+                    if let Ok(body) = response.json::<serde_json::Value>().await
+                        && let Some(parts) = body["problems"].as_object()
+                    {
+                        problems.lock().unwrap().extend(parts.keys().cloned());
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+        watch
+    }
+
+    fn finish(self) -> (usize, BTreeSet<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        (
+            self.unready_seen.load(Ordering::Relaxed),
+            self.problems.lock().unwrap().clone(),
+        )
+    }
+}
+
+/// Final outcomes of the orders, counted from the committed topics.
+struct Outcomes {
+    /// Final notifications (`shipped` or `order_rejected`) per order.
+    finals: HashMap<String, usize>,
+    /// Committed records repeating a `ce_id`, per topic (OrderReceived aside: see below).
+    duplicate_ids: BTreeMap<String, usize>,
+    /// OrderReceived records that repeat a `ce_id` with another payload.
+    conflicting_received: usize,
+    /// Notifications not delivered exactly once.
+    deliveries_wrong: usize,
+    /// Ledger entries with a negative stock.
+    oversold: usize,
+    /// Reservations of an order line counted more than once in the ledger.
+    reserved_twice: usize,
+}
+
+/// Reads the topics of `pipeline` to their ends (call it after the hosts stopped).
+async fn outcomes(broker: &Broker, pipeline: &TestPipeline) -> Outcomes {
+    let read = |logical: &str| {
+        let (topic, at) = (pipeline.topic(logical), broker.address());
+        async move { read_to_end_at(&at, &topic, Duration::from_secs(120)).await }
+    };
+    let mut duplicate_ids = BTreeMap::new();
+    let mut conflicting_received = 0;
+    let mut by_topic: HashMap<&str, Vec<Record>> = HashMap::new();
+    for topic in common::TOPICS {
+        let records = read(topic).await;
+        let mut seen: HashMap<String, Vec<u8>> = HashMap::new();
+        let mut repeats = 0;
+        for record in &records {
+            match seen.insert(record.ce_id().to_string(), record.raw.clone()) {
+                None => {}
+                // The ingress publishes a request again when its first try timed out and
+                // committed later, or when it reached two instances: the same event, which the
+                // stages drop. Only a repeat with another payload is wrong there.
+                Some(earlier) if topic == "OrderReceived" => {
+                    if earlier != record.raw {
+                        conflicting_received += 1;
+                    }
+                }
+                Some(_) => repeats += 1,
+            }
+        }
+        if repeats > 0 {
+            duplicate_ids.insert(topic.to_string(), repeats);
+        }
+        by_topic.insert(topic, records);
+    }
+    let mut finals: HashMap<String, usize> = HashMap::new();
+    for notification in &by_topic["Notification"] {
+        if matches!(
+            notification.value["kind"].as_str(),
+            Some("shipped" | "order_rejected")
+        ) {
+            *finals
+                .entry(notification.value["order_id"].as_str().unwrap().to_string())
+                .or_default() += 1;
+        }
+    }
+    let notification_ids: BTreeSet<&str> =
+        by_topic["Notification"].iter().map(|n| n.ce_id()).collect();
+    let mut deliveries: HashMap<&str, usize> = HashMap::new();
+    for delivered in &by_topic["NotificationDelivered"] {
+        *deliveries
+            .entry(delivered.value["notification_id"].as_str().unwrap())
+            .or_default() += 1;
+    }
+    let deliveries_wrong = notification_ids
+        .iter()
+        .filter(|id| deliveries.get(*id).copied() != Some(1))
+        .count()
+        + deliveries
+            .keys()
+            .filter(|id| !notification_ids.contains(*id))
+            .count();
+    let ledger = &by_topic["InventoryLedger"];
+    let oversold = ledger
+        .iter()
+        .filter(|entry| entry.value["stock"].as_i64().is_some_and(|s| s < 0))
+        .count();
+    let mut reservations: HashMap<(String, String), usize> = HashMap::new();
+    for entry in ledger {
+        if entry.value["reason"].as_str() == Some("reserve")
+            && let (Some(order), Some(product)) = (
+                entry.value["order_id"].as_str(),
+                entry.value["product_id"].as_str(),
+            )
+        {
+            *reservations
+                .entry((order.to_string(), product.to_string()))
+                .or_default() += 1;
+        }
+    }
+    let reserved_twice = reservations.values().filter(|n| **n > 1).count();
+    Outcomes {
+        finals,
+        duplicate_ids,
+        conflicting_received,
+        deliveries_wrong,
+        oversold,
+        reserved_twice,
+    }
+}
+
+/// Asserts exactly one outcome per accepted order and no duplicate anywhere; prints the figures.
+fn assert_exactly_once(
+    name: &str,
+    accepted: &BTreeSet<String>,
+    outcomes: &Outcomes,
+    heal: Duration,
+) {
+    let lost: Vec<&String> = accepted
+        .iter()
+        .filter(|id| !outcomes.finals.contains_key(*id))
+        .collect();
+    let duplicated: Vec<(&String, &usize)> =
+        outcomes.finals.iter().filter(|(_, n)| **n > 1).collect();
+    let unknown = outcomes
+        .finals
+        .keys()
+        .filter(|id| !accepted.contains(*id))
+        .count();
+    eprintln!(
+        "faults[{name}]: accepted {}, completed {}, lost {}, duplicated {}, outcomes of orders never accepted {}, \
+         duplicate ids {:?}, conflicting OrderReceived {}, deliveries not exactly once {}, oversold {}, \
+         order lines reserved twice {}, time to heal {:.1}s",
+        accepted.len(),
+        accepted.len() - lost.len(),
+        lost.len(),
+        duplicated.len(),
+        unknown,
+        outcomes.duplicate_ids,
+        outcomes.conflicting_received,
+        outcomes.deliveries_wrong,
+        outcomes.oversold,
+        outcomes.reserved_twice,
+        heal.as_secs_f64(),
+    );
+    assert!(lost.is_empty(), "{name}: lost orders: {lost:?}");
+    assert!(
+        duplicated.is_empty(),
+        "{name}: orders with two outcomes: {duplicated:?}"
+    );
+    assert_eq!(
+        unknown, 0,
+        "{name}: outcomes of orders that were never accepted"
+    );
+    assert!(
+        outcomes.duplicate_ids.is_empty(),
+        "{name}: committed duplicates {:?}",
+        outcomes.duplicate_ids
+    );
+    assert_eq!(
+        outcomes.conflicting_received, 0,
+        "{name}: OrderReceived ids with two payloads"
+    );
+    assert_eq!(
+        outcomes.deliveries_wrong, 0,
+        "{name}: notifications not delivered exactly once"
+    );
+    assert_eq!(outcomes.oversold, 0, "{name}: stock went negative");
+    assert_eq!(
+        outcomes.reserved_twice, 0,
+        "{name}: order lines reserved twice"
+    );
+}
+
+/// Waits until every accepted order has a final notification; returns how long that took.
+async fn wait_for_outcomes(
+    broker: &Broker,
+    pipeline: &TestPipeline,
+    accepted: &BTreeSet<String>,
+) -> Duration {
+    let started = Instant::now();
+    let topic = pipeline.topic("Notification");
+    wait_until("every accepted order to reach its outcome", SETTLE, || {
+        let (topic, at) = (topic.clone(), broker.address());
+        async move {
+            let finals: BTreeSet<String> = read_to_end_at(&at, &topic, Duration::from_secs(60))
+                .await
+                .iter()
+                .filter(|n| matches!(n.value["kind"].as_str(), Some("shipped" | "order_rejected")))
+                .filter_map(|n| n.value["order_id"].as_str().map(str::to_string))
+                .collect();
+            accepted.iter().all(|id| finals.contains(id))
+        }
+    })
+    .await;
+    started.elapsed()
+}
+
+/// One host under 50 orders/s; `fault` runs a few seconds into the load.
+async fn one_host_under(broker: &Broker, name: &str, down: Duration) {
+    let mut host = pipeline(broker);
+    host.start();
+    let watch = ReadyWatch::start(&host.http);
+    let load = tokio::spawn(post_orders(
+        name.to_string(),
+        1_000,
+        50.0,
+        vec![host.http.clone()],
+    ));
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let fault_started = Instant::now();
+    broker.outage(down).await;
+    let load = load.await.unwrap();
+    let heal = wait_for_outcomes(broker, &host, &load.accepted).await;
+    let (unready, problems) = watch.finish();
+    // Serving again without a restart: a new order after the fault completes.
+    let after = format!("{name}-after");
+    let (status, _) = host.post_order(&common::order(&after, "fp-1", 1)).await;
+    assert_eq!(
+        status, 202,
+        "the host does not accept orders after the fault"
+    );
+    let mut accepted = load.accepted.clone();
+    accepted.insert(after);
+    wait_for_outcomes(broker, &host, &accepted).await;
+    let stopped = host.stop("TERM");
+    assert!(
+        stopped.success(),
+        "the host did not stop cleanly: {stopped}\n{}",
+        host.logs()
+    );
+    eprintln!(
+        "faults[{name}]: /readyz unready {unready} times (parts {problems:?}); 503 answers {} ({} with Retry-After); \
+         slowest answer {:.1}s; fault + settle {:.1}s",
+        load.unavailable,
+        load.unavailable_with_retry_after,
+        load.slowest_answer.as_secs_f64(),
+        fault_started.elapsed().as_secs_f64()
+    );
+    assert!(
+        unready > 0,
+        "{name}: /readyz never said unready during the fault"
+    );
+    assert_eq!(
+        load.unavailable, load.unavailable_with_retry_after,
+        "{name}: a 503 without Retry-After"
+    );
+    let outcomes = outcomes(broker, &host).await;
+    assert_exactly_once(name, &accepted, &outcomes, heal);
+    assert!(
+        !host.logs().contains("panicked"),
+        "{name}: the host panicked:\n{}",
+        host.logs()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_broker_restart_of_a_few_seconds_under_load_loses_and_repeats_nothing() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let broker = Broker::start();
+    one_host_under(&broker, "restart", Duration::from_secs(4)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_broker_down_longer_than_the_transaction_timeout_loses_and_repeats_nothing() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let broker = Broker::start();
+    // The pipeline's transaction timeout is 10 s and its request timeout 3 s.
+    one_host_under(&broker, "outage", Duration::from_secs(20)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_host_frozen_past_the_session_timeout_while_a_backlog_lands_loses_nothing() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let broker = Broker::start();
+    let mut host = pipeline(&broker);
+    host.start();
+    let pid = host.pid().unwrap();
+    signal(pid, "STOP");
+    // While the host is frozen a backlog lands on OrderReceived, written straight to it.
+    let backlog = 1_500;
+    let mut accepted = BTreeSet::new();
+    let topic = host.topic("OrderReceived");
+    let producer = producer(&broker);
+    for i in 0..backlog {
+        let id = format!("frozen-{i}");
+        let mut order: serde_json::Value =
+            serde_json::from_str(&common::order(&id, &format!("fp-{}", i % 20), 1)).unwrap();
+        order["status"] = "received".into();
+        let ce_id = uuid::Uuid::new_v4().to_string();
+        send(
+            &producer,
+            &topic,
+            &id,
+            order.to_string().as_bytes(),
+            &[
+                ("ce_id", ce_id.as_str()),
+                ("ce_type", "OrderReceived"),
+                ("ce_source", "/test/backlog"),
+            ],
+        )
+        .await;
+        accepted.insert(id);
+    }
+    // Frozen past the session timeout: the group drops the member.
+    tokio::time::sleep(SESSION_TIMEOUT + Duration::from_secs(5)).await;
+    let watch = ReadyWatch::start(&host.http);
+    signal(pid, "CONT");
+    let heal = wait_for_outcomes(&broker, &host, &accepted).await;
+    let (unready, problems) = watch.finish();
+    eprintln!(
+        "faults[freeze]: /readyz unready {unready} times after the thaw (parts {problems:?})"
+    );
+    let stopped = host.stop("TERM");
+    assert!(
+        stopped.success(),
+        "the host did not stop cleanly: {stopped}\n{}",
+        host.logs()
+    );
+    let outcomes = outcomes(&broker, &host).await;
+    assert_exactly_once("freeze", &accepted, &outcomes, heal);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_instances_survive_a_broker_restart_and_one_frozen_past_the_session_timeout() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let broker = Broker::start();
+    let mut first = pipeline(&broker);
+    let mut second = first.sibling("host-1");
+    first.start();
+    second.start();
+    let watch = ReadyWatch::start(&first.http);
+    let targets = vec![first.http.clone(), second.http.clone()];
+    let load = tokio::spawn(post_orders("two".into(), 1_500, 50.0, targets));
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    broker.outage(Duration::from_secs(4)).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    // The second instance freezes past the session timeout: its partitions move to the first;
+    // when it thaws it is a zombie that must not commit, and must rejoin by itself.
+    let frozen = second.pid().unwrap();
+    signal(frozen, "STOP");
+    tokio::time::sleep(SESSION_TIMEOUT + Duration::from_secs(5)).await;
+    signal(frozen, "CONT");
+    let load = load.await.unwrap();
+    let heal = wait_for_outcomes(&broker, &first, &load.accepted).await;
+    let (unready, problems) = watch.finish();
+    eprintln!("faults[two]: /readyz of the first unready {unready} times (parts {problems:?})");
+    assert!(
+        unready > 0,
+        "/readyz never said unready during the broker restart"
+    );
+    // Both serve again without a restart.
+    for (n, host) in [&first, &second].into_iter().enumerate() {
+        let id = format!("two-after-{n}");
+        let status = host
+            .post_order_until_answered(&common::order(&id, "fp-2", 1), Duration::from_secs(60))
+            .await;
+        assert_eq!(
+            status, 202,
+            "instance {n} does not accept orders after the faults"
+        );
+    }
+    let mut accepted = load.accepted.clone();
+    accepted.extend(["two-after-0".to_string(), "two-after-1".to_string()]);
+    wait_for_outcomes(&broker, &first, &accepted).await;
+    assert!(second.stop("TERM").success(), "{}", second.logs());
+    assert!(first.stop("TERM").success(), "{}", first.logs());
+    let outcomes = outcomes(&broker, &first).await;
+    assert_exactly_once("two", &accepted, &outcomes, heal);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_same_order_posted_to_two_instances_flows_once() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let broker = Broker::start();
+    let mut first = pipeline(&broker);
+    let mut second = first.sibling("host-1");
+    first.start();
+    second.start();
+    let mut accepted = BTreeSet::new();
+    for i in 0..20 {
+        let id = format!("twice-{i}");
+        let body = serde_json::json!({
+            "order_id": id,
+            "customer_id": "cust-twice",
+            "items": [
+                {"product_id": "fp-1", "quantity": 1, "price": 2.5},
+                {"product_id": "fp-2", "quantity": 2, "price": 2.5}
+            ],
+            "total": 7.5
+        })
+        .to_string();
+        // Concurrently, as a client failing over would.
+        let (a, b) = tokio::join!(first.post_order(&body), second.post_order(&body));
+        assert_eq!(a.0, 202, "{:?}", a.1);
+        assert_eq!(b.0, 202, "{:?}", b.1);
+        assert_eq!(
+            a.1["event_ids"], b.1["event_ids"],
+            "the two instances gave the order different ids"
+        );
+        accepted.insert(id);
+    }
+    let heal = wait_for_outcomes(&broker, &first, &accepted).await;
+    assert!(second.stop("TERM").success(), "{}", second.logs());
+    assert!(first.stop("TERM").success(), "{}", first.logs());
+    let outcomes = outcomes(&broker, &first).await;
+    assert_exactly_once("twice", &accepted, &outcomes, heal);
+    let confirmed = read_to_end_at(
+        &broker.address(),
+        &first.topic("OrderConfirmed"),
+        Duration::from_secs(60),
+    )
+    .await;
+    let mut per_order: HashMap<&str, usize> = HashMap::new();
+    for record in &confirmed {
+        *per_order
+            .entry(record.value["order_id"].as_str().unwrap())
+            .or_default() += 1;
+    }
+    assert!(
+        per_order.values().all(|n| *n == 1),
+        "orders confirmed more than once: {per_order:?}"
+    );
+}
+
+fn signal(pid: u32, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .args([format!("-{signal}"), pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{signal} {pid} failed");
+}
