@@ -11,6 +11,9 @@ use stagehost::app::RunOptions;
 use stagehost::config::{self, Overrides};
 use stagehost::dlq;
 
+mod signals;
+use signals::StopSignals;
+
 // glibc's allocator showed up as a fifth of the host's CPU in a whole-pipeline profile
 // (small JSON, header and record allocations on every tokio worker); mimalloc serves them
 // from thread-local pages.
@@ -210,8 +213,11 @@ fn main() -> ExitCode {
 }
 
 async fn run(path: &Path, watch_plugins: bool) -> anyhow::Result<()> {
+    // First of all, before the configuration is read or anything starts: from here on SIGINT
+    // and SIGTERM mean a clean stop, also during start-up.
+    let stop = StopSignals::install()?;
     let config = config::load(path, &Overrides::from_env())?;
-    stagehost::app::run(config, RunOptions { watch_plugins }, shutdown_signal()).await
+    stagehost::app::run(config, RunOptions { watch_plugins }, stop.requested()).await
 }
 
 fn check(path: &Path) -> anyhow::Result<()> {
@@ -319,27 +325,6 @@ async fn dlq(path: &Path, command: DlqCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut terminate =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(signal) => signal,
-                Err(_) => {
-                    interrupt.await.ok();
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = interrupt => {}
-            _ = terminate.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    interrupt.await.ok();
 }
 
 fn init_tracing() {

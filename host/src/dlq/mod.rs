@@ -8,6 +8,13 @@
 //! the compacted `<dead-letter topic>-replayed` topic; a dead letter with a marker is never
 //! replayed again. The replay producer has one fixed transactional id, so a concurrent replay
 //! fences this one, and markers are read only after fencing: replaying twice publishes once.
+//!
+//! A dead letter is replayed only to a stage that still reads its source topic (the
+//! configuration may have changed since), and a letter whose `original_event` was cut to fit
+//! is replayed with the whole event, read back from its source partition and offset
+//! ([`original`]).
+
+mod original;
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
@@ -217,9 +224,13 @@ pub async fn replay(config: &PipelineConfig, filter: &Filter) -> anyhow::Result<
             report.already_replayed.push((entry.id.clone(), at.clone()));
             continue;
         }
-        match replay_records(config, &entry, &markers_topic) {
-            Ok(pair) => {
-                records.extend(pair);
+        let payload = match check_replayable(config, &entry.letter) {
+            Ok(()) => payload_of(config, &entry.letter).await,
+            Err(reason) => Err(reason),
+        };
+        match payload {
+            Ok(payload) => {
+                records.extend(replay_records(config, &entry, payload, &markers_topic));
                 report.replayed.push(entry.id.clone());
             }
             Err(reason) => report.not_replayable.push((entry.id.clone(), reason)),
@@ -249,22 +260,56 @@ pub async fn replay(config: &PipelineConfig, filter: &Filter) -> anyhow::Result<
     Ok(report)
 }
 
-/// The replayed event and its marker, or why the dead letter cannot be replayed.
-fn replay_records(
-    config: &PipelineConfig,
-    entry: &DeadLetterEntry,
-    markers_topic: &str,
-) -> Result<[OutRecord; 2], String> {
-    let letter = &entry.letter;
+/// Why `letter` cannot be replayed with the current configuration, if it cannot: it failed in
+/// the HTTP ingress, or its stage is gone or no longer reads its source topic (a replay would
+/// go to a topic the stage does not read, and be lost).
+fn check_replayable(config: &PipelineConfig, letter: &DeadLetter) -> Result<(), String> {
     let source = &letter.origin.source_topic;
+    let stage = &letter.origin.stage;
     if source == crate::config::HTTP_INPUT {
         return Err("it failed in the HTTP ingress; submit the request again instead".into());
     }
-    if !config.topics.contains_key(source) {
+    let Some(config) = config.stages.iter().find(|s| &s.name == stage) else {
         return Err(format!(
-            "its source topic {source} is not in the configuration"
+            "stage {stage} is no longer in the configuration; nothing would read the replay"
+        ));
+    };
+    let inputs = config.inputs();
+    if !inputs.contains(&source.as_str()) {
+        return Err(format!(
+            "stage {stage} no longer reads topic {source} (its inputs are {}); a replay there \
+             would reach no stage. Put {source} back in the stage's input to replay it",
+            inputs.join(", ")
         ));
     }
+    Ok(())
+}
+
+/// The failed event's body: from the letter, or, when the letter holds only its beginning,
+/// read back from its source partition and offset and checked against the letter's digest.
+async fn payload_of(config: &PipelineConfig, letter: &DeadLetter) -> Result<Vec<u8>, String> {
+    if !letter.is_original_truncated() {
+        return Ok(match &letter.original_event {
+            serde_json::Value::String(text) => text.clone().into_bytes(),
+            other => other.to_string().into_bytes(),
+        });
+    }
+    let brokers = config.kafka.brokers.clone();
+    let letter = letter.clone();
+    tokio::task::spawn_blocking(move || original::read(&brokers, &letter, READ_TIMEOUT))
+        .await
+        .map_err(|error| format!("reading its original event failed: {error}"))?
+}
+
+/// The replayed event (with `payload` as its body) and its marker.
+fn replay_records(
+    config: &PipelineConfig,
+    entry: &DeadLetterEntry,
+    payload: Vec<u8>,
+    markers_topic: &str,
+) -> [OutRecord; 2] {
+    let letter = &entry.letter;
+    let source = &letter.origin.source_topic;
     let replay_id = uuid::Uuid::new_v5(
         &uuid::Uuid::NAMESPACE_OID,
         format!("replay\n{}", entry.id).as_bytes(),
@@ -277,10 +322,6 @@ fn replay_records(
             .and_then(|t| t.event_type.clone())
             .unwrap_or_else(|| source.clone())
     });
-    let payload = match &letter.original_event {
-        serde_json::Value::String(text) => text.clone().into_bytes(),
-        other => other.to_string().into_bytes(),
-    };
     let now = cloudevents::now_rfc3339();
     let attributes = CloudEvent {
         id: replay_id.clone(),
@@ -313,7 +354,7 @@ fn replay_records(
         headers: rdkafka::message::OwnedHeaders::new(),
         id: format!("replay-marker:{}", entry.id),
     };
-    Ok([event, marker])
+    [event, marker]
 }
 
 /// The `dlq list` table: one block per dead letter.
@@ -340,6 +381,16 @@ pub fn render(entries: &[DeadLetterEntry]) -> String {
             entry.key.as_deref().unwrap_or("-"),
             letter.error,
         ));
+        if let Some(cut) = letter.truncated.get("original_event") {
+            out.push_str(&format!(
+                "    original event cut to fit: {} bytes, sha256 {} (whole at {}/{}@{})\n",
+                cut.size_bytes,
+                cut.sha256,
+                letter.origin.source_topic,
+                letter.origin.partition,
+                letter.origin.offset
+            ));
+        }
     }
     out.push_str(&format!("{} dead letter(s)\n", entries.len()));
     out
@@ -411,23 +462,61 @@ mod tests {
         assert!(error.contains("yesterday"), "{error}");
     }
 
-    #[test]
-    fn ingress_dead_letters_are_not_replayable() {
+    /// A configuration with stage `s` reading `input` (a TOML value) and topics `DLQ`, `A`, `B`.
+    fn config_with(input: &str) -> PipelineConfig {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("p.wasm"), b"").unwrap();
         let config = crate::config::parse(
-            "[kafka]\nbrokers = \"x:1\"\n[kpi]\nenabled = false\n[dead_letter]\ntopic = \"DLQ\"\n[topics.DLQ]\n[[stages]]\nname = \"s\"\nplugin = \"p.wasm\"\ninput = \"http\"\n",
+            &format!(
+                "[kafka]\nbrokers = \"x:1\"\n[kpi]\nenabled = false\n\
+                 [dead_letter]\ntopic = \"DLQ\"\n[topics.DLQ]\n[topics.A]\n[topics.B]\n\
+                 [[stages]]\nname = \"s\"\nplugin = \"p.wasm\"\ninput = {input}\n"
+            ),
             std::path::Path::new("test.toml"),
             dir.path(),
             &crate::config::Overrides::default(),
         );
-        let config = match config {
+        match config {
             Ok(config) => config,
             Err(error) => panic!("{error}"),
-        };
+        }
+    }
+
+    #[test]
+    fn ingress_dead_letters_are_not_replayable() {
+        let config = config_with("\"http\"");
         let mut http = entry("s", "2026-11-25T10:00:00Z");
         http.letter.origin.source_topic = "http".into();
-        let error = replay_records(&config, &http, "DLQ-replayed").unwrap_err();
+        let error = check_replayable(&config, &http.letter).unwrap_err();
         assert!(error.contains("HTTP ingress"), "{error}");
+    }
+
+    #[test]
+    fn a_stage_that_no_longer_reads_the_source_topic_gets_no_replay() {
+        let mut letter = entry("s", "2026-11-25T10:00:00Z").letter;
+        letter.origin.source_topic = "A".into();
+        assert_eq!(
+            check_replayable(&config_with("[\"B\", \"A\"]"), &letter),
+            Ok(())
+        );
+        let error = check_replayable(&config_with("\"B\""), &letter).unwrap_err();
+        assert!(
+            error.contains("stage s no longer reads topic A (its inputs are B)"),
+            "{error}"
+        );
+        letter.origin.stage = "gone".into();
+        let error = check_replayable(&config_with("\"A\""), &letter).unwrap_err();
+        assert!(
+            error.contains("stage gone is no longer in the configuration"),
+            "{error}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_whole_letter_replays_its_own_original_event() {
+        let config = config_with("\"A\"");
+        let letter = entry("s", "2026-11-25T10:00:00Z").letter;
+        let payload = payload_of(&config, &letter).await.unwrap();
+        assert_eq!(payload, br#"{"order_id":"o-1"}"#);
     }
 }

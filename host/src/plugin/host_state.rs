@@ -128,9 +128,43 @@ impl WasiView for PluginState {
 
 impl stagehost::pipeline::types::Host for PluginState {}
 
+/// The longest plugin log message the host writes, in bytes (after escaping); the rest is
+/// replaced by a `… (N bytes truncated)` marker.
+pub const MAX_LOG_LINE_BYTES: usize = 4096;
+
+/// A plugin's log message made safe for the host's log: control characters (newlines, carriage
+/// returns, terminal escapes), Unicode line separators and bidirectional overrides are written
+/// escaped (`\n`, `\u{1b}`), so a plugin cannot start a line of its own or rewrite the
+/// terminal; and at most `max_bytes` of it are kept, on a char boundary, followed by how many
+/// bytes of the message were left out.
+pub fn sanitize_log_message(message: &str, max_bytes: usize) -> String {
+    let mut line = String::with_capacity(message.len().min(max_bytes) + 32);
+    for (at, c) in message.char_indices() {
+        let before = line.len();
+        if needs_escape(c) {
+            line.extend(c.escape_default());
+        } else {
+            line.push(c);
+        }
+        if line.len() > max_bytes {
+            line.truncate(before);
+            line.push_str(&format!("… ({} bytes truncated)", message.len() - at));
+            break;
+        }
+    }
+    line
+}
+
+/// Whether `c` could break a log line or change how a terminal shows it.
+fn needs_escape(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
 impl stagehost::pipeline::log::Host for PluginState {
     fn write(&mut self, level: Level, message: String) {
         let stage = &*self.stage;
+        let message = sanitize_log_message(&message, MAX_LOG_LINE_BYTES);
         match level {
             Level::Trace => tracing::trace!(stage, plugin = true, "{message}"),
             Level::Debug => tracing::debug!(stage, plugin = true, "{message}"),
@@ -181,5 +215,45 @@ impl stagehost::pipeline::state::Host for PluginState {
                 tracing::warn!(stage = %self.stage, %key, "state delete outside a partition is ignored")
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_messages_cannot_start_lines_or_send_escapes() {
+        let line = sanitize_log_message(
+            "ok\n2026-01-01 INFO forged\r\u{1b}[2Jx\u{2028}y\u{202e}z",
+            4096,
+        );
+        assert_eq!(
+            line,
+            "ok\\n2026-01-01 INFO forged\\r\\u{1b}[2Jx\\u{2028}y\\u{202e}z"
+        );
+        assert!(!line.chars().any(char::is_control));
+        assert_eq!(sanitize_log_message("plain: é 🦀", 4096), "plain: é 🦀");
+    }
+
+    #[test]
+    fn long_log_messages_are_capped_with_a_marker() {
+        let message = "é".repeat(10_000);
+        let line = sanitize_log_message(&message, MAX_LOG_LINE_BYTES);
+        let (kept, marker) = line.split_once('…').unwrap();
+        assert!(kept.len() <= MAX_LOG_LINE_BYTES && kept.len() > MAX_LOG_LINE_BYTES - 2);
+        assert!(message.starts_with(kept));
+        assert_eq!(
+            marker,
+            format!(" ({} bytes truncated)", message.len() - kept.len())
+        );
+        // Escapes count towards the cap.
+        let line = sanitize_log_message(&"\u{1}".repeat(5_000), 60);
+        assert_eq!(
+            line,
+            format!("{}… (4988 bytes truncated)", "\\u{1}".repeat(12))
+        );
+        // Exactly at the cap: nothing cut.
+        assert_eq!(sanitize_log_message(&"a".repeat(60), 60), "a".repeat(60));
     }
 }

@@ -1,0 +1,119 @@
+//! The whole failed event of a dead letter whose `original_event` was cut to fit in a Kafka
+//! record: read back from the source topic, partition and offset the letter names, and checked
+//! against the size and SHA-256 digest the letter recorded.
+
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+use crate::event::dead_letter::{Cut, DeadLetter};
+
+/// The failed event's body, exactly as the stage read it, or why it cannot be had (gone with
+/// the topic's retention, or not the record the letter describes). Blocking.
+pub fn read(brokers: &str, letter: &DeadLetter, timeout: Duration) -> Result<Vec<u8>, String> {
+    let origin = &letter.origin;
+    let place = format!(
+        "{}/{}@{}",
+        origin.source_topic, origin.partition, origin.offset
+    );
+    let Some(expected) = letter.truncated.get("original_event") else {
+        return Err("the letter does not say which event it cut".into());
+    };
+    let payload = fetch(
+        brokers,
+        &origin.source_topic,
+        origin.partition,
+        origin.offset,
+        timeout,
+    )
+    .map_err(|why| {
+        format!(
+            "its original event was cut in the dead letter, and reading the whole one at \
+                 {place} failed: {why}"
+        )
+    })?;
+    check(&payload, expected).map_err(|why| {
+        format!("the record at {place} is not the event this letter cut ({why}); not replaying it")
+    })?;
+    Ok(payload)
+}
+
+/// Whether `payload` is the body the letter cut: same size, same digest.
+fn check(payload: &[u8], expected: &Cut) -> Result<(), String> {
+    let actual = Cut::of(payload);
+    if &actual == expected {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} bytes with sha256 {}, the letter recorded {} bytes with sha256 {}",
+            actual.size_bytes, actual.sha256, expected.size_bytes, expected.sha256
+        ))
+    }
+}
+
+/// The body of the committed record at `offset` of `topic`/`partition`.
+fn fetch(
+    brokers: &str,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+    timeout: Duration,
+) -> Result<Vec<u8>, String> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "stagehost-reader")
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", "false")
+        .create()
+        .map_err(|error| format!("cannot create a Kafka reader: {error}"))?;
+    let (low, high) = consumer
+        .fetch_watermarks(topic, partition, timeout)
+        .map_err(|error| format!("cannot read the partition's offsets: {error}"))?;
+    if offset < low || offset >= high {
+        return Err(format!(
+            "the partition now holds offsets {low}..{high} (the record was removed by the \
+             topic's retention, or the topic was recreated)"
+        ));
+    }
+    let mut assignment = TopicPartitionList::new();
+    assignment
+        .add_partition_offset(topic, partition, Offset::Offset(offset))
+        .and_then(|()| consumer.assign(&assignment))
+        .map_err(|error| format!("cannot read the partition: {error}"))?;
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(message)) if message.offset() == offset => {
+                return Ok(message.payload().unwrap_or_default().to_vec());
+            }
+            Some(Ok(message)) if message.offset() > offset => {
+                return Err(format!(
+                    "no committed record at that offset (the next one is at {})",
+                    message.offset()
+                ));
+            }
+            Some(Ok(_)) | None => {}
+            Some(Err(error)) => return Err(error.to_string()),
+        }
+    }
+    Err(format!("no record within {timeout:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_record_the_letter_cut_passes() {
+        let payload = b"\"abc\"";
+        assert_eq!(check(payload, &Cut::of(payload)), Ok(()));
+        let error = check(b"\"abd\"", &Cut::of(payload)).unwrap_err();
+        assert!(
+            error.contains("5 bytes") && error.contains(&Cut::of(payload).sha256),
+            "{error}"
+        );
+    }
+}
