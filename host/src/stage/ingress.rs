@@ -102,29 +102,27 @@ impl Ingress {
         self
     }
 
-    /// Publishes `records` and records `answer` under `key`, within the request timeout.
-    async fn publish_in_time(
-        &self,
-        key: &str,
-        records: Vec<OutRecord>,
-        answer: IngressRecord,
-    ) -> Result<(), String> {
-        match tokio::time::timeout(
-            self.request_timeout,
-            self.answers.publish(key, records, answer),
-        )
-        .await
-        {
-            Ok(result) => result,
-            Err(_) => Err(format!(
-                "the events were not committed within {:?} (is Kafka reachable?); a repeat of this request gets the first answer if they commit later",
-                self.request_timeout
-            )),
+    /// `reply`, or `503` with a message when it is not ready within the request timeout
+    /// (Kafka unreachable, or requests queued behind others of the same key stripe).
+    async fn within_timeout(&self, reply: impl std::future::Future<Output = Reply>) -> Reply {
+        match tokio::time::timeout(self.request_timeout, reply).await {
+            Ok(reply) => reply,
+            Err(_) => Reply::error(
+                503,
+                format!(
+                    "not answered within http.request_timeout ({:?}): is Kafka reachable? A repeat of this request gets the first answer if its events commit later",
+                    self.request_timeout
+                ),
+            ),
         }
     }
 
-    /// Handles one request body and returns the answer.
+    /// Handles one request body and returns the answer, within the request timeout.
     pub async fn submit(&self, body: &[u8]) -> Reply {
+        self.within_timeout(self.submit_unbounded(body)).await
+    }
+
+    async fn submit_unbounded(&self, body: &[u8]) -> Reply {
         let started = Instant::now();
         let value: serde_json::Value = match serde_json::from_slice(body) {
             Ok(value) => value,
@@ -217,7 +215,7 @@ impl Ingress {
             response: reply.body.to_string(),
             recorded_at_ms: unix_ms(SystemTime::now()),
         };
-        if let Err(error) = self.publish_in_time(key, records, answer).await {
+        if let Err(error) = self.answers.publish(key, records, answer).await {
             tracing::error!(%error, key, "cannot publish an ingress event");
             return Reply::error(
                 503,
@@ -259,6 +257,17 @@ impl Ingress {
     /// Publishes a restock command for `product_id` (body `{"quantity": n, "restock_id": id}`)
     /// to `topic`; a repeat of the same `restock_id` is answered again without publishing.
     pub async fn restock(
+        &self,
+        product_id: &str,
+        body: &[u8],
+        topic: &str,
+        event_type: &str,
+    ) -> Reply {
+        self.within_timeout(self.restock_unbounded(product_id, body, topic, event_type))
+            .await
+    }
+
+    async fn restock_unbounded(
         &self,
         product_id: &str,
         body: &[u8],
@@ -343,7 +352,7 @@ impl Ingress {
             response: reply.body.to_string(),
             recorded_at_ms: unix_ms(SystemTime::now()),
         };
-        match self.publish_in_time(&key, vec![record], answer).await {
+        match self.answers.publish(&key, vec![record], answer).await {
             Ok(()) => reply,
             Err(error) => Reply::error(
                 503,
