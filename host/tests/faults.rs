@@ -696,3 +696,84 @@ fn signal(pid: u32, signal: &str) {
         .unwrap();
     assert!(status.success(), "kill -{signal} {pid} failed");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_retried_event_keeps_its_attempt_count_when_its_partition_moves_to_another_instance() {
+    let _serial = SERIAL.lock().await;
+    let broker = Broker::start();
+    let brokers = broker.address();
+    let mut input = String::new();
+    let mut first = TestPipeline::new(|config| {
+        config["kafka"]
+            .as_table_mut()
+            .unwrap()
+            .insert("brokers".into(), brokers.into());
+        common::keep_stages(config, &[]);
+        input = common::add_topic(config, "Retried", 1);
+        let output = common::add_topic(config, "RetriedOut", 1);
+        let mut stage = toml::Table::new();
+        stage.insert("name".into(), "retrier".into());
+        stage.insert(
+            "plugin".into(),
+            common::component("faulty").display().to_string().into(),
+        );
+        stage.insert("input".into(), input.clone().into());
+        let mut outputs = toml::Table::new();
+        outputs.insert("out".into(), output.into());
+        stage.insert("outputs".into(), outputs.into());
+        let mut retry = toml::Table::new();
+        retry.insert("max_attempts".into(), 4.into());
+        retry.insert("initial_delay".into(), "2s".into());
+        retry.insert("max_delay".into(), "2s".into());
+        stage.insert("retry".into(), retry.into());
+        common::add_stage(config, stage);
+    });
+    let mut second = first.sibling("host-1");
+    first.start();
+    // The second instance is a standby (one partition): ready, but without work.
+    second.start();
+    send(
+        &producer(&broker),
+        &input,
+        "k",
+        br#"{"fault":"retry"}"#,
+        &[("ce_id", "retried-1")],
+    )
+    .await;
+    let asked = |logs: String| logs.matches("plugin asked for a retry").count();
+    wait_until("two attempts by the first instance", SETTLE, || {
+        let made = asked(first.logs());
+        async move { made >= 2 }
+    })
+    .await;
+    // The first instance goes away; after the session timeout the partition moves to the
+    // second, which must go on counting from the committed attempt count.
+    assert!(first.stop("TERM").success(), "{}", first.logs());
+    let dead_letters = first.topic("DeadLetterQueue");
+    wait_until("the dead letter of the retried event", SETTLE, || {
+        let (topic, at) = (dead_letters.clone(), broker.address());
+        async move {
+            !read_to_end_at(&at, &topic, Duration::from_secs(30))
+                .await
+                .is_empty()
+        }
+    })
+    .await;
+    assert!(second.stop("TERM").success(), "{}", second.logs());
+    let letters = read_to_end_at(&broker.address(), &dead_letters, Duration::from_secs(30)).await;
+    assert_eq!(letters.len(), 1, "one dead letter: {letters:?}");
+    assert_eq!(letters[0].value["attempts"], 4, "{}", letters[0].value);
+    let (by_first, by_second) = (asked(first.logs()), asked(second.logs()));
+    eprintln!(
+        "faults[retry]: retries asked on the first instance {by_first}, on the second {by_second}"
+    );
+    assert_eq!(
+        by_first + by_second,
+        3,
+        "4 attempts in all: 3 retries, then the dead letter"
+    );
+    assert!(
+        by_second >= 1,
+        "the partition never moved to the second instance"
+    );
+}

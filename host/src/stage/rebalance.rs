@@ -3,7 +3,10 @@
 //! each rebalance without asking librdkafka for the group's rebalance protocol, a call that
 //! can block forever while the consumer is being closed (it hung a host's shutdown that came
 //! during the group join). It also keeps the set of partitions the consumer owns, and reports
-//! the stage as unready while it owns none.
+//! the stage as unready until its consumer has joined the group, and again from the moment it
+//! loses its session (its partitions are gone and nobody here processes them) until it has
+//! joined again. A member that joined and was given no partition (more instances than
+//! partitions: a standby) is ready.
 
 use std::collections::BTreeSet;
 use std::sync::Mutex;
@@ -20,9 +23,11 @@ use crate::health::Reporter;
 #[derive(Default)]
 pub struct RebalanceTracker {
     revoked: Mutex<Vec<(String, i32)>>,
+    /// Partitions assigned since they were last taken.
+    assigned: Mutex<Vec<(String, i32)>>,
     /// The partitions the consumer owns now.
     owned: Mutex<BTreeSet<(String, i32)>>,
-    /// Where the stage reports that it owns no partitions (so it processes nothing).
+    /// Where the stage reports that it is not a member of its group.
     health: Option<Reporter>,
     rebalances: AtomicU64,
     /// Whether the consumer's assignment strategy is `cooperative-sticky` (incremental
@@ -39,9 +44,10 @@ impl RebalanceTracker {
         }
     }
 
-    /// Reports to `health`: unready until the consumer owns at least one partition.
+    /// Reports to `health`: unready until the consumer has joined its group, and while it has
+    /// lost its session.
     pub fn with_health(mut self, health: Reporter) -> Self {
-        health.unready("joining its consumer group (no partitions assigned yet)");
+        health.unready("joining its consumer group");
         self.health = Some(health);
         self
     }
@@ -49,6 +55,11 @@ impl RebalanceTracker {
     /// How many partitions the consumer owns now.
     pub fn owned(&self) -> usize {
         lock(&self.owned).len()
+    }
+
+    /// Partitions assigned since the last call.
+    pub fn take_assigned(&self) -> Vec<(String, i32)> {
+        std::mem::take(&mut *lock(&self.assigned))
     }
 
     /// Partitions revoked since the last call.
@@ -91,9 +102,14 @@ impl ConsumerContext for RebalanceTracker {
         self.post_rebalance(consumer, &rebalance);
     }
 
-    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         self.rebalances.fetch_add(1, Ordering::Relaxed);
         if let Rebalance::Revoke(partitions) = rebalance {
+            if consumer.assignment_lost()
+                && let Some(health) = &self.health
+            {
+                health.unready("lost its group session (the broker is unreachable, or the host was paused past session.timeout.ms); rejoining");
+            }
             let mut revoked = lock(&self.revoked);
             let mut owned = lock(&self.owned);
             if !self.cooperative {
@@ -117,8 +133,10 @@ impl ConsumerContext for RebalanceTracker {
             if !self.cooperative {
                 owned.clear();
             }
+            let mut assigned = lock(&self.assigned);
             for element in partitions.elements() {
                 owned.insert((element.topic().to_string(), element.partition()));
+                assigned.push((element.topic().to_string(), element.partition()));
                 tracing::info!(
                     topic = element.topic(),
                     partition = element.partition(),
@@ -126,12 +144,10 @@ impl ConsumerContext for RebalanceTracker {
                 );
             }
         }
-        if let Some(health) = &self.health {
-            if self.owned() == 0 {
-                health.unready("no partitions assigned (the group is rebalancing, or the consumer lost its session)");
-            } else {
-                health.ok();
-            }
+        if let Rebalance::Assign(_) = rebalance
+            && let Some(health) = &self.health
+        {
+            health.ok();
         }
     }
 }

@@ -5,6 +5,11 @@
 //! other partitions keep flowing. When the backoff is over the partition resumes, the event is
 //! fetched again and handled as its next attempt. Nothing is copied or kept in memory besides
 //! the offset and the attempt count.
+//!
+//! The attempt count also travels with the partition: the offset committed for a parked
+//! partition is the parked event's, with the metadata `stagehost-attempts=<n>`. Whoever owns
+//! the partition next (another instance after a rebalance, this one after a restart) reads it
+//! back with the committed offsets and goes on counting, so `max_attempts` holds across moves.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -38,10 +43,16 @@ pub enum RetryDecision {
     GiveUp,
 }
 
+/// Prefix of the committed offset metadata that carries an attempt count.
+const ATTEMPTS_METADATA: &str = "stagehost-attempts=";
+
 /// The parked events of one stage worker.
 #[derive(Debug, Default)]
 pub struct RetryBook {
     parked: HashMap<TopicPartition, Parked>,
+    /// Attempts an earlier owner made of the event at the committed offset, per partition
+    /// (read from the committed offset's metadata when the partition was assigned).
+    inherited: HashMap<TopicPartition, (i64, u32)>,
 }
 
 impl RetryBook {
@@ -61,8 +72,31 @@ impl RetryBook {
     pub fn attempt(&self, partition: &TopicPartition, offset: i64) -> u32 {
         match self.parked.get(partition) {
             Some(parked) if parked.offset == offset => parked.attempts + 1,
-            _ => 1,
+            _ => match self.inherited.get(partition) {
+                Some((at, attempts)) if *at == offset => attempts + 1,
+                _ => 1,
+            },
         }
+    }
+
+    /// Takes over the attempt count that committed offset metadata carries, if any: the event
+    /// at `offset` of `partition` was tried that many times already.
+    pub fn inherit(&mut self, partition: &TopicPartition, offset: i64, metadata: &str) {
+        if let Some(attempts) = metadata
+            .strip_prefix(ATTEMPTS_METADATA)
+            .and_then(|n| n.parse::<u32>().ok())
+        {
+            self.inherited.insert(partition.clone(), (offset, attempts));
+        }
+    }
+
+    /// The metadata to commit with `offset` of `partition`: the attempt count of the event
+    /// parked there, if any.
+    pub fn metadata(&self, partition: &TopicPartition, offset: i64) -> Option<String> {
+        self.parked
+            .get(partition)
+            .filter(|parked| parked.offset == offset)
+            .map(|parked| format!("{ATTEMPTS_METADATA}{}", parked.attempts))
     }
 
     /// Records that attempt `attempt` of the event at `offset` asked for a retry; parks the
@@ -74,6 +108,7 @@ impl RetryBook {
         offset: i64,
         attempt: u32,
     ) -> RetryDecision {
+        self.inherited.remove(partition);
         if attempt >= settings.max_attempts {
             self.parked.remove(partition);
             return RetryDecision::GiveUp;
@@ -92,6 +127,13 @@ impl RetryBook {
 
     /// The event at `offset` of `partition` was handled (published or dead-lettered).
     pub fn settled(&mut self, partition: &TopicPartition, offset: i64) {
+        if self
+            .inherited
+            .get(partition)
+            .is_some_and(|(at, _)| *at <= offset)
+        {
+            self.inherited.remove(partition);
+        }
         if self
             .parked
             .get(partition)
@@ -123,6 +165,7 @@ impl RetryBook {
     pub fn forget(&mut self, revoked: &[TopicPartition]) {
         for partition in revoked {
             self.parked.remove(partition);
+            self.inherited.remove(partition);
         }
     }
 
@@ -175,6 +218,27 @@ mod tests {
         assert_eq!(book.attempt(&p(0), 7), 4);
         assert_eq!(book.failed(&settings, &p(0), 7, 4), RetryDecision::GiveUp);
         assert!(book.is_empty());
+    }
+
+    #[test]
+    fn the_attempt_count_travels_in_the_committed_metadata() {
+        let mut book = RetryBook::default();
+        book.failed(&settings(5), &p(0), 7, 1);
+        book.failed(&settings(5), &p(0), 7, 2);
+        let metadata = book.metadata(&p(0), 7).unwrap();
+        assert_eq!(book.metadata(&p(0), 8), None, "only at the parked offset");
+        // Another owner reads it back with the committed offset.
+        let mut next = RetryBook::default();
+        next.inherit(&p(0), 7, &metadata);
+        next.inherit(&p(1), 3, "something else");
+        assert_eq!(next.attempt(&p(0), 7), 3);
+        assert_eq!(next.attempt(&p(0), 8), 1, "another offset starts at 1");
+        assert_eq!(next.attempt(&p(1), 3), 1, "no count in foreign metadata");
+        assert_eq!(
+            next.failed(&settings(3), &p(0), 7, 3),
+            RetryDecision::GiveUp
+        );
+        assert_eq!(next.attempt(&p(0), 7), 1, "given up: forgotten");
     }
 
     #[test]

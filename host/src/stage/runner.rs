@@ -257,6 +257,10 @@ impl Worker {
                     "the consumer of stage {stage} hit a fatal error ({code:?}: {reason}); rebuilding it"
                 );
             }
+            let assigned = consumer.context().take_assigned();
+            if !assigned.is_empty() {
+                self.inherit_attempts(consumer, &assigned);
+            }
             let revoked = consumer.context().take_revoked();
             if !revoked.is_empty() {
                 // The batch is dropped unprocessed, and so is the open work: every partition
@@ -416,7 +420,13 @@ impl Worker {
             } else if is_for_another_stage(input, &self.context.name) {
                 Fate::NotOurs
             } else {
-                match self.handle_one(consumer, input, attempts[index], &mut handled.records) {
+                match self.handle_one(
+                    consumer,
+                    input,
+                    attempts[index],
+                    &mut handled.records,
+                    pending,
+                ) {
                     Some(fate) => {
                         handled.fresh_ids.push(input.id.as_str());
                         handled
@@ -442,6 +452,7 @@ impl Worker {
         input: &Input<'_>,
         attempt: u32,
         records: &mut Vec<OutRecord>,
+        pending: &mut Pending,
     ) -> Option<Fate> {
         let partition = topic_partition(input);
         let keyed = self.state.as_ref().map(|s| s.keyed.clone());
@@ -487,6 +498,8 @@ impl Worker {
                             input.origin.offset,
                             &self.context.name,
                         );
+                        // Committed with its attempt count, so the count survives a move.
+                        pending.next.insert(partition, input.origin.offset);
                         return None;
                     }
                     RetryDecision::GiveUp => {
@@ -529,6 +542,32 @@ impl Worker {
             list.add_partition(&topic, partition);
             if let Err(error) = consumer.resume(&list) {
                 tracing::warn!(stage = %self.context.name, topic, partition, %error, "cannot resume a partition after its retry delay");
+            }
+        }
+    }
+
+    /// Reads the committed offsets of newly assigned partitions for the attempt counts of
+    /// events an earlier owner was retrying (see [`super::retry`]). Best effort: a count that
+    /// cannot be read starts again at 1, with a warning.
+    fn inherit_attempts(&mut self, consumer: &StageConsumer, assigned: &[TopicPartition]) {
+        let mut list = TopicPartitionList::new();
+        for (topic, partition) in assigned {
+            list.add_partition(topic, *partition);
+        }
+        match consumer.committed_offsets(list, Duration::from_secs(10)) {
+            Ok(committed) => {
+                for element in committed.elements() {
+                    if let Offset::Offset(offset) = element.offset()
+                        && !element.metadata().is_empty()
+                    {
+                        let partition = (element.topic().to_string(), element.partition());
+                        self.retries.inherit(&partition, offset, element.metadata());
+                    }
+                }
+            }
+            Err(error) => {
+                tracing::warn!(stage = %self.context.name, %error,
+                    "cannot read the committed offsets of new partitions; retry counts of their events start again");
             }
         }
     }

@@ -58,10 +58,7 @@ impl Worker {
                         &error,
                     ));
                 }
-                let mut offsets = TopicPartitionList::new();
-                for ((topic, partition), next) in &pending.next {
-                    offsets.add_partition_offset(topic, *partition, Offset::Offset(*next))?;
-                }
+                let offsets = self.offsets_to_commit(pending)?;
                 let metadata = consumer
                     .group_metadata()
                     .context("the consumer has no group metadata")?;
@@ -138,6 +135,20 @@ impl Worker {
         }
         *pending = Pending::default();
         self.reset_to_committed(consumer)
+    }
+
+    /// The offsets the open work commits (or stores): the next input of each partition, with
+    /// the attempt count of the event parked there, if any.
+    fn offsets_to_commit(&self, pending: &Pending) -> anyhow::Result<TopicPartitionList> {
+        let mut offsets = TopicPartitionList::new();
+        for (partition, next) in &pending.next {
+            let mut element = offsets.add_partition(&partition.0, partition.1);
+            element.set_offset(Offset::Offset(*next))?;
+            if let Some(metadata) = self.retries.metadata(partition, *next) {
+                element.set_metadata(metadata);
+            }
+        }
+        Ok(offsets)
     }
 
     /// The error that ends this incarnation of the stage after a failed transaction, so the
@@ -232,10 +243,7 @@ impl Worker {
             })
             .context("cannot write the idempotency store")?;
         }
-        let mut offsets = TopicPartitionList::new();
-        for ((topic, partition), next) in &pending.next {
-            offsets.add_partition_offset(topic, *partition, Offset::Offset(*next))?;
-        }
+        let offsets = self.offsets_to_commit(pending)?;
         if offsets.count() > 0
             && let Err(error) = consumer.store_offsets(&offsets)
         {
