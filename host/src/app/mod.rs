@@ -221,9 +221,13 @@ pub async fn run(
     let view = |topic: &Option<String>| {
         let topic = topic.clone();
         let brokers = config.kafka.brokers.clone();
+        let health = health.clone();
         async move {
             match topic {
-                Some(topic) => TopicView::start(&brokers, &topic).await.map(Some),
+                Some(topic) => {
+                    let reporter = health.reporter(&format!("view:{topic}"), "reading its topic");
+                    TopicView::start(&brokers, &topic, reporter).await.map(Some)
+                }
                 None => Ok(None),
             }
         }

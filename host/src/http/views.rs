@@ -1,15 +1,19 @@
 //! Read models for HTTP: the latest committed value per key of a topic, kept current by
 //! tailing the topic (every partition, `read_committed`). Any host instance can answer for
-//! any key, whichever instance owns the key's partition.
+//! any key, whichever instance owns the key's partition. A view reports itself unready until
+//! it has read its topic up to the end offsets the topic had when the view started, so a
+//! restarted host does not answer from a half-read topic.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+use crate::health::Reporter;
 
 /// The latest JSON value per record key of one topic.
 #[derive(Default)]
@@ -27,8 +31,9 @@ impl TopicView {
             .cloned()
     }
 
-    /// Starts tailing `topic` from its beginning; the view fills as records arrive.
-    pub async fn start(brokers: &str, topic: &str) -> anyhow::Result<Arc<Self>> {
+    /// Starts tailing `topic` from its beginning; the view fills as records arrive, and
+    /// `health` turns ready once it has caught up with the topic's end at start.
+    pub async fn start(brokers: &str, topic: &str, health: Reporter) -> anyhow::Result<Arc<Self>> {
         let consumer: StreamConsumer = ClientConfig::new()
             .set("bootstrap.servers", brokers)
             .set("group.id", "stagehost-view")
@@ -47,16 +52,46 @@ impl TopicView {
             .map(|t| t.partitions().len())
             .unwrap_or(0);
         let mut assignment = TopicPartitionList::new();
+        let mut ends = Vec::new();
         for partition in 0..partitions {
-            assignment.add_partition_offset(topic, i32::try_from(partition)?, Offset::Beginning)?;
+            let partition = i32::try_from(partition)?;
+            assignment.add_partition_offset(topic, partition, Offset::Beginning)?;
+            let (low, high) = tokio::task::block_in_place(|| {
+                consumer.fetch_watermarks(topic, partition, Duration::from_secs(10))
+            })
+            .with_context(|| format!("cannot read the end offsets of {topic}"))?;
+            if high > low {
+                ends.push((partition, high));
+            }
         }
         consumer.assign(&assignment)?;
         let view = Arc::new(Self::default());
         let filling = view.clone();
         let name = topic.to_string();
         tokio::spawn(async move {
+            let mut restoring = !ends.is_empty();
+            let mut last_check = Instant::now();
+            if !restoring {
+                health.ok();
+            }
             loop {
-                match consumer.recv().await {
+                if restoring && last_check.elapsed() >= CATCH_UP_CHECK {
+                    last_check = Instant::now();
+                    if caught_up(&consumer, &name, &ends) {
+                        restoring = false;
+                        tracing::info!(topic = %name, keys = filling.len(), "view restored");
+                        health.ok();
+                    }
+                }
+                let received = if restoring {
+                    match tokio::time::timeout(CATCH_UP_CHECK, consumer.recv()).await {
+                        Ok(received) => received,
+                        Err(_) => continue,
+                    }
+                } else {
+                    consumer.recv().await
+                };
+                match received {
                     Ok(message) => {
                         let (Some(key), Some(payload)) = (message.key(), message.payload()) else {
                             continue;
@@ -78,4 +113,24 @@ impl TopicView {
         });
         Ok(view)
     }
+
+    fn len(&self) -> usize {
+        self.latest.read().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}
+
+/// How often a restoring view checks whether it has caught up.
+const CATCH_UP_CHECK: Duration = Duration::from_millis(100);
+
+/// Whether `consumer` has read every partition of `topic` up to its end in `ends`.
+fn caught_up(consumer: &StreamConsumer, topic: &str, ends: &[(i32, i64)]) -> bool {
+    let Ok(position) = consumer.position() else {
+        return false;
+    };
+    ends.iter().all(|(partition, end)| {
+        matches!(
+            position.find_partition(topic, *partition).map(|p| p.offset()),
+            Some(Offset::Offset(at)) if at >= *end
+        )
+    })
 }
