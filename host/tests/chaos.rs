@@ -1,7 +1,10 @@
 //! Chaos acceptance: orders posted over HTTP while host instances are killed with SIGKILL and
-//! restarted (and, optionally, the broker is restarted cleanly); afterwards every accepted
-//! order has exactly one outcome, no topic holds two committed events with one id, stock adds
-//! up and was never oversold, and every notification was delivered exactly once.
+//! restarted (and, optionally, the broker is restarted cleanly); once every accepted order has
+//! its outcome the instances are stopped cleanly and every topic is read to its end: every
+//! accepted order has exactly one outcome (and a confirmation exactly when shipped), no topic
+//! holds two committed events with one id, stock adds up and was never oversold (no more units
+//! confirmed than supplied, the ledger's deltas never below zero, each ledger entry following
+//! the one before), and every notification was delivered exactly once.
 //!
 //! `make test` runs a short version; `make chaos` the full one. Sizes come from the
 //! environment: CHAOS_ORDERS, CHAOS_KILLS, CHAOS_BROKER_RESTART (1 to restart the broker;
@@ -16,13 +19,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{TestPipeline, read_topic, stage_mut};
+use common::{
+    Record, TestPipeline, count_by, field, read_to_end, repeated_by, stage_mut, wait_for_records,
+};
 use rand::{Rng, SeedableRng};
 use tokio::sync::Mutex;
 
 const PRODUCTS: usize = 40;
 const CLIENTS: usize = 32;
-const QUIET: Duration = Duration::from_secs(3);
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -110,109 +114,241 @@ struct Checked {
     rejected: usize,
     lost: usize,
     duplicated_outcomes: usize,
+    confirmations_wrong: usize,
     duplicate_ids: usize,
     stock_mismatches: usize,
+    ledger_breaks: usize,
     oversold: usize,
     deliveries_wrong: usize,
 }
 
-/// Reads every topic back and applies the four checks.
-async fn check(pipeline: &TestPipeline, plan: &Plan, accepted: &BTreeSet<String>) -> Checked {
-    // Wait until every accepted order has an outcome (or time runs out).
-    let deadline = Instant::now() + Duration::from_secs(300);
-    let mut notifications;
-    loop {
-        notifications = read_topic(
-            &pipeline.topic("Notification"),
-            0,
-            QUIET,
-            Duration::from_secs(120),
-        )
-        .await;
-        let done: BTreeSet<&str> = notifications
-            .iter()
-            .filter(|n| matches!(n.value["kind"].as_str(), Some("shipped" | "order_rejected")))
-            .map(|n| n.value["order_id"].as_str().unwrap())
-            .collect();
-        if accepted.iter().all(|id| done.contains(id.as_str())) || Instant::now() > deadline {
-            break;
-        }
-        tokio::time::sleep(Duration::from_secs(2)).await;
-    }
-    let mut outcomes: HashMap<&str, (usize, usize)> = HashMap::new();
-    for n in &notifications {
-        let entry = outcomes
-            .entry(n.value["order_id"].as_str().unwrap())
-            .or_default();
-        match n.value["kind"].as_str() {
-            Some("shipped") => entry.0 += 1,
-            Some("order_rejected") => entry.1 += 1,
-            _ => {}
-        }
-    }
-    let mut lost = 0;
-    let mut duplicated_outcomes = 0;
-    let (mut shipped, mut rejected) = (0, 0);
-    for id in accepted {
-        match outcomes.get(id.as_str()).copied().unwrap_or_default() {
-            (0, 0) => lost += 1,
-            (1, 0) => shipped += 1,
-            (0, 1) => rejected += 1,
-            _ => duplicated_outcomes += 1,
-        }
-    }
+/// The outcome notification of an order: `shipped` or `order_rejected`.
+fn is_outcome(notification: &Record) -> bool {
+    matches!(
+        notification.value["kind"].as_str(),
+        Some("shipped" | "order_rejected")
+    )
+}
 
-    let mut duplicate_ids = 0;
-    let mut by_topic = HashMap::new();
-    for topic in common::TOPICS {
-        let records = if topic == "Notification" {
-            notifications.clone()
-        } else {
-            read_topic(&pipeline.topic(topic), 0, QUIET, Duration::from_secs(120)).await
-        };
-        let mut seen = BTreeSet::new();
-        let dups = records
+/// What the ledger must answer for an `InventoryCommands` record, if anything: a release
+/// (`release/<order>/<product>`) or a restock (`restock/<restock_id>`). Reserves are answered
+/// in `InventoryResults`.
+fn ledger_key(record: &Record) -> Option<String> {
+    let value = &record.value;
+    let reason = value
+        .get("command")
+        .or_else(|| value.get("reason"))
+        .and_then(|r| r.as_str())?;
+    match reason {
+        "release" => Some(format!(
+            "release/{}/{}",
+            field(record, "order_id"),
+            field(record, "product_id")
+        )),
+        "restock" => Some(format!("restock/{}", field(record, "restock_id"))),
+        _ => None,
+    }
+}
+
+/// Waits until the run has settled: every accepted order has its outcome, every
+/// notification is delivered, and every release and restock command is in the stock ledger.
+/// (The hosts are then stopped cleanly and [`check`] reads every topic to its end.)
+async fn wait_settled(pipeline: &TestPipeline, accepted: &BTreeSet<String>) {
+    let timeout = Duration::from_secs(300);
+    let notifications = wait_for_records(
+        &pipeline.topic("Notification"),
+        "an outcome for every accepted order",
+        timeout,
+        |records| {
+            let done: BTreeSet<String> = records
+                .iter()
+                .filter(|n| is_outcome(n))
+                .map(|n| field(n, "order_id"))
+                .collect();
+            accepted.is_subset(&done)
+        },
+    )
+    .await;
+    // Every notification precedes its order's outcome (or is it): none is still to come.
+    let notification_ids: BTreeSet<String> = notifications
+        .iter()
+        .map(|n| n.ce_id().to_string())
+        .collect();
+    wait_for_records(
+        &pipeline.topic("NotificationDelivered"),
+        "a delivery of every notification",
+        timeout,
+        |records| {
+            let delivered: BTreeSet<String> = records
+                .iter()
+                .map(|d| field(d, "notification_id"))
+                .collect();
+            notification_ids.is_subset(&delivered)
+        },
+    )
+    .await;
+    // Release commands go out with the rejection; restocks were all accepted.
+    let commands: BTreeSet<String> =
+        read_to_end(&pipeline.topic("InventoryCommands"), common::SETTLE)
+            .await
             .iter()
-            .filter(|r| !seen.insert(r.ce_id().to_string()))
-            .count();
+            .filter_map(ledger_key)
+            .collect();
+    wait_for_records(
+        &pipeline.topic("InventoryLedger"),
+        "every release and restock in the ledger",
+        timeout,
+        |records| {
+            let answered: BTreeSet<String> = records.iter().filter_map(ledger_key).collect();
+            commands.is_subset(&answered)
+        },
+    )
+    .await;
+}
+
+/// Stops every instance cleanly (each finishes and commits its work).
+async fn stop_all(instances: &[Arc<Mutex<TestPipeline>>]) {
+    for instance in instances {
+        let status = instance.lock().await.stop("TERM");
+        assert!(
+            status.success(),
+            "an instance did not stop cleanly: {status}"
+        );
+    }
+}
+
+/// Reads every topic to its end (the hosts stopped) and applies the checks: one outcome per
+/// accepted order (and a confirmation exactly for the shipped ones), no ce_id committed
+/// twice, stock that adds up and never oversold, every notification delivered once.
+async fn check(pipeline: &TestPipeline, plan: &Plan, accepted: &BTreeSet<String>) -> Checked {
+    let mut by_topic = HashMap::new();
+    let mut duplicate_ids = 0;
+    for topic in common::TOPICS {
+        let records = read_to_end(&pipeline.topic(topic), common::SETTLE).await;
+        let dups: usize = repeated_by(&records, |r| r.ce_id().to_string())
+            .values()
+            .map(|n| n - 1)
+            .sum();
         if dups > 0 {
             eprintln!("{topic}: {dups} committed duplicates");
         }
         duplicate_ids += dups;
         by_topic.insert(topic, records);
     }
+    let notifications = &by_topic["Notification"];
 
-    // Stock: initial + restocks − confirmed quantities, per product; never negative.
-    let mut expected: BTreeMap<String, i64> = plan.initial.clone();
-    for (product, _, quantity) in &plan.restocks {
-        *expected.get_mut(product).unwrap() += quantity;
+    let mut outcomes: HashMap<String, (usize, usize)> = HashMap::new();
+    for n in notifications {
+        let entry = outcomes.entry(field(n, "order_id")).or_default();
+        match n.value["kind"].as_str() {
+            Some("shipped") => entry.0 += 1,
+            Some("order_rejected") => entry.1 += 1,
+            _ => {}
+        }
     }
+    let confirmations = count_by(&by_topic["OrderConfirmed"], |r| field(r, "order_id"));
+    let mut lost = 0;
+    let mut duplicated_outcomes = 0;
+    let mut confirmations_wrong = 0;
+    let (mut shipped, mut rejected) = (0, 0);
+    for id in accepted {
+        let outcome = outcomes.get(id).copied().unwrap_or_default();
+        match outcome {
+            (0, 0) => lost += 1,
+            (1, 0) => shipped += 1,
+            (0, 1) => rejected += 1,
+            _ => duplicated_outcomes += 1,
+        }
+        // Exactly one OrderConfirmed for a shipped order, none for a rejected one.
+        let want = usize::from(outcome.0 > 0);
+        if confirmations.get(id).copied().unwrap_or(0) != want {
+            eprintln!(
+                "{id}: {:?} confirmations, outcome {outcome:?}",
+                confirmations.get(id)
+            );
+            confirmations_wrong += 1;
+        }
+    }
+    // Outcomes or confirmations of orders nobody got a 202 for.
+    let strays = outcomes
+        .keys()
+        .chain(confirmations.keys())
+        .filter(|id| !accepted.contains(*id))
+        .collect::<BTreeSet<_>>()
+        .len();
+    if strays > 0 {
+        eprintln!("{strays} orders with an outcome but no 202");
+    }
+    lost += strays;
+
+    // Supply per product: initial stock plus restocks.
+    let mut supply: BTreeMap<String, i64> = plan.initial.clone();
+    for (product, _, quantity) in &plan.restocks {
+        *supply.get_mut(product).unwrap() += quantity;
+    }
+    // Units confirmed per product. More than the supply is overselling, whatever the ledger
+    // says.
+    let mut confirmed_units: BTreeMap<String, i64> = BTreeMap::new();
     for confirmed in &by_topic["OrderConfirmed"] {
         for item in confirmed.value["items"].as_array().unwrap() {
-            *expected
-                .get_mut(item["product_id"].as_str().unwrap())
-                .unwrap() -= item["quantity"].as_i64().unwrap();
+            *confirmed_units
+                .entry(item["product_id"].as_str().unwrap().to_string())
+                .or_default() += item["quantity"].as_i64().unwrap();
         }
     }
-    let mut last: BTreeMap<String, i64> = BTreeMap::new();
-    let mut oversold = 0;
+    // Products sold beyond their supply, by either sign below.
+    let mut oversold = BTreeSet::new();
+    for (product, units) in &confirmed_units {
+        let have = supply.get(product).copied().unwrap_or(0);
+        if *units > have {
+            eprintln!("{product}: {units} units confirmed, only {have} supplied: oversold");
+            oversold.insert(product.clone());
+        }
+    }
+    // The ledger replayed from the catalog, one product at a time in its order (one product,
+    // one partition): the running stock must never go below zero (the ledger's own `stock`
+    // field is unsigned and cannot show it), and each entry's `stock` must be the previous
+    // one plus its delta (a stock that jumps back, e.g. state restored from the catalog
+    // again, breaks the chain).
+    let mut running: BTreeMap<String, i64> = plan.initial.clone();
+    let mut previous: BTreeMap<String, i64> = plan.initial.clone();
+    let mut ledger_breaks = 0;
+    let mut seen = BTreeSet::new();
     for entry in &by_topic["InventoryLedger"] {
+        if !seen.insert(entry.ce_id().to_string()) {
+            continue; // counted in duplicate_ids
+        }
+        let product = field(entry, "product_id");
+        let delta = entry.value["delta"].as_i64().unwrap();
         let stock = entry.value["stock"].as_i64().unwrap();
-        if stock < 0 {
-            oversold += 1;
+        let now = running.entry(product.clone()).or_insert(0);
+        *now += delta;
+        if *now < 0 && oversold.insert(product.clone()) {
+            eprintln!("{product}: the ledger's deltas take the stock to {now}: oversold");
+        }
+        let before = previous.insert(product.clone(), stock).unwrap_or(0);
+        if stock != before + delta {
+            eprintln!(
+                "{product}: ledger entry {} says stock {stock} after delta {delta}, but the \
+                 stock before was {before}",
+                entry.ce_id()
+            );
+            ledger_breaks += 1;
         }
     }
-    // The ledger is ordered per product (one partition per product): its last entry is current.
+    // The current stock (last ledger entry, or the catalog) is supply − confirmed.
+    let mut last: BTreeMap<String, i64> = BTreeMap::new();
     for entry in &by_topic["InventoryLedger"] {
         last.insert(
-            entry.value["product_id"].as_str().unwrap().to_string(),
+            field(entry, "product_id"),
             entry.value["stock"].as_i64().unwrap(),
         );
     }
     let mut stock_mismatches = 0;
-    for (product, want) in &expected {
+    for (product, have_supply) in &supply {
+        let want = have_supply - confirmed_units.get(product).copied().unwrap_or(0);
         let have = last.get(product).copied().unwrap_or(plan.initial[product]);
-        if have != *want || *want < 0 {
+        if have != want {
             eprintln!("stock of {product}: ledger says {have}, expected {want}");
             stock_mismatches += 1;
         }
@@ -220,19 +356,16 @@ async fn check(pipeline: &TestPipeline, plan: &Plan, accepted: &BTreeSet<String>
 
     // Each notification delivered exactly once.
     let notification_ids: BTreeSet<&str> = notifications.iter().map(|n| n.ce_id()).collect();
-    let mut deliveries: HashMap<&str, usize> = HashMap::new();
-    for d in &by_topic["NotificationDelivered"] {
-        *deliveries
-            .entry(d.value["notification_id"].as_str().unwrap())
-            .or_default() += 1;
-    }
+    let deliveries = count_by(&by_topic["NotificationDelivered"], |d| {
+        field(d, "notification_id")
+    });
     let deliveries_wrong = notification_ids
         .iter()
-        .filter(|id| deliveries.get(*id).copied() != Some(1))
+        .filter(|id| deliveries.get(**id).copied() != Some(1))
         .count()
         + deliveries
             .keys()
-            .filter(|id| !notification_ids.contains(*id))
+            .filter(|id| !notification_ids.contains(id.as_str()))
             .count();
 
     Checked {
@@ -241,9 +374,11 @@ async fn check(pipeline: &TestPipeline, plan: &Plan, accepted: &BTreeSet<String>
         rejected,
         lost,
         duplicated_outcomes,
+        confirmations_wrong,
         duplicate_ids,
         stock_mismatches,
-        oversold,
+        ledger_breaks,
+        oversold: oversold.len(),
         deliveries_wrong,
     }
 }
@@ -251,15 +386,18 @@ async fn check(pipeline: &TestPipeline, plan: &Plan, accepted: &BTreeSet<String>
 fn report(name: &str, checked: &Checked, elapsed: Duration, recoveries: &[Duration]) {
     eprintln!(
         "chaos[{name}]: orders accepted {}, shipped {}, rejected {}, lost {}, duplicated outcomes {}, \
-         duplicate ids {}, stock mismatches {}, oversold {}, deliveries not exactly once {}; \
+         confirmations not one per shipped order {}, duplicate ids {}, stock mismatches {}, \
+         ledger breaks {}, oversold {}, deliveries not exactly once {}; \
          {:.1}s; recovery after each kill (kill → ready): {:?}",
         checked.accepted,
         checked.shipped,
         checked.rejected,
         checked.lost,
         checked.duplicated_outcomes,
+        checked.confirmations_wrong,
         checked.duplicate_ids,
         checked.stock_mismatches,
+        checked.ledger_breaks,
         checked.oversold,
         checked.deliveries_wrong,
         elapsed.as_secs_f64(),
@@ -268,11 +406,19 @@ fn report(name: &str, checked: &Checked, elapsed: Duration, recoveries: &[Durati
     assert_eq!(checked.lost, 0, "lost orders");
     assert_eq!(checked.duplicated_outcomes, 0, "orders with two outcomes");
     assert_eq!(
+        checked.confirmations_wrong, 0,
+        "orders whose confirmations do not match their outcome"
+    );
+    assert_eq!(
         checked.duplicate_ids, 0,
         "committed events with the same ce_id"
     );
+    assert_eq!(checked.oversold, 0, "oversold products");
+    assert_eq!(
+        checked.ledger_breaks, 0,
+        "ledger entries that do not follow"
+    );
     assert_eq!(checked.stock_mismatches, 0, "stock does not add up");
-    assert_eq!(checked.oversold, 0, "oversold");
     assert_eq!(
         checked.deliveries_wrong, 0,
         "notifications not delivered exactly once"
@@ -403,9 +549,11 @@ async fn one_instance_killed_repeatedly_loses_and_duplicates_nothing() {
     let host = Arc::new(Mutex::new(pipeline));
     let (accepted, recoveries) =
         run_load(vec![host.clone()], vec![http], &plan, kills, broker_restart).await;
-    let pipeline = host.lock().await;
-    let checked = check(&pipeline, &plan, &accepted).await;
-    report("one instance", &checked, started.elapsed(), &recoveries);
+    wait_settled(&*host.lock().await, &accepted).await;
+    let elapsed = started.elapsed();
+    stop_all(std::slice::from_ref(&host)).await;
+    let checked = check(&*host.lock().await, &plan, &accepted).await;
+    report("one instance", &checked, elapsed, &recoveries);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -422,10 +570,11 @@ async fn two_instances_one_killed_lose_and_duplicate_nothing() {
     let b = Arc::new(Mutex::new(second));
     // Kills hit the second instance only; the first keeps serving its share.
     let (accepted, recoveries) = run_load(vec![b.clone()], https, &plan, 1, false).await;
-    let pipeline = a.lock().await;
-    let checked = check(&pipeline, &plan, &accepted).await;
-    report("two instances", &checked, started.elapsed(), &recoveries);
-    drop(b);
+    wait_settled(&*a.lock().await, &accepted).await;
+    let elapsed = started.elapsed();
+    stop_all(&[a.clone(), b]).await;
+    let checked = check(&*a.lock().await, &plan, &accepted).await;
+    report("two instances", &checked, elapsed, &recoveries);
 }
 
 /// Orders per second through the whole pipeline in each processing mode, from the first POST
@@ -453,18 +602,14 @@ async fn throughput_in_both_modes() {
         let started = Instant::now();
         let (accepted, _) = run_load(vec![host.clone()], https, &plan, 0, false).await;
         let posted = started.elapsed();
+        wait_settled(&*host.lock().await, &accepted).await;
+        stop_all(std::slice::from_ref(&host)).await;
         let pipeline = host.lock().await;
         let checked = check(&pipeline, &plan, &accepted).await;
-        let notifications = read_topic(
-            &pipeline.topic("Notification"),
-            0,
-            QUIET,
-            Duration::from_secs(60),
-        )
-        .await;
+        let notifications = read_to_end(&pipeline.topic("Notification"), common::SETTLE).await;
         let last = notifications
             .iter()
-            .filter(|n| matches!(n.value["kind"].as_str(), Some("shipped" | "order_rejected")))
+            .filter(|n| is_outcome(n))
             .map(|n| n.timestamp_ms)
             .max()
             .unwrap();

@@ -9,8 +9,11 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    TestPipeline, add_topic, component, keep_stages, produce_raw, read_topic, stage_mut, stagehost,
+    SETTLE, TestPipeline, add_stage, add_topic, component, count_by, field, keep_stages,
+    produce_raw, produce_raw_at, read_to_end, stage_mut, stagehost, wait_for_records,
 };
+
+const TIMEOUT: Duration = Duration::from_secs(60);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_letters_are_listed_and_replayed_once_to_the_failed_stage_only() {
@@ -34,12 +37,7 @@ async fn dead_letters_are_listed_and_replayed_once_to_the_failed_stage_only() {
         let mut outputs = toml::Table::new();
         outputs.insert("out".into(), audit_topic.clone().into());
         audit.insert("outputs".into(), outputs.into());
-        config
-            .get_mut("stages")
-            .unwrap()
-            .as_array_mut()
-            .unwrap()
-            .push(audit.into());
+        add_stage(config, audit);
     });
     pipeline.start();
     let input = pipeline.topic("OrderConfirmed");
@@ -56,26 +54,17 @@ async fn dead_letters_are_listed_and_replayed_once_to_the_failed_stage_only() {
         )
         .await;
     }
-    let dead = read_topic(
-        &pipeline.topic("DeadLetterQueue"),
-        3,
-        Duration::from_secs(1),
-        Duration::from_secs(60),
-    )
-    .await;
-    assert_eq!(dead.len(), 3);
+    let dead_topic = pipeline.topic("DeadLetterQueue");
+    let dead = wait_for_records(&dead_topic, "three dead letters", TIMEOUT, |r| r.len() >= 3).await;
+    assert_eq!(dead.len(), 3, "{dead:#?}");
     assert!(
         dead.iter()
             .all(|r| r.value["error"].as_str().unwrap().starts_with("trap:"))
     );
-    let audited = read_topic(
-        &audit_topic,
-        3,
-        Duration::from_millis(500),
-        Duration::from_secs(30),
-    )
+    wait_for_records(&audit_topic, "the three audited orders", TIMEOUT, |r| {
+        r.len() >= 3
+    })
     .await;
-    assert_eq!(audited.len(), 3);
 
     let config = pipeline.config_path.display().to_string();
     let (ok, out, err) = stagehost(&["dlq", "list", "--config", &config, "--stage", "warehouse"]);
@@ -134,39 +123,60 @@ async fn dead_letters_are_listed_and_replayed_once_to_the_failed_stage_only() {
     let (ok, _, err) = stagehost(&["dlq", "replay", "--config", &config, "--stage", "nope"]);
     assert!(!ok && err.contains("no stage named 'nope'"), "{err}");
 
-    let packed = read_topic(
-        &pipeline.topic("OrderPickedAndPacked"),
-        3,
-        Duration::from_secs(3),
-        Duration::from_secs(60),
-    )
-    .await;
-    let mut packed_orders: Vec<&str> = packed
-        .iter()
-        .map(|r| r.value["order_id"].as_str().unwrap())
-        .collect();
-    packed_orders.sort_unstable();
+    // A barrier: one more order per partition of the topic, after the replays. Once both
+    // stages have handled the barriers, they have handled (or skipped) every replay before
+    // them, so the counts below are final.
+    let partitions = 3;
+    let barriers: Vec<String> = (0..partitions).map(|p| format!("barrier-{p}")).collect();
+    for (partition, barrier) in barriers.iter().enumerate() {
+        produce_raw_at(
+            &input,
+            partition as i32,
+            barrier,
+            common::confirmed(barrier).as_bytes(),
+            &[
+                ("ce_id", &format!("c-{barrier}")),
+                ("ce_type", "OrderConfirmed"),
+            ],
+        )
+        .await;
+    }
+    let has_barriers = |records: &[common::Record]| {
+        barriers
+            .iter()
+            .all(|b| records.iter().any(|r| field(r, "order_id") == *b))
+    };
+    let packed_topic = pipeline.topic("OrderPickedAndPacked");
+    wait_for_records(&packed_topic, "the barriers packed", TIMEOUT, has_barriers).await;
+    wait_for_records(&audit_topic, "the barriers audited", TIMEOUT, has_barriers).await;
+    let (ok, out, _) = stagehost(&["dlq", "list", "--config", &config, "--stage", "warehouse"]);
+    assert!(ok && out.matches("(replayed ").count() == 3, "{out}");
+    let status = pipeline.stop("TERM");
+    assert!(status.success(), "the host stopped cleanly: {status}");
+
+    let expected = |ids: &[&str]| -> std::collections::BTreeMap<String, usize> {
+        ids.iter()
+            .map(|id| id.to_string())
+            .chain(barriers.iter().cloned())
+            .map(|id| (id, 1))
+            .collect()
+    };
+    let packed = read_to_end(&packed_topic, SETTLE).await;
     assert_eq!(
-        packed_orders, orders,
-        "each dead letter processed exactly once"
+        count_by(&packed, |r| field(r, "order_id")),
+        expected(&orders),
+        "each dead letter processed exactly once (and the barriers)"
     );
     assert!(
         packed.iter().all(|r| r.value["stamp"] == "green"),
         "by the current version"
     );
-    let audited = read_topic(
-        &audit_topic,
-        3,
-        Duration::from_secs(2),
-        Duration::from_secs(30),
-    )
-    .await;
+    let audited = read_to_end(&audit_topic, SETTLE).await;
     assert_eq!(
-        audited.len(),
-        3,
-        "the other stage on the topic skipped the replays"
+        count_by(&audited, |r| field(r, "order_id")),
+        expected(&orders),
+        "the other stage on the topic saw each order once and skipped the replays"
     );
-    let (ok, out, _) = stagehost(&["dlq", "list", "--config", &config, "--stage", "warehouse"]);
-    assert!(ok && out.matches("(replayed ").count() == 3, "{out}");
-    pipeline.stop("TERM");
+    let dead = read_to_end(&dead_topic, SETTLE).await;
+    assert_eq!(dead.len(), 3, "nothing more dead-lettered: {dead:#?}");
 }

@@ -8,10 +8,13 @@
 
 mod common;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
-use common::{TestPipeline, component, keep_stages, read_topic, stage_mut, stagehost};
+use common::{
+    Record, SETTLE, TestPipeline, component, field, keep_stages, read_to_end, stage_mut, stagehost,
+    wait_for_records,
+};
 use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use stagehost::plugin::content_version;
@@ -67,6 +70,14 @@ async fn plugins_report(pipeline: &TestPipeline, stage: &str) -> serde_json::Val
         .json()
         .await
         .unwrap()
+}
+
+/// Whether every order of `ids` is among the records (by `order_id`).
+fn all_of(ids: &[String]) -> impl FnMut(&[Record]) -> bool + '_ {
+    move |records| {
+        let seen: BTreeSet<String> = records.iter().map(|r| field(r, "order_id")).collect();
+        ids.iter().all(|id| seen.contains(id))
+    }
 }
 
 /// Produces `count` OrderConfirmed events at `rate` per second; returns the order ids and the
@@ -125,11 +136,18 @@ async fn swapping_under_load_loses_nothing_and_every_output_names_its_version() 
     let seconds = (swap_every.as_secs_f64() * swaps as f64 + 2.0).ceil() as u64;
     let total = rate * seconds;
 
+    let packed_topic = pipeline.topic("OrderPickedAndPacked");
     let load = tokio::spawn({
         let input = input.clone();
         async move { produce_confirmed(&input, "swap", total, rate).await }
     });
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    wait_for_records(
+        &packed_topic,
+        "the first outputs of blue",
+        Duration::from_secs(60),
+        |r| !r.is_empty(),
+    )
+    .await;
     let files = [
         std::fs::read(component("warehouse_green")).unwrap(),
         std::fs::read(component("warehouse_blue")).unwrap(),
@@ -138,17 +156,22 @@ async fn swapping_under_load_loses_nothing_and_every_output_names_its_version() 
         let (status, body) = swap(&pipeline, "warehouse", files[(i % 2) as usize].clone()).await;
         assert_eq!(status, 200, "swap {i} refused: {body}");
         assert_eq!(body["changed"], true, "swap {i}: {body}");
+        // The rhythm of the swaps under the load (not a wait for anything).
         tokio::time::sleep(swap_every).await;
     }
     let (ids, achieved_rate) = load.await.unwrap();
-
-    let packed = read_topic(
-        &pipeline.topic("OrderPickedAndPacked"),
-        ids.len(),
-        Duration::from_secs(3),
+    wait_for_records(
+        &packed_topic,
+        "every order packed",
         Duration::from_secs(180),
+        all_of(&ids),
     )
     .await;
+    let report = plugins_report(&pipeline, "warehouse").await;
+    let status = pipeline.stop("TERM");
+    assert!(status.success(), "the host stopped cleanly: {status}");
+
+    let packed = read_to_end(&packed_topic, SETTLE).await;
     let mut per_order: BTreeMap<String, usize> = BTreeMap::new();
     let mut per_version: BTreeMap<String, usize> = BTreeMap::new();
     let mut mismatched = 0;
@@ -171,16 +194,13 @@ async fn swapping_under_load_loses_nothing_and_every_output_names_its_version() 
     let mut times: Vec<i64> = packed.iter().map(|r| r.timestamp_ms).collect();
     times.sort_unstable();
     let largest_gap = times.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
-    let report = plugins_report(&pipeline, "warehouse").await;
+    // The load generator's rate and the stalls are figures (printed); the benchmarks measure
+    // speed.
     println!(
         "swap under load: {} orders produced at {achieved_rate:.0}/s, {swaps} swaps; packed {}, lost {lost}, duplicated {duplicated}, stamp/version mismatches {mismatched}; per version {per_version:?}; longest swap stall (host-measured) {} µs; largest gap between consecutive outputs {largest_gap} ms",
         ids.len(),
         packed.len(),
         report["max_stall_us"]
-    );
-    assert!(
-        achieved_rate >= rate as f64 * 0.9,
-        "the load generator fell behind: {achieved_rate:.0}/s"
     );
     assert_eq!(lost, 0, "orders lost");
     assert_eq!(duplicated, 0, "orders duplicated");
@@ -206,7 +226,6 @@ async fn swapping_under_load_loses_nothing_and_every_output_names_its_version() 
             .all(|d| d["live_since"].is_string()),
         "every version went live: {report}"
     );
-    pipeline.stop("TERM");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -256,17 +275,15 @@ async fn invalid_components_are_refused_and_the_old_version_keeps_running() {
 
     // Still processing, on the old version.
     let input = pipeline.topic("OrderConfirmed");
-    let (ids, _) = produce_confirmed(&input, "refused", 5, 100).await;
-    let packed = read_topic(
-        &pipeline.topic("OrderPickedAndPacked"),
-        ids.len(),
-        Duration::from_millis(500),
+    let packed_topic = pipeline.topic("OrderPickedAndPacked");
+    let (refused_ids, _) = produce_confirmed(&input, "refused", 5, 100).await;
+    wait_for_records(
+        &packed_topic,
+        "the orders sent after the refusals",
         Duration::from_secs(60),
+        all_of(&refused_ids),
     )
     .await;
-    assert_eq!(packed.len(), 5);
-    assert!(packed.iter().all(|r| r.value["stamp"] == "blue"
-        && r.headers.get("ce_pluginversion") == Some(&blue)));
 
     // The command line: swap, list, roll back.
     let admin = pipeline.admin.clone();
@@ -301,31 +318,36 @@ async fn invalid_components_are_refused_and_the_old_version_keeps_running() {
     ]);
     assert!(!ok && err.contains("/no/such.wasm"), "{err}");
 
-    let (ids, _) = produce_confirmed(&input, "rolled-back", 3, 100).await;
-    let packed = read_topic(
-        &pipeline.topic("OrderPickedAndPacked"),
-        5 + ids.len(),
-        Duration::from_millis(500),
+    let (rolled_back_ids, _) = produce_confirmed(&input, "rolled-back", 3, 100).await;
+    wait_for_records(
+        &packed_topic,
+        "the orders sent after the rollback",
         Duration::from_secs(60),
+        all_of(&rolled_back_ids),
     )
     .await;
-    let after: Vec<_> = packed
-        .iter()
-        .filter(|r| {
-            r.value["order_id"]
-                .as_str()
-                .unwrap()
-                .starts_with("rolled-back")
-        })
-        .collect();
-    assert_eq!(after.len(), 3);
-    assert!(
-        after.iter().all(|r| r.value["stamp"] == "blue"),
-        "rolled back to blue"
-    );
     let logs = pipeline.logs();
     assert!(logs.contains("plugin swap refused"), "refusals are logged");
-    pipeline.stop("TERM");
+    let status = pipeline.stop("TERM");
+    assert!(status.success(), "the host stopped cleanly: {status}");
+
+    // Exactly the eight orders, each once, all by blue (before the swap and after the
+    // rollback).
+    let packed = read_to_end(&packed_topic, SETTLE).await;
+    let mut packed_ids: Vec<String> = packed.iter().map(|r| field(r, "order_id")).collect();
+    packed_ids.sort();
+    let mut sent: Vec<String> = refused_ids
+        .iter()
+        .chain(&rolled_back_ids)
+        .cloned()
+        .collect();
+    sent.sort();
+    assert_eq!(packed_ids, sent, "each order packed once");
+    assert!(
+        packed.iter().all(|r| r.value["stamp"] == "blue"
+            && r.headers.get("ce_pluginversion") == Some(&blue)),
+        "by blue: {packed:#?}"
+    );
 }
 
 async fn wait_for_version(
@@ -381,16 +403,19 @@ async fn dev_mode_swaps_a_plugin_when_its_file_is_rebuilt() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let (ids, _) = produce_confirmed(&pipeline.topic("OrderConfirmed"), "watched", 2, 100).await;
-    let packed = read_topic(
-        &pipeline.topic("OrderPickedAndPacked"),
-        ids.len(),
-        Duration::from_millis(500),
+    let packed_topic = pipeline.topic("OrderPickedAndPacked");
+    wait_for_records(
+        &packed_topic,
+        "the watched orders",
         Duration::from_secs(60),
+        all_of(&ids),
     )
     .await;
-    assert_eq!(packed.len(), 2);
+    let status = pipeline.stop("TERM");
+    assert!(status.success(), "the host stopped cleanly: {status}");
+    let packed = read_to_end(&packed_topic, SETTLE).await;
+    assert_eq!(packed.len(), 2, "{packed:#?}");
     assert!(packed.iter().all(|r| r.value["stamp"] == "green"));
-    pipeline.stop("TERM");
 }
 
 /// A log field's number, e.g. `startup_ms` of the `ready` line (colour codes removed).
@@ -421,12 +446,16 @@ fn logged_number(logs: &str, field: &str) -> Option<u64> {
 async fn a_restart_loads_the_compiled_plugins_from_the_cache() {
     let mut pipeline = TestPipeline::new(|_| {});
     pipeline.start();
+    // `/readyz` answers 200 a moment before the host logs its `ready` line (with the start-up
+    // time): wait for the line, not for a while.
+    wait_for_ready_line(&pipeline, 0).await;
     pipeline.stop("TERM");
     let first = pipeline.logs();
     let cache = pipeline.dir.path().join("state/compiled");
     let cached = walk(&cache);
     assert!(cached > 0, "nothing cached under {}", cache.display());
     pipeline.start();
+    wait_for_ready_line(&pipeline, first.len()).await;
     pipeline.stop("TERM");
     let all = pipeline.logs();
     let second = &all[first.len()..];
@@ -441,6 +470,14 @@ async fn a_restart_loads_the_compiled_plugins_from_the_cache() {
     println!(
         "start with 6 plugins (8 stages): plugins loaded in {compile_ms} ms, ready in {first_ready_ms} ms when compiling; {cached_ms} ms and {second_ready_ms} ms from the cache ({cached} cache files)"
     );
+}
+
+/// Waits until the host's logs after the first `from` bytes hold the `ready` line.
+async fn wait_for_ready_line(pipeline: &TestPipeline, from: usize) {
+    common::wait_until("the ready line", Duration::from_secs(30), || async {
+        logged_number(&pipeline.logs()[from..], "startup_ms").is_some()
+    })
+    .await;
 }
 
 fn walk(dir: &std::path::Path) -> usize {

@@ -8,13 +8,18 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
-use common::{Record, TestPipeline, add_stage, add_topic, component, keep_stages, read_topic};
+use common::{
+    Record, SETTLE, TestPipeline, add_stage, add_topic, component, count_by, field, keep_stages,
+    read_to_end, wait_for_records,
+};
 use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
+
+const TIMEOUT: Duration = Duration::from_secs(90);
 
 fn stage(name: &str, input: &str, output: &str, limits: toml::Table) -> toml::Table {
     let mut stage = toml::Table::new();
@@ -70,25 +75,39 @@ fn by_event(records: &[Record]) -> BTreeMap<String, Vec<&Record>> {
     map
 }
 
+/// The names (`n`) of the events a stage passed through to `records`.
+fn names(records: &[Record]) -> Vec<String> {
+    records.iter().map(|r| field(r, "n")).collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_broken_event_is_dead_lettered_with_its_reason_and_good_events_flow() {
-    let mut topics = (String::new(), String::new(), String::new(), String::new());
+    let mut topics: [String; 6] = Default::default();
     let mut pipeline = TestPipeline::new(|config| {
         keep_stages(config, &[]);
-        topics.0 = add_topic(config, "Faults", 3);
-        topics.1 = add_topic(config, "FaultsOut", 3);
-        topics.2 = add_topic(config, "FuelFaults", 1);
-        topics.3 = add_topic(config, "FuelOut", 1);
+        topics[0] = add_topic(config, "Faults", 3);
+        topics[1] = add_topic(config, "FaultsOut", 3);
+        topics[2] = add_topic(config, "FuelFaults", 1);
+        topics[3] = add_topic(config, "FuelOut", 1);
+        topics[4] = add_topic(config, "Held", 3);
+        topics[5] = add_topic(config, "HeldOut", 3);
         let mut limits = toml::Table::new();
         limits.insert("max_event_time".into(), "200ms".into());
         limits.insert("max_memory_bytes".into(), (32 * 1024 * 1024).into());
         let mut fuel_limits = toml::Table::new();
         fuel_limits.insert("max_event_time".into(), "30s".into());
         fuel_limits.insert("fuel".into(), 5_000_000.into());
-        add_stage(config, stage("faulty", &topics.0, &topics.1, limits));
-        add_stage(config, stage("fuel", &topics.2, &topics.3, fuel_limits));
+        add_stage(config, stage("faulty", &topics[0], &topics[1], limits));
+        add_stage(config, stage("fuel", &topics[2], &topics[3], fuel_limits));
+        // A retry that waits an hour: while it waits, its partition is held and the others
+        // go on; no clock decides the outcome.
+        let mut held = stage("held", &topics[4], &topics[5], toml::Table::new());
+        let retry = held["retry"].as_table_mut().unwrap();
+        retry.insert("initial_delay".into(), "1h".into());
+        retry.insert("max_delay".into(), "1h".into());
+        add_stage(config, held);
     });
-    let (faults, faults_out, fuel_faults, fuel_out) = topics;
+    let [faults, faults_out, fuel_faults, fuel_out, held, held_out] = topics;
     pipeline.start();
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", common::brokers())
@@ -162,30 +181,92 @@ async fn each_broken_event_is_dead_lettered_with_its_reason_and_good_events_flow
     )
     .await;
 
-    let started = Instant::now();
-    let dead = read_topic(
-        &pipeline.topic("DeadLetterQueue"),
-        broken.len() + 1,
-        Duration::from_secs(2),
-        Duration::from_secs(90),
+    // Held: partition 0 starts with a retry (due again in an hour) and a good event of the
+    // same key behind it; partitions 1 and 2 hold good events of other keys.
+    produce(
+        &producer,
+        &held,
+        0,
+        "k-held",
+        "h-retry",
+        r#"{"fault":"retry-once","n":"h-retry"}"#,
     )
     .await;
-    let out = read_topic(
-        &faults_out,
-        14,
-        Duration::from_secs(1),
-        Duration::from_secs(30),
+    produce(
+        &producer,
+        &held,
+        0,
+        "k-held",
+        "h-behind",
+        r#"{"n":"h-behind"}"#,
     )
     .await;
-    let fuel = read_topic(
-        &fuel_out,
-        1,
-        Duration::from_millis(500),
-        Duration::from_secs(30),
-    )
-    .await;
-    println!("dead letters and outputs read in {:?}", started.elapsed());
+    let elsewhere: Vec<String> = (1..=6).map(|i| format!("h-{i}")).collect();
+    for (i, name) in elsewhere.iter().enumerate() {
+        let payload = format!(r#"{{"n":"{name}"}}"#);
+        let partition = 1 + (i % 2) as i32;
+        produce(&producer, &held, partition, name, name, &payload).await;
+    }
 
+    // Wait for every expected outcome, then stop the host and count exactly.
+    let letter_ids: BTreeSet<String> = broken
+        .iter()
+        .map(|(fault, _)| fault.to_string())
+        .chain(["fuel-loop".to_string()])
+        .collect();
+    let dead_topic = pipeline.topic("DeadLetterQueue");
+    wait_for_records(
+        &dead_topic,
+        "a dead letter per broken event",
+        TIMEOUT,
+        |r| {
+            let ids: BTreeSet<String> = r.iter().map(|l| field(l, "event_id")).collect();
+            letter_ids.is_subset(&ids)
+        },
+    )
+    .await;
+    wait_for_records(&faults_out, "the 14 good events", TIMEOUT, |r| {
+        names(r).into_iter().collect::<BTreeSet<_>>().len() >= 14
+    })
+    .await;
+    wait_for_records(
+        &fuel_out,
+        "the good event after the fuel trap",
+        TIMEOUT,
+        |r| !r.is_empty(),
+    )
+    .await;
+    let held_now = wait_for_records(
+        &held_out,
+        "the held stage's other partitions",
+        TIMEOUT,
+        |r| {
+            let seen: BTreeSet<String> = names(r).into_iter().collect();
+            elsewhere.iter().all(|n| seen.contains(n))
+        },
+    )
+    .await;
+    // The other partitions went on while the retry waited, and the retry held back its key.
+    let held_names = names(&held_now);
+    assert!(
+        !held_names.iter().any(|n| n == "h-retry" || n == "h-behind"),
+        "the retried event and the one behind it wait for the retry: {held_names:?}"
+    );
+
+    let pid = pipeline.pid().unwrap();
+    let rss = common::peak_rss_kib(pid);
+    println!("host peak RSS after the broken plugins: {} MiB", rss / 1024);
+    assert!(
+        rss < 1024 * 1024,
+        "peak RSS {rss} KiB: memory is not bounded"
+    );
+    let status = pipeline.stop("TERM");
+    assert!(
+        status.success(),
+        "the host survived and stopped cleanly: {status}"
+    );
+
+    let dead = read_to_end(&dead_topic, SETTLE).await;
     let letters = by_event(&dead);
     for (fault, reason) in broken {
         let found = letters
@@ -220,6 +301,7 @@ async fn each_broken_event_is_dead_lettered_with_its_reason_and_good_events_flow
     let fuel_letter = letters
         .get("fuel-loop")
         .expect("fuel-limited loop dead-lettered");
+    assert_eq!(fuel_letter.len(), 1, "fuel-loop dead-lettered once");
     assert!(
         fuel_letter[0].value["error"]
             .as_str()
@@ -231,62 +313,36 @@ async fn each_broken_event_is_dead_lettered_with_its_reason_and_good_events_flow
     assert_eq!(
         dead.len(),
         broken.len() + 1,
-        "nothing else was dead-lettered"
+        "nothing else was dead-lettered: {dead:#?}"
     );
 
-    // Good events: each once; the retried one first among its key; the other partitions
-    // were not held up by its backoff.
-    let names: Vec<String> = out
-        .iter()
-        .map(|r| r.value["n"].as_str().unwrap().to_string())
+    // Good events: each exactly once; the retried one first among its key.
+    let out = read_to_end(&faults_out, SETTLE).await;
+    let counts = count_by(&out, |r| field(r, "n"));
+    let mut expected: BTreeMap<String, usize> = ["r1", "g1", "g2", "g3"]
+        .into_iter()
+        .map(|n| (n.to_string(), 1))
         .collect();
-    let mut unique = names.clone();
-    unique.sort();
-    unique.dedup();
-    assert_eq!(unique.len(), 14, "every good event once: {names:?}");
-    assert_eq!(names.len(), 14, "no duplicates: {names:?}");
-    let order_of_key: Vec<&str> = out
+    expected.extend((4..14).map(|i| (format!("g{i}"), 1)));
+    assert_eq!(counts, expected, "every good event exactly once");
+    let order_of_key: Vec<String> = out
         .iter()
         .filter(|r| r.key.as_deref() == Some("k-order"))
-        .map(|r| r.value["n"].as_str().unwrap())
+        .map(|r| field(r, "n"))
         .collect();
     assert_eq!(order_of_key, ["r1", "g1", "g2"], "the retry kept its place");
-    let retried_at = out
-        .iter()
-        .find(|r| r.value["n"] == "r1")
-        .unwrap()
-        .timestamp_ms;
-    let others_done = out
-        .iter()
-        .filter(|r| {
-            r.key
-                .as_deref()
-                .is_some_and(|k| k.starts_with("k-") && k != "k-order" && k != "k-broken")
-        })
-        .map(|r| r.timestamp_ms)
-        .max()
-        .unwrap();
-    assert!(
-        others_done < retried_at,
-        "the other partitions went on while the retry waited ({others_done} vs {retried_at})"
-    );
+    let fuel = read_to_end(&fuel_out, SETTLE).await;
     assert_eq!(
-        fuel.len(),
-        1,
-        "the fuel-limited stage goes on after a fuel trap"
+        names(&fuel),
+        ["fuel-good"],
+        "the fuel-limited stage goes on after a fuel trap, once"
     );
-
-    let pid = pipeline.pid().unwrap();
-    let rss = common::peak_rss_kib(pid);
-    println!("host peak RSS after the broken plugins: {} MiB", rss / 1024);
-    assert!(
-        rss < 1024 * 1024,
-        "peak RSS {rss} KiB: memory is not bounded"
-    );
-    let status = pipeline.stop("TERM");
-    assert!(
-        status.success(),
-        "the host survived and stopped cleanly: {status}"
+    let held_out = read_to_end(&held_out, SETTLE).await;
+    let mut held_names = names(&held_out);
+    held_names.sort();
+    assert_eq!(
+        held_names, elsewhere,
+        "the held stage: the other partitions once each, the held key still waiting"
     );
 }
 
@@ -353,11 +409,11 @@ async fn another_stage_keeps_flowing_while_a_plugin_loops_and_bombs_memory() {
     pipeline.stop("TERM");
     fill_confirmed(&producer, &input, "calm", count).await;
     pipeline.start();
-    let calm = read_topic(
+    wait_for_records(
         &packed_topic,
-        count,
-        Duration::from_secs(1),
+        "every calm order packed",
         Duration::from_secs(120),
+        packed_all(count, "calm"),
     )
     .await;
     // The same load again while the other stage traps on 10 endless loops and 10 memory bombs.
@@ -384,40 +440,67 @@ async fn another_stage_keeps_flowing_while_a_plugin_loops_and_bombs_memory() {
     }
     fill_confirmed(&producer, &input, "stormy", count).await;
     pipeline.start();
-    let all = read_topic(
+    wait_for_records(
         &packed_topic,
-        2 * count,
-        Duration::from_secs(1),
+        "every stormy order packed",
         Duration::from_secs(120),
+        packed_all(count, "stormy"),
     )
     .await;
-    let dead = read_topic(
-        &pipeline.topic("DeadLetterQueue"),
-        20,
-        Duration::from_secs(1),
-        Duration::from_secs(60),
-    )
-    .await;
-
-    let (calm_n, calm_rate) = throughput(&calm, "calm");
-    let (stormy_n, stormy_rate) = throughput(&all, "stormy");
+    let dead_topic = pipeline.topic("DeadLetterQueue");
+    wait_for_records(&dead_topic, "20 dead letters", TIMEOUT, |r| r.len() >= 20).await;
     let rss = common::peak_rss_kib(pipeline.pid().unwrap());
+    assert!(
+        rss < 1024 * 1024,
+        "peak RSS {rss} KiB: memory is not bounded"
+    );
+    let status = pipeline.stop("TERM");
+    assert!(status.success(), "the host stopped cleanly: {status}");
+
+    let all = read_to_end(&packed_topic, SETTLE).await;
+    let dead = read_to_end(&dead_topic, SETTLE).await;
+    let (_, calm_rate) = throughput(&all, "calm");
+    let (_, stormy_rate) = throughput(&all, "stormy");
     println!(
         "warehouse throughput: {calm_rate:.0} orders/s alone, {stormy_rate:.0} orders/s while faulty looped and bombed memory ({:.2}x); {} dead letters; host peak RSS {} MiB",
         stormy_rate / calm_rate,
         dead.len(),
         rss / 1024
     );
-    assert_eq!(calm_n, count, "every calm order packed");
+    let expected: BTreeMap<String, usize> = ["calm", "stormy"]
+        .iter()
+        .flat_map(|prefix| (0..count).map(move |i| (format!("{prefix}-{i}"), 1)))
+        .collect();
     assert_eq!(
-        stormy_n, count,
-        "every order packed while the other stage misbehaved"
+        count_by(&all, |r| field(r, "order_id")),
+        expected,
+        "every order packed exactly once, also while the other stage misbehaved"
     );
-    assert_eq!(all.len(), 2 * count, "nothing duplicated");
-    assert_eq!(dead.len(), 20, "each broken event dead-lettered once");
-    assert!(
-        rss < 1024 * 1024,
-        "peak RSS {rss} KiB: memory is not bounded"
-    );
-    pipeline.stop("TERM");
+    let letters = count_by(&dead, |r| field(r, "event_id"));
+    let expected: BTreeMap<String, usize> = (0..10)
+        .flat_map(|i| [(format!("loop-{i}"), 1), (format!("memory-{i}"), 1)])
+        .collect();
+    assert_eq!(letters, expected, "each broken event dead-lettered once");
+    for letter in &dead {
+        let error = field(letter, "error");
+        let want = if field(letter, "event_id").starts_with("loop") {
+            "timeout"
+        } else {
+            "memory limit"
+        };
+        assert!(error.starts_with(want), "{error}");
+    }
+}
+
+/// Whether `count` distinct orders `<prefix>-<i>` are among the records.
+fn packed_all(count: usize, prefix: &'static str) -> impl FnMut(&[Record]) -> bool {
+    move |records| {
+        records
+            .iter()
+            .map(|r| field(r, "order_id"))
+            .filter(|id| id.starts_with(&format!("{prefix}-")))
+            .collect::<BTreeSet<_>>()
+            .len()
+            >= count
+    }
 }

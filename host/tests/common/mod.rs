@@ -258,29 +258,52 @@ impl TestPipeline {
 
     /// POSTs until the host answers (it may be restarting); returns the status.
     pub async fn post_order_until_answered(&self, body: &str, timeout: Duration) -> u16 {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()
-            .unwrap();
-        let deadline = Instant::now() + timeout;
-        loop {
-            let result = client
-                .post(format!("http://{}/orders", self.http))
-                .header("content-type", "application/json")
-                .body(body.to_string())
-                .send()
-                .await;
-            match result {
-                Ok(response) if response.status().as_u16() != 503 => {
-                    return response.status().as_u16();
-                }
-                _ => {
-                    assert!(
-                        Instant::now() < deadline,
-                        "no answer to POST /orders in time"
-                    );
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
+        self.post_until_answered("/orders", body, timeout).await.0
+    }
+
+    /// POSTs a JSON body to a path until the host answers with anything but `503` (it may be
+    /// down or restarting); returns the status and the JSON answer.
+    pub async fn post_until_answered(
+        &self,
+        path: &str,
+        body: &str,
+        timeout: Duration,
+    ) -> (u16, serde_json::Value) {
+        post_until_answered(&self.http, path, body, timeout).await
+    }
+}
+
+/// POSTs a JSON body to `http://<http><path>` until the host answers with anything but `503`
+/// (it may be down or restarting); returns the status and the JSON answer. A free function
+/// so that spawned tasks can post without the [`TestPipeline`].
+pub async fn post_until_answered(
+    http: &str,
+    path: &str,
+    body: &str,
+    timeout: Duration,
+) -> (u16, serde_json::Value) {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let deadline = Instant::now() + timeout;
+    loop {
+        let result = client
+            .post(format!("http://{http}{path}"))
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await;
+        match result {
+            Ok(response) if response.status().as_u16() != 503 => {
+                return status_and_json(response).await;
+            }
+            _ => {
+                assert!(
+                    Instant::now() < deadline,
+                    "no answer to POST {path} in time"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
     }
@@ -529,13 +552,44 @@ pub struct Record {
 }
 
 impl Record {
+    fn of(message: &impl Message) -> Self {
+        let headers = message
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|h| {
+                        (
+                            h.key.to_string(),
+                            String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let raw = message.payload().unwrap_or_default().to_vec();
+        Record {
+            timestamp_ms: message.timestamp().to_millis().unwrap_or(0),
+            partition: message.partition(),
+            offset: message.offset(),
+            key: message
+                .key()
+                .map(|k| String::from_utf8_lossy(k).into_owned()),
+            headers,
+            value: serde_json::from_slice(&raw).unwrap_or(serde_json::Value::Null),
+            raw,
+        }
+    }
+
     pub fn ce_id(&self) -> &str {
         self.headers.get("ce_id").map(String::as_str).unwrap_or("")
     }
 }
 
 /// Reads `topic` from the beginning (committed records only) until at least `expected`
-/// records arrived and then nothing more for `quiet`, or `timeout` passed.
+/// records arrived and then nothing more for `quiet`, or `timeout` passed. The result may be
+/// partial (it stops at the first quiet window): fine for "at least N arrived", never for
+/// "nothing missing, nothing repeated" or "empty"; use [`wait_for_records`] and
+/// [`read_to_end`] for those.
 pub async fn read_topic(
     topic: &str,
     expected: usize,
@@ -574,39 +628,156 @@ pub async fn read_topic(
             deadline - now
         };
         match tokio::time::timeout(wait, consumer.recv()).await {
-            Ok(Ok(message)) => {
-                let headers = message
-                    .headers()
-                    .map(|h| {
-                        h.iter()
-                            .map(|h| {
-                                (
-                                    h.key.to_string(),
-                                    String::from_utf8_lossy(h.value.unwrap_or_default())
-                                        .into_owned(),
-                                )
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                let raw = message.payload().unwrap_or_default().to_vec();
-                records.push(Record {
-                    timestamp_ms: message.timestamp().to_millis().unwrap_or(0),
-                    partition: message.partition(),
-                    offset: message.offset(),
-                    key: message
-                        .key()
-                        .map(|k| String::from_utf8_lossy(k).into_owned()),
-                    headers,
-                    value: serde_json::from_slice(&raw).unwrap_or(serde_json::Value::Null),
-                    raw,
-                });
-            }
+            Ok(Ok(message)) => records.push(Record::of(&message)),
             Ok(Err(error)) => panic!("reading {topic}: {error}"),
             Err(_) if records.len() >= expected => return records,
             Err(_) => return records,
         }
     }
+}
+
+/// Every committed record of `topic`, read `read_committed` from the beginning up to the end
+/// offsets the partitions have when this is called. Panics (failing the test) if those ends are
+/// not reached within `timeout`: the result is never partial. Use it after the run (hosts
+/// stopped or settled) to count outcomes.
+pub async fn read_to_end(topic: &str, timeout: Duration) -> Vec<Record> {
+    read_to_end_at(&brokers(), topic, timeout).await
+}
+
+/// [`read_to_end`] on the cluster at `brokers`.
+pub async fn read_to_end_at(brokers: &str, topic: &str, timeout: Duration) -> Vec<Record> {
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("reader-{}", uuid::Uuid::new_v4()))
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .create()
+        .unwrap();
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .unwrap();
+    let partitions = metadata.topics()[0].partitions().len() as i32;
+    assert!(partitions > 0, "topic {topic} does not exist");
+    // The end of each partition now: the high watermark, which a read_committed reader reaches
+    // once every transaction that wrote before it is complete.
+    let mut ends = BTreeMap::new();
+    let mut assignment = TopicPartitionList::new();
+    for partition in 0..partitions {
+        let (low, high) = consumer
+            .fetch_watermarks(topic, partition, Duration::from_secs(10))
+            .unwrap();
+        if high > low {
+            ends.insert(partition, high);
+            assignment
+                .add_partition_offset(topic, partition, Offset::Beginning)
+                .unwrap();
+        }
+    }
+    let mut records = Vec::new();
+    if ends.is_empty() {
+        return records;
+    }
+    consumer.assign(&assignment).unwrap();
+    let deadline = Instant::now() + timeout;
+    loop {
+        let position = consumer.position().unwrap();
+        let reached = ends.iter().all(|(partition, end)| {
+            matches!(position.find_partition(topic, *partition).map(|p| p.offset()),
+                Some(Offset::Offset(at)) if at >= *end)
+        });
+        if reached {
+            return records;
+        }
+        let now = Instant::now();
+        assert!(
+            now < deadline,
+            "reading {topic}: the end offsets {ends:?} were not reached within {timeout:?} \
+             (at {position:?}, {} records read)",
+            records.len()
+        );
+        let wait = (deadline - now).min(Duration::from_millis(200));
+        match tokio::time::timeout(wait, consumer.recv()).await {
+            Ok(Ok(message)) => records.push(Record::of(&message)),
+            Ok(Err(error)) => panic!("reading {topic}: {error}"),
+            Err(_) => {}
+        }
+    }
+}
+
+/// Waits until `condition` holds, checking every 200 ms; panics naming `what` after `timeout`.
+pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if condition().await {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Polls `read_to_end(topic)` until `done` holds for the records read; returns those records.
+/// Panics naming `what` (and how many records there were) after `timeout`. Use it to wait for
+/// an expected outcome; count exact outcomes with [`read_to_end`] once the run is over.
+pub async fn wait_for_records(
+    topic: &str,
+    what: &str,
+    timeout: Duration,
+    mut done: impl FnMut(&[Record]) -> bool,
+) -> Vec<Record> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let records = read_to_end(topic, SETTLE).await;
+        if done(&records) {
+            return records;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what} in {topic} ({} records there)",
+            records.len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// How long [`read_to_end`] may take to reach the end offsets once the writers are done or
+/// settled (open transactions commit every 100 ms; one left by a killed instance is aborted
+/// when it restarts).
+pub const SETTLE: Duration = Duration::from_secs(30);
+
+/// How many records have each value of `key` (e.g. the order id, or the ce_id).
+pub fn count_by<'a>(
+    records: impl IntoIterator<Item = &'a Record>,
+    key: impl Fn(&Record) -> String,
+) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for record in records {
+        *counts.entry(key(record)).or_default() += 1;
+    }
+    counts
+}
+
+/// The values of `key` that more than one record has, with their counts.
+pub fn repeated_by<'a>(
+    records: impl IntoIterator<Item = &'a Record>,
+    key: impl Fn(&Record) -> String,
+) -> BTreeMap<String, usize> {
+    count_by(records, key)
+        .into_iter()
+        .filter(|(_, n)| *n > 1)
+        .collect()
+}
+
+/// A JSON string field of a record's value ("" when missing), e.g. `field(r, "order_id")`.
+pub fn field(record: &Record, name: &str) -> String {
+    record.value[name].as_str().unwrap_or_default().to_string()
 }
 
 /// Kafka headers with these names and values, in order.
@@ -630,6 +801,31 @@ pub async fn produce_raw(topic: &str, key: &str, payload: &[u8], headers: &[(&st
     producer
         .send(
             FutureRecord::to(topic)
+                .key(key)
+                .payload(payload)
+                .headers(headers_of(headers)),
+            Timeout::After(Duration::from_secs(10)),
+        )
+        .await
+        .unwrap();
+}
+
+/// Writes a raw record straight into one partition of a topic, bypassing the host.
+pub async fn produce_raw_at(
+    topic: &str,
+    partition: i32,
+    key: &str,
+    payload: &[u8],
+    headers: &[(&str, &str)],
+) {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .unwrap();
+    producer
+        .send(
+            FutureRecord::to(topic)
+                .partition(partition)
                 .key(key)
                 .payload(payload)
                 .headers(headers_of(headers)),
