@@ -107,11 +107,12 @@ fn check(validator: &Validator, event: &serde_json::Value) -> Result<(), String>
         .take(MAX_REPORTED)
         .map(|error| {
             let path = error.instance_path().to_string();
-            if path.is_empty() {
+            let message = if path.is_empty() {
                 error.to_string()
             } else {
                 format!("{path}: {error}")
-            }
+            };
+            capped(message)
         })
         .collect();
     if errors.is_empty() {
@@ -121,9 +122,35 @@ fn check(validator: &Validator, event: &serde_json::Value) -> Result<(), String>
     }
 }
 
+/// Longest message kept of one schema error (they quote the offending value, which may be
+/// huge); a longer one is cut on a char boundary and says how much was dropped.
+const MAX_ERROR_BYTES: usize = 1024;
+
+fn capped(mut message: String) -> String {
+    if message.len() <= MAX_ERROR_BYTES {
+        return message;
+    }
+    let mut end = MAX_ERROR_BYTES;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    let dropped = message.len() - end;
+    message.truncate(end);
+    message.push_str(&crate::event::dead_letter::truncation_marker(dropped));
+    message
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_error_quoting_a_huge_value_is_cut() {
+        let huge = serde_json::Value::String("é".repeat(500_000));
+        let error = check(&validator(), &huge).unwrap_err();
+        assert!(error.len() < 2 * MAX_ERROR_BYTES, "{} bytes", error.len());
+        assert!(error.ends_with("bytes truncated)"), "{error}");
+    }
 
     fn validator() -> Validator {
         jsonschema::draft202012::new(&serde_json::json!({

@@ -12,6 +12,7 @@
 //!   `state.idempotency_retention` are forgotten: the topic deletes them
 //!   (`cleanup.policy=compact,delete`) and memory drops them.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -20,6 +21,23 @@ use anyhow::Context;
 use crate::kafka::OutRecord;
 use crate::state::restore;
 use crate::store::{StateStore, unix_ms};
+
+/// Longest id kept as it is; a longer one (which a stage dead-letters) is kept as its digest.
+const MAX_KEPT_ID_BYTES: usize = 512;
+
+/// The key under which the deduplicator keeps `id`: the id itself, or `sha256:<hex>` of an
+/// id too long to keep (a record key or store key of its size would not fit).
+pub fn dedup_key(id: &str) -> Cow<'_, str> {
+    use sha2::{Digest, Sha256};
+    if id.len() <= MAX_KEPT_ID_BYTES {
+        return Cow::Borrowed(id);
+    }
+    let digest: String = Sha256::digest(id.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    Cow::Owned(format!("sha256:{digest}"))
+}
 
 /// How often the in-memory ids are scanned for expired ones.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
@@ -111,10 +129,10 @@ impl Deduplicator {
     /// For each `(partition, id)` of a batch, whether the stage processed that id before (in
     /// committed work, or earlier in the open work). Restores partitions seen for the first
     /// time.
-    pub fn seen(&mut self, inputs: &[(i32, &str)]) -> anyhow::Result<Vec<bool>> {
+    pub fn seen(&mut self, inputs: &[(i32, Cow<'_, str>)]) -> anyhow::Result<Vec<bool>> {
         match self {
             Deduplicator::Local { store, stage } => {
-                let ids: Vec<&str> = inputs.iter().map(|(_, id)| *id).collect();
+                let ids: Vec<&str> = inputs.iter().map(|(_, id)| id.as_ref()).collect();
                 store
                     .processed_among(stage, &ids)
                     .context("cannot read the idempotency store")
@@ -128,11 +146,11 @@ impl Deduplicator {
                 Ok(inputs
                     .iter()
                     .map(|(partition, id)| {
-                        open.contains(id)
+                        open.contains(id.as_ref())
                             || log
                                 .committed
                                 .get(partition)
-                                .is_some_and(|ids| ids.contains_key(*id))
+                                .is_some_and(|ids| ids.contains_key(id.as_ref()))
                     })
                     .collect())
             }
@@ -196,6 +214,22 @@ impl Deduplicator {
 mod tests {
     use super::*;
 
+    fn keys<'a>(pairs: &[(i32, &'a str)]) -> Vec<(i32, Cow<'a, str>)> {
+        pairs
+            .iter()
+            .map(|(p, id)| (*p, Cow::Borrowed(*id)))
+            .collect()
+    }
+
+    #[test]
+    fn long_ids_are_kept_as_a_digest() {
+        assert_eq!(dedup_key("short"), "short");
+        let long = "x".repeat(10_000);
+        let key = dedup_key(&long);
+        assert!(key.starts_with("sha256:") && key.len() == 7 + 64, "{key}");
+        assert_ne!(key, dedup_key(&"y".repeat(10_000)));
+    }
+
     fn log_with(partition: i32, ids: &[(&str, u64)]) -> Deduplicator {
         let mut log = ProcessedLog::new("t".into(), "unused".into(), Duration::from_secs(3600));
         log.committed.insert(
@@ -210,26 +244,26 @@ mod tests {
         let now = unix_ms(SystemTime::now());
         let mut dedup = log_with(0, &[("old", now)]);
         assert_eq!(
-            dedup.seen(&[(0, "old"), (0, "new")]).unwrap(),
+            dedup.seen(&keys(&[(0, "old"), (0, "new")])).unwrap(),
             [true, false]
         );
         let record = dedup.record(0, "new").unwrap();
         assert_eq!(record.partition, Some(0));
         assert_eq!(record.key.as_deref(), Some("new"));
         assert_eq!(
-            dedup.seen(&[(0, "new")]).unwrap(),
+            dedup.seen(&keys(&[(0, "new")])).unwrap(),
             [true],
             "repeat within the open work"
         );
         dedup.rollback();
         assert_eq!(
-            dedup.seen(&[(0, "new")]).unwrap(),
+            dedup.seen(&keys(&[(0, "new")])).unwrap(),
             [false],
             "aborted: not processed"
         );
         dedup.record(0, "new");
         dedup.commit();
-        assert_eq!(dedup.seen(&[(0, "new")]).unwrap(), [true]);
+        assert_eq!(dedup.seen(&keys(&[(0, "new")])).unwrap(), [true]);
         assert_eq!(dedup.held(), 2);
         dedup.forget(0);
         assert_eq!(dedup.held(), 0);
@@ -242,7 +276,7 @@ mod tests {
         if let Deduplicator::Transactional(log) = &mut dedup {
             log.committed.insert(1, HashMap::new());
         }
-        assert_eq!(dedup.seen(&[(1, "a")]).unwrap(), [false]);
+        assert_eq!(dedup.seen(&keys(&[(1, "a")])).unwrap(), [false]);
     }
 
     #[test]
@@ -254,7 +288,7 @@ mod tests {
         }
         dedup.commit();
         assert_eq!(
-            dedup.seen(&[(0, "expired"), (0, "fresh")]).unwrap(),
+            dedup.seen(&keys(&[(0, "expired"), (0, "fresh")])).unwrap(),
             [false, true]
         );
     }

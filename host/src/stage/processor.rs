@@ -11,6 +11,12 @@ use crate::kafka::OutRecord;
 use crate::plugin::{CallError, Header, InputEvent, StageInstance};
 use crate::state::{KeyedState, Writes};
 
+/// Longest event id (`ce_id`) a stage accepts; a longer one is dead-lettered (ids are kept
+/// by the deduplicator and copied into every output's lineage).
+pub const MAX_ID_BYTES: usize = 512;
+/// Longest record key a plugin may give an output; a longer one dead-letters the input.
+pub const MAX_KEY_BYTES: usize = 4096;
+
 /// The records one input produced, and the state writes that go with them.
 #[derive(Debug, Default)]
 pub struct Processed {
@@ -109,6 +115,12 @@ impl StageContext {
         validate_input: bool,
         state: Option<&Arc<Mutex<KeyedState>>>,
     ) -> Result<Processed, Failure> {
+        if input.id.len() > MAX_ID_BYTES {
+            return Err(Failure::Undecodable(format!(
+                "the event id (ce_id) is {} bytes long; at most {MAX_ID_BYTES} are accepted",
+                input.id.len()
+            )));
+        }
         let text = std::str::from_utf8(input.payload)
             .map_err(|error| Failure::Undecodable(format!("body is not UTF-8: {error}")))?;
         let source = cloudevents::find(&input.headers, cloudevents::SOURCE);
@@ -175,6 +187,15 @@ impl StageContext {
                             output.output, route.topic
                         ))
                     })?;
+                if let Some(key) = &output.key
+                    && key.len() > MAX_KEY_BYTES
+                {
+                    return Err(Failure::BadOutput(format!(
+                        "output #{position} to '{}' has a key of {} bytes; at most {MAX_KEY_BYTES} are accepted",
+                        output.output,
+                        key.len()
+                    )));
+                }
                 let id = cloudevents::output_id(&input.id, &self.name, position);
                 let attributes = CloudEvent {
                     id: id.clone(),
@@ -230,7 +251,11 @@ impl StageContext {
         OutRecord {
             topic: self.dead_letter.topic.clone(),
             partition: None,
-            key: input.key.map(str::to_string),
+            // An oversized key (it may be why the event failed) would not fit either.
+            key: input
+                .key
+                .filter(|key| key.len() <= MAX_KEY_BYTES)
+                .map(str::to_string),
             payload: Some(letter.to_json()),
             headers: attributes.to_headers([]),
             id,

@@ -19,6 +19,7 @@
 //! A plugin's `retry` answer parks the event's partition (see [`super::retry`]); the other
 //! partitions go on. The plugin instance follows hot swaps between two events.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -33,7 +34,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::watch;
 
-use super::dedup::Deduplicator;
+use super::dedup::{Deduplicator, dedup_key};
 use super::processor::{Failure, Input, Processed, Route, StageContext};
 use super::rebalance::RebalanceTracker;
 use super::retry::{ATTEMPT_HEADER, RetryBook, RetryDecision, TopicPartition};
@@ -129,7 +130,7 @@ struct Handled<'i> {
     /// Records to publish.
     records: Vec<OutRecord>,
     /// Ids handled for the first time (recorded as processed in at-least-once mode).
-    fresh_ids: Vec<&'i str>,
+    fresh_ids: Vec<Cow<'i, str>>,
 }
 
 /// The open work: the transaction (exactly-once), or what was handled since the last commit
@@ -361,9 +362,9 @@ impl Worker {
             }
             attempts.push(attempt);
         }
-        let keys: Vec<(i32, &str)> = inputs
+        let keys: Vec<(i32, Cow<'_, str>)> = inputs
             .iter()
-            .map(|input| (input.origin.partition, input.id.as_str()))
+            .map(|input| (input.origin.partition, dedup_key(&input.id)))
             .collect();
         let already = self.dedup.seen(&keys)?;
 
@@ -386,7 +387,7 @@ impl Worker {
         if at_least_once {
             pending
                 .fresh_ids
-                .extend(fresh_ids.into_iter().map(str::to_string));
+                .extend(fresh_ids.into_iter().map(Cow::into_owned));
         }
         Ok(())
     }
@@ -410,9 +411,10 @@ impl Worker {
                 // again when that one is settled.
                 continue;
             }
+            let key = dedup_key(&input.id);
             let repeated = already
-                || pending.fresh_ids.contains(input.id.as_str())
-                || !seen_in_batch.insert(input.id.as_str());
+                || pending.fresh_ids.contains(key.as_ref())
+                || !seen_in_batch.insert(key.clone());
             let fate = if repeated {
                 tracing::debug!(stage = %self.context.name, id = %input.id, topic = %input.origin.source_topic,
                     partition = input.origin.partition, offset = input.origin.offset, "duplicate dropped");
@@ -428,10 +430,10 @@ impl Worker {
                     pending,
                 ) {
                     Some(fate) => {
-                        handled.fresh_ids.push(input.id.as_str());
+                        handled.fresh_ids.push(key.clone());
                         handled
                             .records
-                            .extend(self.dedup.record(input.origin.partition, &input.id));
+                            .extend(self.dedup.record(input.origin.partition, &key));
                         fate
                     }
                     None => continue,
