@@ -285,3 +285,95 @@ async fn a_sigterm_during_start_up_stops_the_host_cleanly() {
         "no clean stop:\n{log}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_ids_and_amounts_that_do_not_add_up_are_refused_and_the_pipeline_goes_on() {
+    let mut pipeline = TestPipeline::new(|_| {});
+    pipeline.start();
+    // The ingress: an order id over http.max_id_bytes, and amounts that would overflow or
+    // round to nothing, each get a 400 naming what is wrong.
+    let long_id = "x".repeat(60_000);
+    let (status, body) = pipeline.post_order(&order(&long_id, "prod-789", 1)).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("order_id is 60000 bytes long"),
+        "{body}"
+    );
+    let huge = serde_json::json!({
+        "order_id": "money-1", "customer_id": "c",
+        "items": [{"product_id": "prod-789", "quantity": 1, "price": 1e17}],
+        "total": 1e300
+    });
+    let (status, body) = pipeline.post_order(&huge.to_string()).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("price"), "{body}");
+    let free = serde_json::json!({
+        "order_id": "money-2", "customer_id": "c",
+        "items": [{"product_id": "prod-789", "quantity": 1000, "price": 0.004}],
+        "total": 0.0
+    });
+    let (status, body) = pipeline.post_order(&free.to_string()).await;
+    assert_eq!(status, 400, "1000 units at 0.004 must not be free: {body}");
+    let overflowing = serde_json::json!({
+        "order_id": "money-3", "customer_id": "c",
+        "items": [
+            {"product_id": "prod-789", "quantity": 5_000_000_000_000_000_000u64, "price": 0},
+            {"product_id": "prod-789", "quantity": 5_000_000_000_000_000_000u64, "price": 0}
+        ],
+        "total": 0
+    });
+    let (status, body) = pipeline.post_order(&overflowing.to_string()).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("quantity"),
+        "{body}"
+    );
+
+    // A stage's input: an event whose ce_id is 100 KB is dead-lettered (not kept as an id),
+    // and the stage goes on.
+    let shipped_topic = pipeline.topic("OrderPickedAndPacked");
+    let long_ce_id = "y".repeat(100_000);
+    produce_raw(
+        &shipped_topic,
+        "long-id",
+        common::confirmed("long-id").as_bytes(),
+        &[("ce_id", long_ce_id.as_str())],
+    )
+    .await;
+    let (status, _) = pipeline
+        .post_order(&order("after-long-id", "prod-789", 1))
+        .await;
+    assert_eq!(status, 202);
+    let delivered_topic = pipeline.topic("NotificationDelivered");
+    wait_until(
+        "the order after the long id to be delivered",
+        TIMEOUT,
+        || {
+            let topic = delivered_topic.clone();
+            async move {
+                read_to_end(&topic, READ_TIMEOUT)
+                    .await
+                    .iter()
+                    .any(|r| r.value["order_id"] == "after-long-id" && r.value["kind"] == "shipped")
+            }
+        },
+    )
+    .await;
+    assert!(pipeline.stop("TERM").success(), "{}", pipeline.logs());
+    let letters = read_to_end(&pipeline.topic("DeadLetterQueue"), READ_TIMEOUT).await;
+    assert_eq!(letters.len(), 1, "one dead letter: {letters:?}");
+    assert!(
+        letters[0].value["error"]
+            .as_str()
+            .unwrap()
+            .contains("100000 bytes long"),
+        "{}",
+        letters[0].value
+    );
+    assert!(letters[0].raw.len() <= MAX_LETTER_BYTES);
+    let received = read_to_end(&pipeline.topic("OrderReceived"), READ_TIMEOUT).await;
+    assert_eq!(received.len(), 1, "only the good order was published");
+}
