@@ -15,7 +15,8 @@ run: setup plugins host kafka-jars
 test: setup plugins kafka-jars
 	scripts/test.sh
 
-## chaos: the full chaos acceptance run (10,000 orders, 5 SIGKILLs, a broker restart).
+## chaos: the full chaos acceptance run (10,000 orders, 5 SIGKILLs, a broker restart, the broker
+## down 30 s, an instance frozen 20 s).
 chaos: setup plugins kafka-jars
 	scripts/test.sh chaos
 

@@ -41,7 +41,8 @@ if [ "${1:-}" = bench ]; then
 fi
 if [ "${1:-}" = chaos ]; then
   export CHAOS_ORDERS=${CHAOS_ORDERS:-10000} CHAOS_KILLS=${CHAOS_KILLS:-5} CHAOS_BROKER_RESTART=${CHAOS_BROKER_RESTART:-1}
-  echo "== chaos: $CHAOS_ORDERS orders, $CHAOS_KILLS kills, broker restart $CHAOS_BROKER_RESTART (against $KAFKA_BROKERS)"
+  export CHAOS_BROKER_OUTAGE=${CHAOS_BROKER_OUTAGE:-30} CHAOS_FREEZE=${CHAOS_FREEZE:-20}
+  echo "== chaos: $CHAOS_ORDERS orders, $CHAOS_KILLS kills, broker restart $CHAOS_BROKER_RESTART, broker outage ${CHAOS_BROKER_OUTAGE}s, freeze ${CHAOS_FREEZE}s (against $KAFKA_BROKERS)"
   : > .stagehost-plugin-tests.log
   cargo test --release --test chaos -- --nocapture --test-threads=1 --include-ignored 2>&1 | tee .stagehost-host-tests.log || status=1
 else

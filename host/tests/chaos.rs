@@ -6,9 +6,12 @@
 //! confirmed than supplied, the ledger's deltas never below zero, each ledger entry following
 //! the one before), and every notification was delivered exactly once.
 //!
-//! `make test` runs a short version; `make chaos` the full one. Sizes come from the
-//! environment: CHAOS_ORDERS, CHAOS_KILLS, CHAOS_BROKER_RESTART (1 to restart the broker;
-//! needs KAFKA_HOME_DIR/KAFKA_PORT of a broker started by scripts/kafka.sh).
+//! `make test` runs a short version; `make chaos` the full one. Sizes and faults come from the
+//! environment: CHAOS_ORDERS, CHAOS_KILLS, CHAOS_BROKER_RESTART (1 to restart the broker),
+//! CHAOS_BROKER_OUTAGE (seconds the broker stays down: more than the transaction timeout),
+//! CHAOS_FREEZE (seconds an instance is frozen with SIGSTOP: more than the session timeout);
+//! the broker faults need KAFKA_HOME_DIR/KAFKA_PORT of a broker started by scripts/kafka.sh.
+//! The two-instance run always freezes its second instance past the session timeout.
 
 #![allow(missing_docs, clippy::unwrap_used)]
 
@@ -27,6 +30,9 @@ use tokio::sync::Mutex;
 
 const PRODUCTS: usize = 40;
 const CLIENTS: usize = 32;
+/// How long the two-instance run freezes its second instance: past the group session
+/// timeout (10 s).
+const FREEZE: Duration = Duration::from_secs(15);
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -430,22 +436,120 @@ fn report(name: &str, checked: &Checked, elapsed: Duration, recoveries: &[Durati
     assert_eq!(checked.shipped + checked.rejected, checked.accepted);
 }
 
-fn restart_broker() {
+fn broker_script(command: &str) {
     let status = std::process::Command::new(common::repo().join("scripts/kafka.sh"))
-        .arg("restart")
+        .arg(command)
         .status()
         .unwrap();
-    assert!(status.success(), "broker restart failed");
+    assert!(status.success(), "scripts/kafka.sh {command} failed");
+}
+
+/// The faults of a chaos run besides the kills, each applied once at its point of the load.
+#[derive(Clone, Copy, Default)]
+struct Faults {
+    /// A clean broker restart (a few seconds down), half-way.
+    broker_restart: bool,
+    /// The broker down this long (longer than the transaction timeout), at a third.
+    broker_outage: Option<Duration>,
+    /// An instance frozen (SIGSTOP) this long (past the session timeout), at two thirds.
+    freeze: Option<Duration>,
+}
+
+impl Faults {
+    /// From CHAOS_BROKER_RESTART (1 to restart), CHAOS_BROKER_OUTAGE and CHAOS_FREEZE
+    /// (seconds; 0 for none).
+    fn from_env() -> Self {
+        let seconds = |name| {
+            Some(env_usize(name, 0))
+                .filter(|s| *s > 0)
+                .map(|s| Duration::from_secs(s as u64))
+        };
+        Faults {
+            broker_restart: env_usize("CHAOS_BROKER_RESTART", 0) == 1,
+            broker_outage: seconds("CHAOS_BROKER_OUTAGE"),
+            freeze: seconds("CHAOS_FREEZE"),
+        }
+    }
+}
+
+/// What happens at one point of the load.
+enum Action {
+    Kill(usize),
+    BrokerRestart,
+    BrokerOutage(Duration),
+    Freeze(usize, Duration),
+}
+
+async fn apply(
+    action: &Action,
+    instances: &[Arc<Mutex<TestPipeline>>],
+    at: usize,
+) -> Option<Duration> {
+    let started = Instant::now();
+    match action {
+        Action::Kill(victim) => {
+            let victim = instances[victim % instances.len()].clone();
+            tokio::task::spawn_blocking(move || {
+                let mut host = victim.blocking_lock();
+                host.stop("KILL");
+                host.start();
+            })
+            .await
+            .unwrap();
+            eprintln!("kill at order {at}: back in {:?}", started.elapsed());
+            return Some(started.elapsed());
+        }
+        Action::BrokerRestart => {
+            tokio::task::spawn_blocking(|| broker_script("restart"))
+                .await
+                .unwrap();
+            eprintln!("broker restarted at order {at} in {:?}", started.elapsed());
+        }
+        Action::BrokerOutage(down) => {
+            tokio::task::spawn_blocking(|| broker_script("stop"))
+                .await
+                .unwrap();
+            // The fault lasts this long (not a wait for a condition).
+            tokio::time::sleep(*down).await;
+            tokio::task::spawn_blocking(|| broker_script("start"))
+                .await
+                .unwrap();
+            eprintln!(
+                "broker down at order {at} for {:?} in all",
+                started.elapsed()
+            );
+        }
+        Action::Freeze(victim, frozen) => {
+            let pid = instances[victim % instances.len()]
+                .lock()
+                .await
+                .pid()
+                .unwrap();
+            let signal = |name: &str| {
+                let status = std::process::Command::new("kill")
+                    .args([format!("-{name}"), pid.to_string()])
+                    .status()
+                    .unwrap();
+                assert!(status.success(), "kill -{name} {pid}");
+            };
+            signal("STOP");
+            tokio::time::sleep(*frozen).await;
+            signal("CONT");
+            eprintln!("instance frozen at order {at} for {frozen:?}");
+        }
+    }
+    None
 }
 
 /// Drives the load over `instances` (each order sticks to one instance) while `kills`
-/// SIGKILLs hit them in turn; returns the accepted orders and the recovery times.
+/// SIGKILLs hit them in turn and `faults` happen; returns the accepted orders and the
+/// recovery times of the kills.
 async fn run_load(
     instances: Vec<Arc<Mutex<TestPipeline>>>,
     https: Vec<String>,
     plan: &Plan,
     kills: usize,
-    broker_restart: bool,
+    faults: Faults,
 ) -> (BTreeSet<String>, Vec<Duration>) {
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
@@ -488,47 +592,32 @@ async fn run_load(
         .await;
         assert_eq!(status, 202);
     }
-    // Kills spread over the posting; the broker restart half-way.
+    // Kills spread over the posting; the other faults at fixed points.
     let total = plan.orders.len();
-    let mut recoveries = Vec::new();
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-    let mut marks: Vec<usize> = (0..kills)
-        .map(|k| (k + 1) * total / (kills + 2) + rng.random_range(0..total / (kills + 2) / 2 + 1))
+    let mut actions: Vec<(usize, Action)> = (0..kills)
+        .map(|k| {
+            let mark =
+                (k + 1) * total / (kills + 2) + rng.random_range(0..total / (kills + 2) / 2 + 1);
+            (mark, Action::Kill(k))
+        })
         .collect();
-    marks.sort();
-    let broker_mark = total / 2;
-    let mut broker_done = !broker_restart;
-    for (k, mark) in marks.iter().enumerate() {
-        while next.load(Ordering::Relaxed) < *mark {
+    if faults.broker_restart {
+        actions.push((total / 2, Action::BrokerRestart));
+    }
+    if let Some(down) = faults.broker_outage {
+        actions.push((total / 3, Action::BrokerOutage(down)));
+    }
+    if let Some(frozen) = faults.freeze {
+        actions.push((total * 2 / 3, Action::Freeze(instances.len() - 1, frozen)));
+    }
+    actions.sort_by_key(|(mark, _)| *mark);
+    let mut recoveries = Vec::new();
+    for (mark, action) in &actions {
+        while next.load(Ordering::Relaxed) < *mark && next.load(Ordering::Relaxed) < total {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        if !broker_done && *mark >= broker_mark {
-            eprintln!(
-                "restarting the broker at order {}",
-                next.load(Ordering::Relaxed)
-            );
-            tokio::task::spawn_blocking(restart_broker).await.unwrap();
-            broker_done = true;
-        }
-        let victim = instances[k % instances.len()].clone();
-        let killed = Instant::now();
-        tokio::task::spawn_blocking(move || {
-            let mut host = victim.blocking_lock();
-            host.stop("KILL");
-            host.start();
-        })
-        .await
-        .unwrap();
-        recoveries.push(killed.elapsed());
-        eprintln!(
-            "kill {} at order {}: back in {:?}",
-            k + 1,
-            mark,
-            killed.elapsed()
-        );
-    }
-    if !broker_done {
-        tokio::task::spawn_blocking(restart_broker).await.unwrap();
+        recoveries.extend(apply(action, &instances, next.load(Ordering::Relaxed)).await);
     }
     for worker in workers {
         worker.await.unwrap();
@@ -541,14 +630,19 @@ async fn run_load(
 async fn one_instance_killed_repeatedly_loses_and_duplicates_nothing() {
     let plan = plan(env_usize("CHAOS_ORDERS", 600), 1);
     let kills = env_usize("CHAOS_KILLS", 2);
-    let broker_restart = env_usize("CHAOS_BROKER_RESTART", 0) == 1;
     let mut pipeline = TestPipeline::new(|config| configure(config, &plan.initial));
     pipeline.start();
     let http = pipeline.http.clone();
     let started = Instant::now();
     let host = Arc::new(Mutex::new(pipeline));
-    let (accepted, recoveries) =
-        run_load(vec![host.clone()], vec![http], &plan, kills, broker_restart).await;
+    let (accepted, recoveries) = run_load(
+        vec![host.clone()],
+        vec![http],
+        &plan,
+        kills,
+        Faults::from_env(),
+    )
+    .await;
     wait_settled(&*host.lock().await, &accepted).await;
     let elapsed = started.elapsed();
     stop_all(std::slice::from_ref(&host)).await;
@@ -568,8 +662,15 @@ async fn two_instances_one_killed_lose_and_duplicate_nothing() {
     let started = Instant::now();
     let a = Arc::new(Mutex::new(first));
     let b = Arc::new(Mutex::new(second));
-    // Kills hit the second instance only; the first keeps serving its share.
-    let (accepted, recoveries) = run_load(vec![b.clone()], https, &plan, 1, false).await;
+    // Kills hit the second instance only; the first keeps serving its share. The second is
+    // also frozen past the session timeout, so its partitions really move to the first (a
+    // killed instance returns within the timeout as the same static member and gets them
+    // back), and the faults of the environment hit both.
+    let faults = Faults {
+        freeze: Some(Faults::from_env().freeze.unwrap_or(FREEZE)),
+        ..Faults::from_env()
+    };
+    let (accepted, recoveries) = run_load(vec![b.clone()], https, &plan, 1, faults).await;
     wait_settled(&*a.lock().await, &accepted).await;
     let elapsed = started.elapsed();
     stop_all(&[a.clone(), b]).await;
@@ -600,7 +701,7 @@ async fn throughput_in_both_modes() {
         let host = Arc::new(Mutex::new(pipeline));
         let started_ms = unix_ms();
         let started = Instant::now();
-        let (accepted, _) = run_load(vec![host.clone()], https, &plan, 0, false).await;
+        let (accepted, _) = run_load(vec![host.clone()], https, &plan, 0, Faults::default()).await;
         let posted = started.elapsed();
         wait_settled(&*host.lock().await, &accepted).await;
         stop_all(std::slice::from_ref(&host)).await;
