@@ -777,3 +777,93 @@ async fn a_retried_event_keeps_its_attempt_count_when_its_partition_moves_to_ano
         "the partition never moved to the second instance"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dlq_replay_during_a_broker_restart_is_processed_exactly_once() {
+    let _serial = SERIAL.lock().await;
+    let broker = Broker::start();
+    let brokers = broker.address();
+    let mut pipeline = TestPipeline::new(|config| {
+        config["kafka"]
+            .as_table_mut()
+            .unwrap()
+            .insert("brokers".into(), brokers.into());
+        common::keep_stages(config, &["warehouse"]);
+        common::stage_mut(config, "warehouse").insert(
+            "plugin".into(),
+            common::component("always_trap")
+                .display()
+                .to_string()
+                .into(),
+        );
+    });
+    pipeline.start();
+    let input = pipeline.topic("OrderConfirmed");
+    let producer = producer(&broker);
+    let orders: Vec<String> = (0..300).map(|i| format!("replayed-{i}")).collect();
+    for order in &orders {
+        send(
+            &producer,
+            &input,
+            order,
+            common::confirmed(order).as_bytes(),
+            &[
+                ("ce_id", &format!("c-{order}")),
+                ("ce_type", "OrderConfirmed"),
+            ],
+        )
+        .await;
+    }
+    let (dead_topic, packed_topic) = (
+        pipeline.topic("DeadLetterQueue"),
+        pipeline.topic("OrderPickedAndPacked"),
+    );
+    let count = |topic: &String| {
+        let (topic, at) = (topic.clone(), broker.address());
+        async move {
+            read_to_end_at(&at, &topic, Duration::from_secs(30))
+                .await
+                .len()
+        }
+    };
+    wait_until("a dead letter per order", SETTLE, || async {
+        count(&dead_topic).await >= orders.len()
+    })
+    .await;
+    // The plugin is fixed; the letters are replayed, and the broker restarts at once: the
+    // stage's transactions over the replayed letters race with the broker going down (which
+    // of them commits before it is not forced; every interleaving must give one result each).
+    let green = common::component("warehouse_green").display().to_string();
+    let (ok, _, err) = common::stagehost(&[
+        "plugin",
+        "swap",
+        "warehouse",
+        &green,
+        "--admin",
+        &pipeline.admin,
+    ]);
+    assert!(ok, "{err}");
+    let config = pipeline.config_path.display().to_string();
+    let (ok, out, err) =
+        common::stagehost(&["dlq", "replay", "--config", &config, "--stage", "warehouse"]);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains(&format!("{} replayed", orders.len())), "{out}");
+    broker.outage(Duration::from_secs(4)).await;
+    wait_until("every replayed order packed", SETTLE, || async {
+        count(&packed_topic).await >= orders.len()
+    })
+    .await;
+    assert!(pipeline.stop("TERM").success(), "{}", pipeline.logs());
+    let packed = read_to_end_at(&broker.address(), &packed_topic, Duration::from_secs(30)).await;
+    let per_order = common::count_by(&packed, |r| common::field(r, "order_id"));
+    eprintln!(
+        "faults[replay]: {} letters replayed, {} packed records, {} orders",
+        orders.len(),
+        packed.len(),
+        per_order.len()
+    );
+    assert_eq!(packed.len(), orders.len(), "{per_order:?}");
+    assert!(per_order.values().all(|n| *n == 1), "{per_order:?}");
+    let dead = read_to_end_at(&broker.address(), &dead_topic, Duration::from_secs(30)).await;
+    assert_eq!(dead.len(), orders.len(), "no new dead letters");
+}

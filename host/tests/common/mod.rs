@@ -507,6 +507,8 @@ pub fn component(stem: &str) -> PathBuf {
 pub fn stagehost(args: &[&str]) -> (bool, String, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_stagehost"))
         .args(args)
+        // The configuration given names the brokers (the environment would override it).
+        .env_remove("KAFKA_BROKERS")
         .env_remove("STAGEHOST_CONFIG")
         .env_remove("STAGEHOST_ADMIN")
         .output()
