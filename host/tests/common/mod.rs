@@ -664,10 +664,19 @@ pub async fn read_to_end_at(brokers: &str, topic: &str, timeout: Duration) -> Ve
     // once every transaction that wrote before it is complete.
     let mut ends = BTreeMap::new();
     let mut assignment = TopicPartitionList::new();
+    let deadline = Instant::now() + timeout;
     for partition in 0..partitions {
-        let (low, high) = consumer
-            .fetch_watermarks(topic, partition, Duration::from_secs(10))
-            .unwrap();
+        // Right after a broker restart the leaders may not be known yet: ask again.
+        let (low, high) = loop {
+            match consumer.fetch_watermarks(topic, partition, Duration::from_secs(10)) {
+                Ok(marks) => break marks,
+                Err(error) if Instant::now() < deadline => {
+                    eprintln!("reading {topic}/{partition}: {error}; asking again");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(error) => panic!("reading {topic}/{partition}: {error}"),
+            }
+        };
         if high > low {
             ends.insert(partition, high);
             assignment
@@ -680,7 +689,6 @@ pub async fn read_to_end_at(brokers: &str, topic: &str, timeout: Duration) -> Ve
         return records;
     }
     consumer.assign(&assignment).unwrap();
-    let deadline = Instant::now() + timeout;
     loop {
         let position = consumer.position().unwrap();
         let reached = ends.iter().all(|(partition, end)| {
