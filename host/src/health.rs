@@ -4,8 +4,12 @@
 //! working and why, so an operator (or a load balancer's log) can see what to fix.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
+
+/// A part busy with one piece of work (a batch, a commit) for longer than this is stalled.
+pub const STALL_AFTER: Duration = Duration::from_secs(20);
 
 /// One part's state.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,6 +23,8 @@ pub enum Condition {
 #[derive(Debug, Clone)]
 struct Entry {
     condition: Condition,
+    /// When the part's current piece of work began (ms since `Health::epoch`), 0 when idle.
+    busy_since: Arc<AtomicU64>,
     /// When the condition last changed.
     since: Instant,
     /// Wall-clock time of the change, for the report.
@@ -26,9 +32,19 @@ struct Entry {
 }
 
 /// Shared registry of the host's parts and their condition.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Health {
     parts: Arc<Mutex<BTreeMap<String, Entry>>>,
+    epoch: Instant,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Self {
+            parts: Arc::default(),
+            epoch: Instant::now(),
+        }
+    }
 }
 
 /// The handle one part reports through.
@@ -36,6 +52,7 @@ pub struct Health {
 pub struct Reporter {
     health: Health,
     part: String,
+    busy_since: Arc<AtomicU64>,
 }
 
 impl Health {
@@ -45,16 +62,30 @@ impl Health {
         let reporter = Reporter {
             health: self.clone(),
             part: part.to_string(),
+            busy_since: Arc::default(),
         };
         reporter.set(Condition::Unready(initial.to_string()));
         reporter
     }
 
-    /// Whether every registered part is working.
+    /// Whether every registered part is working (and none is stalled).
     pub fn ready(&self) -> bool {
         self.lock()
             .values()
-            .all(|entry| entry.condition == Condition::Ok)
+            .all(|entry| entry.condition == Condition::Ok && self.stalled(entry).is_none())
+    }
+
+    /// How long `entry` has been busy with one piece of work, if longer than [`STALL_AFTER`].
+    fn stalled(&self, entry: &Entry) -> Option<Duration> {
+        let since = entry.busy_since.load(Ordering::Relaxed);
+        if since == 0 {
+            return None;
+        }
+        let busy = self
+            .epoch
+            .elapsed()
+            .saturating_sub(Duration::from_millis(since));
+        (busy > STALL_AFTER).then_some(busy)
     }
 
     /// The parts that are not working, with their reason and for how long, as JSON.
@@ -62,7 +93,13 @@ impl Health {
         let parts = self.lock();
         let mut problems = serde_json::Map::new();
         for (part, entry) in parts.iter() {
-            if let Condition::Unready(reason) = &entry.condition {
+            let stalled = self.stalled(entry).map(|busy| {
+                Condition::Unready(format!(
+                    "stalled: one piece of work has taken {:.0} s (Kafka does not answer, or a call blocks)",
+                    busy.as_secs_f64()
+                ))
+            });
+            if let Some(Condition::Unready(reason)) = stalled.as_ref().or(Some(&entry.condition)) {
                 let since = entry
                     .since_wall
                     .duration_since(SystemTime::UNIX_EPOCH)
@@ -104,6 +141,7 @@ impl Reporter {
             self.part.clone(),
             Entry {
                 condition,
+                busy_since: self.busy_since.clone(),
                 since: Instant::now(),
                 since_wall: SystemTime::now(),
             },
@@ -118,6 +156,18 @@ impl Reporter {
     /// Reports the part as not working, for `reason`.
     pub fn unready(&self, reason: impl Into<String>) {
         self.set(Condition::Unready(reason.into()));
+    }
+
+    /// The part starts a piece of work (a batch, a commit): if it is still at it after
+    /// [`STALL_AFTER`], the part counts as stalled until [`Reporter::idle`].
+    pub fn busy(&self) {
+        let now = self.health.epoch.elapsed().as_millis() as u64;
+        self.busy_since.store(now.max(1), Ordering::Relaxed);
+    }
+
+    /// The part finished its piece of work.
+    pub fn idle(&self) {
+        self.busy_since.store(0, Ordering::Relaxed);
     }
 
     /// Removes the part (it stopped on purpose).
@@ -151,5 +201,29 @@ mod tests {
         assert!(problems.get("ingress").is_none());
         stage.remove();
         assert!(health.ready());
+    }
+
+    #[test]
+    fn a_part_busy_for_too_long_is_stalled() {
+        let health = Health::default();
+        let stage = health.reporter("stage:a", "starting");
+        stage.ok();
+        stage.busy();
+        assert!(health.ready(), "just started");
+        // Pretend the work began long ago.
+        stage.busy_since.store(1, Ordering::Relaxed);
+        let mut old = health.clone();
+        old.epoch = Instant::now() - STALL_AFTER * 2;
+        assert!(!old.ready());
+        assert!(
+            old.problems()["stage:a"]["reason"]
+                .as_str()
+                .unwrap()
+                .starts_with("stalled"),
+            "{}",
+            old.problems()
+        );
+        stage.idle();
+        assert!(old.ready());
     }
 }

@@ -260,6 +260,7 @@ pub(super) async fn topic_stage(
             state,
             retry: stage.retry.clone(),
             retries: Default::default(),
+            health: health.clone(),
         },
     })
 }

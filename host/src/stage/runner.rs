@@ -41,6 +41,7 @@ use super::retry::{ATTEMPT_HEADER, RetryBook, RetryDecision, TopicPartition};
 use crate::config::{ProcessingMode, RetryConfig};
 use crate::event::cloudevents;
 use crate::event::dead_letter::Origin;
+use crate::health::Reporter;
 use crate::kafka::{OutRecord, enqueue};
 use crate::kpi::{StageKpis, kpi_record};
 use crate::plugin::{LoadedPlugin, PluggedInstance};
@@ -112,6 +113,8 @@ pub struct Worker {
     pub retry: RetryConfig,
     /// Events waiting for their next attempt.
     pub retries: RetryBook,
+    /// Where the stage reports that a batch or a commit takes too long (stalled).
+    pub health: Reporter,
 }
 
 /// What happened to one input.
@@ -173,6 +176,7 @@ impl Worker {
         let stage = self.context.name.clone();
         tracing::info!(stage = %stage, version = %self.instance.version(), mode = ?self.mode,
             stateful = self.state.is_some(), "stage started");
+        self.health.idle();
         let mut pending = Pending::default();
         let mut in_transaction = false;
         let mut last_kpi = Instant::now();
@@ -199,7 +203,9 @@ impl Worker {
                     _ = sleep_until_or_forever(retry_due) => continue,
                     _ = sleep_until_or_forever(commit_due) => {
                         let kpis = self.due_kpis(&mut last_kpi);
+                        self.health.busy();
                         self.commit(consumer, &mut pending, &mut in_transaction, kpis).await?;
+                        self.health.idle();
                         continue;
                     }
                     _ = sleep_until_or_forever(kpi_due) => {
@@ -282,6 +288,7 @@ impl Worker {
                 in_transaction = true;
             }
             pending.opened.get_or_insert_with(Instant::now);
+            self.health.busy();
             self.handle_batch(consumer, &batch, &mut pending).await?;
             drop(batch);
 
@@ -297,6 +304,7 @@ impl Worker {
                 self.commit(consumer, &mut pending, &mut in_transaction, kpis)
                     .await?;
             }
+            self.health.idle();
             if stopping {
                 break;
             }
