@@ -19,8 +19,9 @@
 //! - [`app`]: wiring and orderly shutdown ([`app::run`] is the entry point); building stages
 //!   from the configuration; restarting a stage that fails; the dev-mode plugin watch.
 //!
-//! Where does an event get deduplicated? [`stage`]'s runner asks [`store`] before calling the
-//! plugin. Where do failures go? [`stage`]'s processor builds an [`event::dead_letter`].
+//! Where does an event get deduplicated? In [`stage`]'s deduplicator (`stage/dedup.rs`), which
+//! the consume loop asks before calling the plugin: processed ids in a transactional topic
+//! (exactly-once) or in [`store`] (at-least-once). Where do failures go? [`stage`]'s processor builds an [`event::dead_letter`].
 
 pub mod admin;
 pub mod app;
