@@ -29,8 +29,11 @@ use crate::store::StateStore;
 use build::{INGRESS_EVENT_TYPE, catalog, context, event_type, ingress_answers, topic_stage};
 use supervise::{Restart, supervise};
 
-/// How often the idempotency store forgets records older than the retention.
-const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+/// How long an at-least-once stage waits for a failed idempotency store to be reopened before
+/// it fails (and is rebuilt). Waiting keeps its open work, whose outputs are out already: a
+/// rebuilt stage would read and publish it again. Shorter than [`STAGE_STOP_TIMEOUT`], and a
+/// stop ends the wait anyway.
+const STORE_PATIENCE: Duration = Duration::from_secs(30);
 /// How long a stop waits for the KPI publisher and the admin API.
 const HELPER_STOP_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long stages may take to finish their batch and commit once asked to stop (a
@@ -77,7 +80,10 @@ pub async fn run(
             .map(|(stage, (slot, _))| (stage.clone(), slot.clone()))
             .collect(),
     );
+    // The ingress gets the plain handle (a request gets 503 at once while the store is failed);
+    // stages a patient one.
     let store = StateStore::open(&config.state.dir)?;
+    let stage_store = store.patient(STORE_PATIENCE);
     let schemas = SchemaRegistry::from_config(&config)?;
     let producer: FutureProducer = producer_config(&config.kafka)
         .create()
@@ -89,6 +95,7 @@ pub async fn run(
     let (stop_tx, stop_rx) = watch::channel(false);
     let kpis = KpiHub::default();
     let health = Health::default();
+    store.report_to(health.reporter("store", "opening"));
     let mut tasks: JoinSet<anyhow::Result<()>> = JoinSet::new();
     // Build every stage at once: each waits for Kafka (its transactional producer's
     // `init_transactions`, its consumer, its changelog), and start-up time is their longest
@@ -100,13 +107,9 @@ pub async fn run(
             .remove(&stage.name)
             .with_context(|| format!("plugin of stage {} missing", stage.name))?;
         let context = context(&config, stage, &schemas);
-        let (config, stage, producer, store) = (
-            config.clone(),
-            stage.clone(),
-            producer.clone(),
-            store.clone(),
-        );
+        let (config, stage, producer) = (config.clone(), stage.clone(), producer.clone());
         if stage.is_http() {
+            let store = store.clone();
             let kpis = kpis.stage(&stage.name);
             let reporter = health.reporter("ingress", "starting");
             ingress = Some(tokio::spawn(async move {
@@ -127,6 +130,7 @@ pub async fn run(
             continue;
         }
         let reporter = health.reporter(&format!("stage:{}", stage.name), "starting");
+        let store = stage_store.clone();
         building.push(tokio::spawn(async move {
             let runner = topic_stage(
                 &config,
@@ -182,7 +186,7 @@ pub async fn run(
         stop_rx.clone(),
         started,
     ));
-    tokio::spawn(prune_loop(
+    tokio::spawn(crate::store::upkeep(
         store.clone(),
         config.state.idempotency_retention,
         stop_rx.clone(),
@@ -399,20 +403,4 @@ async fn watch_readiness(
         }
     }
     kafka.unready("stopping");
-}
-
-async fn prune_loop(store: StateStore, retention: Duration, mut stop: watch::Receiver<bool>) {
-    loop {
-        let pruning = store.clone();
-        match tokio::task::spawn_blocking(move || pruning.prune(retention)).await {
-            Ok(Ok(0)) => {}
-            Ok(Ok(removed)) => tracing::info!(removed, "pruned expired idempotency records"),
-            Ok(Err(error)) => tracing::warn!(%error, "pruning the idempotency store failed"),
-            Err(_) => {}
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(PRUNE_EVERY) => {}
-            _ = stop.changed() => break,
-        }
-    }
 }

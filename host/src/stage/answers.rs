@@ -3,7 +3,9 @@
 //!
 //! - At-least-once: in the local store (`fjall`), written after the events are acknowledged;
 //!   concurrent requests' answers share one durable write (group commit) off the async
-//!   workers.
+//!   workers. The ingress never waits for a failed store: while it is down (a full or failing
+//!   `state.dir`, until it is reopened) the lookup fails and the request gets `503` before
+//!   anything is published, and an answer that cannot be written turns its `202` into a `503`.
 //! - Exactly-once: in a compacted Kafka topic, written in the same transaction as the events,
 //!   so an answer exists if and only if its events were committed. Concurrent requests are
 //!   committed together (group commit) by one transactional producer. The topic is read back
@@ -73,7 +75,7 @@ impl Answers {
     /// The recorded answer to request `key`.
     pub fn lookup(&self, key: &str) -> anyhow::Result<Option<IngressRecord>> {
         match self {
-            Answers::Local { store, .. } => store.ingress_record(key),
+            Answers::Local { store, .. } => Ok(store.ingress_record(key)?),
             Answers::Transactional(answers) => Ok(answers
                 .known
                 .lock()
@@ -270,7 +272,9 @@ async fn commit_loop(
                         Err(_) => break,
                     }
                 }
+                health.busy();
                 let result = commit_group(producer, &group).await;
+                health.idle();
                 let outcome = match result {
                     Ok(()) => {
                         let mut known = known.lock().unwrap_or_else(|p| p.into_inner());

@@ -213,7 +213,9 @@ impl Worker {
     /// At-least-once: waits until every output of the open work is acknowledged (publishing
     /// again what failed), then commits its state writes, records its inputs as processed and
     /// stores their offsets, in that order, so an input counts as done only after its outputs
-    /// are safe.
+    /// are safe. When the store fails, recording waits for it to be reopened (the stage's
+    /// store handle is patient) and keeps the open work: failing here would rebuild the stage,
+    /// which reads and publishes that work again.
     async fn settle_published(
         &mut self,
         consumer: &StageConsumer,
