@@ -22,9 +22,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{
-    Record, TestPipeline, count_by, field, read_to_end, repeated_by, stage_mut, wait_for_records,
-};
+use common::{Record, TestPipeline, count_by, field, read_to_end, stage_mut, wait_for_records};
 use rand::{Rng, SeedableRng};
 use tokio::sync::Mutex;
 
@@ -231,12 +229,14 @@ async fn check(pipeline: &TestPipeline, plan: &Plan, accepted: &BTreeSet<String>
     let mut duplicate_ids = 0;
     for topic in common::TOPICS {
         let records = read_to_end(&pipeline.topic(topic), common::SETTLE).await;
-        let dups: usize = repeated_by(&records, |r| r.ce_id().to_string())
-            .values()
-            .map(|n| n - 1)
-            .sum();
+        let (dups, identical) = common::repeated_ids(&records, topic == common::INGRESS_TOPIC);
         if dups > 0 {
             eprintln!("{topic}: {dups} committed duplicates");
+        }
+        if identical > 0 {
+            eprintln!(
+                "{topic}: {identical} identical repeats of requests (dropped by the next stage)"
+            );
         }
         duplicate_ids += dups;
         by_topic.insert(topic, records);

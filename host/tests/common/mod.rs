@@ -714,6 +714,27 @@ pub async fn read_to_end_at(brokers: &str, topic: &str, timeout: Duration) -> Ve
     }
 }
 
+/// The topic the HTTP ingress publishes to. It may hold a repeat of an event (the same
+/// `ce_id` and body): a request whose commit failed ambiguously and was posted again, or the
+/// same order posted to two instances. The first stage drops the repeat.
+pub const INGRESS_TOPIC: &str = "OrderReceived";
+
+/// How many records repeat a `ce_id` of an earlier one: `(wrong, identical_ingress_repeats)`.
+/// On the ingress topic (`ingress` true) a repeat with the same body is counted apart, not as
+/// wrong; anywhere else every repeat is wrong.
+pub fn repeated_ids(records: &[Record], ingress: bool) -> (usize, usize) {
+    let mut seen: std::collections::HashMap<&str, &[u8]> = std::collections::HashMap::new();
+    let (mut wrong, mut identical) = (0, 0);
+    for record in records {
+        match seen.insert(record.ce_id(), &record.raw) {
+            None => {}
+            Some(earlier) if ingress && earlier == record.raw.as_slice() => identical += 1,
+            Some(_) => wrong += 1,
+        }
+    }
+    (wrong, identical)
+}
+
 /// Waits until `condition` holds, checking every 200 ms; panics naming `what` after `timeout`.
 pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut condition: F)
 where
