@@ -216,7 +216,9 @@ impl Ingress {
             recorded_at_ms: unix_ms(SystemTime::now()),
         };
         if let Err(error) = self.answers.publish(key, records, answer).await {
-            tracing::error!(%error, key, "cannot publish an ingress event");
+            // Debug only: while Kafka is away every request fails the same way; the ingress's
+            // readiness (`/readyz`, logged when it changes) says why.
+            tracing::debug!(%error, key, "cannot publish an ingress event");
             return Reply::error(
                 503,
                 format!("could not publish the event; try again ({error})"),
@@ -245,7 +247,8 @@ impl Ingress {
             Ok(Some(_)) => Some(Reply::error(409, conflict())),
             Ok(None) => None,
             Err(error) => {
-                tracing::error!(%error, "cannot read the idempotency store");
+                // Debug only: the store logs its failure and recovery once, and `/readyz` names it.
+                tracing::debug!(%error, "cannot read the idempotency store");
                 Some(Reply::error(
                     503,
                     "the idempotency store is unavailable; try again",
@@ -368,7 +371,7 @@ impl Ingress {
         version: &str,
         key: &str,
     ) -> Reply {
-        tracing::error!(stage = %self.context.name, order_id = key, error = %failure.reason(), "ingress stage failed");
+        tracing::error!(stage = %self.context.name, key, error = %failure.reason(), "ingress stage failed");
         let letter = self.context.dead_letter(input, failure, version, 1);
         let published = publish_all(
             &self.producer,
