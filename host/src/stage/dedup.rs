@@ -10,7 +10,9 @@
 //!   takes a partition over restores its ids from the topic before handling the partition's
 //!   first event, so the check moves with the partition. Ids older than
 //!   `state.idempotency_retention` are forgotten: the topic deletes them
-//!   (`cleanup.policy=compact,delete`) and memory drops them.
+//!   (`cleanup.policy=compact,delete`) and memory drops them. In memory an id is held as the
+//!   first 128 bits of its SHA-256 (about 33 bytes an id instead of about 100; a collision is
+//!   as unlikely as one of SHA-256 itself, so no crafted id can make a stage drop another).
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
@@ -55,6 +57,17 @@ pub enum Deduplicator {
     Transactional(ProcessedLog),
 }
 
+/// How an id is held in memory: the first 128 bits of its SHA-256.
+type Digest = [u8; 16];
+
+fn digest(id: &str) -> Digest {
+    use sha2::{Digest as _, Sha256};
+    let full = Sha256::digest(id.as_bytes());
+    let mut short = [0u8; 16];
+    short.copy_from_slice(&full[..16]);
+    short
+}
+
 /// Processed ids of the partitions this instance owns, with their committed topic.
 pub struct ProcessedLog {
     /// The compacted topic.
@@ -63,10 +76,11 @@ pub struct ProcessedLog {
     pub brokers: String,
     /// How long an id is remembered.
     pub retention: Duration,
-    /// Committed ids per input partition number, with when they were processed (unix ms).
-    committed: HashMap<i32, HashMap<String, u64>>,
+    /// Committed ids (their [`Digest`]) per input partition number, with when they were
+    /// processed (unix ms).
+    committed: HashMap<i32, HashMap<Digest, u64>>,
     /// Ids of the open transaction.
-    pending: Vec<(i32, String, u64)>,
+    pending: Vec<(i32, Digest, u64)>,
     last_prune: Instant,
 }
 
@@ -96,11 +110,11 @@ impl ProcessedLog {
                 )
             })?;
         let oldest = self.oldest_kept();
-        let ids: HashMap<String, u64> = values
+        let ids: HashMap<Digest, u64> = values
             .into_iter()
             .filter_map(|(id, value)| {
                 let at = std::str::from_utf8(&value).ok()?.parse::<u64>().ok()?;
-                (at >= oldest).then_some((id, at))
+                (at >= oldest).then(|| (digest(&id), at))
             })
             .collect();
         tracing::info!(topic = %self.topic, partition, ids = ids.len(),
@@ -141,16 +155,16 @@ impl Deduplicator {
                 for (partition, _) in inputs {
                     log.ensure_restored(*partition)?;
                 }
-                let open: HashSet<&str> =
-                    log.pending.iter().map(|(_, id, _)| id.as_str()).collect();
+                let open: HashSet<&Digest> = log.pending.iter().map(|(_, id, _)| id).collect();
                 Ok(inputs
                     .iter()
                     .map(|(partition, id)| {
-                        open.contains(id.as_ref())
+                        let id = digest(id);
+                        open.contains(&id)
                             || log
                                 .committed
                                 .get(partition)
-                                .is_some_and(|ids| ids.contains_key(id.as_ref()))
+                                .is_some_and(|ids| ids.contains_key(&id))
                     })
                     .collect())
             }
@@ -164,7 +178,7 @@ impl Deduplicator {
             return None;
         };
         let at = unix_ms(SystemTime::now());
-        log.pending.push((partition, id.to_string(), at));
+        log.pending.push((partition, digest(id), at));
         Some(OutRecord {
             topic: log.topic.clone(),
             partition: Some(partition),
@@ -234,7 +248,7 @@ mod tests {
         let mut log = ProcessedLog::new("t".into(), "unused".into(), Duration::from_secs(3600));
         log.committed.insert(
             partition,
-            ids.iter().map(|(id, at)| (id.to_string(), *at)).collect(),
+            ids.iter().map(|(id, at)| (digest(id), *at)).collect(),
         );
         Deduplicator::Transactional(log)
     }
