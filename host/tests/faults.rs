@@ -574,10 +574,7 @@ async fn a_host_frozen_past_the_session_timeout_while_a_backlog_lands_loses_noth
 async fn two_instances_survive_a_broker_restart_and_one_frozen_past_the_session_timeout() {
     let _serial = SERIAL.lock().await;
     let broker = Broker::start();
-    let mut first = pipeline(&broker);
-    let mut second = first.sibling("host-1");
-    first.start();
-    second.start();
+    let (mut first, mut second) = two_instances(&broker);
     let watch = ReadyWatch::start(&first.http);
     let targets = vec![first.http.clone(), second.http.clone()];
     let load = tokio::spawn(post_orders("two".into(), 1_500, 50.0, targets));
@@ -622,10 +619,7 @@ async fn two_instances_survive_a_broker_restart_and_one_frozen_past_the_session_
 async fn the_same_order_posted_to_two_instances_flows_once() {
     let _serial = SERIAL.lock().await;
     let broker = Broker::start();
-    let mut first = pipeline(&broker);
-    let mut second = first.sibling("host-1");
-    first.start();
-    second.start();
+    let (mut first, mut second) = two_instances(&broker);
     let mut accepted = BTreeSet::new();
     for i in 0..20 {
         let id = format!("twice-{i}");
@@ -670,6 +664,15 @@ async fn the_same_order_posted_to_two_instances_flows_once() {
         per_order.values().all(|n| *n == 1),
         "orders confirmed more than once: {per_order:?}"
     );
+}
+
+/// Two running instances of the shipped pipeline on `broker`.
+fn two_instances(broker: &Broker) -> (TestPipeline, TestPipeline) {
+    let mut first = pipeline(broker);
+    let mut second = first.sibling("host-1");
+    first.start();
+    second.start();
+    (first, second)
 }
 
 fn signal(pid: u32, signal: &str) {
