@@ -49,7 +49,9 @@ else
   echo "== plugin unit tests (native)"
   (cd plugins && cargo test --workspace --quiet 2>&1) | tee .stagehost-plugin-tests.log || status=1
   echo "== host tests (unit, black-box and end-to-end against $KAFKA_BROKERS)"
-  cargo test --release -- --test-threads=2 2>&1 | tee .stagehost-host-tests.log || status=1
+  # --no-fail-fast: every test binary runs even when an earlier one fails, so the count below
+  # is the whole suite's.
+  cargo test --release --no-fail-fast -- --test-threads=2 2>&1 | tee .stagehost-host-tests.log || status=1
 fi
 
 passed=0; failed=0
