@@ -46,7 +46,15 @@ pub(super) async fn supervise(
                 restart.health.remove();
                 return Ok(());
             }
-            Err(error) if *stop.borrow() => return Err(error),
+            Err(error) if *stop.borrow() => {
+                // Stopping: what this incarnation could not commit (say its last transaction
+                // failed because the broker just went away) is not lost, it is read again at
+                // the next start; the stop itself is clean.
+                tracing::warn!(stage = %name, error = format!("{error:#}"),
+                    "stage could not commit its last work while stopping; it is processed again at the next start");
+                restart.health.remove();
+                return Ok(());
+            }
             Err(error) => {
                 tracing::error!(stage = %name, error = format!("{error:#}"), ?delay, "stage failed; restarting it");
                 restart
