@@ -421,26 +421,47 @@ fn assert_exactly_once(
     );
 }
 
-/// Waits until every accepted order has a final notification; returns how long that took.
+/// Waits until every accepted order has a final notification and every notification has been
+/// delivered (the work is done, so stopping the hosts leaves nothing half-way); returns how
+/// long that took.
 async fn wait_for_outcomes(
     broker: &Broker,
     pipeline: &TestPipeline,
     accepted: &BTreeSet<String>,
 ) -> Duration {
     let started = Instant::now();
-    let topic = pipeline.topic("Notification");
-    wait_until("every accepted order to reach its outcome", SETTLE, || {
-        let (topic, at) = (topic.clone(), broker.address());
-        async move {
-            let finals: BTreeSet<String> = read_to_end_at(&at, &topic, Duration::from_secs(60))
-                .await
-                .iter()
-                .filter(|n| matches!(n.value["kind"].as_str(), Some("shipped" | "order_rejected")))
-                .filter_map(|n| n.value["order_id"].as_str().map(str::to_string))
-                .collect();
-            accepted.iter().all(|id| finals.contains(id))
-        }
-    })
+    let (notifications, delivered) = (
+        pipeline.topic("Notification"),
+        pipeline.topic("NotificationDelivered"),
+    );
+    wait_until(
+        "every accepted order to reach its outcome, and every notification to be delivered",
+        SETTLE,
+        || {
+            let (notifications, delivered, at) =
+                (notifications.clone(), delivered.clone(), broker.address());
+            async move {
+                let sent = read_to_end_at(&at, &notifications, Duration::from_secs(60)).await;
+                let finals: BTreeSet<&str> = sent
+                    .iter()
+                    .filter(|n| {
+                        matches!(n.value["kind"].as_str(), Some("shipped" | "order_rejected"))
+                    })
+                    .filter_map(|n| n.value["order_id"].as_str())
+                    .collect();
+                if !accepted.iter().all(|id| finals.contains(id.as_str())) {
+                    return false;
+                }
+                let done: BTreeSet<String> =
+                    read_to_end_at(&at, &delivered, Duration::from_secs(60))
+                        .await
+                        .iter()
+                        .filter_map(|d| d.value["notification_id"].as_str().map(str::to_string))
+                        .collect();
+                sent.iter().all(|n| done.contains(n.ce_id()))
+            }
+        },
+    )
     .await;
     started.elapsed()
 }
