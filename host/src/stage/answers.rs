@@ -14,7 +14,7 @@
 //!   aborted it is rebuilt (a new `init_transactions`) with backoff, and requests meanwhile
 //!   fail at once with `503` instead of waiting.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -159,11 +159,39 @@ struct Submission {
 /// Makes a transactional producer with its transactions initialised (blocking).
 pub type ProducerFactory = Arc<dyn Fn() -> anyhow::Result<FutureProducer> + Send + Sync>;
 
+/// Committed answers by request key.
+type KnownAnswers = Arc<Mutex<HashMap<String, IngressRecord>>>;
+/// Keys of requests handed to the committer and not finished yet.
+type InFlightKeys = Arc<Mutex<HashSet<String>>>;
+
 /// Answers kept in a compacted topic and committed with the events.
 pub struct TransactionalAnswers {
-    known: Arc<Mutex<HashMap<String, IngressRecord>>>,
+    known: KnownAnswers,
+    /// Requests handed to the committer and not finished yet: a repeat of one of them (a
+    /// client retrying after a timeout while the first try is still being committed) is
+    /// refused instead of publishing the order a second time.
+    in_flight: InFlightKeys,
     topic: String,
     submissions: mpsc::Sender<Submission>,
+}
+
+/// A request key marked in flight; unmarked on drop unless the committer took it over.
+struct InFlight {
+    keys: InFlightKeys,
+    key: String,
+    handed_over: bool,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if !self.handed_over {
+            lock(&self.keys).remove(&self.key);
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl TransactionalAnswers {
@@ -191,10 +219,19 @@ impl TransactionalAnswers {
         tracing::info!(topic, answers = known.len(), "ingress answers restored");
         let producer = tokio::task::block_in_place(|| make())?;
         let known = Arc::new(Mutex::new(known));
+        let in_flight = Arc::new(Mutex::new(HashSet::new()));
         let (submissions, receiver) = mpsc::channel(4096);
-        tokio::spawn(commit_loop(producer, make, health, known.clone(), receiver));
+        tokio::spawn(commit_loop(
+            producer,
+            make,
+            health,
+            known.clone(),
+            in_flight.clone(),
+            receiver,
+        ));
         Ok(Self {
             known,
+            in_flight,
             topic: topic.to_string(),
             submissions,
         })
@@ -222,6 +259,15 @@ impl TransactionalAnswers {
             .to_headers([]),
             id: format!("answer:{key}"),
         });
+        let mut marked = InFlight {
+            keys: self.in_flight.clone(),
+            key: key.to_string(),
+            handed_over: false,
+        };
+        if !lock(&self.in_flight).insert(key.to_string()) {
+            marked.handed_over = true; // not ours to unmark
+            return Err(IN_FLIGHT.to_string());
+        }
         let (done, result) = oneshot::channel();
         let submission = Submission {
             records,
@@ -232,11 +278,16 @@ impl TransactionalAnswers {
             .send(submission)
             .await
             .map_err(|_| "the ingress committer has stopped".to_string())?;
+        marked.handed_over = true;
         result
             .await
             .map_err(|_| "the ingress committer has stopped".to_string())?
     }
 }
+
+/// Why a repeat of a request still being committed is refused.
+const IN_FLIGHT: &str =
+    "an earlier request with this key is still being committed; try again shortly";
 
 /// The committer's producer: working, or being rebuilt in the background.
 enum Link {
@@ -254,7 +305,8 @@ async fn commit_loop(
     producer: FutureProducer,
     make: ProducerFactory,
     health: Reporter,
-    known: Arc<Mutex<HashMap<String, IngressRecord>>>,
+    known: KnownAnswers,
+    in_flight: InFlightKeys,
     mut receiver: mpsc::Receiver<Submission>,
 ) {
     health.ok();
@@ -304,7 +356,9 @@ async fn commit_loop(
                         Err(failure.message)
                     }
                 };
+                let mut flying = lock(&in_flight);
                 for submission in group {
+                    flying.remove(&submission.answer.0);
                     submission.done.send(outcome.clone()).ok();
                 }
             }
@@ -333,6 +387,7 @@ async fn commit_loop(
                     },
                     submission = receiver.recv() => match submission {
                         Some(submission) => {
+                            lock(&in_flight).remove(&submission.answer.0);
                             submission.done.send(Err(
                                 "the ingress is reconnecting to Kafka; try again".to_string(),
                             )).ok();
