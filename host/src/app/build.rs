@@ -89,15 +89,28 @@ pub(super) async fn ingress_answers(
         .max()
         .unwrap_or(1);
     if config.kafka.create_topics {
-        ensure_changelog(&config.kafka.brokers, &topic, partitions, 1).await?;
+        ensure_compacted(
+            &config.kafka.brokers,
+            &topic,
+            partitions,
+            1,
+            Some(config.state.idempotency_retention),
+        )
+        .await?;
     }
     let transactional_id = format!("{group}.{}", config.state.instance_id);
     let (factory_config, stage_name) = (config.clone(), stage.name.clone());
     let make: ProducerFactory =
         Arc::new(move || transactional_producer(&factory_config, &stage_name, &transactional_id));
-    let answers =
-        TransactionalAnswers::start(&config.kafka.brokers, &topic, partitions, make, health)
-            .await?;
+    let answers = TransactionalAnswers::start(
+        &config.kafka.brokers,
+        &topic,
+        partitions,
+        make,
+        health,
+        config.state.idempotency_retention,
+    )
+    .await?;
     Ok(Answers::Transactional(answers))
 }
 

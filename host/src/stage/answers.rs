@@ -203,6 +203,7 @@ impl TransactionalAnswers {
         partitions: i32,
         make: ProducerFactory,
         health: Reporter,
+        retention: Duration,
     ) -> anyhow::Result<Self> {
         let mut known = HashMap::new();
         for partition in 0..partitions {
@@ -216,6 +217,7 @@ impl TransactionalAnswers {
                 }
             }
         }
+        forget_expired(&mut known, retention);
         tracing::info!(topic, answers = known.len(), "ingress answers restored");
         let producer = tokio::task::block_in_place(|| make())?;
         let known = Arc::new(Mutex::new(known));
@@ -225,7 +227,7 @@ impl TransactionalAnswers {
             producer,
             make,
             health,
-            known.clone(),
+            (known.clone(), retention),
             in_flight.clone(),
             receiver,
         ));
@@ -285,6 +287,18 @@ impl TransactionalAnswers {
     }
 }
 
+/// How often the committer forgets answers older than the retention.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+
+/// Forgets the answers recorded more than `retention` ago (`state.idempotency_retention`; the
+/// answers topic deletes them too), so the map does not grow with every order ever taken. A
+/// repeat of a forgotten request is taken as a new one.
+fn forget_expired(known: &mut HashMap<String, IngressRecord>, retention: Duration) {
+    let oldest = crate::store::unix_ms(std::time::SystemTime::now())
+        .saturating_sub(retention.as_millis() as u64);
+    known.retain(|_, answer| answer.recorded_at_ms >= oldest);
+}
+
 /// Why a repeat of a request still being committed is refused.
 const IN_FLIGHT: &str =
     "an earlier request with this key is still being committed; try again shortly";
@@ -305,13 +319,18 @@ async fn commit_loop(
     producer: FutureProducer,
     make: ProducerFactory,
     health: Reporter,
-    known: KnownAnswers,
+    (known, retention): (KnownAnswers, Duration),
     in_flight: InFlightKeys,
     mut receiver: mpsc::Receiver<Submission>,
 ) {
     health.ok();
     let mut link = Link::Up(producer);
+    let mut last_prune = std::time::Instant::now();
     loop {
+        if last_prune.elapsed() >= PRUNE_EVERY {
+            last_prune = std::time::Instant::now();
+            forget_expired(&mut lock(&known), retention);
+        }
         match &mut link {
             Link::Up(producer) => {
                 let Some(first) = receiver.recv().await else {
@@ -463,5 +482,31 @@ fn abort(producer: &FutureProducer, cause: String) -> GroupFailure {
             message: format!("{cause}; the transaction cannot be aborted ({error})"),
             usable: false,
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(recorded_at_ms: u64) -> IngressRecord {
+        IngressRecord {
+            body_hash: "h".into(),
+            status: 202,
+            response: "{}".into(),
+            recorded_at_ms,
+        }
+    }
+
+    #[test]
+    fn answers_older_than_the_retention_are_forgotten() {
+        let now = crate::store::unix_ms(std::time::SystemTime::now());
+        let mut known = HashMap::from([
+            ("old".to_string(), answer(now - 7_200_000)),
+            ("new".to_string(), answer(now)),
+        ]);
+        forget_expired(&mut known, Duration::from_secs(3600));
+        assert!(known.contains_key("new"));
+        assert!(!known.contains_key("old"));
     }
 }
