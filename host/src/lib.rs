@@ -21,7 +21,9 @@
 //!
 //! Where does an event get deduplicated? In [`stage`]'s deduplicator (`stage/dedup.rs`), which
 //! the consume loop asks before calling the plugin: processed ids in a transactional topic
-//! (exactly-once) or in [`store`] (at-least-once). Where do failures go? [`stage`]'s processor builds an [`event::dead_letter`].
+//! (exactly-once) or in [`store`] (at-least-once). Where do failures go? [`stage`]'s processor
+//! builds an [`event::dead_letter`]. What does `/readyz` know? What each part reports to
+//! [`health`].
 
 pub mod admin;
 pub mod app;
