@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use common::{Record, TestPipeline, read_to_end_at, wait_until};
 use rdkafka::ClientConfig;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureProducer;
 
 /// How long the whole pipeline may take to give every accepted order its outcome after a fault.
 const SETTLE: Duration = Duration::from_secs(240);
@@ -104,26 +104,6 @@ fn producer(broker: &Broker) -> FutureProducer {
         .set("linger.ms", "5")
         .create()
         .unwrap()
-}
-
-/// Writes one record with `headers` into `topic`.
-async fn send(
-    producer: &FutureProducer,
-    topic: &str,
-    key: &str,
-    payload: &[u8],
-    headers: &[(&str, &str)],
-) {
-    producer
-        .send(
-            FutureRecord::to(topic)
-                .key(key)
-                .payload(payload)
-                .headers(common::headers_of(headers)),
-            Duration::from_secs(30),
-        )
-        .await
-        .unwrap();
 }
 
 /// The shipped pipeline on this test's broker, every stage in its default (exactly-once) mode,
@@ -558,7 +538,7 @@ async fn a_host_frozen_past_the_session_timeout_while_a_backlog_lands_loses_noth
             serde_json::from_str(&common::order(&id, &format!("fp-{}", i % 20), 1)).unwrap();
         order["status"] = "received".into();
         let ce_id = uuid::Uuid::new_v4().to_string();
-        send(
+        common::send(
             &producer,
             &topic,
             &id,
@@ -739,7 +719,7 @@ async fn a_retried_event_keeps_its_attempt_count_when_its_partition_moves_to_ano
     first.start();
     // The second instance is a standby (one partition): ready, but without work.
     second.start();
-    send(
+    common::send(
         &producer(&broker),
         &input,
         "k",
@@ -809,7 +789,7 @@ async fn a_dlq_replay_during_a_broker_restart_is_processed_exactly_once() {
     let producer = producer(&broker);
     let orders: Vec<String> = (0..300).map(|i| format!("replayed-{i}")).collect();
     for order in &orders {
-        send(
+        common::send(
             &producer,
             &input,
             order,

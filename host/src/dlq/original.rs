@@ -4,11 +4,12 @@
 
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::message::Message;
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 
 use crate::event::dead_letter::{Cut, DeadLetter};
+use crate::kafka::committed_reader;
 
 /// The failed event's body, exactly as the stage read it, or why it cannot be had (gone with
 /// the topic's retention, or not the record the letter describes). Blocking.
@@ -61,13 +62,7 @@ fn fetch(
     offset: i64,
     timeout: Duration,
 ) -> Result<Vec<u8>, String> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", "stagehost-reader")
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
-        .set("enable.partition.eof", "false")
-        .create()
+    let consumer = committed_reader(brokers)
         .map_err(|error| format!("cannot create a Kafka reader: {error}"))?;
     let (low, high) = consumer
         .fetch_watermarks(topic, partition, timeout)

@@ -10,4 +10,4 @@ pub mod tail;
 pub use admin::{ensure_changelog, ensure_compacted, ensure_topics};
 pub use clients::{admin_config, consumer_config, producer_config, transactional_producer_config};
 pub use publish::{Delivery, OutRecord, acknowledged, enqueue, publish_all, unacknowledged};
-pub use read::{for_each_committed, partition_count};
+pub use read::{committed_reader, for_each_committed, partition_count};

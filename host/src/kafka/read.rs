@@ -20,14 +20,7 @@ pub fn for_each_committed(
     timeout: Duration,
     mut each: impl FnMut(&BorrowedMessage<'_>),
 ) -> anyhow::Result<()> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", "stagehost-reader")
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
-        .set("enable.partition.eof", "false")
-        .create()
-        .context("cannot create a Kafka reader")?;
+    let consumer = committed_reader(brokers).context("cannot create a Kafka reader")?;
     let (low, high) = watermarks(&consumer, topic, partition)?;
     if high <= low {
         return Ok(());
@@ -80,6 +73,18 @@ fn watermarks(consumer: &BaseConsumer, topic: &str, partition: i32) -> anyhow::R
             }
         }
     }
+}
+
+/// A consumer for reading partitions by hand (assigned, never committing), that sees only
+/// committed records.
+pub fn committed_reader(brokers: &str) -> Result<BaseConsumer, KafkaError> {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "stagehost-reader")
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", "false")
+        .create()
 }
 
 /// The number of partitions of `topic`.

@@ -587,6 +587,17 @@ impl Record {
     }
 }
 
+/// A consumer of a group of its own that sees only committed records.
+fn committed_reader(brokers: &str) -> StreamConsumer {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("reader-{}", uuid::Uuid::new_v4()))
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .create()
+        .unwrap()
+}
+
 /// Reads `topic` from the beginning (committed records only) until at least `expected`
 /// records arrived and then nothing more for `quiet`, or `timeout` passed. The result may be
 /// partial (it stops at the first quiet window): fine for "at least N arrived", never for
@@ -598,13 +609,7 @@ pub async fn read_topic(
     quiet: Duration,
     timeout: Duration,
 ) -> Vec<Record> {
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
-        .set("group.id", format!("reader-{}", uuid::Uuid::new_v4()))
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
-        .create()
-        .unwrap();
+    let consumer = committed_reader(&brokers());
     let metadata = consumer
         .fetch_metadata(Some(topic), Duration::from_secs(10))
         .unwrap();
@@ -648,13 +653,7 @@ pub async fn read_to_end(topic: &str, timeout: Duration) -> Vec<Record> {
 
 /// [`read_to_end`] on the cluster at `brokers`.
 pub async fn read_to_end_at(brokers: &str, topic: &str, timeout: Duration) -> Vec<Record> {
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", format!("reader-{}", uuid::Uuid::new_v4()))
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
-        .create()
-        .unwrap();
+    let consumer = committed_reader(brokers);
     let metadata = consumer
         .fetch_metadata(Some(topic), Duration::from_secs(10))
         .unwrap();
@@ -829,13 +828,24 @@ pub async fn produce_raw(topic: &str, key: &str, payload: &[u8], headers: &[(&st
         .set("bootstrap.servers", brokers())
         .create()
         .unwrap();
+    send(&producer, topic, key, payload, headers).await;
+}
+
+/// Writes a raw record with `producer` (one producer for many records).
+pub async fn send(
+    producer: &FutureProducer,
+    topic: &str,
+    key: &str,
+    payload: &[u8],
+    headers: &[(&str, &str)],
+) {
     producer
         .send(
             FutureRecord::to(topic)
                 .key(key)
                 .payload(payload)
                 .headers(headers_of(headers)),
-            Timeout::After(Duration::from_secs(10)),
+            Timeout::After(Duration::from_secs(30)),
         )
         .await
         .unwrap();
