@@ -59,6 +59,12 @@ fn a_pipeline_without_stages_is_refused() {
     golden("no-stages");
 }
 
+/// A route or view with every kind of problem: each is named with the route.
+#[test]
+fn bad_routes_and_views_are_each_reported() {
+    golden("bad-routes");
+}
+
 #[test]
 fn the_repository_pipeline_is_valid() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
@@ -71,6 +77,7 @@ fn the_repository_pipeline_is_valid() {
         names,
         [
             "order",
+            "restock",
             "inventory",
             "stock",
             "reservation",

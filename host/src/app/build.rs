@@ -9,9 +9,11 @@ use anyhow::Context;
 use rdkafka::consumer::Consumer;
 use rdkafka::producer::{FutureProducer, Producer};
 
-use crate::config::{PipelineConfig, ProcessingMode, StageConfig};
+use crate::admin::Slots;
+use crate::config::{PipelineConfig, ProcessingMode, StageConfig, path_params};
 use crate::event::schema::SchemaRegistry;
-use crate::health::Reporter;
+use crate::health::{Health, Reporter};
+use crate::http::{IngressEndpoint, TopicView, ViewEndpoint, ViewShaper};
 use crate::kafka::{
     consumer_config, ensure_changelog, ensure_compacted, partition_count,
     transactional_producer_config,
@@ -19,8 +21,9 @@ use crate::kafka::{
 use crate::kpi::StageKpis;
 use crate::plugin::{InstanceSettings, PluggedInstance, PluginEngine, PluginSlot};
 use crate::stage::{
-    Answers, Deduplicator, KpiTarget, ProcessedLog, ProducerFactory, RebalanceTracker, Route,
-    StageConsumer, StageContext, StageRunner, StageStateParts, TransactionalAnswers, Worker,
+    Answers, Deduplicator, Ingress, IngressRoute, KpiTarget, ProcessedLog, ProducerFactory,
+    RebalanceTracker, Route, StageConsumer, StageContext, StageRunner, StageStateParts,
+    TransactionalAnswers, Worker,
 };
 use crate::state::{KeyedState, changelog_topic};
 use crate::store::StateStore;
@@ -278,26 +281,6 @@ pub(super) async fn topic_stage(
     })
 }
 
-/// The `config.catalog` table of `http.catalog_stage` (product → starting stock).
-pub(super) fn catalog(config: &PipelineConfig) -> std::collections::HashMap<String, i64> {
-    let Some(stage) = &config.http.catalog_stage else {
-        return Default::default();
-    };
-    config
-        .stages
-        .iter()
-        .find(|s| &s.name == stage)
-        .and_then(|s| s.config.get("catalog"))
-        .and_then(|c| c.as_table())
-        .map(|table| {
-            table
-                .iter()
-                .filter_map(|(product, stock)| stock.as_integer().map(|s| (product.clone(), s)))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// Loads every stage's plugin (each file compiled once, however many stages run it) into
 /// the stage's slot, and makes one instance of each so that a plugin that cannot start is
 /// reported now. Reports every plugin that fails, not just the first.
@@ -339,7 +322,7 @@ pub fn load_plugins(
 }
 
 /// Event type and topic of the smoke event a swapped-in plugin is tried with: the stage's
-/// first input.
+/// first input (for an ingress stage, the event type of the first route that names it).
 fn smoke_input(config: &PipelineConfig, stage: &StageConfig) -> (String, String) {
     let first = stage
         .inputs()
@@ -347,10 +330,80 @@ fn smoke_input(config: &PipelineConfig, stage: &StageConfig) -> (String, String)
         .map(|s| s.to_string())
         .unwrap_or_default();
     if stage.is_http() {
-        return (INGRESS_EVENT_TYPE.to_string(), first);
+        let event_type = config
+            .http
+            .routes
+            .iter()
+            .find(|route| route.stage == stage.name)
+            .map(|route| route.event_type.clone())
+            .unwrap_or_default();
+        return (event_type, first);
     }
     (event_type(config, &first), first)
 }
 
-/// `ce_type` of the events the HTTP ingress hands its stage.
-pub(super) const INGRESS_EVENT_TYPE: &str = "Order";
+/// The ingress endpoints of `stage`'s routes, sharing its `ingress`.
+pub(super) fn ingress_endpoints(
+    config: &PipelineConfig,
+    stage: &str,
+    ingress: &Arc<Ingress>,
+) -> Vec<IngressEndpoint> {
+    config
+        .http
+        .routes
+        .iter()
+        .filter(|route| route.stage == stage)
+        .map(|route| IngressEndpoint {
+            method: route.method.clone(),
+            path: route.path.clone(),
+            params: path_params(&route.path),
+            ingress: ingress.clone(),
+            route: IngressRoute {
+                name: route.name(),
+                id_field: route.id_field.clone(),
+                key_template: route.key_template(),
+                event_type: route.event_type.clone(),
+            },
+        })
+        .collect()
+}
+
+/// Starts the read models: each view's topic reader, and its shaping plugin instance.
+pub(super) async fn views(
+    config: &PipelineConfig,
+    slots: &Slots,
+    health: &Health,
+) -> anyhow::Result<Vec<ViewEndpoint>> {
+    let mut endpoints = Vec::new();
+    for view in &config.http.views {
+        let reporter = health.reporter(&format!("view:{}", view.topic), "reading its topic");
+        let topic = TopicView::start(&config.kafka.brokers, &view.topic, reporter).await?;
+        let shaper = match (&view.stage, &view.event_type) {
+            (Some(stage), Some(event_type)) => {
+                let slot = slots
+                    .get(stage)
+                    .with_context(|| format!("http.views[{}]: no stage {stage}", view.path))?;
+                let instance = slot.instance().with_context(|| {
+                    format!(
+                        "http.views[{}]: cannot instantiate stage {stage}",
+                        view.path
+                    )
+                })?;
+                Some(ViewShaper {
+                    stage: stage.clone(),
+                    event_type: event_type.clone(),
+                    instance: std::sync::Mutex::new(instance),
+                })
+            }
+            _ => None,
+        };
+        endpoints.push(ViewEndpoint {
+            path: view.path.clone(),
+            key_param: view.key_param().unwrap_or_default(),
+            topic: view.topic.clone(),
+            view: topic,
+            shaper,
+        });
+    }
+    Ok(endpoints)
+}

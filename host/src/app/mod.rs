@@ -20,13 +20,12 @@ use crate::admin::Slots;
 use crate::config::PipelineConfig;
 use crate::event::schema::SchemaRegistry;
 use crate::health::Health;
-use crate::http::TopicView;
 use crate::kafka::{ensure_topics, producer_config};
 use crate::kpi::{KpiHub, publish_loop};
 use crate::plugin::PluginEngine;
 use crate::stage::Ingress;
 use crate::store::StateStore;
-use build::{INGRESS_EVENT_TYPE, catalog, context, event_type, ingress_answers, topic_stage};
+use build::{context, event_type, ingress_answers, ingress_endpoints, topic_stage, views};
 use supervise::{Restart, supervise};
 
 /// How long an at-least-once stage waits for a failed idempotency store to be reopened before
@@ -100,7 +99,7 @@ pub async fn run(
     // Build every stage at once: each waits for Kafka (its transactional producer's
     // `init_transactions`, its consumer, its changelog), and start-up time is their longest
     // wait instead of their sum.
-    let mut ingress = None;
+    let mut ingresses = Vec::new();
     let mut building = Vec::new();
     for stage in &config.stages {
         let (slot, instance) = plugins
@@ -111,21 +110,14 @@ pub async fn run(
         if stage.is_http() {
             let store = store.clone();
             let kpis = kpis.stage(&stage.name);
-            let reporter = health.reporter("ingress", "starting");
-            ingress = Some(tokio::spawn(async move {
+            let reporter = health.reporter(&format!("ingress:{}", stage.name), "starting");
+            ingresses.push(tokio::spawn(async move {
                 let answers = ingress_answers(&config, &stage, &producer, &store, reporter).await?;
-                anyhow::Ok(Arc::new(
-                    Ingress::new(
-                        context,
-                        instance,
-                        producer,
-                        answers,
-                        kpis,
-                        config.http.ingress_id_field.clone(),
-                        INGRESS_EVENT_TYPE.into(),
-                    )
-                    .with_limits(config.http.request_timeout, config.http.max_id_bytes),
-                ))
+                let ingress = Arc::new(
+                    Ingress::new(context, instance, producer, answers, kpis)
+                        .with_limits(config.http.request_timeout, config.http.max_id_bytes),
+                );
+                anyhow::Ok(ingress_endpoints(&config, &stage.name, &ingress))
             }));
             continue;
         }
@@ -165,10 +157,10 @@ pub async fn run(
             supervise(runner, restart, stop_rx.clone()),
         )?);
     }
-    let ingress = match ingress {
-        Some(built) => Some(built.await.context("building the ingress panicked")??),
-        None => None,
-    };
+    let mut ingress = Vec::new();
+    for built in ingresses {
+        ingress.extend(built.await.context("building an ingress panicked")??);
+    }
 
     let kpi_task = config.kpi.enabled.then(|| {
         tokio::spawn(publish_loop(
@@ -221,37 +213,16 @@ pub async fn run(
     };
 
     let listener = crate::http::bind(&config.http.listen).await?;
-    tracing::info!(address = %config.http.listen, ingress = %config.http.ingress_path, "HTTP server listening");
-    let view = |topic: &Option<String>| {
-        let topic = topic.clone();
-        let brokers = config.kafka.brokers.clone();
-        let health = health.clone();
-        async move {
-            match topic {
-                Some(topic) => {
-                    let reporter = health.reporter(&format!("view:{topic}"), "reading its topic");
-                    TopicView::start(&brokers, &topic, reporter).await.map(Some)
-                }
-                None => Ok(None),
-            }
-        }
-    };
+    let routes: Vec<String> = config.http.routes.iter().map(|r| r.name()).collect();
+    tracing::info!(address = %config.http.listen, routes = routes.join(", "), views = config.http.views.len(), "HTTP server listening");
     let router = crate::http::router(
         crate::http::HttpState {
-            ingress,
             health: health.clone(),
             max_body_bytes: config.http.max_body_bytes,
-            order_status: view(&config.http.order_status_topic).await?,
-            stock: view(&config.http.stock_topic).await?,
-            catalog: Arc::new(catalog(&config)),
-            restock: config
-                .http
-                .inventory_commands_topic
-                .as_ref()
-                .map(|topic| (topic.clone(), event_type(&config, topic))),
         },
-        &config.http.ingress_path,
-    );
+        ingress,
+        views(&config, &slots, &health).await?,
+    )?;
     let (http_stop_tx, http_stop_rx) = tokio::sync::oneshot::channel::<()>();
     let http_task = tokio::spawn(crate::http::serve(listener, router, async {
         http_stop_rx.await.ok();

@@ -133,8 +133,10 @@ fn resolve_paths(config: &mut PipelineConfig, base: &Path) {
         }
     };
     resolve(&mut config.state.dir);
-    if let Some(schema) = config.http.ingress_schema.as_mut() {
-        resolve(schema);
+    for route in &mut config.http.routes {
+        if let Some(schema) = route.schema.as_mut() {
+            resolve(schema);
+        }
     }
     for topic in config.topics.values_mut() {
         if let Some(schema) = topic.schema.as_mut() {

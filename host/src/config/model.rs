@@ -12,7 +12,7 @@ use serde::Deserialize;
 pub struct PipelineConfig {
     /// How to reach Kafka and which client settings to use.
     pub kafka: KafkaConfig,
-    /// The HTTP server: order ingress, health and readiness.
+    /// The HTTP server: ingress routes, read models, health and readiness.
     #[serde(default)]
     pub http: HttpConfig,
     /// Where the host keeps its durable local state (idempotency records, compiled plugins).
@@ -55,7 +55,7 @@ pub struct KafkaConfig {
     pub consumer: BTreeMap<String, String>,
 }
 
-/// The HTTP server.
+/// The HTTP server: the routes that feed ingress stages, the read models, health and readiness.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
@@ -63,27 +63,17 @@ pub struct HttpConfig {
     pub listen: String,
     /// Largest accepted request body in bytes; larger bodies get `413 Payload Too Large`.
     pub max_body_bytes: usize,
-    /// Path of the ingress route (`POST`), handled by the stage whose `input` is `"http"`.
-    pub ingress_path: String,
-    /// JSON Schema every ingress body must satisfy before the stage sees it.
-    pub ingress_schema: Option<PathBuf>,
-    /// Field of the ingress body that identifies the request for idempotency (e.g. `order_id`).
-    pub ingress_id_field: String,
-    /// Topic whose latest record per key answers `GET /orders/{order_id}`.
-    pub order_status_topic: Option<String>,
-    /// Topic whose latest record per key answers `GET /inventory/{product_id}`.
-    pub stock_topic: Option<String>,
-    /// Topic that `POST /inventory/{product_id}/restock` publishes restock commands to.
-    pub inventory_commands_topic: Option<String>,
-    /// Stage whose `config.catalog` gives the stock of products that have no stock record yet.
-    pub catalog_stage: Option<String>,
     /// Longest an ingress request waits for its events to be committed. Past it (the brokers
     /// are unreachable, say) the answer is `503 Service Unavailable` with `Retry-After`; a
     /// repeat of the request later gets the first answer if the events did commit after all.
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
-    /// Longest accepted idempotency key (`ingress_id_field`), in bytes; longer gets `400`.
+    /// Longest accepted request id (a route's `id_field`), in bytes; longer gets `400`.
     pub max_id_bytes: usize,
+    /// Routes whose requests are handled by an ingress stage (`[[http.routes]]`).
+    pub routes: Vec<RouteConfig>,
+    /// Read models: `GET` paths answered from the latest record of a topic (`[[http.views]]`).
+    pub views: Vec<ViewConfig>,
 }
 
 impl Default for HttpConfig {
@@ -91,21 +81,121 @@ impl Default for HttpConfig {
         Self {
             listen: "127.0.0.1:8080".into(),
             max_body_bytes: 64 * 1024,
-            ingress_path: "/orders".into(),
-            ingress_schema: None,
-            ingress_id_field: "order_id".into(),
-            order_status_topic: None,
-            stock_topic: None,
-            inventory_commands_topic: None,
-            catalog_stage: None,
             request_timeout: Duration::from_secs(10),
             max_id_bytes: 256,
+            routes: Vec::new(),
+            views: Vec::new(),
         }
     }
 }
 
+/// One ingress route: requests to `method path` become events of `event_type` handed to
+/// `stage` (a stage whose `input` is `"http"`); its outputs are published before the answer.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// HTTP method: `POST` (the default), `PUT`, `PATCH` or `DELETE`.
+    #[serde(default = "default_route_method")]
+    pub method: String,
+    /// Path, starting with `/`; a segment `{name}` is a path parameter (e.g.
+    /// `/things/{thing_id}/refill`). Each parameter reaches the plugin as the input header
+    /// `stagehost-path-<name>`.
+    pub path: String,
+    /// The stage that handles the route's requests; its `input` must be `"http"`.
+    pub stage: String,
+    /// JSON Schema every request body must satisfy before the stage sees it (`400` otherwise).
+    #[serde(default)]
+    pub schema: Option<PathBuf>,
+    /// Body field (a non-empty string) that identifies a request: a repeat with the same body
+    /// gets the first answer, the same id with another body gets `409`.
+    pub id_field: String,
+    /// The idempotency key of a request, as a template of `{name}` placeholders that name path
+    /// parameters or `id_field` (e.g. `"refill/{thing_id}/{refill_id}"`). It scopes the id (the
+    /// same id under two paths is two requests) and gives the event id. Default: `{<id_field>}`.
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+    /// CloudEvents `ce_type` of the events the route hands its stage.
+    pub event_type: String,
+}
+
+impl RouteConfig {
+    /// `METHOD path`, naming the route in messages.
+    pub fn name(&self) -> String {
+        format!("{} {}", self.method, self.path)
+    }
+
+    /// The idempotency-key template, with its default.
+    pub fn key_template(&self) -> String {
+        self.idempotency_key
+            .clone()
+            .unwrap_or_else(|| format!("{{{}}}", self.id_field))
+    }
+}
+
+/// One read model: `GET path` answers the latest record of `topic` whose Kafka key is the
+/// value of the path parameter `key`, or `404` when the topic has none.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ViewConfig {
+    /// Path, starting with `/`, with at least one `{parameter}` (e.g. `/things/{thing_id}`).
+    pub path: String,
+    /// Declared topic whose latest record per key answers.
+    pub topic: String,
+    /// Path parameter that holds the record key; default: the path's only parameter.
+    #[serde(default)]
+    pub key: Option<String>,
+    /// Optional stage whose plugin shapes the answer: it is called (without state, nothing is
+    /// published) with an event of `event_type`, keyed by the key, whose payload is the latest
+    /// record or `null`, with the path parameters as `stagehost-path-<name>` headers. Its first
+    /// output's payload is the answer (`200`); no output or a `reject` answers `404` (with
+    /// the reason). This lets the plugin that owns the data answer for keys without a record.
+    #[serde(default)]
+    pub stage: Option<String>,
+    /// `ce_type` of the events handed to `stage`; required with `stage`.
+    #[serde(default)]
+    pub event_type: Option<String>,
+}
+
+impl ViewConfig {
+    /// The path parameter that holds the record key.
+    pub fn key_param(&self) -> Option<String> {
+        match &self.key {
+            Some(key) => Some(key.clone()),
+            None => {
+                let params = path_params(&self.path);
+                (params.len() == 1).then(|| params[0].clone())
+            }
+        }
+    }
+}
+
+/// The `{name}` parameters of a route path, in order.
+pub fn path_params(path: &str) -> Vec<String> {
+    path.split('/')
+        .filter_map(|segment| segment.strip_prefix('{')?.strip_suffix('}'))
+        .map(str::to_string)
+        .collect()
+}
+
+/// The `{name}` placeholders of an idempotency-key template, in order.
+pub fn template_names(template: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        let after = &rest[open + 1..];
+        match after.find('}') {
+            Some(close) => {
+                names.push(after[..close].to_string());
+                rest = &after[close + 1..];
+            }
+            None => break,
+        }
+    }
+    names
+}
+
 /// The admin API: plugin list, swap and rollback. It has its own listener so that it can be
-/// kept off the network the order ingress is exposed to.
+/// kept off the network the ingress routes are exposed to.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
@@ -379,6 +469,9 @@ impl RetryConfig {
     }
 }
 
+fn default_route_method() -> String {
+    "POST".into()
+}
 fn default_true() -> bool {
     true
 }

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 
-use super::model::{HTTP_INPUT, PipelineConfig};
+use super::model::{HTTP_INPUT, PipelineConfig, template_names};
 
 /// One thing wrong with the configuration, with the path of the offending key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -135,30 +135,194 @@ fn check_http(config: &PipelineConfig, problems: &mut Problems) {
     if config.http.max_body_bytes == 0 {
         problems.push("http.max_body_bytes", "must be larger than zero");
     }
-    if !config.http.ingress_path.starts_with('/') {
-        problems.push("http.ingress_path", "must start with '/'");
+    if config.http.max_id_bytes == 0 {
+        problems.push("http.max_id_bytes", "must be larger than zero");
     }
-    if let Some(schema) = &config.http.ingress_schema {
-        check_schema_file("http.ingress_schema", schema, problems);
+    check_routes(config, problems);
+    check_views(config, problems);
+}
+
+/// Paths the host serves itself.
+const RESERVED_PATHS: [&str; 2] = ["/healthz", "/readyz"];
+
+/// Checks a route or view path: starts with `/`, each segment a literal without braces or a
+/// whole `{name}`, parameter names unique. Returns the parameters.
+fn check_path(key: &str, path: &str, problems: &mut Problems) -> Vec<String> {
+    if !path.starts_with('/') {
+        problems.push(
+            format!("{key}.path"),
+            format!("'{path}' must start with '/'"),
+        );
     }
-    for (key, topic) in [
-        ("http.order_status_topic", &config.http.order_status_topic),
-        ("http.stock_topic", &config.http.stock_topic),
-        (
-            "http.inventory_commands_topic",
-            &config.http.inventory_commands_topic,
-        ),
-    ] {
-        if let Some(topic) = topic
-            && !config.topics.contains_key(topic)
-        {
-            problems.push(key, format!("topic '{topic}' is not declared in [topics]"));
+    if RESERVED_PATHS.contains(&path) {
+        problems.push(
+            format!("{key}.path"),
+            format!("'{path}' is served by the host itself; choose another path"),
+        );
+    }
+    let mut params: Vec<String> = Vec::new();
+    for segment in path.split('/').filter(|s| !s.is_empty()) {
+        match segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+            Some(name) => {
+                if name.is_empty()
+                    || !name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+                {
+                    problems.push(
+                        format!("{key}.path"),
+                        format!(
+                            "parameter '{{{name}}}' of '{path}' may only contain letters, digits, '-' and '_'"
+                        ),
+                    );
+                } else if params.iter().any(|p| p == name) {
+                    problems.push(
+                        format!("{key}.path"),
+                        format!("parameter '{{{name}}}' appears twice in '{path}'"),
+                    );
+                } else {
+                    params.push(name.to_string());
+                }
+            }
+            None if segment.contains(['{', '}']) => problems.push(
+                format!("{key}.path"),
+                format!(
+                    "segment '{segment}' of '{path}' must be a literal or a whole '{{parameter}}'"
+                ),
+            ),
+            None => {}
         }
     }
-    if let Some(stage) = &config.http.catalog_stage
-        && !config.stages.iter().any(|s| &s.name == stage)
-    {
-        problems.push("http.catalog_stage", format!("no stage is named '{stage}'"));
+    params
+}
+
+fn check_routes(config: &PipelineConfig, problems: &mut Problems) {
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    for (index, route) in config.http.routes.iter().enumerate() {
+        let key = format!("http.routes[{}]", route.name());
+        if let Some(first) = seen.insert(route.name(), index) {
+            problems.push(
+                key.clone(),
+                format!("is declared twice (also as http.routes entry {first})"),
+            );
+        }
+        if !["POST", "PUT", "PATCH", "DELETE"].contains(&route.method.as_str()) {
+            problems.push(
+                format!("{key}.method"),
+                format!(
+                    "'{}' is not one of POST, PUT, PATCH, DELETE (GET paths are read models: [[http.views]])",
+                    route.method
+                ),
+            );
+        }
+        let params = check_path(&key, &route.path, problems);
+        match config.stages.iter().find(|s| s.name == route.stage) {
+            None => problems.push(
+                format!("{key}.stage"),
+                format!("no stage is named '{}'", route.stage),
+            ),
+            Some(stage) if !stage.is_http() => problems.push(
+                format!("{key}.stage"),
+                format!(
+                    "stage '{}' does not take HTTP requests: set its input to \"{HTTP_INPUT}\"",
+                    route.stage
+                ),
+            ),
+            Some(_) => {}
+        }
+        if let Some(schema) = &route.schema {
+            check_schema_file(&format!("{key}.schema"), schema, problems);
+        }
+        if route.id_field.is_empty() {
+            problems.push(format!("{key}.id_field"), "is empty");
+        }
+        if route.event_type.is_empty() {
+            problems.push(format!("{key}.event_type"), "is empty");
+        }
+        let template = route.key_template();
+        let names = template_names(&template);
+        if !names.contains(&route.id_field) {
+            problems.push(
+                format!("{key}.idempotency_key"),
+                format!(
+                    "'{template}' must contain {{{}}}, or every request of the route would share one key",
+                    route.id_field
+                ),
+            );
+        }
+        for name in names {
+            if name != route.id_field && !params.contains(&name) {
+                problems.push(
+                    format!("{key}.idempotency_key"),
+                    format!(
+                        "'{{{name}}}' is neither a parameter of '{}' nor the id_field '{}'",
+                        route.path, route.id_field
+                    ),
+                );
+            }
+        }
+    }
+    for stage in config.stages.iter().filter(|s| s.is_http()) {
+        if !config.http.routes.iter().any(|r| r.stage == stage.name) {
+            problems.push(
+                format!("stages[{}].input", stage.name),
+                "is \"http\", but no [[http.routes]] entry names this stage",
+            );
+        }
+    }
+}
+
+fn check_views(config: &PipelineConfig, problems: &mut Problems) {
+    let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+    for (index, view) in config.http.views.iter().enumerate() {
+        let key = format!("http.views[{}]", view.path);
+        if let Some(first) = seen.insert(view.path.as_str(), index) {
+            problems.push(
+                key.clone(),
+                format!("is declared twice (also as http.views entry {first})"),
+            );
+        }
+        let params = check_path(&key, &view.path, problems);
+        if !config.topics.contains_key(&view.topic) {
+            problems.push(
+                format!("{key}.topic"),
+                format!("topic '{}' is not declared in [topics]", view.topic),
+            );
+        }
+        match (&view.key, view.key_param()) {
+            (Some(param), _) if !params.contains(param) => problems.push(
+                format!("{key}.key"),
+                format!("'{param}' is not a parameter of '{}'", view.path),
+            ),
+            (None, None) => problems.push(
+                format!("{key}.key"),
+                format!(
+                    "'{}' has {} parameters; name the one that holds the record key",
+                    view.path,
+                    params.len()
+                ),
+            ),
+            _ => {}
+        }
+        if let Some(stage) = &view.stage {
+            if !config.stages.iter().any(|s| &s.name == stage) {
+                problems.push(
+                    format!("{key}.stage"),
+                    format!("no stage is named '{stage}'"),
+                );
+            }
+            if view.event_type.as_deref().is_none_or(str::is_empty) {
+                problems.push(
+                    format!("{key}.event_type"),
+                    "is required with stage: the type of the events the stage's plugin answers",
+                );
+            }
+        } else if view.event_type.is_some() {
+            problems.push(
+                format!("{key}.event_type"),
+                "only means something with stage (the plugin that shapes the answer)",
+            );
+        }
     }
 }
 
@@ -170,7 +334,6 @@ fn check_stages(config: &PipelineConfig, problems: &mut Problems) {
         );
     }
     let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
-    let mut http_stages = Vec::new();
     let mut groups: BTreeMap<String, &str> = BTreeMap::new();
     for (index, stage) in config.stages.iter().enumerate() {
         let key = if stage.name.is_empty() {
@@ -219,7 +382,6 @@ fn check_stages(config: &PipelineConfig, problems: &mut Problems) {
                     "\"http\" cannot be combined with topics",
                 );
             }
-            http_stages.push(stage.name.as_str());
         } else {
             for input in &inputs {
                 if !config.topics.contains_key(*input) {
@@ -294,15 +456,6 @@ fn check_stages(config: &PipelineConfig, problems: &mut Problems) {
                 );
             }
         }
-    }
-    if http_stages.len() > 1 {
-        problems.push(
-            "stages",
-            format!(
-                "only one stage may take the HTTP ingress, but these do: {}",
-                http_stages.join(", ")
-            ),
-        );
     }
 }
 

@@ -13,11 +13,12 @@ use crate::event::cloudevents::stage_source;
 /// named like one of them must not make replayed or HTTP-made events skip validation.
 const HOST_SOURCES: [&str; 4] = ["dlq-replay", "ingress", "kpi", "http"];
 
-/// Validators by topic name, plus one for the HTTP ingress.
+/// Validators by topic name, plus one per HTTP ingress route that declares a schema.
 #[derive(Clone, Default)]
 pub struct SchemaRegistry {
     topics: HashMap<String, Arc<Validator>>,
-    ingress: Option<Arc<Validator>>,
+    /// By route name (`METHOD path`).
+    routes: HashMap<String, Arc<Validator>>,
     /// Per topic, the `ce_source` of every stage that writes it (and validates what it writes).
     validated_by_writer: HashMap<String, HashSet<String>>,
 }
@@ -33,8 +34,12 @@ impl SchemaRegistry {
                     .insert(topic.clone(), Arc::new(compile(path)?));
             }
         }
-        if let Some(path) = &config.http.ingress_schema {
-            registry.ingress = Some(Arc::new(compile(path)?));
+        for route in &config.http.routes {
+            if let Some(path) = &route.schema {
+                registry
+                    .routes
+                    .insert(route.name(), Arc::new(compile(path)?));
+            }
         }
         for stage in &config.stages {
             if HOST_SOURCES.contains(&stage.name.as_str()) {
@@ -75,9 +80,10 @@ impl SchemaRegistry {
         }
     }
 
-    /// Checks an HTTP ingress body.
-    pub fn validate_ingress(&self, body: &serde_json::Value) -> Result<(), String> {
-        match &self.ingress {
+    /// Checks the body of a request to the ingress route `route` (`METHOD path`); routes
+    /// without a schema accept anything.
+    pub fn validate_ingress(&self, route: &str, body: &serde_json::Value) -> Result<(), String> {
+        match self.routes.get(route) {
             Some(validator) => check(validator, body),
             None => Ok(()),
         }

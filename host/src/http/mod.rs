@@ -1,11 +1,13 @@
-//! The HTTP server: the ingress route, order status and stock read models, restocking,
-//! `/healthz` and `/readyz`.
+//! The HTTP server: the declared ingress routes (`[[http.routes]]`) and read models
+//! (`[[http.views]]`), `/healthz` and `/readyz`. The host knows no route of its own besides
+//! the last two: every path comes from pipeline.toml.
 
+mod endpoints;
 mod views;
 
+pub use endpoints::{IngressEndpoint, ViewEndpoint, ViewShaper};
 pub use views::TopicView;
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,42 +18,77 @@ use axum::body::{Body, to_bytes};
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodFilter, MethodRouter, get, on};
 use serde_json::json;
 
-use crate::stage::{Ingress, Reply};
+use crate::stage::Reply;
 
-/// What the handlers share.
+/// What every handler shares.
 #[derive(Clone)]
 pub struct HttpState {
-    /// The ingress stage, when the pipeline has one.
-    pub ingress: Option<Arc<Ingress>>,
     /// Whether every part of the host works (stages own their partitions, the ingress can
     /// publish, Kafka answers), and what does not.
     pub health: crate::health::Health,
     /// Largest accepted body.
     pub max_body_bytes: usize,
-    /// Latest status per order, for `GET /orders/{order_id}`.
-    pub order_status: Option<Arc<TopicView>>,
-    /// Latest stock record per product, for `GET /inventory/{product_id}`.
-    pub stock: Option<Arc<TopicView>>,
-    /// Starting stock of products without a stock record yet.
-    pub catalog: Arc<HashMap<String, i64>>,
-    /// Topic and event type of restock commands.
-    pub restock: Option<(String, String)>,
 }
 
-/// Builds the router; `ingress_path` is where orders are posted.
-pub fn router(state: HttpState, ingress_path: &str) -> Router {
-    Router::new()
-        .route(ingress_path, post(submit))
-        .route("/orders/{order_id}", get(order_status))
-        .route("/inventory/{product_id}", get(stock))
-        .route("/inventory/{product_id}/restock", post(restock))
+/// Builds the router: one route per ingress endpoint and read model, plus `/healthz` and
+/// `/readyz`. Paths and methods were validated with the configuration.
+pub fn router(
+    state: HttpState,
+    ingress: Vec<IngressEndpoint>,
+    views: Vec<ViewEndpoint>,
+) -> anyhow::Result<Router> {
+    let mut router = Router::new();
+    for endpoint in ingress {
+        let (path, filter) = (endpoint.path.clone(), method_filter(&endpoint.method)?);
+        let endpoint = Arc::new(endpoint);
+        let has_params = !endpoint.params.is_empty();
+        let handler: MethodRouter<HttpState> = if has_params {
+            on(
+                filter,
+                move |State(state): State<HttpState>,
+                      Path(params): Path<Vec<(String, String)>>,
+                      body: Body| {
+                    let endpoint = endpoint.clone();
+                    async move { submit(&state, &endpoint, params, body).await }
+                },
+            )
+        } else {
+            on(filter, move |State(state): State<HttpState>, body: Body| {
+                let endpoint = endpoint.clone();
+                async move { submit(&state, &endpoint, Vec::new(), body).await }
+            })
+        };
+        router = router.route(&path, handler);
+    }
+    for view in views {
+        let path = view.path.clone();
+        let view = Arc::new(view);
+        router = router.route(
+            &path,
+            get(move |Path(params): Path<Vec<(String, String)>>| {
+                let view = view.clone();
+                async move { json_response(view.answer(&params).await) }
+            }),
+        );
+    }
+    Ok(router
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .layer(DefaultBodyLimit::disable())
-        .with_state(state)
+        .with_state(state))
+}
+
+fn method_filter(method: &str) -> anyhow::Result<MethodFilter> {
+    Ok(match method {
+        "POST" => MethodFilter::POST,
+        "PUT" => MethodFilter::PUT,
+        "PATCH" => MethodFilter::PATCH,
+        "DELETE" => MethodFilter::DELETE,
+        other => anyhow::bail!("HTTP method {other} cannot feed an ingress stage"),
+    })
 }
 
 /// Serves `router` on `listener` until `shutdown` completes; in-flight requests finish first.
@@ -96,92 +133,26 @@ fn json_response(reply: Reply) -> Response {
     response
 }
 
-async fn submit(State(state): State<HttpState>, body: Body) -> Response {
-    let Some(ingress) = state.ingress.clone() else {
-        return json_response(Reply {
-            status: 404,
-            body: json!({"error": "this pipeline has no HTTP ingress stage"}),
-        });
-    };
-    let bytes = match read_body(body, state.max_body_bytes).await {
+async fn submit(
+    state: &HttpState,
+    endpoint: &IngressEndpoint,
+    params: Vec<(String, String)>,
+    body: Body,
+) -> Response {
+    let limit = state.max_body_bytes;
+    let bytes = match to_bytes(body, limit).await {
         Ok(bytes) => bytes,
-        Err(response) => return response,
-    };
-    json_response(ingress.submit(&bytes).await)
-}
-
-async fn read_body(body: Body, limit: usize) -> Result<bytes::Bytes, Response> {
-    to_bytes(body, limit).await.map_err(|_| {
-        json_response(Reply {
-            status: 413,
-            body: json!({"error": format!("body is larger than http.max_body_bytes ({limit} bytes)")}),
-        })
-    })
-}
-
-fn not_configured(what: &str) -> Response {
-    json_response(Reply {
-        status: 404,
-        body: json!({"error": format!("this pipeline does not configure {what}")}),
-    })
-}
-
-async fn order_status(State(state): State<HttpState>, Path(order_id): Path<String>) -> Response {
-    let Some(view) = &state.order_status else {
-        return not_configured("http.order_status_topic");
-    };
-    match view.get(&order_id) {
-        Some(status) => json_response(Reply {
-            status: 200,
-            body: status,
-        }),
-        None => json_response(Reply {
-            status: 404,
-            body: json!({"error": format!("no order {order_id} is known (yet)")}),
-        }),
-    }
-}
-
-async fn stock(State(state): State<HttpState>, Path(product_id): Path<String>) -> Response {
-    let Some(view) = &state.stock else {
-        return not_configured("http.stock_topic");
-    };
-    let body = match (view.get(&product_id), state.catalog.get(&product_id)) {
-        (Some(entry), _) => json!({
-            "product_id": product_id,
-            "stock": entry.get("stock").cloned().unwrap_or(serde_json::Value::Null),
-            "source": "ledger",
-            "last_change": entry,
-        }),
-        (None, Some(stock)) => {
-            json!({"product_id": product_id, "stock": stock, "source": "catalog"})
-        }
-        (None, None) => {
+        Err(_) => {
             return json_response(Reply {
-                status: 404,
-                body: json!({"error": format!("product {product_id} has no stock record and is not in the catalog")}),
+                status: 413,
+                body: json!({"error": format!("body is larger than http.max_body_bytes ({limit} bytes)")}),
             });
         }
     };
-    json_response(Reply { status: 200, body })
-}
-
-async fn restock(
-    State(state): State<HttpState>,
-    Path(product_id): Path<String>,
-    body: Body,
-) -> Response {
-    let (Some(ingress), Some((topic, event_type))) = (state.ingress.clone(), state.restock.clone())
-    else {
-        return not_configured("http.inventory_commands_topic with an ingress stage");
-    };
-    let bytes = match read_body(body, state.max_body_bytes).await {
-        Ok(bytes) => bytes,
-        Err(response) => return response,
-    };
     json_response(
-        ingress
-            .restock(&product_id, &bytes, &topic, &event_type)
+        endpoint
+            .ingress
+            .submit(&endpoint.route, &params, &bytes)
             .await,
     )
 }

@@ -1,5 +1,5 @@
-//! The HTTP ingress stage: validates a request body, answers repeats from the durable record,
-//! runs the stage's plugin and publishes its outputs before answering.
+//! The HTTP ingress stage: validates a request body against its route, answers repeats from
+//! the durable record, runs the stage's plugin and publishes its outputs before answering.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -12,7 +12,7 @@ use super::answers::Answers;
 use super::processor::{Failure, Input, StageContext};
 use crate::event::cloudevents;
 use crate::event::dead_letter::Origin;
-use crate::kafka::{OutRecord, publish_all};
+use crate::kafka::publish_all;
 use crate::kpi::StageKpis;
 use crate::plugin::PluggedInstance;
 use crate::store::{IngressRecord, unix_ms};
@@ -44,7 +44,57 @@ impl Reply {
     }
 }
 
-/// The ingress: one stage fed by HTTP requests.
+/// Prefix of the input headers that carry a route's path parameters
+/// (`stagehost-path-<name>: <value>`).
+pub const PATH_HEADER_PREFIX: &str = "stagehost-path-";
+
+/// What an ingress needs to know about the route a request came by.
+#[derive(Debug, Clone)]
+pub struct IngressRoute {
+    /// `METHOD path`, naming the route in messages and selecting its schema.
+    pub name: String,
+    /// Body field that identifies a request.
+    pub id_field: String,
+    /// Idempotency-key template: `{name}` placeholders of path parameters and `id_field`.
+    pub key_template: String,
+    /// `ce_type` given to the route's events.
+    pub event_type: String,
+}
+
+impl IngressRoute {
+    /// The idempotency key of a request with `id` and path parameters `params`.
+    /// Placeholders are filled in one pass, so a value that looks like a placeholder stays as
+    /// it is.
+    fn key(&self, id: &str, params: &[(String, String)]) -> String {
+        let mut key = String::with_capacity(self.key_template.len() + id.len());
+        let mut rest = self.key_template.as_str();
+        while let Some(open) = rest.find('{') {
+            key.push_str(&rest[..open]);
+            let after = &rest[open + 1..];
+            let Some(close) = after.find('}') else {
+                break;
+            };
+            let name = &after[..close];
+            let value = if name == self.id_field {
+                Some(id)
+            } else {
+                params
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .map(|(_, v)| v.as_str())
+            };
+            match value {
+                Some(value) => key.push_str(value),
+                None => key.push_str(&rest[open..open + close + 2]),
+            }
+            rest = &after[close + 1..];
+        }
+        key.push_str(rest);
+        key
+    }
+}
+
+/// The ingress: one stage fed by HTTP requests (from one route or several).
 pub struct Ingress {
     /// Routing, schemas and naming of the stage.
     pub context: Arc<StageContext>,
@@ -56,10 +106,6 @@ pub struct Ingress {
     pub answers: Answers,
     /// KPI recorder of the stage.
     pub kpis: StageKpis,
-    /// Body field that identifies a request (e.g. `order_id`).
-    pub id_field: String,
-    /// `ce_type` given to ingress events.
-    pub event_type: String,
     /// Longest a request waits for its events to be committed before it gets `503`.
     pub request_timeout: Duration,
     /// Longest accepted idempotency key, in bytes.
@@ -75,8 +121,6 @@ impl Ingress {
         producer: FutureProducer,
         answers: Answers,
         kpis: StageKpis,
-        id_field: String,
-        event_type: String,
     ) -> Self {
         Self {
             context,
@@ -84,8 +128,6 @@ impl Ingress {
             producer,
             answers,
             kpis,
-            id_field,
-            event_type,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             max_id_bytes: DEFAULT_MAX_ID_BYTES,
             locks: (0..LOCK_STRIPES)
@@ -117,47 +159,62 @@ impl Ingress {
         }
     }
 
-    /// Handles one request body and returns the answer, within the request timeout.
-    pub async fn submit(&self, body: &[u8]) -> Reply {
-        self.within_timeout(self.submit_unbounded(body)).await
+    /// Handles one request to `route`, with its path parameters and body, and returns the
+    /// answer, within the request timeout.
+    pub async fn submit(
+        &self,
+        route: &IngressRoute,
+        params: &[(String, String)],
+        body: &[u8],
+    ) -> Reply {
+        self.within_timeout(self.submit_unbounded(route, params, body))
+            .await
     }
 
-    async fn submit_unbounded(&self, body: &[u8]) -> Reply {
+    async fn submit_unbounded(
+        &self,
+        route: &IngressRoute,
+        params: &[(String, String)],
+        body: &[u8],
+    ) -> Reply {
         let started = Instant::now();
         let value: serde_json::Value = match serde_json::from_slice(body) {
             Ok(value) => value,
             Err(error) => return Reply::error(400, format!("body is not valid JSON: {error}")),
         };
-        if let Err(error) = self.context.schemas.validate_ingress(&value) {
-            return Reply::error(400, format!("body violates the order schema: {error}"));
+        if let Err(error) = self.context.schemas.validate_ingress(&route.name, &value) {
+            return Reply::error(
+                400,
+                format!("body violates the schema of {}: {error}", route.name),
+            );
         }
-        let Some(key) = value
-            .get(&self.id_field)
+        let id_field = route.id_field.as_str();
+        let Some(id) = value
+            .get(id_field)
             .and_then(|v| v.as_str())
             .filter(|v| !v.is_empty())
         else {
-            return Reply::error(400, format!("{} is missing or empty", self.id_field));
+            return Reply::error(400, format!("{id_field} is missing or empty"));
         };
-        if key.len() > self.max_id_bytes {
+        if id.len() > self.max_id_bytes {
             return Reply::error(
                 400,
                 format!(
-                    "{} is {} bytes long; at most {} are accepted (http.max_id_bytes)",
-                    self.id_field,
-                    key.len(),
+                    "{id_field} is {} bytes long; at most {} are accepted (http.max_id_bytes)",
+                    id.len(),
                     self.max_id_bytes
                 ),
             );
         }
+        if let Some((name, _)) = params.iter().find(|(_, value)| value.is_empty()) {
+            return Reply::error(400, format!("path parameter {name} is empty"));
+        }
+        let key = route.key(id, params);
+        let key = key.as_str();
         let body_hash = canonical_hash(&value);
 
         let _guard = self.locks[stripe(key)].lock().await;
-        let conflict = || {
-            format!(
-                "{} {key} was already submitted with a different body",
-                self.id_field
-            )
-        };
+        let conflict = || format!("{id_field} {id} was already submitted with a different body");
         if let Some(reply) = self.earlier_answer(key, &body_hash, conflict) {
             self.kpis.duplicate();
             return reply;
@@ -165,10 +222,13 @@ impl Ingress {
 
         let input = Input {
             id: cloudevents::ingress_id(key),
-            event_type: self.event_type.clone(),
-            key: Some(key),
+            event_type: route.event_type.clone(),
+            key: Some(id),
             payload: body,
-            headers: Vec::new(),
+            headers: params
+                .iter()
+                .map(|(name, value)| (format!("{PATH_HEADER_PREFIX}{name}"), value.clone()))
+                .collect(),
             origin: Origin {
                 stage: self.context.name.to_string(),
                 source_topic: crate::config::HTTP_INPUT.into(),
@@ -195,19 +255,22 @@ impl Ingress {
             Err(failure) if failure.is_client_error() => {
                 return Reply {
                     status: 400,
-                    body: json!({ "error": failure.reason(), self.id_field.as_str(): key }),
+                    body: json!({ "error": failure.reason(), id_field: id }),
                 };
             }
             Err(failure) => return self.dead_letter(&input, &failure, &version, key).await,
         };
         let event_ids: Vec<String> = records.iter().map(|r| r.id.clone()).collect();
+        let mut answer_body = serde_json::Map::new();
+        for (name, value) in params {
+            answer_body.insert(name.clone(), json!(value));
+        }
+        answer_body.insert(id_field.to_string(), json!(id));
+        answer_body.insert("status".into(), json!("accepted"));
+        answer_body.insert("event_ids".into(), json!(event_ids));
         let reply = Reply {
             status: 202,
-            body: json!({
-                self.id_field.as_str(): key,
-                "status": "accepted",
-                "event_ids": event_ids,
-            }),
+            body: answer_body.into(),
         };
         let answer = IngressRecord {
             body_hash,
@@ -226,7 +289,7 @@ impl Ingress {
         }
         self.kpis
             .processed(&version, event_ids.len(), started.elapsed());
-        tracing::debug!(stage = %self.context.name, order_id = key, "accepted");
+        tracing::debug!(stage = %self.context.name, key, "accepted");
         reply
     }
 
@@ -254,113 +317,6 @@ impl Ingress {
                     "the idempotency store is unavailable; try again",
                 ))
             }
-        }
-    }
-
-    /// Publishes a restock command for `product_id` (body `{"quantity": n, "restock_id": id}`)
-    /// to `topic`; a repeat of the same `restock_id` is answered again without publishing.
-    pub async fn restock(
-        &self,
-        product_id: &str,
-        body: &[u8],
-        topic: &str,
-        event_type: &str,
-    ) -> Reply {
-        self.within_timeout(self.restock_unbounded(product_id, body, topic, event_type))
-            .await
-    }
-
-    async fn restock_unbounded(
-        &self,
-        product_id: &str,
-        body: &[u8],
-        topic: &str,
-        event_type: &str,
-    ) -> Reply {
-        #[derive(serde::Deserialize)]
-        #[serde(deny_unknown_fields)]
-        struct Restock {
-            quantity: i64,
-            restock_id: String,
-        }
-        let request: Restock = match serde_json::from_slice(body) {
-            Ok(request) => request,
-            Err(error) => {
-                return Reply::error(
-                    400,
-                    format!(
-                        "body must be {{\"quantity\": <integer>, \"restock_id\": <string>}}: {error}"
-                    ),
-                );
-            }
-        };
-        if request.quantity < 1 {
-            return Reply::error(
-                400,
-                format!("quantity must be at least 1 (got {})", request.quantity),
-            );
-        }
-        if request.restock_id.is_empty() || product_id.is_empty() {
-            return Reply::error(400, "restock_id and the product id must not be empty");
-        }
-        let command = json!({
-            "command": "restock",
-            "restock_id": request.restock_id,
-            "product_id": product_id,
-            "quantity": request.quantity,
-        });
-        if let Err(error) = self.context.schemas.validate_topic(topic, &command) {
-            return Reply::error(400, format!("restock command is invalid: {error}"));
-        }
-        let key = format!("restock/{product_id}/{}", request.restock_id);
-        let body_hash = canonical_hash(&command);
-        let _guard = self.locks[stripe(&key)].lock().await;
-        let conflict = || {
-            format!(
-                "restock {} was already submitted with another quantity",
-                request.restock_id
-            )
-        };
-        if let Some(reply) = self.earlier_answer(&key, &body_hash, conflict) {
-            return reply;
-        }
-        let id = cloudevents::ingress_id(&key);
-        let record = OutRecord {
-            topic: topic.to_string(),
-            partition: None,
-            key: Some(product_id.to_string()),
-            payload: Some(command.to_string().into_bytes()),
-            headers: cloudevents::CloudEvent {
-                id: id.clone(),
-                event_type: event_type.to_string(),
-                source: "/stagehost/http/restock".into(),
-                time: cloudevents::now_rfc3339(),
-                plugin_version: None,
-            }
-            .to_headers([]),
-            id: id.clone(),
-        };
-        let reply = Reply {
-            status: 202,
-            body: json!({
-                "product_id": product_id,
-                "restock_id": request.restock_id,
-                "status": "accepted",
-                "event_id": id,
-            }),
-        };
-        let answer = IngressRecord {
-            body_hash,
-            status: reply.status,
-            response: reply.body.to_string(),
-            recorded_at_ms: unix_ms(SystemTime::now()),
-        };
-        match self.answers.publish(&key, vec![record], answer).await {
-            Ok(()) => reply,
-            Err(error) => Reply::error(
-                503,
-                format!("could not publish the restock; try again ({error})"),
-            ),
         }
     }
 
@@ -407,6 +363,29 @@ fn canonical_hash(value: &serde_json::Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn idempotency_keys_fill_parameters_and_the_id() {
+        let route = IngressRoute {
+            name: "POST /things/{thing}/refill".into(),
+            id_field: "refill_id".into(),
+            key_template: "refill/{thing}/{refill_id}".into(),
+            event_type: "Refill".into(),
+        };
+        let params = [("thing".to_string(), "t-1".to_string())];
+        assert_eq!(route.key("r-9", &params), "refill/t-1/r-9");
+        let plain = IngressRoute {
+            key_template: "{refill_id}".into(),
+            ..route
+        };
+        assert_eq!(plain.key("r-9", &params), "r-9");
+        let tricky = [("thing".to_string(), "{refill_id}".to_string())];
+        let scoped = IngressRoute {
+            key_template: "refill/{thing}/{refill_id}".into(),
+            ..plain
+        };
+        assert_eq!(scoped.key("r-9", &tricky), "refill/{refill_id}/r-9");
+    }
 
     #[test]
     fn canonical_hash_ignores_key_order_and_whitespace() {

@@ -12,7 +12,7 @@ mod transaction;
 
 pub use answers::{Answers, ProducerFactory, TransactionalAnswers};
 pub use dedup::{Deduplicator, ProcessedLog};
-pub use ingress::{Ingress, Reply};
+pub use ingress::{Ingress, IngressRoute, PATH_HEADER_PREFIX, Reply};
 pub use processor::{Failure, Input, Processed, Route, StageContext};
 pub use rebalance::RebalanceTracker;
 pub use retry::{ATTEMPT_HEADER, RetryBook};

@@ -63,13 +63,20 @@ pub struct TestPipeline {
 }
 
 impl TestPipeline {
-    /// Writes the configuration; `edit` may change it further (e.g. the catalog).
+    /// Writes the configuration of the repository's pipeline.toml; `edit` may change it
+    /// further (e.g. the catalog).
     pub fn new(edit: impl FnOnce(&mut toml::Table)) -> Self {
+        Self::from_file(&repo().join("pipeline.toml"), edit)
+    }
+
+    /// The same for another pipeline file (e.g. an example under `examples/`); its relative
+    /// paths are resolved against its folder.
+    pub fn from_file(file: &Path, edit: impl FnOnce(&mut toml::Table)) -> Self {
         let prefix = format!("t{}-", &uuid::Uuid::new_v4().simple().to_string()[..10]);
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let http = format!("127.0.0.1:{port}");
-        let text = std::fs::read_to_string(repo().join("pipeline.toml")).unwrap();
+        let text = std::fs::read_to_string(file).unwrap();
         let mut config: toml::Table = text.parse().unwrap();
         rename_topics(&mut config, &prefix);
         let set = |config: &mut toml::Table, section: &str, key: &str, value: toml::Value| {
@@ -90,7 +97,7 @@ impl TestPipeline {
             dir.path().join("state").display().to_string().into(),
         );
         set(&mut config, "kpi", "interval", "1s".into());
-        absolutize(&mut config);
+        absolutize(&mut config, file.parent().unwrap());
         edit(&mut config);
         let config_path = dir.path().join("pipeline.toml");
         std::fs::write(&config_path, toml::to_string(&config).unwrap()).unwrap();
@@ -361,15 +368,14 @@ fn rename_topics(config: &mut toml::Table, prefix: &str) {
             topics.insert(rename(&name), settings);
         }
     }
-    if let Some(http) = config.get_mut("http").and_then(|h| h.as_table_mut()) {
-        for key in [
-            "order_status_topic",
-            "stock_topic",
-            "inventory_commands_topic",
-        ] {
-            if let Some(topic) = http.get_mut(key) {
-                *topic = rename(topic.as_str().unwrap()).into();
-            }
+    if let Some(views) = config
+        .get_mut("http")
+        .and_then(|h| h.get_mut("views"))
+        .and_then(|v| v.as_array_mut())
+    {
+        for view in views {
+            let topic = view.get_mut("topic").unwrap();
+            *topic = rename(topic.as_str().unwrap()).into();
         }
     }
     for section in ["dead_letter", "kpi"] {
@@ -408,8 +414,7 @@ fn rename_topics(config: &mut toml::Table, prefix: &str) {
     }
 }
 
-fn absolutize(config: &mut toml::Table) {
-    let root = repo();
+fn absolutize(config: &mut toml::Table, root: &Path) {
     let fix = |value: &mut toml::Value| {
         let path = PathBuf::from(value.as_str().unwrap());
         if path.is_relative() {
@@ -423,12 +428,16 @@ fn absolutize(config: &mut toml::Table) {
             }
         }
     }
-    if let Some(schema) = config
+    if let Some(routes) = config
         .get_mut("http")
-        .and_then(|h| h.as_table_mut())
-        .and_then(|h| h.get_mut("ingress_schema"))
+        .and_then(|h| h.get_mut("routes"))
+        .and_then(|r| r.as_array_mut())
     {
-        fix(schema);
+        for route in routes {
+            if let Some(schema) = route.as_table_mut().unwrap().get_mut("schema") {
+                fix(schema);
+            }
+        }
     }
     for stage in config
         .get_mut("stages")
@@ -439,8 +448,8 @@ fn absolutize(config: &mut toml::Table) {
     }
 }
 
-/// Keeps only the stages named in `keep`, and drops the HTTP read models and commands that
-/// refer to the removed ones.
+/// Keeps only the stages named in `keep`, and drops the HTTP read models and the routes of
+/// the removed stages.
 pub fn keep_stages(config: &mut toml::Table, keep: &[&str]) {
     config
         .get_mut("stages")
@@ -451,13 +460,9 @@ pub fn keep_stages(config: &mut toml::Table, keep: &[&str]) {
         .get_mut("http")
         .and_then(|h| h.as_table_mut())
         .unwrap();
-    for key in [
-        "order_status_topic",
-        "stock_topic",
-        "inventory_commands_topic",
-        "catalog_stage",
-    ] {
-        http.remove(key);
+    http.remove("views");
+    if let Some(routes) = http.get_mut("routes").and_then(|r| r.as_array_mut()) {
+        routes.retain(|r| keep.contains(&r["stage"].as_str().unwrap()));
     }
 }
 

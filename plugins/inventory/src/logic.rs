@@ -6,6 +6,8 @@
 //! | `OrderReceived`    | `inventory`   | none                               | [`split`]       |
 //! | `InventoryCommand` | `stock`       | `stock/<product_id>`, order lines  | [`stock`]       |
 //! | `InventoryResult`  | `reservation` | `order/<order_id>`                 | [`reservation`] |
+//! | `RestockRequest`   | `restock`     | none (HTTP route)                  | [`http`]        |
+//! | `StockQuery`       | `stock`       | none (HTTP read model)             | [`http`]        |
 //!
 //! The inventory stage splits an order into one `order_pending` result and one `reserve`
 //! command per product (or, when its quantities cannot be processed, one `order_refused`
@@ -23,6 +25,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use stage_events::{StageFailure, StageInput, StageOutput, State};
 
+pub mod http;
 pub mod reservation;
 pub mod split;
 pub mod stock;
@@ -90,7 +93,8 @@ pub fn parse_config(json: &str) -> Result<Config, StageFailure> {
     stage_events::parse_config(json)
 }
 
-/// Handles one event of any of the three stages, chosen by `event.event_type`.
+/// Handles one event of any of the inventory stages (and their HTTP handlers), chosen by
+/// `event.event_type`.
 ///
 /// # Errors
 /// [`StageFailure::Reject`] for an unknown event type, and see [`split::handle`],
@@ -104,9 +108,14 @@ pub fn handle(
         EVENT_ORDER_RECEIVED => split::handle(&event.payload),
         EVENT_INVENTORY_COMMAND => stock::handle(event, config, state),
         EVENT_INVENTORY_RESULT => reservation::handle(event, state),
+        http::EVENT_RESTOCK_REQUEST => http::restock(event),
+        http::EVENT_STOCK_QUERY => http::stock_answer(event, config),
         other => Err(StageFailure::Reject(format!(
             "unsupported event type \"{other}\": the inventory component handles \
-             {EVENT_ORDER_RECEIVED}, {EVENT_INVENTORY_COMMAND} and {EVENT_INVENTORY_RESULT}"
+             {EVENT_ORDER_RECEIVED}, {EVENT_INVENTORY_COMMAND}, {EVENT_INVENTORY_RESULT}, \
+             {} and {}",
+            http::EVENT_RESTOCK_REQUEST,
+            http::EVENT_STOCK_QUERY
         ))),
     }
 }

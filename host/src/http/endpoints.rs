@@ -1,0 +1,122 @@
+//! What one declared route or read model answers: an ingress endpoint hands a request to its
+//! stage; a view answers the latest record of its topic for the key in the path, optionally
+//! shaped by a stage's plugin.
+
+use std::sync::{Arc, Mutex};
+
+use serde_json::json;
+
+use super::TopicView;
+use crate::plugin::{CallError, Header, InputEvent, PluggedInstance};
+use crate::stage::{Ingress, IngressRoute, PATH_HEADER_PREFIX, Reply};
+
+/// One `[[http.routes]]` entry, bound to its stage's ingress.
+pub struct IngressEndpoint {
+    /// HTTP method (`POST`, `PUT`, `PATCH` or `DELETE`).
+    pub method: String,
+    /// Path with `{parameters}`.
+    pub path: String,
+    /// The path's parameters: when there are none the handler extracts none.
+    pub params: Vec<String>,
+    /// The ingress of the route's stage (shared by every route of that stage).
+    pub ingress: Arc<Ingress>,
+    /// Schema, id field, idempotency key and event type of the route.
+    pub route: IngressRoute,
+}
+
+/// A stage's plugin that shapes a read model's answers (`http.views.stage`).
+pub struct ViewShaper {
+    /// The stage, for messages.
+    pub stage: String,
+    /// `ce_type` of the events handed to it.
+    pub event_type: String,
+    /// Its own instance of the stage's plugin (it follows hot swaps); calls take microseconds.
+    pub instance: Mutex<PluggedInstance>,
+}
+
+/// One `[[http.views]]` entry.
+pub struct ViewEndpoint {
+    /// Path with `{parameters}`.
+    pub path: String,
+    /// The parameter that holds the record key.
+    pub key_param: String,
+    /// The topic, for messages and as the shaping event's source.
+    pub topic: String,
+    /// The latest record per key of the topic.
+    pub view: Arc<TopicView>,
+    /// The plugin that shapes the answer, if any.
+    pub shaper: Option<ViewShaper>,
+}
+
+impl ViewEndpoint {
+    /// The answer to `GET` with these path parameters.
+    pub async fn answer(&self, params: &[(String, String)]) -> Reply {
+        let key = params
+            .iter()
+            .find(|(name, _)| name == &self.key_param)
+            .map(|(_, value)| value.as_str())
+            .unwrap_or_default();
+        let latest = self.view.get(key);
+        let Some(shaper) = &self.shaper else {
+            return match latest {
+                Some(record) => Reply {
+                    status: 200,
+                    body: record,
+                },
+                None => not_found(format!("{} has no record for {key} (yet)", self.topic)),
+            };
+        };
+        let event = InputEvent {
+            id: format!("view:{}:{key}", self.path),
+            event_type: shaper.event_type.clone(),
+            key: Some(key.to_string()),
+            payload: latest.unwrap_or(serde_json::Value::Null).to_string(),
+            headers: params
+                .iter()
+                .map(|(name, value)| Header {
+                    name: format!("{PATH_HEADER_PREFIX}{name}"),
+                    value: value.clone(),
+                })
+                .collect(),
+            topic: self.topic.clone(),
+        };
+        // Off the async worker: a plugin's WASI I/O runs `block_on` (see the ingress).
+        let called = tokio::task::block_in_place(|| match shaper.instance.lock() {
+            Ok(mut plugged) => Some(plugged.current().handle(&event)),
+            Err(_) => None,
+        });
+        match called {
+            None => error(
+                500,
+                format!("the plugin of stage {} is unavailable", shaper.stage),
+            ),
+            Some(Ok(outputs)) => match outputs.first() {
+                None => not_found(format!("no answer for {key}")),
+                Some(output) => match serde_json::from_str(&output.payload) {
+                    Ok(body) => Reply { status: 200, body },
+                    Err(e) => error(
+                        500,
+                        format!("stage {} answered with invalid JSON: {e}", shaper.stage),
+                    ),
+                },
+            },
+            Some(Err(CallError::Reject(message))) => not_found(message),
+            Some(Err(CallError::Retry(message))) => error(503, message),
+            Some(Err(CallError::Trap(message))) => {
+                tracing::error!(stage = %shaper.stage, path = %self.path, error = %message, "view plugin failed");
+                error(500, format!("stage {} failed: {message}", shaper.stage))
+            }
+        }
+    }
+}
+
+fn not_found(message: String) -> Reply {
+    error(404, message)
+}
+
+fn error(status: u16, message: String) -> Reply {
+    Reply {
+        status,
+        body: json!({ "error": message }),
+    }
+}
