@@ -56,7 +56,7 @@ pub struct Reporter {
 }
 
 impl Health {
-    /// A handle for `part` (for instance `stage:inventory`), registered as not ready with
+    /// A handle for `part` (for instance `stage:enricher`), registered as not ready with
     /// `initial` as its reason until it reports otherwise.
     pub fn reporter(&self, part: &str, initial: &str) -> Reporter {
         let reporter = Reporter {

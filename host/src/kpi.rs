@@ -277,7 +277,7 @@ mod tests {
     #[test]
     fn aggregates_a_window_into_one_event_per_indicator() {
         let hub = KpiHub::default();
-        let kpis = hub.stage("inventory");
+        let kpis = hub.stage("enricher");
         for micros in [100, 200, 300, 10_000] {
             kpis.processed("sha256:a", 2, Duration::from_micros(micros));
         }
@@ -288,7 +288,7 @@ mod tests {
         let value = |name: &str| {
             events
                 .iter()
-                .find(|e| e.kpi_name == format!("inventory.{name}"))
+                .find(|e| e.kpi_name == format!("enricher.{name}"))
                 .map(|e| e.value)
         };
         assert_eq!(value("events_processed"), Some(4));
@@ -299,12 +299,12 @@ mod tests {
         assert!(
             events
                 .iter()
-                .all(|e| e.stage == "inventory" && e.window_ms == 5000)
+                .all(|e| e.stage == "enricher" && e.window_ms == 5000)
         );
         assert!(
             events
                 .iter()
-                .filter(|e| e.kpi_name != "inventory.duplicates_dropped")
+                .filter(|e| e.kpi_name != "enricher.duplicates_dropped")
                 .all(|e| e.plugin_version.as_deref() == Some("sha256:a"))
         );
         assert!(

@@ -9,7 +9,7 @@ use super::model::{HTTP_INPUT, PipelineConfig, template_names};
 /// One thing wrong with the configuration, with the path of the offending key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
-    /// Dotted path of the key, e.g. `stages[inventory].outputs.confirmed`.
+    /// Dotted path of the key, e.g. `stages[enricher].outputs.confirmed`.
     pub key: String,
     /// What is wrong and, where it helps, how to fix it.
     pub message: String,

@@ -112,7 +112,7 @@ pub fn dead_letter_id(input_id: &str, stage: &str) -> String {
     derive(&format!("dlq\n{input_id}\n{stage}"))
 }
 
-/// The id of an ingress request identified by `request_key` (e.g. an order id).
+/// The id of an ingress request identified by `request_key` (e.g. a request id).
 pub fn ingress_id(request_key: &str) -> String {
     derive(&format!("http\n{request_key}"))
 }
@@ -144,12 +144,12 @@ mod tests {
 
     #[test]
     fn output_ids_are_deterministic_and_distinct() {
-        let a = output_id("in-1", "inventory", 0);
-        assert_eq!(a, output_id("in-1", "inventory", 0));
-        assert_ne!(a, output_id("in-1", "inventory", 1));
+        let a = output_id("in-1", "enricher", 0);
+        assert_eq!(a, output_id("in-1", "enricher", 0));
+        assert_ne!(a, output_id("in-1", "enricher", 1));
         assert_ne!(a, output_id("in-1", "warehouse", 0));
-        assert_ne!(a, output_id("in-2", "inventory", 0));
-        assert_ne!(dead_letter_id("in-1", "inventory"), a);
+        assert_ne!(a, output_id("in-2", "enricher", 0));
+        assert_ne!(dead_letter_id("in-1", "enricher"), a);
         assert!(Uuid::parse_str(&a).is_ok());
     }
 
@@ -157,8 +157,8 @@ mod tests {
     fn headers_round_trip_and_drop_foreign_ce_headers() {
         let event = CloudEvent {
             id: "id-1".into(),
-            event_type: "OrderConfirmed".into(),
-            source: "/stagehost/inventory".into(),
+            event_type: "ThingConfirmed".into(),
+            source: "/stagehost/enricher".into(),
             time: "2026-11-25T10:00:00Z".into(),
             plugin_version: Some("sha256:00".into()),
         };
@@ -166,7 +166,7 @@ mod tests {
         let borrowed: &BorrowedHeaders = headers.as_borrowed();
         let pairs = header_pairs(Some(borrowed));
         assert_eq!(find(&pairs, ID), Some("id-1"));
-        assert_eq!(find(&pairs, TYPE), Some("OrderConfirmed"));
+        assert_eq!(find(&pairs, TYPE), Some("ThingConfirmed"));
         assert_eq!(find(&pairs, SPECVERSION), Some("1.0"));
         assert_eq!(find(&pairs, PLUGIN_VERSION), Some("sha256:00"));
         assert_eq!(find(&pairs, "trace"), Some("t-1"));

@@ -333,7 +333,7 @@ mod tests {
     fn origin() -> Origin {
         Origin {
             stage: "warehouse".into(),
-            source_topic: "OrderConfirmed".into(),
+            source_topic: "ThingConfirmed".into(),
             partition: 2,
             offset: 41,
         }
@@ -346,17 +346,17 @@ mod tests {
     #[test]
     fn keeps_json_bodies_as_json_and_adds_context() {
         let letter = DeadLetter::new(
-            br#"{"order_id":"o-1"}"#,
+            br#"{"thing_id":"o-1"}"#,
             "rejected: bad".into(),
             origin(),
             "sha256:ab",
             "id-1",
         );
         let json: serde_json::Value = serde_json::from_slice(&letter.to_json()).unwrap();
-        assert_eq!(json["original_event"]["order_id"], "o-1");
+        assert_eq!(json["original_event"]["thing_id"], "o-1");
         assert_eq!(json["error"], "rejected: bad");
         assert_eq!(json["stage"], "warehouse");
-        assert_eq!(json["source_topic"], "OrderConfirmed");
+        assert_eq!(json["source_topic"], "ThingConfirmed");
         assert_eq!(json["partition"], 2);
         assert_eq!(json["offset"], 41);
         assert_eq!(json["plugin_version"], "sha256:ab");
@@ -375,7 +375,7 @@ mod tests {
     fn assert_bounded(payload: &[u8], error: String) -> serde_json::Value {
         let mut letter = DeadLetter::new(payload, error, origin(), "sha256:ab", "id-1");
         letter.attempts = 3;
-        letter.event_type = Some("OrderPickedAndPacked".into());
+        letter.event_type = Some("ThingPacked".into());
         let bytes = letter.to_json();
         assert!(bytes.len() <= DEFAULT_MAX_BYTES, "{} bytes", bytes.len());
         // Not much room wasted either.
@@ -389,7 +389,7 @@ mod tests {
             assert!(!json[field].is_null(), "{field} missing: {json}");
         }
         assert_eq!(json["attempts"], 3);
-        assert_eq!(json["event_type"], "OrderPickedAndPacked");
+        assert_eq!(json["event_type"], "ThingPacked");
         let cut = &json["truncated"]["original_event"];
         assert_eq!(cut["size_bytes"], payload.len());
         assert_eq!(cut["sha256"], hex_digest(payload));

@@ -161,9 +161,9 @@ mod tests {
     fn validator() -> Validator {
         jsonschema::draft202012::new(&serde_json::json!({
             "type": "object",
-            "required": ["order_id", "items"],
+            "required": ["thing_id", "items"],
             "properties": {
-                "order_id": {"type": "string"},
+                "thing_id": {"type": "string"},
                 "items": {"type": "array", "items": {
                     "type": "object",
                     "properties": {"quantity": {"type": "integer", "minimum": 1}}
@@ -221,16 +221,16 @@ mod tests {
 
     #[test]
     fn accepts_a_valid_event() {
-        let event = serde_json::json!({"order_id": "o-1", "items": [{"quantity": 1}]});
+        let event = serde_json::json!({"thing_id": "o-1", "items": [{"quantity": 1}]});
         assert_eq!(check(&validator(), &event), Ok(()));
     }
 
     #[test]
     fn names_the_offending_field() {
-        let event = serde_json::json!({"order_id": "o-1", "items": [{"quantity": 0}]});
+        let event = serde_json::json!({"thing_id": "o-1", "items": [{"quantity": 0}]});
         let error = check(&validator(), &event).unwrap_err();
         assert!(error.contains("/items/0/quantity"), "{error}");
         let missing = check(&validator(), &serde_json::json!({"items": []})).unwrap_err();
-        assert!(missing.contains("order_id"), "{missing}");
+        assert!(missing.contains("thing_id"), "{missing}");
     }
 }

@@ -475,7 +475,7 @@ impl Worker {
             }) => {
                 tracing::debug!(stage = %self.context.name, id = %input.id, topic = %input.origin.source_topic,
                     partition = input.origin.partition, offset = input.origin.offset,
-                    order_id = input.key.unwrap_or_default(), outputs = outputs.len(), "processed");
+                    key = input.key.unwrap_or_default(), outputs = outputs.len(), "processed");
                 let fate = Fate::Published(outputs.len(), plugin);
                 records.extend(outputs);
                 if let Some(parts) = &self.state
@@ -521,7 +521,7 @@ impl Worker {
         };
         tracing::warn!(stage = %self.context.name, id = %input.id, topic = %input.origin.source_topic,
             partition = input.origin.partition, offset = input.origin.offset,
-            order_id = input.key.unwrap_or_default(), error = %failure.reason(), attempt, "dead-lettering event");
+            key = input.key.unwrap_or_default(), error = %failure.reason(), attempt, "dead-lettering event");
         records.push(
             self.context
                 .dead_letter(input, &failure, &plugin.version, attempt),
