@@ -466,9 +466,15 @@ mod tests {
     fn config_with(input: &str) -> PipelineConfig {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("p.wasm"), b"").unwrap();
+        // A stage fed over HTTP needs a route.
+        let route = if input == "\"http\"" {
+            "[[http.routes]]\npath = \"/in\"\nstage = \"s\"\nid_field = \"id\"\nevent_type = \"In\"\n"
+        } else {
+            ""
+        };
         let config = crate::config::parse(
             &format!(
-                "[kafka]\nbrokers = \"x:1\"\n[kpi]\nenabled = false\n\
+                "[kafka]\nbrokers = \"x:1\"\n[kpi]\nenabled = false\n{route}\
                  [dead_letter]\ntopic = \"DLQ\"\n[topics.DLQ]\n[topics.A]\n[topics.B]\n\
                  [[stages]]\nname = \"s\"\nplugin = \"p.wasm\"\ninput = {input}\n"
             ),
