@@ -368,6 +368,33 @@ pub(super) fn ingress_endpoints(
         .collect()
 }
 
+/// How long a read model may wait for its topic's partitions to get leaders (a topic the host
+/// has just created may have none for a moment).
+const VIEW_START_PATIENCE: Duration = Duration::from_secs(15);
+
+/// Starts a view, trying again while its topic's metadata or end offsets cannot be read yet.
+async fn start_view(
+    brokers: &str,
+    topic: &str,
+    reporter: Reporter,
+) -> anyhow::Result<Arc<TopicView>> {
+    let deadline = std::time::Instant::now() + VIEW_START_PATIENCE;
+    loop {
+        match TopicView::start(brokers, topic, reporter.clone()).await {
+            Ok(view) => return Ok(view),
+            Err(error) if std::time::Instant::now() < deadline => {
+                tracing::debug!(
+                    topic,
+                    error = format!("{error:#}"),
+                    "view not startable yet; trying again"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
+
 /// Starts the read models: each view's topic reader, and its shaping plugin instance.
 pub(super) async fn views(
     config: &PipelineConfig,
@@ -377,7 +404,7 @@ pub(super) async fn views(
     let mut endpoints = Vec::new();
     for view in &config.http.views {
         let reporter = health.reporter(&format!("view:{}", view.topic), "reading its topic");
-        let topic = TopicView::start(&config.kafka.brokers, &view.topic, reporter).await?;
+        let topic = start_view(&config.kafka.brokers, &view.topic, reporter).await?;
         let shaper = match (&view.stage, &view.event_type) {
             (Some(stage), Some(event_type)) => {
                 let slot = slots
