@@ -20,10 +20,11 @@ use crate::kpi::StageKpis;
 use crate::plugin::{InstanceSettings, PluggedInstance, PluginEngine, PluginSlot};
 use crate::stage::{
     Answers, Deduplicator, KpiTarget, ProcessedLog, ProducerFactory, RebalanceTracker, Route,
-    StageConsumer, StageContext, StageRunner, StageStateParts, TransactionalAnswers, Worker,
+    StageConsumer, StageContext, StageRunner, StageStateParts, StuckBook, TransactionalAnswers,
+    Worker,
 };
 use crate::state::{KeyedState, changelog_topic};
-use crate::store::StateStore;
+use crate::store::{LocalStore, Scope, Table};
 
 pub(super) fn settings(stage: &StageConfig) -> InstanceSettings {
     let config = serde_json::to_value(&stage.config)
@@ -73,7 +74,7 @@ pub(super) async fn ingress_answers(
     config: &PipelineConfig,
     stage: &StageConfig,
     shared_producer: &FutureProducer,
-    store: &StateStore,
+    store: &LocalStore,
     health: Reporter,
 ) -> anyhow::Result<Answers> {
     if stage.mode == ProcessingMode::AtLeastOnce {
@@ -108,7 +109,12 @@ pub(super) async fn ingress_answers(
         partitions,
         make,
         health,
-        config.state.idempotency_retention,
+        Table::expiring(
+            store,
+            &format!("answers:{group}"),
+            Scope::Topic,
+            config.state.idempotency_retention,
+        ),
     )
     .await?;
     Ok(Answers::Transactional(answers))
@@ -131,6 +137,17 @@ fn transactional_producer(
     Ok(producer)
 }
 
+/// What the stages of a host share.
+#[derive(Clone, Copy)]
+pub(super) struct HostParts<'a> {
+    /// The shared idempotent producer.
+    pub(super) producer: &'a FutureProducer,
+    /// The local store (a patient handle).
+    pub(super) store: &'a LocalStore,
+    /// Records held because they cannot be dead-lettered.
+    pub(super) stuck: &'a StuckBook,
+}
+
 /// Builds the runner of a topic-fed stage: its consumer, its producer (its own transactional
 /// one in exactly-once mode), its changelog when the plugin keeps state.
 pub(super) async fn topic_stage(
@@ -138,10 +155,14 @@ pub(super) async fn topic_stage(
     stage: &StageConfig,
     context: Arc<StageContext>,
     instance: PluggedInstance,
-    shared_producer: &FutureProducer,
-    store: &StateStore,
+    host: HostParts<'_>,
     health: &Reporter,
 ) -> anyhow::Result<StageRunner> {
+    let HostParts {
+        producer: shared_producer,
+        store,
+        stuck,
+    } = host;
     let group = stage.group_id();
     let exactly_once = stage.mode == ProcessingMode::ExactlyOnce;
     let inputs = stage.inputs();
@@ -167,7 +188,11 @@ pub(super) async fn topic_stage(
             ensure_changelog(&config.kafka.brokers, &changelog, first, replication).await?;
         }
         Some(StageStateParts {
-            keyed: Arc::new(std::sync::Mutex::new(KeyedState::default())),
+            keyed: Arc::new(std::sync::Mutex::new(KeyedState::new(Table::new(
+                store,
+                &format!("state:{group}"),
+                Scope::Partition,
+            )))),
             changelog,
             brokers: config.kafka.brokers.clone(),
         })
@@ -201,10 +226,16 @@ pub(super) async fn topic_stage(
             )
             .await?;
         }
+        let table = Table::expiring(
+            store,
+            &format!("processed:{group}"),
+            Scope::Partition,
+            config.state.idempotency_retention,
+        );
         Deduplicator::Transactional(ProcessedLog::new(
             topic,
             config.kafka.brokers.clone(),
-            config.state.idempotency_retention,
+            table,
         ))
     } else {
         Deduplicator::Local {
@@ -274,6 +305,7 @@ pub(super) async fn topic_stage(
             retry: stage.retry.clone(),
             retries: Default::default(),
             health: health.clone(),
+            stuck: stuck.clone(),
         },
     })
 }

@@ -25,8 +25,11 @@ use crate::kafka::{ensure_topics, producer_config};
 use crate::kpi::{KpiHub, publish_loop};
 use crate::plugin::PluginEngine;
 use crate::stage::Ingress;
-use crate::store::StateStore;
-use build::{INGRESS_EVENT_TYPE, catalog, context, event_type, ingress_answers, topic_stage};
+use crate::stage::StuckBook;
+use crate::store::LocalStore;
+use build::{
+    HostParts, INGRESS_EVENT_TYPE, catalog, context, event_type, ingress_answers, topic_stage,
+};
 use supervise::{Restart, supervise};
 
 /// How long an at-least-once stage waits for a failed idempotency store to be reopened before
@@ -82,7 +85,7 @@ pub async fn run(
     );
     // The ingress gets the plain handle (a request gets 503 at once while the store is failed);
     // stages a patient one.
-    let store = StateStore::open(&config.state.dir)?;
+    let store = LocalStore::open(&config.state.dir)?;
     let stage_store = store.patient(STORE_PATIENCE);
     let schemas = SchemaRegistry::from_config(&config)?;
     let producer: FutureProducer = producer_config(&config.kafka)
@@ -102,6 +105,7 @@ pub async fn run(
     // wait instead of their sum.
     let mut ingress = None;
     let mut building = Vec::new();
+    let stuck = StuckBook::new(health.clone());
     for stage in &config.stages {
         let (slot, instance) = plugins
             .remove(&stage.name)
@@ -131,14 +135,18 @@ pub async fn run(
         }
         let reporter = health.reporter(&format!("stage:{}", stage.name), "starting");
         let store = stage_store.clone();
+        let stuck = stuck.clone();
         building.push(tokio::spawn(async move {
             let runner = topic_stage(
                 &config,
                 &stage,
                 context.clone(),
                 instance,
-                &producer,
-                &store,
+                HostParts {
+                    producer: &producer,
+                    store: &store,
+                    stuck: &stuck,
+                },
                 &reporter,
             )
             .await?;
@@ -152,6 +160,7 @@ pub async fn run(
                     producer,
                     store,
                     health: reporter,
+                    stuck,
                 },
             ))
         }));
@@ -207,7 +216,8 @@ pub async fn run(
     let admin_task = if config.admin.enabled {
         let listener = crate::http::bind(&config.admin.listen).await?;
         tracing::info!(address = %config.admin.listen, "admin API listening");
-        let router = crate::admin::router(slots.clone(), config.admin.max_plugin_bytes);
+        let router =
+            crate::admin::router(slots.clone(), stuck.clone(), config.admin.max_plugin_bytes);
         let mut stop = stop_rx.clone();
         Some(tokio::spawn(crate::http::serve(
             listener,
@@ -226,11 +236,14 @@ pub async fn run(
         let topic = topic.clone();
         let brokers = config.kafka.brokers.clone();
         let health = health.clone();
+        let store = store.clone();
         async move {
             match topic {
                 Some(topic) => {
                     let reporter = health.reporter(&format!("view:{topic}"), "reading its topic");
-                    TopicView::start(&brokers, &topic, reporter).await.map(Some)
+                    TopicView::start(&brokers, &topic, &store, reporter)
+                        .await
+                        .map(Some)
                 }
                 None => Ok(None),
             }

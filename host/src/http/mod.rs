@@ -126,16 +126,29 @@ fn not_configured(what: &str) -> Response {
     })
 }
 
+/// A read model cannot answer because the local store fails: `503`, try again.
+fn store_failed(error: &crate::store::StoreError) -> Response {
+    let mut response = json_response(Reply {
+        status: 503,
+        body: json!({"error": error.to_string()}),
+    });
+    response
+        .headers_mut()
+        .insert("retry-after", axum::http::HeaderValue::from_static("2"));
+    response
+}
+
 async fn order_status(State(state): State<HttpState>, Path(order_id): Path<String>) -> Response {
     let Some(view) = &state.order_status else {
         return not_configured("http.order_status_topic");
     };
     match view.get(&order_id) {
-        Some(status) => json_response(Reply {
+        Err(error) => store_failed(&error),
+        Ok(Some(status)) => json_response(Reply {
             status: 200,
             body: status,
         }),
-        None => json_response(Reply {
+        Ok(None) => json_response(Reply {
             status: 404,
             body: json!({"error": format!("no order {order_id} is known (yet)")}),
         }),
@@ -146,7 +159,11 @@ async fn stock(State(state): State<HttpState>, Path(product_id): Path<String>) -
     let Some(view) = &state.stock else {
         return not_configured("http.stock_topic");
     };
-    let body = match (view.get(&product_id), state.catalog.get(&product_id)) {
+    let entry = match view.get(&product_id) {
+        Ok(entry) => entry,
+        Err(error) => return store_failed(&error),
+    };
+    let body = match (entry, state.catalog.get(&product_id)) {
         (Some(entry), _) => json!({
             "product_id": product_id,
             "stock": entry.get("stock").cloned().unwrap_or(serde_json::Value::Null),
