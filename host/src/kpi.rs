@@ -116,6 +116,28 @@ impl StageKpis {
         events
     }
 
+    /// The size of the stage's keyed state at the end of a window of length `window`: entries
+    /// (`state_keys`, the store's estimate) and bytes on disk (`state_bytes`).
+    pub fn state_size(&self, window: Duration, keys: u64, bytes: u64) -> Vec<KpiEvent> {
+        let timestamp = unix_ms(SystemTime::now());
+        let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
+        [
+            ("state_keys", "count", keys),
+            ("state_bytes", "bytes", bytes),
+        ]
+        .into_iter()
+        .map(|(name, metric, value)| KpiEvent {
+            kpi_name: format!("{}.{name}", self.stage),
+            metric: metric.into(),
+            value,
+            timestamp,
+            stage: self.stage.to_string(),
+            window_ms,
+            plugin_version: None,
+        })
+        .collect()
+    }
+
     fn with_window<F: FnOnce(&mut Window)>(&self, version: Option<&str>, update: F) {
         if let Ok(mut windows) = self.windows.lock() {
             let window = match windows.get_mut(&version.map(str::to_string)) {

@@ -75,6 +75,20 @@ enum Command {
         #[command(subcommand)]
         command: PluginCommand,
     },
+    /// Records held because they cannot be dead-lettered, and what to do with them (through
+    /// the admin API of the host that holds them).
+    Stuck {
+        /// The host's admin API address (`admin.listen`).
+        #[arg(
+            long,
+            global = true,
+            env = "STAGEHOST_ADMIN",
+            default_value = "127.0.0.1:9091"
+        )]
+        admin: String,
+        #[command(subcommand)]
+        command: StuckCommand,
+    },
     /// Open-loop load through the HTTP ingress: orders at a fixed rate, latency from each
     /// order's due time to its last delivered notification (HDR histogram).
     Load {
@@ -119,6 +133,35 @@ enum PluginCommand {
     Rollback {
         /// The stage.
         stage: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum StuckCommand {
+    /// The held records: stage, topic, partition, offset and why.
+    List {
+        /// Print JSON instead of lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Commit past the held record without publishing anything for it (it stays readable at
+    /// its offset).
+    Skip {
+        /// The stage.
+        stage: String,
+        /// The topic of the held record.
+        topic: String,
+        /// Its partition.
+        partition: i32,
+    },
+    /// Handle the held record again (once its dead-letter topic takes it).
+    Retry {
+        /// The stage.
+        stage: String,
+        /// The topic of the held record.
+        topic: String,
+        /// Its partition.
+        partition: i32,
     },
 }
 
@@ -171,6 +214,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Run { config, watch } => run(&config, watch).await,
             Command::Plugin { admin, command } => plugin(&admin, command).await,
+            Command::Stuck { admin, command } => stuck(&admin, command).await,
             Command::Dlq { config, command } => dlq(&config, command).await,
             Command::Load { options, json } => {
                 let report = stagehost::load::run(&options).await?;
@@ -269,6 +313,55 @@ async fn plugin(admin: &str, command: PluginCommand) -> anyhow::Result<()> {
             );
         }
     }
+    Ok(())
+}
+
+async fn stuck(admin: &str, command: StuckCommand) -> anyhow::Result<()> {
+    use stagehost::stage::Decision;
+    let client = AdminClient::new(admin)?;
+    let (decision, stage, topic, partition) = match command {
+        StuckCommand::List { json } => {
+            let records = client.stuck().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&records)?);
+            } else if records.is_empty() {
+                println!("no record is held");
+            } else {
+                for record in records {
+                    println!(
+                        "{} {}/{}@{}: {}{}",
+                        record.stage,
+                        record.topic,
+                        record.partition,
+                        record.offset,
+                        record.reason,
+                        record
+                            .decision
+                            .map(|d| format!(" (decided: {d:?})"))
+                            .unwrap_or_default()
+                    );
+                }
+            }
+            return Ok(());
+        }
+        StuckCommand::Skip {
+            stage,
+            topic,
+            partition,
+        } => (Decision::Skip, stage, topic, partition),
+        StuckCommand::Retry {
+            stage,
+            topic,
+            partition,
+        } => (Decision::Retry, stage, topic, partition),
+    };
+    let record = client
+        .decide_stuck(&stage, &topic, partition, decision)
+        .await?;
+    println!(
+        "{} {}/{}@{}: {:?} (carried out when the stage next looks at the partition, within a second)",
+        record.stage, record.topic, record.partition, record.offset, decision
+    );
     Ok(())
 }
 

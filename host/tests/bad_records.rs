@@ -381,3 +381,146 @@ async fn long_ids_and_amounts_that_do_not_add_up_are_refused_and_the_pipeline_go
     let received = read_to_end(&pipeline.topic("OrderReceived"), READ_TIMEOUT).await;
     assert_eq!(received.len(), 1, "only the good order was published");
 }
+
+/// Sets `max.message.bytes` of `topic`.
+async fn limit_message_bytes(topic: &str, bytes: usize) {
+    use rdkafka::admin::AlterConfig;
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", common::brokers())
+        .create()
+        .unwrap();
+    let value = bytes.to_string();
+    let change = AlterConfig::new(ResourceSpecifier::Topic(topic)).set("max.message.bytes", &value);
+    let results = admin
+        .alter_configs(&[change], &AdminOptions::new())
+        .await
+        .unwrap();
+    for result in results {
+        result.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_that_cannot_be_dead_lettered_holds_only_its_partition_until_an_operator_skips_it()
+{
+    let mut pipeline = TestPipeline::new(|_| {});
+    pipeline.start();
+    let packed = pipeline.topic("OrderPickedAndPacked");
+    let delivered = pipeline.topic("NotificationDelivered");
+    let dead_letter_topic = pipeline.topic("DeadLetterQueue");
+    // The dead-letter topic takes 2 KB records; the letter of a 20 KB bad record of random
+    // letters (which compression cannot shrink below that) cannot fit.
+    limit_message_bytes(&dead_letter_topic, 2048).await;
+    let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+    let noise: String = (0..20 * 1024)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            char::from(b'a' + (seed % 26) as u8)
+        })
+        .collect();
+    let bad = format!("\"{noise}\"");
+    produce_raw(&packed, "bad-held", bad.as_bytes(), &[]).await;
+    let held = by_key(&read_to_end(&packed, READ_TIMEOUT).await, "bad-held").clone();
+    let part = format!("stuck:shipper/{packed}/{}", held.partition);
+
+    wait_until("the partition held and named in /readyz", TIMEOUT, || {
+        let pipeline = &pipeline;
+        let part = part.clone();
+        async move {
+            let (status, body) = pipeline.get("/readyz").await;
+            status == 503 && body["problems"][&part]["reason"].is_string()
+        }
+    })
+    .await;
+    let (_, body) = pipeline.get("/readyz").await;
+    let reason = body["problems"][&part]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains(&format!("offset {}", held.offset))
+            && reason.contains("stagehost stuck skip"),
+        "{reason}"
+    );
+
+    // The other partitions go on: orders flow while the partition is held.
+    let orders: Vec<String> = (0..9).map(|i| format!("order-held-{i}")).collect();
+    for id in &orders {
+        let (status, answer) = pipeline.post_order(&order(id, "prod-789", 1)).await;
+        assert_eq!(status, 202, "{answer}");
+    }
+    let delivered_for =
+        |records: &[Record], id: &str| records.iter().filter(|r| r.value["order_id"] == id).count();
+    wait_until("orders of the other partitions delivered", TIMEOUT, || {
+        let (delivered, orders) = (delivered.clone(), orders.clone());
+        async move {
+            let records = read_to_end(&delivered, READ_TIMEOUT).await;
+            orders.iter().any(|id| delivered_for(&records, id) >= 3)
+        }
+    })
+    .await;
+
+    let admin = pipeline.admin.clone();
+    let cli = |args: Vec<String>| {
+        let admin = admin.clone();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                let mut all: Vec<&str> = vec!["stuck", "--admin", &admin];
+                all.extend(args.iter().map(String::as_str));
+                stagehost(&all)
+            })
+            .await
+            .unwrap()
+        }
+    };
+    let (ok, out, err) = cli(vec!["list".into()]).await;
+    assert!(ok, "{err}");
+    assert!(
+        out.contains(&format!(
+            "shipper {packed}/{}@{}",
+            held.partition, held.offset
+        )) && out.contains("MessageSizeTooLarge"),
+        "{out}"
+    );
+    let (ok, out, err) = cli(vec![
+        "skip".into(),
+        "shipper".into(),
+        packed.clone(),
+        held.partition.to_string(),
+    ])
+    .await;
+    assert!(ok, "{out}{err}");
+
+    // Skipped: the partition goes on, every order is delivered, the host is ready again.
+    wait_until("every order delivered after the skip", TIMEOUT, || {
+        let (delivered, orders) = (delivered.clone(), orders.clone());
+        async move {
+            let records = read_to_end(&delivered, READ_TIMEOUT).await;
+            orders.iter().all(|id| delivered_for(&records, id) >= 3)
+        }
+    })
+    .await;
+    wait_until("ready again", TIMEOUT, || {
+        let pipeline = &pipeline;
+        async move { pipeline.get("/readyz").await.0 == 200 }
+    })
+    .await;
+    let records = read_to_end(&delivered, READ_TIMEOUT).await;
+    for id in &orders {
+        assert_eq!(delivered_for(&records, id), 3, "order {id}");
+    }
+    let letters = read_to_end(&dead_letter_topic, READ_TIMEOUT).await;
+    assert!(
+        letters.iter().all(|r| r.key.as_deref() != Some("bad-held")),
+        "a skipped record is not dead-lettered"
+    );
+    assert!(
+        pipeline
+            .logs()
+            .contains("skipping a record that could not be dead-lettered"),
+        "the skip is logged"
+    );
+    let (ok, out, _) = cli(vec!["list".into()]).await;
+    assert!(ok && out.contains("no record is held"), "{out}");
+    let status = pipeline.stop("TERM");
+    assert!(status.success(), "{status}");
+}

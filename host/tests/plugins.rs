@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use stagehost::config::LimitsConfig;
 use stagehost::plugin::{CallError, InputEvent, InstanceSettings, PluginEngine, StageInstance};
 use stagehost::state::KeyedState;
+use stagehost::store::{LocalStore, Scope, Table};
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -83,8 +84,14 @@ fn the_plugins_produce_schema_valid_outputs_stage_by_stage() {
     assert_fits("order-received.schema.json", &received[0].payload);
 
     // Inventory is one component in three roles; stock and reservation keep state.
-    let state = Arc::new(Mutex::new(KeyedState::default()));
-    state.lock().unwrap().install(0, Default::default());
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalStore::open(dir.path()).unwrap();
+    let state = Arc::new(Mutex::new(KeyedState::new(Table::new(
+        &store,
+        "state:test",
+        Scope::Partition,
+    ))));
+    state.lock().unwrap().restored(0);
     let mut inventory = instance(&engine, "inventory", catalog.clone());
     let split = inventory
         .handle(&event("OrderReceived", order(Some("received"))))
@@ -111,7 +118,7 @@ fn the_plugins_produce_schema_valid_outputs_stage_by_stage() {
         "10 in stock, 2 reserved"
     );
     state.lock().unwrap().stage(0, writes);
-    state.lock().unwrap().commit();
+    state.lock().unwrap().commit().unwrap();
 
     let mut decided = Vec::new();
     for payload in [&split[0].payload, &reserved[0].payload] {
@@ -122,7 +129,7 @@ fn the_plugins_produce_schema_valid_outputs_stage_by_stage() {
             )
             .unwrap();
         state.lock().unwrap().stage(0, writes);
-        state.lock().unwrap().commit();
+        state.lock().unwrap().commit().unwrap();
         decided = outputs;
     }
     let outputs: Vec<&str> = decided.iter().map(|o| o.output.as_str()).collect();

@@ -406,7 +406,7 @@ async fn a_full_state_dir_is_loud_and_heals_without_a_restart_or_a_storm_of_rede
         store_lines[..store_lines.len().min(12)].join("\n")
     );
     assert!(
-        logs.contains("the idempotency store was reopened from disk"),
+        logs.contains("the local store was reopened from disk"),
         "the store was not reopened:\n{logs}"
     );
     let rebuilt: Vec<&str> = logs

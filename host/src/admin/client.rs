@@ -1,4 +1,5 @@
-//! `stagehost plugin list | swap | rollback`: requests to a running host's admin API.
+//! `stagehost plugin list | swap | rollback` and `stagehost stuck list | skip | retry`:
+//! requests to a running host's admin API.
 
 use std::path::Path;
 use std::time::Duration;
@@ -7,6 +8,7 @@ use anyhow::Context;
 
 use super::PATH_HEADER;
 use crate::plugin::{SlotReport, SwapOutcome};
+use crate::stage::{Decision, StuckRecord};
 
 /// A client of one host's admin API.
 pub struct AdminClient {
@@ -61,6 +63,41 @@ impl AdminClient {
         let response = self
             .http
             .post(format!("{}/plugins/{stage}/rollback", self.base))
+            .send()
+            .await
+            .with_context(|| self.unreachable())?;
+        decode(response).await
+    }
+
+    /// The records held because they cannot be dead-lettered.
+    pub async fn stuck(&self) -> anyhow::Result<Vec<StuckRecord>> {
+        let response = self
+            .http
+            .get(format!("{}/stuck", self.base))
+            .send()
+            .await
+            .with_context(|| self.unreachable())?;
+        decode(response).await
+    }
+
+    /// Decides what happens to the record held on `topic`/`partition` of `stage`.
+    pub async fn decide_stuck(
+        &self,
+        stage: &str,
+        topic: &str,
+        partition: i32,
+        decision: Decision,
+    ) -> anyhow::Result<StuckRecord> {
+        let action = match decision {
+            Decision::Skip => "skip",
+            Decision::Retry => "retry",
+        };
+        let response = self
+            .http
+            .post(format!(
+                "{}/stuck/{stage}/{topic}/{partition}/{action}",
+                self.base
+            ))
             .send()
             .await
             .with_context(|| self.unreachable())?;

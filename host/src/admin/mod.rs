@@ -6,6 +6,10 @@
 //! - `PUT /plugins/{stage}`: body = the new component's bytes (header `x-plugin-path` names
 //!   its file for the history). `200` with the outcome, `422` naming why it was refused.
 //! - `POST /plugins/{stage}/rollback`: back to the version live before the current one.
+//! - `GET /stuck`: records held because they cannot be dead-lettered (see
+//!   [`crate::stage::StuckBook`]).
+//! - `POST /stuck/{stage}/{topic}/{partition}/skip` or `…/retry`: the operator's decision on
+//!   the record held there; `404` naming what is held when nothing is.
 
 pub mod client;
 
@@ -22,6 +26,7 @@ use axum::routing::{get, post};
 use serde_json::json;
 
 use crate::plugin::{PluginSlot, SwapError, SwapOutcome};
+use crate::stage::{Decision, StuckBook};
 
 /// Header of a swap request naming the component's file (for the history and messages).
 pub const PATH_HEADER: &str = "x-plugin-path";
@@ -29,14 +34,54 @@ pub const PATH_HEADER: &str = "x-plugin-path";
 /// The live plugin slot of every stage, by stage name.
 pub type Slots = Arc<BTreeMap<String, Arc<PluginSlot>>>;
 
-/// The admin router over `slots`; swap bodies may be up to `max_plugin_bytes`.
-pub fn router(slots: Slots, max_plugin_bytes: usize) -> Router {
-    Router::new()
+/// The admin router over `slots` and `stuck`; swap bodies may be up to `max_plugin_bytes`.
+pub fn router(slots: Slots, stuck: StuckBook, max_plugin_bytes: usize) -> Router {
+    let plugins = Router::new()
         .route("/plugins", get(list))
         .route("/plugins/{stage}", get(show).put(swap))
         .route("/plugins/{stage}/rollback", post(rollback))
         .layer(DefaultBodyLimit::max(max_plugin_bytes))
-        .with_state(slots)
+        .with_state(slots);
+    let stuck = Router::new()
+        .route("/stuck", get(list_stuck))
+        .route("/stuck/{stage}/{topic}/{partition}/skip", post(skip_stuck))
+        .route(
+            "/stuck/{stage}/{topic}/{partition}/retry",
+            post(retry_stuck),
+        )
+        .with_state(stuck);
+    plugins.merge(stuck)
+}
+
+async fn list_stuck(State(stuck): State<StuckBook>) -> Response {
+    axum::Json(stuck.list()).into_response()
+}
+
+async fn skip_stuck(
+    State(stuck): State<StuckBook>,
+    Path((stage, topic, partition)): Path<(String, String, i32)>,
+) -> Response {
+    decide(&stuck, &stage, &topic, partition, Decision::Skip)
+}
+
+async fn retry_stuck(
+    State(stuck): State<StuckBook>,
+    Path((stage, topic, partition)): Path<(String, String, i32)>,
+) -> Response {
+    decide(&stuck, &stage, &topic, partition, Decision::Retry)
+}
+
+fn decide(
+    stuck: &StuckBook,
+    stage: &str,
+    topic: &str,
+    partition: i32,
+    decision: Decision,
+) -> Response {
+    match stuck.decide(stage, topic, partition, decision) {
+        Ok(record) => axum::Json(record).into_response(),
+        Err(why) => error(StatusCode::NOT_FOUND, &why),
+    }
 }
 
 async fn list(State(slots): State<Slots>) -> Response {

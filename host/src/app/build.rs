@@ -23,10 +23,10 @@ use crate::plugin::{InstanceSettings, PluggedInstance, PluginEngine, PluginSlot}
 use crate::stage::{
     Answers, Deduplicator, Ingress, IngressRoute, KpiTarget, ProcessedLog, ProducerFactory,
     RebalanceTracker, Route, StageConsumer, StageContext, StageRunner, StageStateParts,
-    TransactionalAnswers, Worker,
+    StuckBook, TransactionalAnswers, Worker,
 };
 use crate::state::{KeyedState, changelog_topic};
-use crate::store::StateStore;
+use crate::store::{LocalStore, Scope, Table};
 
 pub(super) fn settings(stage: &StageConfig) -> InstanceSettings {
     let config = serde_json::to_value(&stage.config)
@@ -76,7 +76,7 @@ pub(super) async fn ingress_answers(
     config: &PipelineConfig,
     stage: &StageConfig,
     shared_producer: &FutureProducer,
-    store: &StateStore,
+    store: &LocalStore,
     health: Reporter,
 ) -> anyhow::Result<Answers> {
     if stage.mode == ProcessingMode::AtLeastOnce {
@@ -111,7 +111,12 @@ pub(super) async fn ingress_answers(
         partitions,
         make,
         health,
-        config.state.idempotency_retention,
+        Table::expiring(
+            store,
+            &format!("answers:{group}"),
+            Scope::Topic,
+            config.state.idempotency_retention,
+        ),
     )
     .await?;
     Ok(Answers::Transactional(answers))
@@ -134,6 +139,17 @@ fn transactional_producer(
     Ok(producer)
 }
 
+/// What the stages of a host share.
+#[derive(Clone, Copy)]
+pub(super) struct HostParts<'a> {
+    /// The shared idempotent producer.
+    pub(super) producer: &'a FutureProducer,
+    /// The local store (a patient handle).
+    pub(super) store: &'a LocalStore,
+    /// Records held because they cannot be dead-lettered.
+    pub(super) stuck: &'a StuckBook,
+}
+
 /// Builds the runner of a topic-fed stage: its consumer, its producer (its own transactional
 /// one in exactly-once mode), its changelog when the plugin keeps state.
 pub(super) async fn topic_stage(
@@ -141,10 +157,14 @@ pub(super) async fn topic_stage(
     stage: &StageConfig,
     context: Arc<StageContext>,
     instance: PluggedInstance,
-    shared_producer: &FutureProducer,
-    store: &StateStore,
+    host: HostParts<'_>,
     health: &Reporter,
 ) -> anyhow::Result<StageRunner> {
+    let HostParts {
+        producer: shared_producer,
+        store,
+        stuck,
+    } = host;
     let group = stage.group_id();
     let exactly_once = stage.mode == ProcessingMode::ExactlyOnce;
     let inputs = stage.inputs();
@@ -170,7 +190,11 @@ pub(super) async fn topic_stage(
             ensure_changelog(&config.kafka.brokers, &changelog, first, replication).await?;
         }
         Some(StageStateParts {
-            keyed: Arc::new(std::sync::Mutex::new(KeyedState::default())),
+            keyed: Arc::new(std::sync::Mutex::new(KeyedState::new(Table::new(
+                store,
+                &format!("state:{group}"),
+                Scope::Partition,
+            )))),
             changelog,
             brokers: config.kafka.brokers.clone(),
         })
@@ -204,10 +228,16 @@ pub(super) async fn topic_stage(
             )
             .await?;
         }
+        let table = Table::expiring(
+            store,
+            &format!("processed:{group}"),
+            Scope::Partition,
+            config.state.idempotency_retention,
+        );
         Deduplicator::Transactional(ProcessedLog::new(
             topic,
             config.kafka.brokers.clone(),
-            config.state.idempotency_retention,
+            table,
         ))
     } else {
         Deduplicator::Local {
@@ -277,6 +307,7 @@ pub(super) async fn topic_stage(
             retry: stage.retry.clone(),
             retries: Default::default(),
             health: health.clone(),
+            stuck: stuck.clone(),
         },
     })
 }
@@ -376,11 +407,12 @@ const VIEW_START_PATIENCE: Duration = Duration::from_secs(15);
 async fn start_view(
     brokers: &str,
     topic: &str,
+    store: &LocalStore,
     reporter: Reporter,
 ) -> anyhow::Result<Arc<TopicView>> {
     let deadline = std::time::Instant::now() + VIEW_START_PATIENCE;
     loop {
-        match TopicView::start(brokers, topic, reporter.clone()).await {
+        match TopicView::start(brokers, topic, store, reporter.clone()).await {
             Ok(view) => return Ok(view),
             Err(error) if std::time::Instant::now() < deadline => {
                 tracing::debug!(
@@ -400,11 +432,12 @@ pub(super) async fn views(
     config: &PipelineConfig,
     slots: &Slots,
     health: &Health,
+    store: &LocalStore,
 ) -> anyhow::Result<Vec<ViewEndpoint>> {
     let mut endpoints = Vec::new();
     for view in &config.http.views {
         let reporter = health.reporter(&format!("view:{}", view.topic), "reading its topic");
-        let topic = start_view(&config.kafka.brokers, &view.topic, reporter).await?;
+        let topic = start_view(&config.kafka.brokers, &view.topic, store, reporter).await?;
         let shaper = match (&view.stage, &view.event_type) {
             (Some(stage), Some(event_type)) => {
                 let slot = slots

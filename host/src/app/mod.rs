@@ -24,8 +24,11 @@ use crate::kafka::{ensure_topics, producer_config};
 use crate::kpi::{KpiHub, publish_loop};
 use crate::plugin::PluginEngine;
 use crate::stage::Ingress;
-use crate::store::StateStore;
-use build::{context, event_type, ingress_answers, ingress_endpoints, topic_stage, views};
+use crate::stage::StuckBook;
+use crate::store::LocalStore;
+use build::{
+    HostParts, context, event_type, ingress_answers, ingress_endpoints, topic_stage, views,
+};
 use supervise::{Restart, supervise};
 
 /// How long an at-least-once stage waits for a failed idempotency store to be reopened before
@@ -81,7 +84,7 @@ pub async fn run(
     );
     // The ingress gets the plain handle (a request gets 503 at once while the store is failed);
     // stages a patient one.
-    let store = StateStore::open(&config.state.dir)?;
+    let store = LocalStore::open(&config.state.dir)?;
     let stage_store = store.patient(STORE_PATIENCE);
     let schemas = SchemaRegistry::from_config(&config)?;
     let producer: FutureProducer = producer_config(&config.kafka)
@@ -101,6 +104,7 @@ pub async fn run(
     // wait instead of their sum.
     let mut ingresses = Vec::new();
     let mut building = Vec::new();
+    let stuck = StuckBook::new(health.clone());
     for stage in &config.stages {
         let (slot, instance) = plugins
             .remove(&stage.name)
@@ -123,14 +127,18 @@ pub async fn run(
         }
         let reporter = health.reporter(&format!("stage:{}", stage.name), "starting");
         let store = stage_store.clone();
+        let stuck = stuck.clone();
         building.push(tokio::spawn(async move {
             let runner = topic_stage(
                 &config,
                 &stage,
                 context.clone(),
                 instance,
-                &producer,
-                &store,
+                HostParts {
+                    producer: &producer,
+                    store: &store,
+                    stuck: &stuck,
+                },
                 &reporter,
             )
             .await?;
@@ -144,6 +152,7 @@ pub async fn run(
                     producer,
                     store,
                     health: reporter,
+                    stuck,
                 },
             ))
         }));
@@ -199,7 +208,8 @@ pub async fn run(
     let admin_task = if config.admin.enabled {
         let listener = crate::http::bind(&config.admin.listen).await?;
         tracing::info!(address = %config.admin.listen, "admin API listening");
-        let router = crate::admin::router(slots.clone(), config.admin.max_plugin_bytes);
+        let router =
+            crate::admin::router(slots.clone(), stuck.clone(), config.admin.max_plugin_bytes);
         let mut stop = stop_rx.clone();
         Some(tokio::spawn(crate::http::serve(
             listener,
@@ -221,7 +231,7 @@ pub async fn run(
             max_body_bytes: config.http.max_body_bytes,
         },
         ingress,
-        views(&config, &slots, &health).await?,
+        views(&config, &slots, &health, &store).await?,
     )?;
     let (http_stop_tx, http_stop_rx) = tokio::sync::oneshot::channel::<()>();
     let http_task = tokio::spawn(crate::http::serve(listener, router, async {

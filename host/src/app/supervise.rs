@@ -6,12 +6,13 @@ use std::time::Duration;
 use rdkafka::producer::FutureProducer;
 use tokio::sync::watch;
 
-use super::build::topic_stage;
+use super::build::{HostParts, topic_stage};
 use crate::config::{PipelineConfig, StageConfig};
 use crate::health::Reporter;
 use crate::plugin::PluginSlot;
+use crate::stage::StuckBook;
 use crate::stage::{StageContext, StageRunner};
-use crate::store::StateStore;
+use crate::store::LocalStore;
 
 /// What it takes to build a stage again after it failed.
 pub(super) struct Restart {
@@ -20,9 +21,11 @@ pub(super) struct Restart {
     pub(super) context: Arc<StageContext>,
     pub(super) slot: Arc<PluginSlot>,
     pub(super) producer: FutureProducer,
-    pub(super) store: StateStore,
+    pub(super) store: LocalStore,
     /// Where the stage reports that it is failing.
     pub(super) health: Reporter,
+    /// Records held because they cannot be dead-lettered.
+    pub(super) stuck: StuckBook,
 }
 
 /// Longest pause between restarts of a failing stage.
@@ -78,8 +81,11 @@ pub(super) async fn supervise(
                         &restart.stage,
                         restart.context.clone(),
                         instance,
-                        &restart.producer,
-                        &restart.store,
+                        HostParts {
+                            producer: &restart.producer,
+                            store: &restart.store,
+                            stuck: &restart.stuck,
+                        },
                         &restart.health,
                     )
                     .await

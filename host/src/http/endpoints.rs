@@ -56,7 +56,11 @@ impl ViewEndpoint {
             .find(|(name, _)| name == &self.key_param)
             .map(|(_, value)| value.as_str())
             .unwrap_or_default();
-        let latest = self.view.get(key);
+        let latest = match self.view.get(key) {
+            Ok(latest) => latest,
+            // The local store fails: try again (never a wrong "not found").
+            Err(failure) => return error(503, failure.to_string()),
+        };
         let Some(shaper) = &self.shaper else {
             return match latest {
                 Some(record) => Reply {

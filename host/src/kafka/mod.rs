@@ -9,5 +9,11 @@ pub mod tail;
 
 pub use admin::{ensure_changelog, ensure_compacted, ensure_topics};
 pub use clients::{admin_config, consumer_config, producer_config, transactional_producer_config};
-pub use publish::{Delivery, OutRecord, acknowledged, enqueue, publish_all, unacknowledged};
-pub use read::{committed_reader, for_each_committed, partition_count};
+pub use publish::{
+    Delivery, FailedDelivery, OutRecord, acknowledged, enqueue, failed_deliveries, publish_all,
+    refused_for_good, unacknowledged,
+};
+pub use read::{
+    Watermarks, committed_reader, for_each_committed, for_each_committed_since, partition_count,
+    watermarks,
+};

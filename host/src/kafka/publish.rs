@@ -139,6 +139,38 @@ pub async fn unacknowledged(deliveries: Vec<DeliveryFuture>) -> (Vec<usize>, Str
     (failed, last_error)
 }
 
+/// A queued record that was not written: its position among the deliveries waited for, the
+/// broker's (or librdkafka's) error code when there is one, and the error in words.
+pub type FailedDelivery = (usize, Option<RDKafkaErrorCode>, String);
+
+/// Waits for the acknowledgement of every queued record; those that failed.
+pub async fn failed_deliveries(deliveries: Vec<DeliveryFuture>) -> Vec<FailedDelivery> {
+    join_all(deliveries)
+        .await
+        .into_iter()
+        .enumerate()
+        .filter_map(|(position, result)| match result {
+            Ok(Ok(_)) => None,
+            Ok(Err((error, _))) => Some((position, error.rdkafka_error_code(), error.to_string())),
+            Err(_) => Some((position, None, "the producer dropped a record".into())),
+        })
+        .collect()
+}
+
+/// Whether a record failed for good: the broker will refuse it however often it is sent (too
+/// large for the topic, no permission to write the topic, rejected by a policy).
+pub fn refused_for_good(code: Option<RDKafkaErrorCode>) -> bool {
+    matches!(
+        code,
+        Some(
+            RDKafkaErrorCode::MessageSizeTooLarge
+                | RDKafkaErrorCode::TopicAuthorizationFailed
+                | RDKafkaErrorCode::PolicyViolation
+                | RDKafkaErrorCode::InvalidRecord
+        )
+    )
+}
+
 /// Waits for the acknowledgement of every queued record; the first failure, if any.
 ///
 /// Call it before committing a transaction: rdkafka's commit first flushes by polling in

@@ -18,15 +18,42 @@ pub fn for_each_committed(
     topic: &str,
     partition: i32,
     timeout: Duration,
-    mut each: impl FnMut(&BorrowedMessage<'_>),
+    each: impl FnMut(&BorrowedMessage<'_>),
 ) -> anyhow::Result<()> {
+    for_each_committed_since(brokers, topic, partition, |_| None, timeout, each).map(|_| ())
+}
+
+/// The low and high watermarks of a partition: its first offset and the offset its next
+/// record will get.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Watermarks {
+    /// First offset still in the partition.
+    pub low: i64,
+    /// Offset of the next record.
+    pub high: i64,
+}
+
+/// Like [`for_each_committed`], from the offset `since` chooses once it knows the partition's
+/// watermarks (`None`: from the beginning). Returns the watermarks read at the start: every
+/// committed record below `high` was read.
+pub fn for_each_committed_since(
+    brokers: &str,
+    topic: &str,
+    partition: i32,
+    since: impl FnOnce(Watermarks) -> Option<i64>,
+    timeout: Duration,
+    mut each: impl FnMut(&BorrowedMessage<'_>),
+) -> anyhow::Result<Watermarks> {
     let consumer = committed_reader(brokers).context("cannot create a Kafka reader")?;
     let (low, high) = watermarks(&consumer, topic, partition)?;
-    if high <= low {
-        return Ok(());
+    let marks = Watermarks { low, high };
+    let start = since(marks).filter(|at| *at > low);
+    if high <= start.unwrap_or(low) {
+        return Ok(marks);
     }
     let mut assignment = TopicPartitionList::new();
-    assignment.add_partition_offset(topic, partition, Offset::Beginning)?;
+    let offset = start.map_or(Offset::Beginning, Offset::Offset);
+    assignment.add_partition_offset(topic, partition, offset)?;
     consumer.assign(&assignment)?;
     let deadline = Instant::now() + timeout;
     loop {
@@ -36,7 +63,7 @@ pub fn for_each_committed(
             .and_then(|p| p.offset().to_raw())
             .unwrap_or(-1);
         if position >= high {
-            return Ok(());
+            return Ok(marks);
         }
         anyhow::ensure!(
             Instant::now() < deadline,
@@ -55,7 +82,11 @@ const NEW_TOPIC_GRACE: Duration = Duration::from_secs(15);
 
 /// The low and high watermarks of a partition. A topic created a moment ago may not be in
 /// the metadata yet or have no leader yet: ask again for a while.
-fn watermarks(consumer: &BaseConsumer, topic: &str, partition: i32) -> anyhow::Result<(i64, i64)> {
+pub fn watermarks(
+    consumer: &BaseConsumer,
+    topic: &str,
+    partition: i32,
+) -> anyhow::Result<(i64, i64)> {
     let deadline = Instant::now() + NEW_TOPIC_GRACE;
     loop {
         match consumer.fetch_watermarks(topic, partition, Duration::from_secs(30)) {

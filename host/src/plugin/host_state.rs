@@ -191,7 +191,7 @@ impl stagehost::pipeline::state::Host for PluginState {
         if let Some(write) = scope.writes.get(&key) {
             return write.clone();
         }
-        let store = scope.store.lock().unwrap_or_else(|p| p.into_inner());
+        let mut store = scope.store.lock().unwrap_or_else(|p| p.into_inner());
         store.get(scope.partition, &key)
     }
 

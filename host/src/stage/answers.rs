@@ -8,13 +8,18 @@
 //!   anything is published, and an answer that cannot be written turns its `202` into a `503`.
 //! - Exactly-once: in a compacted Kafka topic, written in the same transaction as the events,
 //!   so an answer exists if and only if its events were committed. Concurrent requests are
-//!   committed together (group commit) by one transactional producer. The topic is read back
-//!   at start-up, so a restarted instance knows every answer its predecessor committed. The
+//!   committed together (group commit) by one transactional producer. The local store keeps
+//!   a copy of the topic (a [`Table`], caught up at start-up from its checkpoint, and written
+//!   with each committed group), so a restarted instance knows every answer its predecessor
+//!   committed and memory does not grow with them; answers older than
+//!   `state.idempotency_retention` are forgotten (the topic deletes them, the table reads
+//!   them as absent and prunes them). The
 //!   producer is supervised: after a fatal error, fencing, or a transaction that cannot be
 //!   aborted it is rebuilt (a new `init_transactions`) with backoff, and requests meanwhile
 //!   fail at once with `503` instead of waiting.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -25,8 +30,8 @@ use tokio::sync::{mpsc, oneshot};
 use crate::event::cloudevents::CloudEvent;
 use crate::health::Reporter;
 use crate::kafka::{OutRecord, acknowledged, enqueue, publish_all};
-use crate::state::restore;
-use crate::store::{IngressRecord, StateStore};
+use crate::state::catch_up;
+use crate::store::{IngressRecord, LocalStore, Table, stamp, unstamp};
 
 /// Rounds of re-publishing before an at-least-once request fails.
 const PUBLISH_ROUNDS: u32 = 3;
@@ -42,7 +47,7 @@ pub enum Answers {
     /// At-least-once: answers in the local store, events through the shared producer.
     Local {
         /// The local store.
-        store: StateStore,
+        store: LocalStore,
         /// The shared idempotent producer.
         producer: FutureProducer,
         /// The group-commit writer of answers.
@@ -62,7 +67,7 @@ pub struct PendingAnswer {
 impl Answers {
     /// At-least-once answers in `store`, events through `producer`; starts the writer that
     /// records concurrent answers together.
-    pub fn local(store: StateStore, producer: FutureProducer) -> Self {
+    pub fn local(store: LocalStore, producer: FutureProducer) -> Self {
         let (writer, pending) = mpsc::channel(MAX_GROUP * 4);
         tokio::spawn(write_answers(store.clone(), pending));
         Answers::Local {
@@ -76,12 +81,22 @@ impl Answers {
     pub fn lookup(&self, key: &str) -> anyhow::Result<Option<IngressRecord>> {
         match self {
             Answers::Local { store, .. } => Ok(store.ingress_record(key)?),
-            Answers::Transactional(answers) => Ok(answers
-                .known
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(key)
-                .cloned()),
+            Answers::Transactional(answers) => {
+                anyhow::ensure!(
+                    answers.restored.load(Ordering::Acquire),
+                    "the ingress is still restoring its answers"
+                );
+                let Some(value) = answers
+                    .known
+                    .get(0, key.as_bytes())
+                    .context("cannot read the ingress answers")?
+                else {
+                    return Ok(None);
+                };
+                let record = serde_json::from_slice(unstamp(&value))
+                    .with_context(|| format!("the stored answer to request {key} is damaged"))?;
+                Ok(Some(record))
+            }
         }
     }
 
@@ -121,7 +136,7 @@ impl Answers {
 }
 
 /// Writes the answers that queue up while the previous write runs, in one transaction each.
-async fn write_answers(store: StateStore, mut pending: mpsc::Receiver<PendingAnswer>) {
+async fn write_answers(store: LocalStore, mut pending: mpsc::Receiver<PendingAnswer>) {
     while let Some(first) = pending.recv().await {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -159,14 +174,15 @@ struct Submission {
 /// Makes a transactional producer with its transactions initialised (blocking).
 pub type ProducerFactory = Arc<dyn Fn() -> anyhow::Result<FutureProducer> + Send + Sync>;
 
-/// Committed answers by request key.
-type KnownAnswers = Arc<Mutex<HashMap<String, IngressRecord>>>;
 /// Keys of requests handed to the committer and not finished yet.
 type InFlightKeys = Arc<Mutex<HashSet<String>>>;
 
 /// Answers kept in a compacted topic and committed with the events.
 pub struct TransactionalAnswers {
-    known: KnownAnswers,
+    /// Committed answers by request key: the local copy of the answers topic.
+    known: Table,
+    /// Whether `known` has caught up with the topic since start.
+    restored: Arc<AtomicBool>,
     /// Requests handed to the committer and not finished yet: a repeat of one of them (a
     /// client retrying after a timeout while the first try is still being committed) is
     /// refused instead of publishing the order a second time.
@@ -195,44 +211,39 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl TransactionalAnswers {
-    /// Reads every committed answer of `topic` (all `partitions`), then starts the committer,
-    /// which makes its producers with `make` and reports to `health`.
+    /// Makes the first producer with `make`, then, in the background, catches `known` (an
+    /// expiring, topic-scoped table) up with every committed answer of `topic` (all
+    /// `partitions`) and starts the committer, which reports to `health`. Until the answers are
+    /// caught up (a failing store is tried again every second) lookups fail, so requests get
+    /// `503`, and the ingress is unready.
     pub async fn start(
         brokers: &str,
         topic: &str,
         partitions: i32,
         make: ProducerFactory,
         health: Reporter,
-        retention: Duration,
+        known: Table,
     ) -> anyhow::Result<Self> {
-        let mut known = HashMap::new();
-        for partition in 0..partitions {
-            let values = tokio::task::block_in_place(|| restore(brokers, topic, partition))
-                .with_context(|| {
-                    format!("cannot read the ingress answers in {topic}/{partition}")
-                })?;
-            for (key, value) in values {
-                if let Ok(record) = serde_json::from_slice::<IngressRecord>(&value) {
-                    known.insert(key, record);
-                }
-            }
-        }
-        forget_expired(&mut known, retention);
-        tracing::info!(topic, answers = known.len(), "ingress answers restored");
         let producer = tokio::task::block_in_place(|| make())?;
-        let known = Arc::new(Mutex::new(known));
+        let restored = Arc::new(AtomicBool::new(false));
         let in_flight = Arc::new(Mutex::new(HashSet::new()));
         let (submissions, receiver) = mpsc::channel(4096);
-        tokio::spawn(commit_loop(
-            producer,
-            make,
-            health,
-            (known.clone(), retention),
-            in_flight.clone(),
-            receiver,
-        ));
+        let restoring = Restoring {
+            brokers: brokers.to_string(),
+            topic: topic.to_string(),
+            partitions,
+            restored: restored.clone(),
+        };
+        tokio::spawn({
+            let (known, in_flight) = (known.clone(), in_flight.clone());
+            async move {
+                restoring.run(&known, &health).await;
+                commit_loop(producer, make, health, known, in_flight, receiver).await;
+            }
+        });
         Ok(Self {
             known,
+            restored,
             in_flight,
             topic: topic.to_string(),
             submissions,
@@ -287,16 +298,72 @@ impl TransactionalAnswers {
     }
 }
 
-/// How often the committer forgets answers older than the retention.
-const PRUNE_EVERY: Duration = Duration::from_secs(60);
+/// Catching the answers table up with the answers topic at start.
+struct Restoring {
+    brokers: String,
+    topic: String,
+    partitions: i32,
+    /// Set once every partition is caught up.
+    restored: Arc<AtomicBool>,
+}
 
-/// Forgets the answers recorded more than `retention` ago (`state.idempotency_retention`; the
-/// answers topic deletes them too), so the map does not grow with every order ever taken. A
-/// repeat of a forgotten request is taken as a new one.
-fn forget_expired(known: &mut HashMap<String, IngressRecord>, retention: Duration) {
-    let oldest = crate::store::unix_ms(std::time::SystemTime::now())
-        .saturating_sub(retention.as_millis() as u64);
-    known.retain(|_, answer| answer.recorded_at_ms >= oldest);
+impl Restoring {
+    /// Catches `known` up with every partition, trying again every second while it fails.
+    async fn run(self, known: &Table, health: &Reporter) {
+        let started = std::time::Instant::now();
+        let mut failures = 0u32;
+        loop {
+            let (brokers, topic, partitions, table) = (
+                self.brokers.clone(),
+                self.topic.clone(),
+                self.partitions,
+                known.clone(),
+            );
+            let caught_up = tokio::task::spawn_blocking(move || {
+                let all: Vec<i32> = (0..partitions).collect();
+                let mut records = 0;
+                for partition in 0..partitions {
+                    records += catch_up(&brokers, &topic, partition, &all, &table, answer_entry)
+                        .with_context(|| {
+                            format!("cannot read the ingress answers in {topic}/{partition}")
+                        })?
+                        .records;
+                }
+                anyhow::Ok(records)
+            })
+            .await
+            .unwrap_or_else(|error| Err(anyhow::anyhow!("catching up panicked: {error}")));
+            match caught_up {
+                Ok(records) => {
+                    tracing::info!(topic = %self.topic, records,
+                        elapsed_ms = started.elapsed().as_millis() as u64, "ingress answers caught up");
+                    self.restored.store(true, Ordering::Release);
+                    return;
+                }
+                Err(error) => {
+                    failures += 1;
+                    let error = format!("{error:#}");
+                    if failures == 1 {
+                        tracing::warn!(topic = %self.topic, %error, "cannot restore the ingress answers yet; trying again");
+                    }
+                    health.unready(format!("restoring its answers: {error}"));
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+}
+
+/// An answers-topic record as a table entry: its key, and the answer stamped with when it was
+/// recorded (so the table forgets it with the retention), or `None` for a tombstone.
+fn answer_entry(message: &rdkafka::message::BorrowedMessage<'_>) -> Option<crate::state::Entry> {
+    use rdkafka::message::Message;
+    let key = message.key()?.to_vec();
+    let Some(payload) = message.payload() else {
+        return Some((key, None));
+    };
+    let answer: IngressRecord = serde_json::from_slice(payload).ok()?;
+    Some((key, Some(stamp(answer.recorded_at_ms, payload))))
 }
 
 /// Why a repeat of a request still being committed is refused.
@@ -319,18 +386,13 @@ async fn commit_loop(
     producer: FutureProducer,
     make: ProducerFactory,
     health: Reporter,
-    (known, retention): (KnownAnswers, Duration),
+    known: Table,
     in_flight: InFlightKeys,
     mut receiver: mpsc::Receiver<Submission>,
 ) {
     health.ok();
     let mut link = Link::Up(producer);
-    let mut last_prune = std::time::Instant::now();
     loop {
-        if last_prune.elapsed() >= PRUNE_EVERY {
-            last_prune = std::time::Instant::now();
-            forget_expired(&mut lock(&known), retention);
-        }
         match &mut link {
             Link::Up(producer) => {
                 let Some(first) = receiver.recv().await else {
@@ -348,10 +410,7 @@ async fn commit_loop(
                 health.idle();
                 let outcome = match result {
                     Ok(()) => {
-                        let mut known = known.lock().unwrap_or_else(|p| p.into_inner());
-                        for submission in &group {
-                            known.insert(submission.answer.0.clone(), submission.answer.1.clone());
-                        }
+                        remember(&known, &group).await;
                         Ok(())
                     }
                     Err(failure) => {
@@ -419,6 +478,37 @@ async fn commit_loop(
     }
 }
 
+/// Writes the answers of a committed group into the local copy of the answers topic. One
+/// that cannot be written is only missing locally: a repeat of its request is published again
+/// (with the same event ids, which the stages downstream drop).
+async fn remember(known: &Table, group: &[Submission]) {
+    let entries: Vec<(Vec<u8>, Vec<u8>)> = group
+        .iter()
+        .filter_map(|submission| {
+            let (key, answer) = &submission.answer;
+            let json = serde_json::to_vec(answer).ok()?;
+            Some((key.as_bytes().to_vec(), stamp(answer.recorded_at_ms, &json)))
+        })
+        .collect();
+    let table = known.clone();
+    let written = tokio::task::spawn_blocking(move || {
+        table.apply(
+            0,
+            entries
+                .iter()
+                .map(|(key, value)| (key.as_slice(), Some(value.as_slice()))),
+            None,
+        )
+    })
+    .await;
+    match written {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => tracing::warn!(%error, requests = group.len(),
+            "cannot write committed ingress answers into the local store; a repeat of these requests is published again and dropped downstream"),
+        Err(error) => tracing::warn!(%error, "writing ingress answers panicked"),
+    }
+}
+
 /// Makes a new producer in the background, after a backoff that grows with `failures`.
 fn rebuild(
     make: ProducerFactory,
@@ -482,31 +572,5 @@ fn abort(producer: &FutureProducer, cause: String) -> GroupFailure {
             message: format!("{cause}; the transaction cannot be aborted ({error})"),
             usable: false,
         },
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn answer(recorded_at_ms: u64) -> IngressRecord {
-        IngressRecord {
-            body_hash: "h".into(),
-            status: 202,
-            response: "{}".into(),
-            recorded_at_ms,
-        }
-    }
-
-    #[test]
-    fn answers_older_than_the_retention_are_forgotten() {
-        let now = crate::store::unix_ms(std::time::SystemTime::now());
-        let mut known = HashMap::from([
-            ("old".to_string(), answer(now - 7_200_000)),
-            ("new".to_string(), answer(now)),
-        ]);
-        forget_expired(&mut known, Duration::from_secs(3600));
-        assert!(known.contains_key("new"));
-        assert!(!known.contains_key("old"));
     }
 }

@@ -2,27 +2,29 @@
 //! repeat (an upstream at-least-once retry, the same request through two host instances, an
 //! outside producer writing an id twice) is dropped instead of processed twice.
 //!
-//! - At-least-once: processed ids live in the local store ([`StateStore`]); an input's id is
+//! - At-least-once: processed ids live in the local store ([`LocalStore`]); an input's id is
 //!   recorded there once its outputs are acknowledged.
 //! - Exactly-once: processed ids live in a compacted topic (`<group>-processed`, one partition
 //!   per input partition number), written in the same transaction as the input's outputs and
-//!   offsets, so an id is processed if and only if its transaction committed. An instance that
-//!   takes a partition over restores its ids from the topic before handling the partition's
-//!   first event, so the check moves with the partition. Ids older than
+//!   offsets, so an id is processed if and only if its transaction committed. The local store
+//!   keeps a copy of the topic (a [`Table`], caught up from its checkpoint before a
+//!   partition's first event, and written with each committed transaction), so the check
+//!   moves with the partition and memory does not grow with the ids. Ids older than
 //!   `state.idempotency_retention` are forgotten: the topic deletes them
-//!   (`cleanup.policy=compact,delete`) and memory drops them. In memory an id is held as the
-//!   first 128 bits of its SHA-256 (about 33 bytes an id instead of about 100; a collision is
-//!   as unlikely as one of SHA-256 itself, so no crafted id can make a stage drop another).
+//!   (`cleanup.policy=compact,delete`) and the table reads them as absent and prunes them. In
+//!   the table an id is held as the first 128 bits of its SHA-256 (a collision is as unlikely
+//!   as one of SHA-256 itself, so no crafted id can make a stage drop another).
 
 use std::borrow::Cow;
-use std::collections::{HashMap, HashSet};
-use std::time::{Duration, Instant, SystemTime};
+use std::collections::HashSet;
+use std::time::SystemTime;
 
 use anyhow::Context;
+use rdkafka::message::Message;
 
 use crate::kafka::OutRecord;
-use crate::state::restore;
-use crate::store::{StateStore, unix_ms};
+use crate::state::catch_up;
+use crate::store::{LocalStore, Table, stamp, unix_ms};
 
 /// Longest id kept as it is; a longer one (which a stage dead-letters) is kept as its digest.
 const MAX_KEPT_ID_BYTES: usize = 512;
@@ -41,15 +43,12 @@ pub fn dedup_key(id: &str) -> Cow<'_, str> {
     Cow::Owned(format!("sha256:{digest}"))
 }
 
-/// How often the in-memory ids are scanned for expired ones.
-const PRUNE_EVERY: Duration = Duration::from_secs(60);
-
 /// The processed-id check of one stage.
 pub enum Deduplicator {
     /// At-least-once: the local store.
     Local {
         /// The host's store.
-        store: StateStore,
+        store: LocalStore,
         /// The stage whose ids these are.
         stage: String,
     },
@@ -57,7 +56,7 @@ pub enum Deduplicator {
     Transactional(ProcessedLog),
 }
 
-/// How an id is held in memory: the first 128 bits of its SHA-256.
+/// How an id is held in the table: the first 128 bits of its SHA-256.
 type Digest = [u8; 16];
 
 fn digest(id: &str) -> Digest {
@@ -68,74 +67,69 @@ fn digest(id: &str) -> Digest {
     short
 }
 
-/// Processed ids of the partitions this instance owns, with their committed topic.
+/// Processed ids of the partitions this instance owns: the committed ones in the local copy
+/// of their topic, the open transaction's in memory.
 pub struct ProcessedLog {
     /// The compacted topic.
     pub topic: String,
-    /// Brokers, for restoring.
+    /// Brokers, for catching up.
     pub brokers: String,
-    /// How long an id is remembered.
-    pub retention: Duration,
-    /// Committed ids (their [`Digest`]) per input partition number, with when they were
-    /// processed (unix ms).
-    committed: HashMap<i32, HashMap<Digest, u64>>,
+    /// The local copy of the topic: id digest → when it was processed ([`stamp`]).
+    table: Table,
+    /// Partitions caught up with the topic since this instance took them.
+    restored: HashSet<i32>,
     /// Ids of the open transaction.
     pending: Vec<(i32, Digest, u64)>,
-    last_prune: Instant,
 }
 
 impl ProcessedLog {
-    /// An empty log for `topic`; partitions are restored when first seen.
-    pub fn new(topic: String, brokers: String, retention: Duration) -> Self {
+    /// A log of `topic` copied into `table` (an expiring, partition-scoped table); partitions
+    /// are caught up when first seen.
+    pub fn new(topic: String, brokers: String, table: Table) -> Self {
         Self {
             topic,
             brokers,
-            retention,
-            committed: HashMap::new(),
+            table,
+            restored: HashSet::new(),
             pending: Vec::new(),
-            last_prune: Instant::now(),
         }
     }
 
     fn ensure_restored(&mut self, partition: i32) -> anyhow::Result<()> {
-        if self.committed.contains_key(&partition) {
+        if self.restored.contains(&partition) {
             return Ok(());
         }
-        let started = Instant::now();
-        let values = tokio::task::block_in_place(|| restore(&self.brokers, &self.topic, partition))
-            .with_context(|| {
-                format!(
-                    "cannot restore the processed ids of partition {partition} from {}",
-                    self.topic
-                )
-            })?;
-        let oldest = self.oldest_kept();
-        let ids: HashMap<Digest, u64> = values
-            .into_iter()
-            .filter_map(|(id, value)| {
-                let at = std::str::from_utf8(&value).ok()?.parse::<u64>().ok()?;
-                (at >= oldest).then(|| (digest(&id), at))
-            })
-            .collect();
-        tracing::info!(topic = %self.topic, partition, ids = ids.len(),
-            elapsed_ms = started.elapsed().as_millis() as u64, "processed ids restored");
-        self.committed.insert(partition, ids);
+        let caught_up = tokio::task::block_in_place(|| {
+            catch_up(
+                &self.brokers,
+                &self.topic,
+                partition,
+                &[partition],
+                &self.table,
+                |message| {
+                    let id = std::str::from_utf8(message.key()?).ok()?;
+                    let value = match message.payload() {
+                        Some(at) => {
+                            let at = std::str::from_utf8(at).ok()?.parse::<u64>().ok()?;
+                            Some(stamp(at, &[]))
+                        }
+                        None => None,
+                    };
+                    Some((digest(id).to_vec(), value))
+                },
+            )
+        })
+        .with_context(|| {
+            format!(
+                "cannot restore the processed ids of partition {partition} from {}",
+                self.topic
+            )
+        })?;
+        tracing::info!(topic = %self.topic, partition, records = caught_up.records,
+            from = ?caught_up.from, to = caught_up.to,
+            elapsed_ms = caught_up.elapsed.as_millis() as u64, "processed ids caught up");
+        self.restored.insert(partition);
         Ok(())
-    }
-
-    fn oldest_kept(&self) -> u64 {
-        unix_ms(SystemTime::now()).saturating_sub(self.retention.as_millis() as u64)
-    }
-
-    fn prune(&mut self) {
-        if self.last_prune.elapsed() < PRUNE_EVERY {
-            return;
-        }
-        self.last_prune = Instant::now();
-        let oldest = self.oldest_kept();
-        for ids in self.committed.values_mut() {
-            ids.retain(|_, at| *at >= oldest);
-        }
     }
 }
 
@@ -155,18 +149,25 @@ impl Deduplicator {
                 for (partition, _) in inputs {
                     log.ensure_restored(*partition)?;
                 }
-                let open: HashSet<&Digest> = log.pending.iter().map(|(_, id, _)| id).collect();
-                Ok(inputs
+                let open: HashSet<(i32, Digest)> = log
+                    .pending
+                    .iter()
+                    .map(|(partition, id, _)| (*partition, *id))
+                    .collect();
+                inputs
                     .iter()
                     .map(|(partition, id)| {
                         let id = digest(id);
-                        open.contains(&id)
-                            || log
-                                .committed
-                                .get(partition)
-                                .is_some_and(|ids| ids.contains_key(&id))
+                        if open.contains(&(*partition, id)) {
+                            return Ok(true);
+                        }
+                        Ok(log
+                            .table
+                            .get(*partition, &id)
+                            .context("cannot read the processed ids")?
+                            .is_some())
                     })
-                    .collect())
+                    .collect()
             }
         }
     }
@@ -189,15 +190,29 @@ impl Deduplicator {
         })
     }
 
-    /// The open transaction committed: its ids are processed.
+    /// The open transaction committed: its ids are processed. A local copy that cannot take
+    /// them is caught up from the topic (which has them) before it is read again.
     pub fn commit(&mut self) {
         if let Deduplicator::Transactional(log) = self {
-            for (partition, id, at) in std::mem::take(&mut log.pending) {
-                if let Some(ids) = log.committed.get_mut(&partition) {
-                    ids.insert(id, at);
+            let pending = std::mem::take(&mut log.pending);
+            let mut by_partition: std::collections::BTreeMap<i32, Vec<(Digest, Vec<u8>)>> =
+                Default::default();
+            for (partition, id, at) in pending {
+                by_partition
+                    .entry(partition)
+                    .or_default()
+                    .push((id, stamp(at, &[])));
+            }
+            for (partition, ids) in by_partition {
+                let writes = ids
+                    .iter()
+                    .map(|(id, value)| (&id[..], Some(value.as_slice())));
+                if let Err(error) = log.table.apply(partition, writes, None) {
+                    tracing::warn!(topic = %log.topic, %error,
+                        "cannot write processed ids into the local store; they are read back from the topic");
+                    log.restored.clear();
                 }
             }
-            log.prune();
         }
     }
 
@@ -208,18 +223,11 @@ impl Deduplicator {
         }
     }
 
-    /// Forgets a partition this instance no longer owns (its next owner restores it).
+    /// Forgets a partition this instance no longer owns (its ids stay on disk, caught up from
+    /// their checkpoint if the partition comes back).
     pub fn forget(&mut self, partition: i32) {
         if let Deduplicator::Transactional(log) = self {
-            log.committed.remove(&partition);
-        }
-    }
-
-    /// How many ids are held in memory (exactly-once), for reports.
-    pub fn held(&self) -> usize {
-        match self {
-            Deduplicator::Local { .. } => 0,
-            Deduplicator::Transactional(log) => log.committed.values().map(HashMap::len).sum(),
+            log.restored.remove(&partition);
         }
     }
 }
@@ -227,6 +235,8 @@ impl Deduplicator {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Scope;
+    use std::time::Duration;
 
     fn keys<'a>(pairs: &[(i32, &'a str)]) -> Vec<(i32, Cow<'a, str>)> {
         pairs
@@ -244,19 +254,37 @@ mod tests {
         assert_ne!(key, dedup_key(&"y".repeat(10_000)));
     }
 
-    fn log_with(partition: i32, ids: &[(&str, u64)]) -> Deduplicator {
-        let mut log = ProcessedLog::new("t".into(), "unused".into(), Duration::from_secs(3600));
-        log.committed.insert(
-            partition,
-            ids.iter().map(|(id, at)| (digest(id), *at)).collect(),
+    /// A transactional deduplicator whose partitions 0 and 1 count as caught up, holding
+    /// `ids` (id, processed at) in partition 0.
+    fn log_with(store: &LocalStore, ids: &[(&str, u64)]) -> Deduplicator {
+        let table = Table::expiring(
+            store,
+            "processed:t",
+            Scope::Partition,
+            Duration::from_secs(3600),
         );
+        let values: Vec<([u8; 16], Vec<u8>)> = ids
+            .iter()
+            .map(|(id, at)| (digest(id), stamp(*at, &[])))
+            .collect();
+        table
+            .apply(
+                0,
+                values.iter().map(|(id, v)| (&id[..], Some(v.as_slice()))),
+                None,
+            )
+            .unwrap();
+        let mut log = ProcessedLog::new("t".into(), "unused".into(), table);
+        log.restored.extend([0, 1]);
         Deduplicator::Transactional(log)
     }
 
     #[test]
     fn an_id_is_seen_once_its_transaction_commits_and_not_after_a_rollback() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path()).unwrap();
         let now = unix_ms(SystemTime::now());
-        let mut dedup = log_with(0, &[("old", now)]);
+        let mut dedup = log_with(&store, &[("old", now)]);
         assert_eq!(
             dedup.seen(&keys(&[(0, "old"), (0, "new")])).unwrap(),
             [true, false]
@@ -278,29 +306,29 @@ mod tests {
         dedup.record(0, "new");
         dedup.commit();
         assert_eq!(dedup.seen(&keys(&[(0, "new")])).unwrap(), [true]);
-        assert_eq!(dedup.held(), 2);
-        dedup.forget(0);
-        assert_eq!(dedup.held(), 0);
     }
 
     #[test]
     fn ids_are_kept_per_partition() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path()).unwrap();
         let now = unix_ms(SystemTime::now());
-        let mut dedup = log_with(0, &[("a", now)]);
-        if let Deduplicator::Transactional(log) = &mut dedup {
-            log.committed.insert(1, HashMap::new());
-        }
+        let mut dedup = log_with(&store, &[("a", now)]);
         assert_eq!(dedup.seen(&keys(&[(1, "a")])).unwrap(), [false]);
+        dedup.record(1, "b");
+        assert_eq!(
+            dedup.seen(&keys(&[(0, "b")])).unwrap(),
+            [false],
+            "open work is per partition too"
+        );
     }
 
     #[test]
-    fn expired_ids_are_pruned() {
+    fn expired_ids_are_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path()).unwrap();
         let now = unix_ms(SystemTime::now());
-        let mut dedup = log_with(0, &[("expired", now - 7_200_000), ("fresh", now)]);
-        if let Deduplicator::Transactional(log) = &mut dedup {
-            log.last_prune = Instant::now() - PRUNE_EVERY * 2;
-        }
-        dedup.commit();
+        let mut dedup = log_with(&store, &[("expired", now - 7_200_000), ("fresh", now)]);
         assert_eq!(
             dedup.seen(&keys(&[(0, "expired"), (0, "fresh")])).unwrap(),
             [false, true]

@@ -8,6 +8,7 @@ mod processor;
 mod rebalance;
 mod retry;
 mod runner;
+mod stuck;
 mod transaction;
 
 pub use answers::{Answers, ProducerFactory, TransactionalAnswers};
@@ -19,3 +20,4 @@ pub use retry::{ATTEMPT_HEADER, RetryBook};
 pub use runner::{
     KpiTarget, StageConsumer, StageRunner, StageStateParts, TARGET_STAGE_HEADER, Worker,
 };
+pub use stuck::{Decision, StuckBook, StuckRecord, Verdict};

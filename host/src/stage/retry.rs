@@ -125,6 +125,23 @@ impl RetryBook {
         RetryDecision::Park { delay }
     }
 
+    /// Parks `partition` at `offset` for `delay` without counting an attempt: the event waits
+    /// for something else than its plugin (an operator's decision).
+    pub fn hold(&mut self, partition: &TopicPartition, offset: i64, delay: Duration) {
+        let attempts = match self.parked.get(partition) {
+            Some(parked) if parked.offset == offset => parked.attempts,
+            _ => 0,
+        };
+        self.parked.insert(
+            partition.clone(),
+            Parked {
+                offset,
+                attempts,
+                due: Some(Instant::now() + delay),
+            },
+        );
+    }
+
     /// The event at `offset` of `partition` was handled (published or dead-lettered).
     pub fn settled(&mut self, partition: &TopicPartition, offset: i64) {
         if self

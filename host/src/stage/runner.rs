@@ -38,6 +38,7 @@ use super::dedup::{Deduplicator, dedup_key};
 use super::processor::{Failure, Input, Processed, Route, StageContext};
 use super::rebalance::RebalanceTracker;
 use super::retry::{ATTEMPT_HEADER, RetryBook, RetryDecision, TopicPartition};
+use super::stuck::{StuckBook, Verdict};
 use crate::config::{ProcessingMode, RetryConfig};
 use crate::event::cloudevents;
 use crate::event::dead_letter::Origin;
@@ -45,7 +46,7 @@ use crate::health::Reporter;
 use crate::kafka::{OutRecord, enqueue};
 use crate::kpi::{StageKpis, kpi_record};
 use crate::plugin::{LoadedPlugin, PluggedInstance};
-use crate::state::{KeyedState, Writes, restore};
+use crate::state::{KeyedState, Writes, catch_up, plain_entry};
 
 /// Input header of a replayed dead letter: only the stage it names handles it; the other
 /// stages reading the same topic skip it.
@@ -72,7 +73,7 @@ pub struct StageStateParts {
     pub keyed: Arc<Mutex<KeyedState>>,
     /// The changelog topic.
     pub changelog: String,
-    /// Brokers, for restoring.
+    /// Brokers, for catching up.
     pub brokers: String,
 }
 
@@ -115,6 +116,8 @@ pub struct Worker {
     pub retries: RetryBook,
     /// Where the stage reports that a batch or a commit takes too long (stalled).
     pub health: Reporter,
+    /// Records that cannot be dead-lettered, held until an operator decides.
+    pub stuck: StuckBook,
 }
 
 /// What happened to one input.
@@ -134,6 +137,8 @@ struct Handled<'i> {
     records: Vec<OutRecord>,
     /// Ids handled for the first time (recorded as processed in at-least-once mode).
     fresh_ids: Vec<Cow<'i, str>>,
+    /// Dead letters among `records`: their position there, and the input they stand for.
+    dead_letters: Vec<(usize, TopicPartition, i64)>,
 }
 
 /// The open work: the transaction (exactly-once), or what was handled since the last commit
@@ -154,6 +159,9 @@ pub(super) struct Pending {
     /// At-least-once: ids handled for the first time by the open work, recorded as processed
     /// when it commits (and checked before then, so a repeat within the work is dropped).
     pub(super) fresh_ids: HashSet<String>,
+    /// Dead letters of the open work: their position in `deliveries`, and the input they stand
+    /// for (held when the broker refuses the letter for good, see [`super::stuck`]).
+    pub(super) dead_letters: Vec<(usize, TopicPartition, i64)>,
 }
 
 impl StageRunner {
@@ -333,8 +341,22 @@ impl Worker {
             return Vec::new();
         }
         *last = Instant::now();
-        self.kpis
-            .drain(target.interval)
+        let mut events = self.kpis.drain(target.interval);
+        // Windows in which the stage did something also report the size of its state.
+        if !events.is_empty()
+            && let Some(parts) = &self.state
+        {
+            let table = lock(&parts.keyed).table().clone();
+            match table.size() {
+                Ok((keys, bytes)) => {
+                    events.extend(self.kpis.state_size(target.interval, keys, bytes));
+                }
+                Err(error) => {
+                    tracing::debug!(stage = %self.context.name, %error, "cannot measure the state")
+                }
+            }
+        }
+        events
             .iter()
             .map(|event| {
                 kpi_record(
@@ -378,11 +400,33 @@ impl Worker {
 
         // Plugins may do WASI I/O (a panic message to stderr), which wasmtime-wasi's sync
         // bindings run with `block_on`: allowed off the async worker threads only.
-        let Handled { records, fresh_ids } = tokio::task::block_in_place(|| {
+        let Handled {
+            records,
+            fresh_ids,
+            dead_letters,
+        } = tokio::task::block_in_place(|| {
             self.handle_inputs(consumer, &inputs, &attempts, already, pending)
         });
+        if let Some(parts) = &self.state
+            && let Some(error) = lock(&parts.keyed).take_failure()
+        {
+            // A plugin read its state while the store failed and saw nothing: what it made of
+            // that is not published. The stage is rebuilt and reads the batch again.
+            anyhow::bail!(
+                "stage {} cannot read its state: {error}; the batch is handled again once the store is back",
+                self.context.name
+            );
+        }
 
         let at_least_once = self.mode == ProcessingMode::AtLeastOnce;
+        let first_delivery = pending.deliveries.len();
+        pending.dead_letters.extend(
+            dead_letters
+                .into_iter()
+                .map(|(position, partition, offset)| {
+                    (first_delivery + position, partition, offset)
+                }),
+        );
         for record in records {
             let delivery = enqueue(&self.producer, &record)
                 .await
@@ -419,6 +463,33 @@ impl Worker {
                 // again when that one is settled.
                 continue;
             }
+            match self.stuck.verdict(
+                &self.context.name,
+                &partition.0,
+                partition.1,
+                input.origin.offset,
+            ) {
+                Verdict::Go => {}
+                Verdict::Hold => {
+                    // Looked at again after a pause, until an operator decides.
+                    self.retries
+                        .hold(&partition, input.origin.offset, HELD_RECHECK);
+                    park(
+                        consumer,
+                        &partition,
+                        input.origin.offset,
+                        &self.context.name,
+                    );
+                    pending.next.insert(partition, input.origin.offset);
+                    continue;
+                }
+                Verdict::Skip => {
+                    pending.fates.push(Fate::NotOurs);
+                    self.retries.settled(&partition, input.origin.offset);
+                    pending.next.insert(partition, input.origin.offset + 1);
+                    continue;
+                }
+            }
             let key = dedup_key(&input.id);
             let repeated = already
                 || pending.fresh_ids.contains(key.as_ref())
@@ -430,13 +501,20 @@ impl Worker {
             } else if is_for_another_stage(input, &self.context.name) {
                 Fate::NotOurs
             } else {
-                match self.handle_one(
+                let before = handled.records.len();
+                let outcome = self.handle_one(
                     consumer,
                     input,
                     attempts[index],
                     &mut handled.records,
                     pending,
-                ) {
+                );
+                if matches!(outcome, Some(Fate::DeadLettered(_))) {
+                    handled
+                        .dead_letters
+                        .push((before, partition.clone(), input.origin.offset));
+                }
+                match outcome {
                     Some(fate) => {
                         handled.fresh_ids.push(key.clone());
                         handled
@@ -590,16 +668,29 @@ impl Worker {
         if lock(&parts.keyed).has(partition) {
             return Ok(());
         }
-        let started = Instant::now();
-        let values =
-            tokio::task::block_in_place(|| restore(&parts.brokers, &parts.changelog, partition))
-                .with_context(|| format!("cannot restore the state of partition {partition}"))?;
-        tracing::info!(stage = %self.context.name, partition, keys = values.len(),
-            elapsed_ms = started.elapsed().as_millis() as u64, "state restored");
-        lock(&parts.keyed).install(partition, values);
+        let table = lock(&parts.keyed).table().clone();
+        let caught_up = tokio::task::block_in_place(|| {
+            catch_up(
+                &parts.brokers,
+                &parts.changelog,
+                partition,
+                &[partition],
+                &table,
+                plain_entry,
+            )
+        })
+        .with_context(|| format!("cannot restore the state of partition {partition}"))?;
+        tracing::info!(stage = %self.context.name, partition, records = caught_up.records,
+            from = ?caught_up.from, to = caught_up.to, reset = caught_up.reset,
+            elapsed_ms = caught_up.elapsed.as_millis() as u64, "state caught up with its changelog");
+        lock(&parts.keyed).restored(partition);
         Ok(())
     }
 }
+
+/// How often a partition held at a record that cannot be dead-lettered looks whether an
+/// operator decided.
+const HELD_RECHECK: Duration = Duration::from_secs(1);
 
 /// How long a consumer may keep failing before the stage is rebuilt.
 const CONSUMER_FAILING_LIMIT: Duration = Duration::from_secs(30);

@@ -14,7 +14,9 @@ use super::dedup::Deduplicator;
 use super::retry::TopicPartition;
 use super::runner::{Fate, PUBLISH_ROUNDS, Pending, StageConsumer, Worker, lock};
 use crate::config::ProcessingMode;
-use crate::kafka::{OutRecord, acknowledged, enqueue, publish_all, unacknowledged};
+use crate::kafka::{
+    FailedDelivery, OutRecord, enqueue, failed_deliveries, publish_all, refused_for_good,
+};
 
 /// How long a transactional call may block.
 const TXN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -51,12 +53,12 @@ impl Worker {
                     })?;
                     pending.deliveries.push(delivery);
                 }
-                if let Err(error) = acknowledged(std::mem::take(&mut pending.deliveries)).await {
+                let failed = failed_deliveries(std::mem::take(&mut pending.deliveries)).await;
+                if let Some((_, _, error)) = failed.first() {
                     *in_transaction = false;
-                    return Err(self.transaction_failed(
-                        "a record of the transaction was not written",
-                        &error,
-                    ));
+                    self.hold_refused_dead_letters(pending, &failed);
+                    return Err(self
+                        .transaction_failed("a record of the transaction was not written", error));
                 }
                 let offsets = self.offsets_to_commit(pending)?;
                 let metadata = consumer
@@ -79,9 +81,7 @@ impl Worker {
                     // back from Kafka, is sure to resume from the truth.
                     return Err(self.transaction_failed("the transaction did not commit", &error));
                 }
-                if let Some(parts) = &self.state {
-                    lock(&parts.keyed).commit();
-                }
+                self.commit_state();
                 self.dedup.commit();
             }
         }
@@ -97,6 +97,17 @@ impl Worker {
         }
         *pending = Pending::default();
         Ok(())
+    }
+
+    /// The open work committed: its state writes go into the local copy of the changelog. A
+    /// copy that cannot take them is caught up from the changelog before it is read again.
+    fn commit_state(&self) {
+        if let Some(parts) = &self.state
+            && let Err(error) = lock(&parts.keyed).commit()
+        {
+            tracing::warn!(stage = %self.context.name, %error,
+                "cannot write committed state into the local store; it is read back from the changelog");
+        }
     }
 
     /// Partitions were revoked: the open work may hold their inputs, so abort it (a
@@ -135,6 +146,31 @@ impl Worker {
         }
         *pending = Pending::default();
         self.reset_to_committed(consumer)
+    }
+
+    /// Holds the partitions of the inputs whose dead letter the broker refused for good (see
+    /// [`super::stuck`]); whether there was one.
+    fn hold_refused_dead_letters(&self, pending: &Pending, failed: &[FailedDelivery]) -> bool {
+        let mut held = false;
+        for (position, code, error) in failed {
+            if !refused_for_good(*code) {
+                continue;
+            }
+            if let Some((_, (topic, partition), offset)) = pending
+                .dead_letters
+                .iter()
+                .find(|(at, _, _)| at == position)
+            {
+                let reason = format!(
+                    "the dead-letter topic {} refuses its dead letter: {error}",
+                    self.context.dead_letter.topic
+                );
+                self.stuck
+                    .hold(&self.context.name, topic, *partition, *offset, &reason);
+                held = true;
+            }
+        }
+        held
     }
 
     /// The offsets the open work commits (or stores): the next input of each partition, with
@@ -222,7 +258,21 @@ impl Worker {
         pending: &mut Pending,
     ) -> anyhow::Result<()> {
         let records = std::mem::take(&mut pending.records);
-        let (failed, error) = unacknowledged(std::mem::take(&mut pending.deliveries)).await;
+        let failed = failed_deliveries(std::mem::take(&mut pending.deliveries)).await;
+        if self.hold_refused_dead_letters(pending, &failed) {
+            anyhow::bail!(
+                "stage {}: the dead-letter topic refuses a dead letter for good; its partition is held and the stage rebuilt",
+                self.context.name
+            );
+        }
+        let error = failed
+            .last()
+            .map(|(_, _, error)| error.clone())
+            .unwrap_or_default();
+        let failed: Vec<usize> = failed
+            .into_iter()
+            .map(|(position, _, _)| position)
+            .collect();
         if !failed.is_empty() {
             tracing::warn!(stage = %self.context.name, failed = failed.len(), %error,
                 "outputs were not acknowledged; publishing them again");
@@ -233,9 +283,7 @@ impl Worker {
                     anyhow::anyhow!("cannot publish the outputs of a batch: {error}")
                 })?;
         }
-        if let Some(parts) = &self.state {
-            lock(&parts.keyed).commit();
-        }
+        self.commit_state();
         if !pending.fresh_ids.is_empty()
             && let Deduplicator::Local { store, stage } = &self.dedup
         {

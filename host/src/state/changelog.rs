@@ -1,38 +1,134 @@
 //! The changelog of a stage's state: a compacted topic with one partition per input partition.
-//! Kafka is the system of record; an instance that takes a partition over restores its state
-//! from the committed changelog records before handling the partition's first event.
+//! Kafka is the system of record; the local store keeps a copy of it ([`Table`]) that an
+//! instance catches up from the committed changelog records before handling a partition's
+//! first event. The same catch-up serves every table that copies a topic (processed ids,
+//! ingress answers, read models).
 
-use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use rdkafka::message::Message;
+use anyhow::Context;
+use rdkafka::message::{BorrowedMessage, Message};
 
-use crate::kafka::for_each_committed;
+use crate::kafka::for_each_committed_since;
+use crate::store::Table;
 
-/// How long a restore may wait for the changelog (an open transaction of a dead instance
-/// holds committed readers back for up to the transaction timeout).
+/// How long a catch-up may wait for the topic (an open transaction of a dead instance holds
+/// committed readers back for up to the transaction timeout).
 const RESTORE_TIMEOUT: Duration = Duration::from_secs(120);
+/// Records written to the table in one batch while catching up.
+const BATCH_RECORDS: usize = 2_000;
 
 /// The changelog topic of a stage.
 pub fn changelog_topic(group: &str) -> String {
     format!("{group}-changelog")
 }
 
-/// Reads every committed record of `topic`/`partition` and returns the latest value per key
-/// (a record without a value deletes its key). Blocking: call it off the async threads.
-pub fn restore(
+/// What a table entry a record stands for: its key, and its value or `None` for a delete.
+pub type Entry = (Vec<u8>, Option<Vec<u8>>);
+
+/// What catching a table up did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CaughtUp {
+    /// Records read.
+    pub records: u64,
+    /// Where reading started (`None`: the beginning).
+    pub from: Option<i64>,
+    /// The partition's end: the table's checkpoint now.
+    pub to: i64,
+    /// The table's checkpoint was past the partition's end (the topic was deleted and made
+    /// again), so its copy of the partition was dropped and read again from the beginning.
+    pub reset: bool,
+    /// How long it took.
+    pub elapsed: Duration,
+}
+
+/// Reads the committed records of `topic`/`partition` that `table` has not read yet (from
+/// its checkpoint to the end) and writes into the table what `entry` makes of each (records
+/// it returns `None` for are skipped), with the checkpoint. Blocking: call it off the async
+/// threads. `partitions` is every partition of the topic (a topic-scoped table that must drop
+/// its copy drops it for all of them).
+pub fn catch_up(
     brokers: &str,
     topic: &str,
     partition: i32,
-) -> anyhow::Result<HashMap<String, Vec<u8>>> {
-    let mut values = HashMap::new();
-    for_each_committed(brokers, topic, partition, RESTORE_TIMEOUT, |message| {
-        let Some(key) = message.key() else { return };
-        let key = String::from_utf8_lossy(key).into_owned();
-        match message.payload() {
-            Some(value) => values.insert(key, value.to_vec()),
-            None => values.remove(&key),
-        };
+    partitions: &[i32],
+    table: &Table,
+    entry: impl Fn(&BorrowedMessage<'_>) -> Option<Entry>,
+) -> anyhow::Result<CaughtUp> {
+    let started = Instant::now();
+    let checkpoint = table.checkpoint(partition)?;
+    let mut reset = false;
+    let mut not_cleared: Option<anyhow::Error> = None;
+    let mut failure: Option<anyhow::Error> = None;
+    let mut batch: Vec<Entry> = Vec::new();
+    let mut records = 0u64;
+    let apply = |batch: &mut Vec<Entry>, next: i64| {
+        let writes = batch
+            .iter()
+            .map(|(key, value)| (key.as_slice(), value.as_deref()));
+        let applied = table.apply(partition, writes, Some(next));
+        batch.clear();
+        applied
+    };
+    let marks = for_each_committed_since(
+        brokers,
+        topic,
+        partition,
+        |marks| match checkpoint {
+            Some(at) if at > marks.high => {
+                reset = true;
+                match table.clear(partition, partitions) {
+                    Ok(_) => None,
+                    Err(error) => {
+                        not_cleared = Some(error.into());
+                        // Past the end: nothing is read.
+                        Some(i64::MAX)
+                    }
+                }
+            }
+            at => at,
+        },
+        RESTORE_TIMEOUT,
+        |message| {
+            if failure.is_some() {
+                return;
+            }
+            records += 1;
+            if let Some(entry) = entry(message) {
+                batch.push(entry);
+            }
+            if batch.len() >= BATCH_RECORDS
+                && let Err(error) = apply(&mut batch, message.offset() + 1)
+            {
+                failure = Some(error.into());
+            }
+        },
+    )
+    .with_context(|| {
+        format!(
+            "cannot read {topic}/{partition} into table {}",
+            table.name()
+        )
     })?;
-    Ok(values)
+    if let Some(error) = not_cleared.or(failure) {
+        return Err(error).context(format!("cannot write table {}", table.name()));
+    }
+    apply(&mut batch, marks.high)
+        .with_context(|| format!("cannot write table {}", table.name()))?;
+    Ok(CaughtUp {
+        records,
+        from: if reset { None } else { checkpoint },
+        to: marks.high,
+        reset,
+        elapsed: started.elapsed(),
+    })
+}
+
+/// A record as a plain table entry: its key, and its value (`None` for a tombstone). Records
+/// without a key are skipped.
+pub fn plain_entry(message: &BorrowedMessage<'_>) -> Option<Entry> {
+    Some((
+        message.key()?.to_vec(),
+        message.payload().map(<[u8]>::to_vec),
+    ))
 }

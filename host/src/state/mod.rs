@@ -1,8 +1,7 @@
-//! Keyed state for plugins: partitioned like the stage's input, changed atomically with the
-//! event's outputs, durable in a compacted changelog topic, restored on partition assignment.
+//! Keyed state of stateful stages: kept in the local store, logged to a changelog topic.
 
 mod changelog;
 mod keyed;
 
-pub use changelog::{changelog_topic, restore};
+pub use changelog::{CaughtUp, Entry, catch_up, changelog_topic, plain_entry};
 pub use keyed::{KeyedState, Write, Writes};

@@ -18,7 +18,7 @@ pub enum StoreError {
     },
     /// The store cannot be opened at start-up.
     #[error(
-        "cannot open the idempotency store {path}: {cause} (is another stagehost using this state.dir? is the disk full or read-only?)"
+        "cannot open the local store {path}: {cause} (is another stagehost using this state.dir? is the disk full or read-only?)"
     )]
     Open {
         /// The store's folder.
@@ -29,7 +29,7 @@ pub enum StoreError {
     /// An operation failed on the disk: the store has been closed and is reopened from disk
     /// once the state directory accepts writes again.
     #[error(
-        "the idempotency store {path} failed: {cause}; it is reopened from disk once state.dir accepts writes again (free space there, or fix its permissions)"
+        "the local store {path} failed: {cause}; it is reopened from disk once state.dir accepts writes again (free space there, or fix its permissions)"
     )]
     Failed {
         /// The store's folder.
@@ -39,7 +39,7 @@ pub enum StoreError {
     },
     /// The store failed earlier and has not been reopened yet: nothing is read or written.
     #[error(
-        "the idempotency store {path} is unavailable for {for_secs:.1}s ({cause}); it is reopened from disk once state.dir accepts writes again (free space there, or fix its permissions)",
+        "the local store {path} is unavailable for {for_secs:.1}s ({cause}); it is reopened from disk once state.dir accepts writes again (free space there, or fix its permissions)",
         for_secs = down_for.as_secs_f64()
     )]
     Unavailable {
@@ -93,7 +93,7 @@ mod tests {
         };
         assert_eq!(
             unavailable.to_string(),
-            "the idempotency store /s/store is unavailable for 2.5s (No space left on device (os error 28)); \
+            "the local store /s/store is unavailable for 2.5s (No space left on device (os error 28)); \
              it is reopened from disk once state.dir accepts writes again (free space there, or fix its permissions)"
         );
     }

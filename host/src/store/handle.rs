@@ -1,4 +1,4 @@
-//! [`StateStore`]: the shared handle to the store, and how it survives a failing disk.
+//! [`LocalStore`]: the shared handle to the store, and how it survives a failing disk.
 //!
 //! `fjall` treats a failed journal write (a full disk, an I/O error) as fatal: the database is
 //! *poisoned* and refuses every later write with `Error::Poisoned`, even once the disk works
@@ -15,17 +15,18 @@
 //! complete after the reopen (its bytes reached the file later); every writer here tolerates
 //! that (a processed id recorded twice, an answer recorded though its request got `503`).
 //!
-//! Callers choose how long to wait for a failed store ([`StateStore::patient`]): the ingress
+//! Callers choose how long to wait for a failed store ([`LocalStore::patient`]): the ingress
 //! not at all (its requests get `503` at once), at-least-once stages a while (they keep their
 //! open work and go on when the store is back, instead of being rebuilt and reading it again).
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use super::error::{StoreError, describe};
-use super::keyspaces::{IngressRecord, Keyspaces};
+use super::keyspaces::{IngressRecord, Keyspaces, TableWrite};
 use crate::health::Reporter;
 
 /// Folder of the store inside `state.dir`.
@@ -41,7 +42,7 @@ const WAIT_STEP: Duration = Duration::from_millis(100);
 
 /// Handle to the store; cheap to clone and safe to share between threads.
 #[derive(Clone)]
-pub struct StateStore {
+pub struct LocalStore {
     shared: Arc<Shared>,
     /// How long a call waits for a failed store to be reopened before it fails; zero fails at
     /// once.
@@ -59,6 +60,8 @@ struct Shared {
     reporter: Mutex<Option<Reporter>>,
     /// Set when the host stops: waiting calls give up at once.
     closing: AtomicBool,
+    /// Expiring tables and their retention, pruned with the rest.
+    expiring: Mutex<HashMap<String, Duration>>,
 }
 
 enum State {
@@ -94,28 +97,55 @@ impl Outage {
     }
 }
 
-impl StateStore {
-    /// Opens (or creates) the store in `dir`.
+impl LocalStore {
+    /// Opens (or creates) the store in `dir`. A disk that refuses writes (full, read-only,
+    /// failing) does not stop the host: the store starts closed and unready, like a store that
+    /// failed while running, and is opened once `state.dir` accepts writes again. Anything
+    /// else (another stagehost holding the store, a damaged store) is an error.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
-            dir: dir.to_path_buf(),
-            source,
-        })?;
         let path = dir.join(STORE_DIR);
-        let keyspaces = Keyspaces::open(&path).map_err(|error| StoreError::Open {
-            path: path.clone(),
-            cause: describe(&error),
-        })?;
+        let state = match std::fs::create_dir_all(dir)
+            .map_err(fjall::Error::Io)
+            .and_then(|()| Keyspaces::open(&path))
+        {
+            Ok(keyspaces) => State::Open {
+                keyspaces,
+                generation: 0,
+            },
+            Err(error) if is_disk_refusal(&error) => {
+                let cause = describe(&error);
+                tracing::error!(path = %path.display(), error = %cause,
+                    "cannot open the local store; starting unready and opening it once state.dir accepts writes again");
+                let now = Instant::now();
+                State::Down(Outage {
+                    cause: format!("cannot open it: {cause}"),
+                    since: now,
+                    not_reopened: None,
+                    last_attempt: now,
+                    generation: 0,
+                })
+            }
+            Err(fjall::Error::Io(source)) if !path.exists() && !dir.exists() => {
+                return Err(StoreError::CreateDir {
+                    dir: dir.to_path_buf(),
+                    source,
+                });
+            }
+            Err(error) => {
+                return Err(StoreError::Open {
+                    path: path.clone(),
+                    cause: describe(&error),
+                });
+            }
+        };
         Ok(Self {
             shared: Arc::new(Shared {
                 dir: dir.to_path_buf(),
                 path,
-                state: RwLock::new(State::Open {
-                    keyspaces,
-                    generation: 0,
-                }),
+                state: RwLock::new(state),
                 reporter: Mutex::new(None),
                 closing: AtomicBool::new(false),
+                expiring: Mutex::new(HashMap::new()),
             }),
             patience: Duration::ZERO,
         })
@@ -209,9 +239,71 @@ impl StateStore {
         self.run(|keyspaces| keyspaces.put_ingress_records(&encoded))
     }
 
-    /// Forgets everything recorded more than `retention` ago; returns how many entries went.
+    /// Forgets everything recorded more than `retention` ago, and what expiring tables hold
+    /// past their own retention; returns how many entries went.
     pub fn prune(&self, retention: Duration) -> Result<usize, StoreError> {
-        self.run(|keyspaces| keyspaces.prune(retention))
+        let mut removed = self.run(|keyspaces| keyspaces.prune(retention))?;
+        let tables: Vec<(String, Duration)> = self
+            .shared
+            .expiring
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(name, retention)| (name.clone(), *retention))
+            .collect();
+        for (name, retention) in tables {
+            removed += self.run(|keyspaces| {
+                keyspaces.table_prune(&name, &|value| super::table::kept(value, retention))
+            })?;
+        }
+        Ok(removed)
+    }
+
+    /// Prunes table `name` with the others, forgetting values older than `retention`.
+    pub(super) fn register_expiring(&self, name: &str, retention: Duration) {
+        self.shared
+            .expiring
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_string(), retention);
+    }
+
+    pub(super) fn table_get(
+        &self,
+        name: &str,
+        key: &[u8],
+    ) -> Result<Option<fjall::Slice>, StoreError> {
+        self.run(|keyspaces| keyspaces.table_get(name, key))
+    }
+
+    pub(super) fn table_apply(
+        &self,
+        name: &str,
+        writes: &[TableWrite],
+        checkpoint: Option<(i32, i64)>,
+    ) -> Result<(), StoreError> {
+        self.run(|keyspaces| keyspaces.table_apply(name, writes, checkpoint))
+    }
+
+    pub(super) fn table_checkpoint(
+        &self,
+        name: &str,
+        partition: i32,
+    ) -> Result<Option<i64>, StoreError> {
+        self.run(|keyspaces| keyspaces.table_checkpoint(name, partition))
+    }
+
+    pub(super) fn table_clear(
+        &self,
+        name: &str,
+        prefix: &[u8],
+        partitions: &[i32],
+    ) -> Result<usize, StoreError> {
+        self.run(|keyspaces| keyspaces.table_clear(name, prefix, partitions))
+    }
+
+    pub(super) fn table_size(&self, name: &str) -> Result<(u64, u64), StoreError> {
+        self.run(|keyspaces| keyspaces.table_size(name))
     }
 
     /// Runs `operation` on the open database. A failure closes the database; a patient handle
@@ -226,7 +318,7 @@ impl StateStore {
                     if waiting {
                         tracing::info!(path = %self.shared.path.display(),
                             waited_ms = started.elapsed().as_millis() as u64,
-                            "the idempotency store is back; going on");
+                            "the local store is back; going on");
                     }
                     return Ok(value);
                 }
@@ -239,7 +331,7 @@ impl StateStore {
             if !waiting {
                 waiting = true;
                 tracing::info!(path = %self.shared.path.display(), patience = ?self.patience,
-                    "waiting for the idempotency store to be reopened");
+                    "waiting for the local store to be reopened");
             }
             if !self.shared.reopen_if_due() {
                 std::thread::sleep(WAIT_STEP.min(deadline - now));
@@ -333,7 +425,7 @@ impl Shared {
         );
         drop(state);
         tracing::error!(path = %self.path.display(), error = %cause,
-            "the idempotency store failed; closing it and reopening it from disk once state.dir accepts writes again");
+            "the local store failed; closing it and reopening it from disk once state.dir accepts writes again");
         self.report(Some(cause));
         // Closing stops fjall's workers and releases its lock file, so it can be reopened.
         drop(failed);
@@ -353,10 +445,13 @@ impl Shared {
                 }
             }
         };
-        let reopened = probe(&self.dir).and_then(|()| {
-            Keyspaces::open(&self.path)
-                .map_err(|error| format!("cannot open it again: {}", describe(&error)))
-        });
+        let reopened = std::fs::create_dir_all(&self.dir)
+            .map_err(|error| format!("cannot create state.dir ({error})"))
+            .and_then(|()| probe(&self.dir))
+            .and_then(|()| {
+                Keyspaces::open(&self.path)
+                    .map_err(|error| format!("cannot open it again: {}", describe(&error)))
+            });
         let mut state = self.write();
         let State::Down(outage) = &mut *state else {
             return true;
@@ -373,7 +468,7 @@ impl Shared {
                 };
                 drop(state);
                 tracing::info!(path = %self.path.display(), down_ms = down_for.as_millis() as u64,
-                    "the idempotency store was reopened from disk");
+                    "the local store was reopened from disk");
                 self.report(None);
                 true
             }
@@ -383,13 +478,30 @@ impl Shared {
                 let reason = outage.reason();
                 drop(state);
                 if changed {
-                    tracing::warn!(path = %self.path.display(), reason = %reason, "the idempotency store cannot be reopened yet");
+                    tracing::warn!(path = %self.path.display(), reason = %reason, "the local store cannot be reopened yet");
                     self.report(Some(reason));
                 }
                 false
             }
         }
     }
+}
+
+/// Whether `error` is the disk refusing writes (full, over quota, read-only, failing), which
+/// heals once it accepts them again, rather than a store that cannot be used at all.
+fn is_disk_refusal(error: &fjall::Error) -> bool {
+    const EIO: i32 = 5;
+    const ENOSPC: i32 = 28;
+    const EROFS: i32 = 30;
+    const EDQUOT: i32 = 122;
+    let io = match error {
+        fjall::Error::Io(io) | fjall::Error::Storage(fjall::LsmError::Io(io)) => io,
+        fjall::Error::Poisoned => return true,
+        _ => return false,
+    };
+    matches!(io.raw_os_error(), Some(EIO | ENOSPC | EROFS | EDQUOT))
+        || io.kind() == std::io::ErrorKind::StorageFull
+        || io.kind() == std::io::ErrorKind::ReadOnlyFilesystem
 }
 
 /// The readiness reason of a failed store.
@@ -432,10 +544,10 @@ mod tests {
     fn remembers_processed_ids_per_stage_across_reopen() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let store = StateStore::open(dir.path()).unwrap();
+            let store = LocalStore::open(dir.path()).unwrap();
             store.mark_processed("inventory", ["a", "b"]).unwrap();
         }
-        let store = StateStore::open(dir.path()).unwrap();
+        let store = LocalStore::open(dir.path()).unwrap();
         assert_eq!(
             store
                 .processed_among("inventory", &["a", "b", "c"])
@@ -451,7 +563,7 @@ mod tests {
     #[test]
     fn replays_ingress_answers() {
         let dir = tempfile::tempdir().unwrap();
-        let store = StateStore::open(dir.path()).unwrap();
+        let store = LocalStore::open(dir.path()).unwrap();
         assert_eq!(store.ingress_record("order-1").unwrap(), None);
         let record = answer(unix_ms(SystemTime::now()));
         store.put_ingress_record("order-1", &record).unwrap();
@@ -461,7 +573,7 @@ mod tests {
     #[test]
     fn prune_forgets_only_old_entries() {
         let dir = tempfile::tempdir().unwrap();
-        let store = StateStore::open(dir.path()).unwrap();
+        let store = LocalStore::open(dir.path()).unwrap();
         store.mark_processed("s", ["new"]).unwrap();
         store.put_ingress_record("old", &answer(1)).unwrap();
         assert_eq!(store.prune(Duration::from_secs(3600)).unwrap(), 1);
@@ -475,7 +587,7 @@ mod tests {
     #[test]
     fn a_failed_store_is_unready_refuses_calls_at_once_and_reopens_with_its_data() {
         let dir = tempfile::tempdir().unwrap();
-        let store = StateStore::open(dir.path()).unwrap();
+        let store = LocalStore::open(dir.path()).unwrap();
         let health = Health::default();
         store.report_to(health.reporter("store", "opening"));
         assert!(health.ready());
@@ -514,7 +626,7 @@ mod tests {
     #[test]
     fn a_patient_call_waits_for_the_store_and_an_impatient_one_does_not() {
         let dir = tempfile::tempdir().unwrap();
-        let store = StateStore::open(dir.path()).unwrap();
+        let store = LocalStore::open(dir.path()).unwrap();
         let patient = store.patient(Duration::from_secs(20));
         store.break_for_test("Input/output error (os error 5)");
         // The state folder refuses the probe (a folder where the probe file goes) for a while.
@@ -546,7 +658,7 @@ mod tests {
     #[test]
     fn waiting_calls_give_up_when_the_host_stops() {
         let dir = tempfile::tempdir().unwrap();
-        let store = StateStore::open(dir.path()).unwrap();
+        let store = LocalStore::open(dir.path()).unwrap();
         std::fs::create_dir(dir.path().join(PROBE_FILE)).unwrap();
         store.break_for_test("Input/output error (os error 5)");
         store.stop_waiting();

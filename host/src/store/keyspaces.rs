@@ -1,8 +1,11 @@
-//! The store's data on disk: one `fjall` database with a keyspace of processed ids and one of
-//! ingress answers, and the operations on them. Everything here returns `fjall`'s own errors;
-//! [`super::StateStore`] decides what a failure means (see its docs).
+//! The store's data on disk: one `fjall` database with a keyspace of processed ids, one of
+//! ingress answers, one keyspace per table (see [`super::table`]) and one of table
+//! checkpoints, and the operations on them. Everything here returns `fjall`'s own errors;
+//! [`super::LocalStore`] decides what a failure means (see its docs).
 
+use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
@@ -12,8 +15,21 @@ use serde::{Deserialize, Serialize};
 const PROCESSED: &str = "processed";
 /// Ingress request key (e.g. order id) → JSON of [`IngressRecord`].
 const INGRESS: &str = "ingress";
+/// `<table>\x1f<partition>` → the next offset of the table's topic partition to read (8 bytes
+/// big-endian).
+const CHECKPOINTS: &str = "checkpoints";
+/// Prefix of the keyspace of each table.
+const TABLE_PREFIX: &str = "table:";
 /// Block cache of the store.
 const CACHE_BYTES: u64 = 16 * 1024 * 1024;
+/// Size at which a keyspace's memtable is flushed to disk: what the store holds in memory per
+/// keyspace (fjall's default, 64 MiB, would let a host with a dozen tables hold most of a
+/// gigabyte before writing any of it out).
+const MEMTABLE_BYTES: u64 = 4 * 1024 * 1024;
+
+fn keyspace_options() -> KeyspaceCreateOptions {
+    KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES)
+}
 
 /// The answer given to one ingress request, replayed when the same request comes again.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -34,20 +50,135 @@ pub(super) struct Keyspaces {
     db: Database,
     processed: Keyspace,
     ingress: Keyspace,
+    checkpoints: Keyspace,
+    /// The keyspaces of the tables opened so far, by table name.
+    tables: Mutex<HashMap<String, Keyspace>>,
 }
+
+/// A write to a table: a key and its new value, or `None` to delete it.
+pub type TableWrite = (Vec<u8>, Option<Vec<u8>>);
 
 impl Keyspaces {
     /// Opens (or creates) the database in `path`, recovering its journal: the writes that were
     /// durable when it was last closed, or when its process or its disk failed.
     pub(super) fn open(path: &Path) -> fjall::Result<Self> {
         let db = Database::builder(path).cache_size(CACHE_BYTES).open()?;
-        let processed = db.keyspace(PROCESSED, KeyspaceCreateOptions::default)?;
-        let ingress = db.keyspace(INGRESS, KeyspaceCreateOptions::default)?;
+        let processed = db.keyspace(PROCESSED, keyspace_options)?;
+        let ingress = db.keyspace(INGRESS, keyspace_options)?;
+        let checkpoints = db.keyspace(CHECKPOINTS, keyspace_options)?;
         Ok(Self {
             db,
             processed,
             ingress,
+            checkpoints,
+            tables: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The keyspace of table `name`, opened (or created) on first use.
+    fn table(&self, name: &str) -> fjall::Result<Keyspace> {
+        let mut tables = self.tables.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(keyspace) = tables.get(name) {
+            return Ok(keyspace.clone());
+        }
+        let keyspace = self
+            .db
+            .keyspace(&format!("{TABLE_PREFIX}{name}"), keyspace_options)?;
+        tables.insert(name.to_string(), keyspace.clone());
+        Ok(keyspace)
+    }
+
+    /// The value of `key` in table `name`.
+    pub(super) fn table_get(&self, name: &str, key: &[u8]) -> fjall::Result<Option<fjall::Slice>> {
+        self.table(name)?.get(key)
+    }
+
+    /// Applies `writes` to table `name` in one batch, with the table's checkpoint of
+    /// `partition` moved to `checkpoint` in the same batch when given. Not synced: a table is a
+    /// copy of its topic, and a crash loses at most the batches after the last checkpoint that
+    /// reached the disk, which are read again from the topic.
+    pub(super) fn table_apply(
+        &self,
+        name: &str,
+        writes: &[TableWrite],
+        checkpoint: Option<(i32, i64)>,
+    ) -> fjall::Result<()> {
+        let table = self.table(name)?;
+        let mut batch = self.db.batch();
+        for (key, value) in writes {
+            match value {
+                Some(value) => batch.insert(&table, key.as_slice(), value.as_slice()),
+                None => batch.remove(&table, key.as_slice()),
+            }
+        }
+        if let Some((partition, offset)) = checkpoint {
+            batch.insert(
+                &self.checkpoints,
+                checkpoint_key(name, partition),
+                offset.to_be_bytes().as_slice(),
+            );
+        }
+        batch.commit()
+    }
+
+    /// The next offset of `partition` that table `name` has not read yet, if it read any.
+    pub(super) fn table_checkpoint(
+        &self,
+        name: &str,
+        partition: i32,
+    ) -> fjall::Result<Option<i64>> {
+        Ok(self
+            .checkpoints
+            .get(checkpoint_key(name, partition))?
+            .and_then(|value| <[u8; 8]>::try_from(value.as_ref()).ok())
+            .map(i64::from_be_bytes))
+    }
+
+    /// Removes the entries of table `name` whose key starts with `prefix` (all of them for an
+    /// empty prefix), and its checkpoints of `partitions`.
+    pub(super) fn table_clear(
+        &self,
+        name: &str,
+        prefix: &[u8],
+        partitions: &[i32],
+    ) -> fjall::Result<usize> {
+        let table = self.table(name)?;
+        let mut batch = self.db.batch();
+        for item in table.prefix(prefix) {
+            batch.remove(&table, item.key()?);
+        }
+        for partition in partitions {
+            batch.remove(&self.checkpoints, checkpoint_key(name, *partition));
+        }
+        let removed = batch.len();
+        batch.commit()?;
+        Ok(removed)
+    }
+
+    /// The entries of table `name` (an estimate: overwritten and deleted keys count until the
+    /// store compacts them) and the bytes it takes on disk.
+    pub(super) fn table_size(&self, name: &str) -> fjall::Result<(u64, u64)> {
+        let table = self.table(name)?;
+        Ok((table.approximate_len() as u64, table.disk_space()))
+    }
+
+    /// Removes the entries of table `name` whose value `keep` refuses; how many went.
+    pub(super) fn table_prune(
+        &self,
+        name: &str,
+        keep: &dyn Fn(&[u8]) -> bool,
+    ) -> fjall::Result<usize> {
+        let table = self.table(name)?;
+        let mut batch = self.db.batch();
+        for item in table.iter() {
+            let (key, value) = item.into_inner()?;
+            if !keep(&value) {
+                batch.remove(&table, key);
+            }
+        }
+        let removed = batch.len();
+        batch.commit()?;
+        Ok(removed)
     }
 
     /// For each id, whether `stage` has already processed it.
@@ -120,8 +251,13 @@ impl Keyspaces {
     }
 }
 
+/// The checkpoint key of `partition` of table `name`.
+fn checkpoint_key(name: &str, partition: i32) -> String {
+    format!("{name}\x1f{partition}")
+}
+
 /// Reads a stored timestamp; anything malformed counts as the epoch (so it is pruned).
-fn decode_ms(value: &[u8]) -> u64 {
+pub(super) fn decode_ms(value: &[u8]) -> u64 {
     value.try_into().map(u64::from_be_bytes).unwrap_or(0)
 }
 

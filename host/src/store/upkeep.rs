@@ -6,14 +6,14 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use super::handle::{REOPEN_EVERY, StateStore};
+use super::handle::{LocalStore, REOPEN_EVERY};
 
 /// How often the store forgets records older than the retention.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
 /// Reopens `store` whenever it failed (every [`REOPEN_EVERY`] until it works) and prunes it
 /// every [`PRUNE_EVERY`], until `stop` turns; then lets calls that wait for it give up.
-pub async fn upkeep(store: StateStore, retention: Duration, mut stop: watch::Receiver<bool>) {
+pub async fn upkeep(store: LocalStore, retention: Duration, mut stop: watch::Receiver<bool>) {
     let mut next_prune = Instant::now();
     loop {
         if !store.is_open() {
