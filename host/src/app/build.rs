@@ -12,10 +12,7 @@ use rdkafka::producer::{FutureProducer, Producer};
 use crate::config::{PipelineConfig, ProcessingMode, StageConfig};
 use crate::event::schema::SchemaRegistry;
 use crate::health::Reporter;
-use crate::kafka::{
-    consumer_config, ensure_changelog, ensure_compacted, partition_count,
-    transactional_producer_config,
-};
+use crate::kafka::{KafkaClients, ensure_changelog, ensure_compacted, partition_count};
 use crate::kpi::StageKpis;
 use crate::plugin::{InstanceSettings, PluggedInstance, PluginEngine, PluginSlot};
 use crate::stage::{
@@ -80,6 +77,7 @@ pub(super) async fn ingress_answers(
         health.ok();
         return Ok(Answers::local(store.clone(), shared_producer.clone()));
     }
+    let kafka = KafkaClients::new(&config.kafka);
     let group = stage.group_id();
     let topic = format!("{group}-answers");
     let partitions = stage
@@ -90,7 +88,7 @@ pub(super) async fn ingress_answers(
         .unwrap_or(1);
     if config.kafka.create_topics {
         ensure_compacted(
-            &config.kafka.brokers,
+            &kafka,
             &topic,
             partitions,
             1,
@@ -103,7 +101,7 @@ pub(super) async fn ingress_answers(
     let make: ProducerFactory =
         Arc::new(move || transactional_producer(&factory_config, &stage_name, &transactional_id));
     let answers = TransactionalAnswers::start(
-        &config.kafka.brokers,
+        &kafka,
         &topic,
         partitions,
         make,
@@ -119,7 +117,8 @@ fn transactional_producer(
     stage: &str,
     transactional_id: &str,
 ) -> anyhow::Result<FutureProducer> {
-    let producer: FutureProducer = transactional_producer_config(&config.kafka, transactional_id)
+    let producer: FutureProducer = KafkaClients::new(&config.kafka)
+        .transactional_producer(transactional_id)
         .create()
         .with_context(|| format!("cannot create the transactional producer of stage {stage}"))?;
     tokio::task::block_in_place(|| producer.init_transactions(Duration::from_secs(60)))
@@ -142,6 +141,7 @@ pub(super) async fn topic_stage(
     store: &StateStore,
     health: &Reporter,
 ) -> anyhow::Result<StageRunner> {
+    let kafka = KafkaClients::new(&config.kafka);
     let group = stage.group_id();
     let exactly_once = stage.mode == ProcessingMode::ExactlyOnce;
     let inputs = stage.inputs();
@@ -164,12 +164,12 @@ pub(super) async fn topic_stage(
             .unwrap_or(1);
         let changelog = changelog_topic(&group);
         if config.kafka.create_topics {
-            ensure_changelog(&config.kafka.brokers, &changelog, first, replication).await?;
+            ensure_changelog(&kafka, &changelog, first, replication).await?;
         }
         Some(StageStateParts {
             keyed: Arc::new(std::sync::Mutex::new(KeyedState::default())),
             changelog,
-            brokers: config.kafka.brokers.clone(),
+            kafka: kafka.clone(),
         })
     } else {
         None
@@ -184,16 +184,13 @@ pub(super) async fn topic_stage(
                     replication = replication.max(topic.replication);
                     topic.partitions
                 }
-                None => {
-                    let (brokers, input) = (config.kafka.brokers.clone(), input.to_string());
-                    tokio::task::block_in_place(|| partition_count(&brokers, &input))?
-                }
+                None => tokio::task::block_in_place(|| partition_count(&kafka, input))?,
             };
             partitions = partitions.max(counted);
         }
         if config.kafka.create_topics {
             ensure_compacted(
-                &config.kafka.brokers,
+                &kafka,
                 &topic,
                 partitions,
                 replication,
@@ -203,7 +200,7 @@ pub(super) async fn topic_stage(
         }
         Deduplicator::Transactional(ProcessedLog::new(
             topic,
-            config.kafka.brokers.clone(),
+            kafka.clone(),
             config.state.idempotency_retention,
         ))
     } else {
@@ -221,12 +218,7 @@ pub(super) async fn topic_stage(
     } else {
         shared_producer.clone()
     };
-    let mut consumer_settings = consumer_config(
-        &config.kafka,
-        &group,
-        &config.state.instance_id,
-        exactly_once,
-    );
+    let mut consumer_settings = kafka.consumer(&group, &config.state.instance_id, exactly_once);
     if state.is_some() && inputs.len() > 1 {
         // State is scoped by partition number across the inputs: partition i of every input
         // must go to the same instance, which the range assignor guarantees.

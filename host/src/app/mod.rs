@@ -21,7 +21,7 @@ use crate::config::PipelineConfig;
 use crate::event::schema::SchemaRegistry;
 use crate::health::Health;
 use crate::http::TopicView;
-use crate::kafka::{ensure_topics, producer_config};
+use crate::kafka::{ACCESS_PATIENCE, KafkaClients, check_access, ensure_topics};
 use crate::kpi::{KpiHub, publish_loop};
 use crate::plugin::PluginEngine;
 use crate::stage::Ingress;
@@ -85,11 +85,18 @@ pub async fn run(
     let store = StateStore::open(&config.state.dir)?;
     let stage_store = store.patient(STORE_PATIENCE);
     let schemas = SchemaRegistry::from_config(&config)?;
-    let producer: FutureProducer = producer_config(&config.kafka)
+    let kafka = KafkaClients::new(&config.kafka);
+    // Refused credentials or TLS settings end the start here, with one clear error.
+    let checking = kafka.clone();
+    tokio::task::spawn_blocking(move || check_access(&checking, ACCESS_PATIENCE))
+        .await
+        .context("the Kafka access check panicked")??;
+    let producer: FutureProducer = kafka
+        .producer()
         .create()
         .context("cannot create the Kafka producer")?;
     if config.kafka.create_topics {
-        ensure_topics(&config).await?;
+        ensure_topics(&kafka, &config).await?;
     }
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -224,13 +231,13 @@ pub async fn run(
     tracing::info!(address = %config.http.listen, ingress = %config.http.ingress_path, "HTTP server listening");
     let view = |topic: &Option<String>| {
         let topic = topic.clone();
-        let brokers = config.kafka.brokers.clone();
+        let kafka = kafka.clone();
         let health = health.clone();
         async move {
             match topic {
                 Some(topic) => {
                     let reporter = health.reporter(&format!("view:{topic}"), "reading its topic");
-                    TopicView::start(&brokers, &topic, reporter).await.map(Some)
+                    TopicView::start(&kafka, &topic, reporter).await.map(Some)
                 }
                 None => Ok(None),
             }

@@ -11,9 +11,10 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 
 use crate::health::Reporter;
+use crate::kafka::KafkaClients;
 
 /// The latest JSON value per record key of one topic.
 #[derive(Default)]
@@ -33,13 +34,13 @@ impl TopicView {
 
     /// Starts tailing `topic` from its beginning; the view fills as records arrive, and
     /// `health` turns ready once it has caught up with the topic's end at start.
-    pub async fn start(brokers: &str, topic: &str, health: Reporter) -> anyhow::Result<Arc<Self>> {
-        let consumer: StreamConsumer = ClientConfig::new()
-            .set("bootstrap.servers", brokers)
-            .set("group.id", "stagehost-view")
-            .set("enable.auto.commit", "false")
-            .set("isolation.level", "read_committed")
-            .set("fetch.wait.max.ms", "100")
+    pub async fn start(
+        kafka: &KafkaClients,
+        topic: &str,
+        health: Reporter,
+    ) -> anyhow::Result<Arc<Self>> {
+        let consumer: StreamConsumer = kafka
+            .reader("stagehost-view")
             .create()
             .context("cannot create a view reader")?;
         let metadata = tokio::task::block_in_place(|| {

@@ -1,13 +1,15 @@
 //! Kafka I/O: client settings, topic creation, publishing with acknowledgement, reading a
 //! partition to its end, tailing.
 
+mod access;
 mod admin;
 mod clients;
 mod publish;
 mod read;
 pub mod tail;
 
+pub use access::{ACCESS_PATIENCE, AccessError, check_access};
 pub use admin::{ensure_changelog, ensure_compacted, ensure_topics};
-pub use clients::{admin_config, consumer_config, producer_config, transactional_producer_config};
+pub use clients::{DEFAULT_BROKERS, KafkaClients, Role};
 pub use publish::{Delivery, OutRecord, acknowledged, enqueue, publish_all, unacknowledged};
 pub use read::{committed_reader, for_each_committed, partition_count};

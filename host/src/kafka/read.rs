@@ -8,19 +8,21 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::BorrowedMessage;
 use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
+
+use super::clients::{KafkaClients, Role};
 
 /// Calls `each` for every committed record of `topic`/`partition`, oldest first, up to the
 /// high watermark read at the start; gives up after `timeout`. Blocking: call it off the
 /// async threads.
 pub fn for_each_committed(
-    brokers: &str,
+    kafka: &KafkaClients,
     topic: &str,
     partition: i32,
     timeout: Duration,
     mut each: impl FnMut(&BorrowedMessage<'_>),
 ) -> anyhow::Result<()> {
-    let consumer = committed_reader(brokers).context("cannot create a Kafka reader")?;
+    let consumer = committed_reader(kafka).context("cannot create a Kafka reader")?;
     let (low, high) = watermarks(&consumer, topic, partition)?;
     if high <= low {
         return Ok(());
@@ -77,20 +79,15 @@ fn watermarks(consumer: &BaseConsumer, topic: &str, partition: i32) -> anyhow::R
 
 /// A consumer for reading partitions by hand (assigned, never committing), that sees only
 /// committed records.
-pub fn committed_reader(brokers: &str) -> Result<BaseConsumer, KafkaError> {
-    ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", "stagehost-reader")
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
-        .set("enable.partition.eof", "false")
-        .create()
+pub fn committed_reader(kafka: &KafkaClients) -> Result<BaseConsumer, KafkaError> {
+    kafka.reader("stagehost-reader").create()
 }
 
 /// The number of partitions of `topic`.
-pub fn partition_count(brokers: &str, topic: &str) -> anyhow::Result<i32> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+pub fn partition_count(kafka: &KafkaClients, topic: &str) -> anyhow::Result<i32> {
+    let brokers = kafka.brokers();
+    let consumer: BaseConsumer = kafka
+        .client(Role::Admin)
         .create()
         .context("cannot create a Kafka client")?;
     let metadata = consumer

@@ -24,7 +24,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::event::cloudevents::CloudEvent;
 use crate::health::Reporter;
-use crate::kafka::{OutRecord, acknowledged, enqueue, publish_all};
+use crate::kafka::{KafkaClients, OutRecord, acknowledged, enqueue, publish_all};
 use crate::state::restore;
 use crate::store::{IngressRecord, StateStore};
 
@@ -198,7 +198,7 @@ impl TransactionalAnswers {
     /// Reads every committed answer of `topic` (all `partitions`), then starts the committer,
     /// which makes its producers with `make` and reports to `health`.
     pub async fn start(
-        brokers: &str,
+        kafka: &KafkaClients,
         topic: &str,
         partitions: i32,
         make: ProducerFactory,
@@ -207,7 +207,7 @@ impl TransactionalAnswers {
     ) -> anyhow::Result<Self> {
         let mut known = HashMap::new();
         for partition in 0..partitions {
-            let values = tokio::task::block_in_place(|| restore(brokers, topic, partition))
+            let values = tokio::task::block_in_place(|| restore(kafka, topic, partition))
                 .with_context(|| {
                     format!("cannot read the ingress answers in {topic}/{partition}")
                 })?;

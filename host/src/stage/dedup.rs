@@ -20,7 +20,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
 
-use crate::kafka::OutRecord;
+use crate::kafka::{KafkaClients, OutRecord};
 use crate::state::restore;
 use crate::store::{StateStore, unix_ms};
 
@@ -72,8 +72,8 @@ fn digest(id: &str) -> Digest {
 pub struct ProcessedLog {
     /// The compacted topic.
     pub topic: String,
-    /// Brokers, for restoring.
-    pub brokers: String,
+    /// Kafka clients, for restoring.
+    pub kafka: KafkaClients,
     /// How long an id is remembered.
     pub retention: Duration,
     /// Committed ids (their [`Digest`]) per input partition number, with when they were
@@ -86,10 +86,10 @@ pub struct ProcessedLog {
 
 impl ProcessedLog {
     /// An empty log for `topic`; partitions are restored when first seen.
-    pub fn new(topic: String, brokers: String, retention: Duration) -> Self {
+    pub fn new(topic: String, kafka: KafkaClients, retention: Duration) -> Self {
         Self {
             topic,
-            brokers,
+            kafka,
             retention,
             committed: HashMap::new(),
             pending: Vec::new(),
@@ -102,13 +102,13 @@ impl ProcessedLog {
             return Ok(());
         }
         let started = Instant::now();
-        let values = tokio::task::block_in_place(|| restore(&self.brokers, &self.topic, partition))
+        let values = tokio::task::block_in_place(|| restore(&self.kafka, &self.topic, partition))
             .with_context(|| {
-                format!(
-                    "cannot restore the processed ids of partition {partition} from {}",
-                    self.topic
-                )
-            })?;
+            format!(
+                "cannot restore the processed ids of partition {partition} from {}",
+                self.topic
+            )
+        })?;
         let oldest = self.oldest_kept();
         let ids: HashMap<Digest, u64> = values
             .into_iter()
@@ -245,7 +245,11 @@ mod tests {
     }
 
     fn log_with(partition: i32, ids: &[(&str, u64)]) -> Deduplicator {
-        let mut log = ProcessedLog::new("t".into(), "unused".into(), Duration::from_secs(3600));
+        let mut log = ProcessedLog::new(
+            "t".into(),
+            KafkaClients::plain("unused"),
+            Duration::from_secs(3600),
+        );
         log.committed.insert(
             partition,
             ids.iter().map(|(id, at)| (digest(id), *at)).collect(),

@@ -42,7 +42,7 @@ use crate::config::{ProcessingMode, RetryConfig};
 use crate::event::cloudevents;
 use crate::event::dead_letter::Origin;
 use crate::health::Reporter;
-use crate::kafka::{OutRecord, enqueue};
+use crate::kafka::{KafkaClients, OutRecord, enqueue};
 use crate::kpi::{StageKpis, kpi_record};
 use crate::plugin::{LoadedPlugin, PluggedInstance};
 use crate::state::{KeyedState, Writes, restore};
@@ -72,8 +72,8 @@ pub struct StageStateParts {
     pub keyed: Arc<Mutex<KeyedState>>,
     /// The changelog topic.
     pub changelog: String,
-    /// Brokers, for restoring.
-    pub brokers: String,
+    /// Kafka clients, for restoring.
+    pub kafka: KafkaClients,
 }
 
 /// A running topic-fed stage: its consumer and everything else.
@@ -592,7 +592,7 @@ impl Worker {
         }
         let started = Instant::now();
         let values =
-            tokio::task::block_in_place(|| restore(&parts.brokers, &parts.changelog, partition))
+            tokio::task::block_in_place(|| restore(&parts.kafka, &parts.changelog, partition))
                 .with_context(|| format!("cannot restore the state of partition {partition}"))?;
         tracing::info!(stage = %self.context.name, partition, keys = values.len(),
             elapsed_ms = started.elapsed().as_millis() as u64, "state restored");

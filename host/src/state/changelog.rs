@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use rdkafka::message::Message;
 
-use crate::kafka::for_each_committed;
+use crate::kafka::{KafkaClients, for_each_committed};
 
 /// How long a restore may wait for the changelog (an open transaction of a dead instance
 /// holds committed readers back for up to the transaction timeout).
@@ -21,12 +21,12 @@ pub fn changelog_topic(group: &str) -> String {
 /// Reads every committed record of `topic`/`partition` and returns the latest value per key
 /// (a record without a value deletes its key). Blocking: call it off the async threads.
 pub fn restore(
-    brokers: &str,
+    kafka: &KafkaClients,
     topic: &str,
     partition: i32,
 ) -> anyhow::Result<HashMap<String, Vec<u8>>> {
     let mut values = HashMap::new();
-    for_each_committed(brokers, topic, partition, RESTORE_TIMEOUT, |message| {
+    for_each_committed(kafka, topic, partition, RESTORE_TIMEOUT, |message| {
         let Some(key) = message.key() else { return };
         let key = String::from_utf8_lossy(key).into_owned();
         match message.payload() {
