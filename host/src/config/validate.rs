@@ -101,10 +101,15 @@ fn check_kafka_properties(config: &PipelineConfig, problems: &mut Problems) {
             let mut one = rdkafka::ClientConfig::new();
             one.set(name, value);
             if let Err(error) = one.create_native_config() {
-                let message = if super::is_secret(name) {
-                    "librdkafka does not accept this property or its value".to_string()
-                } else {
-                    format!("librdkafka does not accept it: {error}")
+                let message = match error {
+                    _ if super::is_secret(name) => {
+                        "librdkafka does not accept this property or its value".to_string()
+                    }
+                    // Its description only: the error's own text repeats the value.
+                    rdkafka::error::KafkaError::ClientConfig(_, description, _, _) => {
+                        format!("librdkafka does not accept it: {description}")
+                    }
+                    other => format!("librdkafka does not accept it: {other}"),
                 };
                 problems.push(key, message);
             }

@@ -1,4 +1,4 @@
-//! Kafka I/O: client settings, topic creation, publishing with acknowledgement, reading a
+//! Kafka I/O: the one front door for clients (`KafkaClients`), the access check, topic creation, publishing with acknowledgement, reading a
 //! partition to its end, tailing.
 
 mod access;
