@@ -1,5 +1,5 @@
-//! Kafka I/O: the one front door for clients (`KafkaClients`), the access check, topic creation, publishing with acknowledgement, reading a
-//! partition to its end, tailing.
+//! Kafka I/O: the one front door for clients ([`KafkaClients`]), the start-up access check,
+//! topic creation, publishing with acknowledgement, reading a partition to its end, tailing.
 
 mod access;
 mod admin;
