@@ -11,6 +11,10 @@
 #
 # Environment: KAFKA_HOME_DIR (default .kafka in the repo), KAFKA_PORT (9092),
 # KAFKA_CONTROLLER_PORT (9093), KAFKA_HEAP (default -Xmx512m -Xms512m).
+# KAFKA_SASL_PORT (unset: none) adds a SASL_SSL listener on that port: SCRAM-SHA-512 over TLS,
+# with a CA and a broker certificate for 127.0.0.1 made by openssl into $KAFKA_HOME_DIR/tls
+# (clients trust tls/ca.pem) and the user KAFKA_SASL_USER (stagehost) with the password
+# KAFKA_SASL_PASSWORD (stagehost-secret), created when the storage is formatted.
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -23,6 +27,10 @@ data=$home/data
 logs=$home/logs
 pidfile=$home/broker.pid
 props=$home/server.properties
+sasl_port=${KAFKA_SASL_PORT:-}
+sasl_user=${KAFKA_SASL_USER:-stagehost}
+sasl_password=${KAFKA_SASL_PASSWORD:-stagehost-secret}
+tls=$home/tls
 
 log() { echo "kafka.sh: $*" >&2; }
 
@@ -37,16 +45,46 @@ fetch() {
   touch "$lib/.complete"
 }
 
+# A CA and a broker certificate for 127.0.0.1 signed by it (PEM, in $tls), made once. The
+# broker reads its key and certificate from one PEM file; Kafka wants that key in encrypted
+# PKCS#8 with ssl.key.password, and Java 17 reads PBES1 (PBE-SHA1-3DES) but not PBES2.
+make_certs() {
+  if [ -f "$tls/broker-keystore.pem" ]; then return 0; fi
+  command -v openssl >/dev/null || { log "openssl is needed for the SASL_SSL listener; install it with: apt-get install -y openssl"; exit 1; }
+  log "making a test CA and a broker certificate in $tls"
+  mkdir -p "$tls"
+  (
+    cd "$tls"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=stagehost test CA" \
+      -keyout ca.key -out ca.pem
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" -keyout broker.key -out broker.csr
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' > broker.ext
+    openssl x509 -req -in broker.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 3650 \
+      -extfile broker.ext -out broker.pem
+    openssl pkcs8 -topk8 -v1 PBE-SHA1-3DES -in broker.key -passout pass:broker-key -out broker.p8
+    cat broker.p8 broker.pem > broker-keystore.pem
+  ) >"$logs/tls.log" 2>&1 || { cat "$logs/tls.log" >&2; exit 1; }
+}
+
 write_props() {
   mkdir -p "$data" "$logs"
+  local listeners="PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$controller_port"
+  local advertised="PLAINTEXT://127.0.0.1:$port"
+  local protocols="CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT"
+  if [ -n "$sasl_port" ]; then
+    make_certs
+    listeners="$listeners,SASL_SSL://127.0.0.1:$sasl_port"
+    advertised="$advertised,SASL_SSL://127.0.0.1:$sasl_port"
+    protocols="$protocols,SASL_SSL:SASL_SSL"
+  fi
   cat > "$props" <<PROPS
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$controller_port
-listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$controller_port
-advertised.listeners=PLAINTEXT://127.0.0.1:$port
+listeners=$listeners
+advertised.listeners=$advertised
 controller.listener.names=CONTROLLER
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+listener.security.protocol.map=$protocols
 inter.broker.listener.name=PLAINTEXT
 log.dirs=$data
 num.partitions=3
@@ -62,6 +100,16 @@ group.initial.rebalance.delay.ms=0
 log.retention.hours=24
 log.segment.bytes=67108864
 PROPS
+  if [ -n "$sasl_port" ]; then
+    cat >> "$props" <<PROPS
+sasl.enabled.mechanisms=SCRAM-SHA-512
+listener.name.sasl_ssl.sasl.enabled.mechanisms=SCRAM-SHA-512
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.ssl.keystore.type=PEM
+listener.name.sasl_ssl.ssl.keystore.location=$tls/broker-keystore.pem
+listener.name.sasl_ssl.ssl.key.password=broker-key
+PROPS
+  fi
 }
 
 java_cmd() {
@@ -77,23 +125,26 @@ format() {
     local id
     id=$( java_cmd kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n 1)
     log "formatting KRaft storage in $data (cluster $id)"
-    ( java_cmd kafka.tools.StorageTool format -t "$id" -c "$props" ) >"$logs/format.log" 2>&1 \
+    local scram=()
+    # The SCRAM user exists from the first start: KRaft stores it in the bootstrap metadata.
+    [ -z "$sasl_port" ] || scram=(--add-scram "SCRAM-SHA-512=[name=$sasl_user,password=$sasl_password]")
+    ( java_cmd kafka.tools.StorageTool format -t "$id" -c "$props" "${scram[@]}" ) >"$logs/format.log" 2>&1 \
       || { cat "$logs/format.log" >&2; exit 1; }
   fi
 }
 
 is_running() { [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; }
 
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; }
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/${1:-$port}") 2>/dev/null; }
 
 wait_ready() {
   local deadline=$((SECONDS + ${1:-90}))
-  until port_open; do
+  until port_open && { [ -z "$sasl_port" ] || port_open "$sasl_port"; }; do
     if [ -f "$pidfile" ] && ! is_running; then log "broker exited; see $logs/broker.log"; tail -30 "$logs/broker.log" >&2; exit 1; fi
     [ $SECONDS -lt $deadline ] || { log "broker did not open 127.0.0.1:$port in time; see $logs/broker.log"; exit 1; }
     sleep 0.3
   done
-  log "broker is listening on 127.0.0.1:$port"
+  log "broker is listening on 127.0.0.1:$port${sasl_port:+ (SASL_SSL on $sasl_port)}"
 }
 
 start() {
@@ -108,7 +159,7 @@ start() {
 
 run_foreground() {
   fetch; format
-  exec_java kafka.Kafka "$props"
+  java_cmd kafka.Kafka "$props"
 }
 
 stop() {
@@ -127,6 +178,6 @@ case "${1:-}" in
   stop) stop ;;
   restart) stop; start ;;
   wait) wait_ready "${2:-90}" ;;
-  reset) stop; rm -rf "$data" "$logs" "$props" ;;
-  *) sed -n '2,14p' "$0" >&2; exit 2 ;;
+  reset) stop; rm -rf "$data" "$logs" "$props" "$tls" ;;
+  *) sed -n '2,18p' "$0" >&2; exit 2 ;;
 esac

@@ -5,7 +5,7 @@
 set -euo pipefail
 
 need=()
-for pkg in cmake libcurl4-openssl-dev libssl-dev zlib1g-dev pkg-config build-essential maven; do
+for pkg in cmake libcurl4-openssl-dev libssl-dev openssl zlib1g-dev pkg-config build-essential maven; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 command -v java >/dev/null 2>&1 || need+=(openjdk-17-jre-headless)

@@ -12,9 +12,9 @@
 //!   [`cloudevents::header_pairs`] over those headers, then `find` of `ce_id` and `ce_type`
 //!   (what the consume loop does per record); `dead_letter/to_json`: serializing a
 //!   [`DeadLetter`] of the same order.
-//! - `idempotency/processed_among_500`: one [`StateStore::processed_among`] lookup of 500 ids,
+//! - `idempotency/processed_among_500`: one [`LocalStore::processed_among`] lookup of 500 ids,
 //!   half of them known, in a store that holds 200 000 ids (what a stage records for about
-//!   12 000 orders); `idempotency/mark_processed_500`: one [`StateStore::mark_processed`] of
+//!   12 000 orders); `idempotency/mark_processed_500`: one [`LocalStore::mark_processed`] of
 //!   500 new ids (one durable fjall batch: a journal append and an `fdatasync` of a file in
 //!   the temporary directory).
 //!
@@ -46,7 +46,7 @@ use stagehost::event::dead_letter::{DeadLetter, Origin};
 use stagehost::event::schema::SchemaRegistry;
 use stagehost::plugin::{InputEvent, InstanceSettings, PluginEngine, StageInstance};
 use stagehost::stage::{Input, Route, StageContext};
-use stagehost::store::StateStore;
+use stagehost::store::LocalStore;
 
 /// A valid `OrderConfirmed` (schemas/order-confirmed.schema.json): three lines whose total is
 /// right to the cent, as the inventory stage emits it.
@@ -219,7 +219,7 @@ fn idempotency(c: &mut Criterion) {
     const STAGE: &str = "warehouse";
     const BATCH: usize = 500;
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let store = StateStore::open(dir.path()).expect("the store opens");
+    let store = LocalStore::open(dir.path()).expect("the store opens");
     let known: Vec<String> = (0..200_000).map(|i| format!("known-{i:08}")).collect();
     for chunk in known.chunks(5_000) {
         store

@@ -130,7 +130,11 @@ fn base_consumer(topic: &str) -> BaseConsumer {
         .set("fetch.wait.max.ms", "10")
         .create()
         .unwrap();
-    let partitions = stagehost::kafka::partition_count(&brokers(), topic).unwrap();
+    let partitions = stagehost::kafka::partition_count(
+        &stagehost::kafka::KafkaClients::plain(&brokers()),
+        topic,
+    )
+    .unwrap();
     let mut assignment = TopicPartitionList::new();
     for partition in 0..partitions {
         assignment
@@ -315,7 +319,8 @@ async fn whole_pipeline(mode: &str, orders: u64) -> (f64, f64, f64, String) {
 async fn latency(pipeline: &TestPipeline, rate: f64, seconds: u64) -> stagehost::load::LoadReport {
     let options = stagehost::load::LoadOptions {
         url: format!("http://{}/orders", pipeline.http),
-        brokers: brokers(),
+        brokers: Some(brokers()),
+        config: None,
         done_topic: pipeline.topic("NotificationDelivered"),
         notifications_per_order: 3,
         rate,
@@ -357,9 +362,14 @@ async fn main() {
             "bench{}-warmup",
             &uuid::Uuid::new_v4().simple().to_string()[..8]
         );
-        stagehost::kafka::ensure_changelog(&brokers(), &topic, 3, 1)
-            .await
-            .ok();
+        stagehost::kafka::ensure_changelog(
+            &stagehost::kafka::KafkaClients::plain(&brokers()),
+            &topic,
+            3,
+            1,
+        )
+        .await
+        .ok();
         fill(&topic, "warm", "OrderConfirmed", warmup, |id| {
             order_json(id, Some("confirmed"))
         })
@@ -376,9 +386,14 @@ async fn main() {
         let raw_in = format!("{prefix}raw");
         let raw_out = format!("{prefix}raw-out");
         for topic in [&raw_in, &raw_out] {
-            stagehost::kafka::ensure_changelog(&brokers(), topic, 3, 1)
-                .await
-                .ok();
+            stagehost::kafka::ensure_changelog(
+                &stagehost::kafka::KafkaClients::plain(&brokers()),
+                topic,
+                3,
+                1,
+            )
+            .await
+            .ok();
         }
         let produce_rate = fill(&raw_in, "raw", "OrderConfirmed", messages, |id| {
             order_json(id, Some("confirmed"))

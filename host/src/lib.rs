@@ -5,7 +5,8 @@
 //! - [`plugin`]: the WebAssembly side — engine, sandboxed instances, hot-swap slots, the WIT
 //!   bindings.
 //! - [`event`]: what travels on topics — CloudEvents headers and ids, dead letters, schemas.
-//! - [`kafka`]: client settings, topic creation, publishing with acknowledgement, `tail`.
+//! - [`kafka`]: the one front door every client is configured through (`[kafka]` and its role
+//!   tables), the start-up access check, topic creation, publishing with acknowledgement, `tail`.
 //! - [`state`]: keyed plugin state — partitioned, transactional, restored from a changelog.
 //! - [`store`]: durable local state — processed event ids and ingress answers (`fjall`).
 //! - [`stage`]: per-event processing, the topic consume loop, the HTTP ingress stage.

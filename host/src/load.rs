@@ -16,8 +16,10 @@ use anyhow::Context;
 use hdrhistogram::Histogram;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
+
+use crate::kafka::{ACCESS_PATIENCE, KafkaClients, check_access};
 
 /// What to send, where, and how to know an order is done (also the flags of `stagehost load`).
 #[derive(Debug, Clone, clap::Args)]
@@ -25,9 +27,14 @@ pub struct LoadOptions {
     /// The ingress URL.
     #[arg(long, default_value = "http://127.0.0.1:8080/orders")]
     pub url: String,
-    /// Kafka bootstrap servers (to read the notifications).
-    #[arg(long, env = "KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
-    pub brokers: String,
+    /// Kafka bootstrap servers (to read the notifications); default 127.0.0.1:9092, or the
+    /// `--config` file's.
+    #[arg(long, env = "KAFKA_BROKERS")]
+    pub brokers: Option<String>,
+    /// A pipeline configuration whose `[kafka]` settings (security, SASL, TLS, …) reach the
+    /// brokers.
+    #[arg(long, short, env = "STAGEHOST_CONFIG")]
+    pub config: Option<std::path::PathBuf>,
     /// Topic of delivered notifications.
     #[arg(long, default_value = "NotificationDelivered")]
     pub done_topic: String,
@@ -110,7 +117,10 @@ type InFlight = Arc<Mutex<HashMap<String, (Instant, usize)>>>;
 /// Runs the load and waits for the orders to complete (or `settle` to pass).
 pub async fn run(options: &LoadOptions) -> anyhow::Result<LoadReport> {
     anyhow::ensure!(options.rate > 0.0, "the rate must be above zero");
-    let consumer = done_consumer(&options.brokers, &options.done_topic)?;
+    let kafka = KafkaClients::for_tool(options.config.as_deref(), options.brokers.as_deref())?;
+    let checking = kafka.clone();
+    tokio::task::spawn_blocking(move || check_access(&checking, ACCESS_PATIENCE)).await??;
+    let consumer = done_consumer(&kafka, &options.done_topic)?;
     let in_flight: InFlight = Arc::default();
     let histogram = Arc::new(Mutex::new(
         Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).context("histogram bounds")?,
@@ -206,19 +216,12 @@ pub fn order_body(order_id: &str, product: &str) -> String {
 }
 
 /// A consumer of the end of `topic`'s every partition.
-fn done_consumer(brokers: &str, topic: &str) -> anyhow::Result<StreamConsumer> {
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set(
-            "group.id",
-            format!("stagehost-load-{}", uuid::Uuid::new_v4()),
-        )
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
-        .set("fetch.wait.max.ms", "100")
+fn done_consumer(kafka: &KafkaClients, topic: &str) -> anyhow::Result<StreamConsumer> {
+    let consumer: StreamConsumer = kafka
+        .reader(&format!("stagehost-load-{}", uuid::Uuid::new_v4()))
         .create()
         .context("cannot create the notification reader")?;
-    let partitions = crate::kafka::partition_count(brokers, topic)?;
+    let partitions = crate::kafka::partition_count(kafka, topic)?;
     let mut assignment = TopicPartitionList::new();
     for partition in 0..partitions {
         // The end as of now: `Offset::End` would be resolved at the first fetch, which may

@@ -49,9 +49,13 @@ enum Command {
     Tail {
         /// Topic to read.
         topic: String,
-        /// Kafka bootstrap servers.
-        #[arg(long, env = "KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
-        brokers: String,
+        /// Kafka bootstrap servers; default 127.0.0.1:9092, or the `--config` file's.
+        #[arg(long, env = "KAFKA_BROKERS")]
+        brokers: Option<String>,
+        /// A pipeline configuration whose `[kafka]` settings (security, SASL, TLS, …) reach
+        /// the brokers.
+        #[arg(long, short, env = "STAGEHOST_CONFIG")]
+        config: Option<PathBuf>,
         /// Start from the oldest event instead of waiting for new ones.
         #[arg(long)]
         from_beginning: bool,
@@ -229,12 +233,17 @@ fn main() -> ExitCode {
             Command::Tail {
                 topic,
                 brokers,
+                config,
                 from_beginning,
                 max,
                 idle_timeout,
             } => {
+                let kafka = stagehost::kafka::KafkaClients::for_tool(
+                    config.as_deref(),
+                    brokers.as_deref(),
+                )?;
                 stagehost::kafka::tail::tail(stagehost::kafka::tail::TailOptions {
-                    brokers,
+                    kafka,
                     topic,
                     from_beginning,
                     max,
@@ -367,6 +376,11 @@ async fn stuck(admin: &str, command: StuckCommand) -> anyhow::Result<()> {
 
 async fn dlq(path: &Path, command: DlqCommand) -> anyhow::Result<()> {
     let config = config::load(path, &Overrides::from_env())?;
+    let kafka = stagehost::kafka::KafkaClients::new(&config.kafka);
+    tokio::task::spawn_blocking(move || {
+        stagehost::kafka::check_access(&kafka, stagehost::kafka::ACCESS_PATIENCE)
+    })
+    .await??;
     let since = |text: Option<String>| text.as_deref().map(dlq::parse_since).transpose();
     match command {
         DlqCommand::List {

@@ -55,6 +55,11 @@ fn an_unknown_key_is_refused_with_its_line() {
 }
 
 #[test]
+fn kafka_properties_are_checked_by_librdkafka_and_variables_must_be_set() {
+    golden("kafka-settings");
+}
+
+#[test]
 fn a_pipeline_without_stages_is_refused() {
     golden("no-stages");
 }

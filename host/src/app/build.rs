@@ -14,16 +14,13 @@ use crate::config::{PipelineConfig, ProcessingMode, StageConfig, path_params};
 use crate::event::schema::SchemaRegistry;
 use crate::health::{Health, Reporter};
 use crate::http::{IngressEndpoint, TopicView, ViewEndpoint, ViewShaper};
-use crate::kafka::{
-    consumer_config, ensure_changelog, ensure_compacted, partition_count,
-    transactional_producer_config,
-};
+use crate::kafka::{KafkaClients, ensure_changelog, ensure_compacted, partition_count};
 use crate::kpi::StageKpis;
 use crate::plugin::{InstanceSettings, PluggedInstance, PluginEngine, PluginSlot};
 use crate::stage::{
     Answers, Deduplicator, Ingress, IngressRoute, KpiTarget, ProcessedLog, ProducerFactory,
-    RebalanceTracker, Route, StageConsumer, StageContext, StageRunner, StageStateParts,
-    StuckBook, TransactionalAnswers, Worker,
+    RebalanceTracker, Route, StageConsumer, StageContext, StageRunner, StageStateParts, StuckBook,
+    TransactionalAnswers, Worker,
 };
 use crate::state::{KeyedState, changelog_topic};
 use crate::store::{LocalStore, Scope, Table};
@@ -83,6 +80,7 @@ pub(super) async fn ingress_answers(
         health.ok();
         return Ok(Answers::local(store.clone(), shared_producer.clone()));
     }
+    let kafka = KafkaClients::new(&config.kafka);
     let group = stage.group_id();
     let topic = format!("{group}-answers");
     let partitions = stage
@@ -93,7 +91,7 @@ pub(super) async fn ingress_answers(
         .unwrap_or(1);
     if config.kafka.create_topics {
         ensure_compacted(
-            &config.kafka.brokers,
+            &kafka,
             &topic,
             partitions,
             1,
@@ -106,7 +104,7 @@ pub(super) async fn ingress_answers(
     let make: ProducerFactory =
         Arc::new(move || transactional_producer(&factory_config, &stage_name, &transactional_id));
     let answers = TransactionalAnswers::start(
-        &config.kafka.brokers,
+        &kafka,
         &topic,
         partitions,
         make,
@@ -127,7 +125,8 @@ fn transactional_producer(
     stage: &str,
     transactional_id: &str,
 ) -> anyhow::Result<FutureProducer> {
-    let producer: FutureProducer = transactional_producer_config(&config.kafka, transactional_id)
+    let producer: FutureProducer = KafkaClients::new(&config.kafka)
+        .transactional_producer(transactional_id)
         .create()
         .with_context(|| format!("cannot create the transactional producer of stage {stage}"))?;
     tokio::task::block_in_place(|| producer.init_transactions(Duration::from_secs(60)))
@@ -168,6 +167,7 @@ pub(super) async fn topic_stage(
     let group = stage.group_id();
     let exactly_once = stage.mode == ProcessingMode::ExactlyOnce;
     let inputs = stage.inputs();
+    let kafka = KafkaClients::new(&config.kafka);
     let state = if instance.uses_state() {
         let partitions: Vec<i32> = inputs
             .iter()
@@ -187,7 +187,7 @@ pub(super) async fn topic_stage(
             .unwrap_or(1);
         let changelog = changelog_topic(&group);
         if config.kafka.create_topics {
-            ensure_changelog(&config.kafka.brokers, &changelog, first, replication).await?;
+            ensure_changelog(&kafka, &changelog, first, replication).await?;
         }
         Some(StageStateParts {
             keyed: Arc::new(std::sync::Mutex::new(KeyedState::new(Table::new(
@@ -196,7 +196,7 @@ pub(super) async fn topic_stage(
                 Scope::Partition,
             )))),
             changelog,
-            brokers: config.kafka.brokers.clone(),
+            kafka: kafka.clone(),
         })
     } else {
         None
@@ -211,16 +211,13 @@ pub(super) async fn topic_stage(
                     replication = replication.max(topic.replication);
                     topic.partitions
                 }
-                None => {
-                    let (brokers, input) = (config.kafka.brokers.clone(), input.to_string());
-                    tokio::task::block_in_place(|| partition_count(&brokers, &input))?
-                }
+                None => tokio::task::block_in_place(|| partition_count(&kafka, input))?,
             };
             partitions = partitions.max(counted);
         }
         if config.kafka.create_topics {
             ensure_compacted(
-                &config.kafka.brokers,
+                &kafka,
                 &topic,
                 partitions,
                 replication,
@@ -234,11 +231,7 @@ pub(super) async fn topic_stage(
             Scope::Partition,
             config.state.idempotency_retention,
         );
-        Deduplicator::Transactional(ProcessedLog::new(
-            topic,
-            config.kafka.brokers.clone(),
-            table,
-        ))
+        Deduplicator::Transactional(ProcessedLog::new(topic, kafka.clone(), table))
     } else {
         Deduplicator::Local {
             store: store.clone(),
@@ -254,12 +247,7 @@ pub(super) async fn topic_stage(
     } else {
         shared_producer.clone()
     };
-    let mut consumer_settings = consumer_config(
-        &config.kafka,
-        &group,
-        &config.state.instance_id,
-        exactly_once,
-    );
+    let mut consumer_settings = kafka.consumer(&group, &config.state.instance_id, exactly_once);
     if state.is_some() && inputs.len() > 1 {
         // State is scoped by partition number across the inputs: partition i of every input
         // must go to the same instance, which the range assignor guarantees.
@@ -405,14 +393,14 @@ const VIEW_START_PATIENCE: Duration = Duration::from_secs(15);
 
 /// Starts a view, trying again while its topic's metadata or end offsets cannot be read yet.
 async fn start_view(
-    brokers: &str,
+    kafka: &KafkaClients,
     topic: &str,
     store: &LocalStore,
     reporter: Reporter,
 ) -> anyhow::Result<Arc<TopicView>> {
     let deadline = std::time::Instant::now() + VIEW_START_PATIENCE;
     loop {
-        match TopicView::start(brokers, topic, store, reporter.clone()).await {
+        match TopicView::start(kafka, topic, store, reporter.clone()).await {
             Ok(view) => return Ok(view),
             Err(error) if std::time::Instant::now() < deadline => {
                 tracing::debug!(
@@ -435,9 +423,10 @@ pub(super) async fn views(
     store: &LocalStore,
 ) -> anyhow::Result<Vec<ViewEndpoint>> {
     let mut endpoints = Vec::new();
+    let kafka = KafkaClients::new(&config.kafka);
     for view in &config.http.views {
         let reporter = health.reporter(&format!("view:{}", view.topic), "reading its topic");
-        let topic = start_view(&config.kafka.brokers, &view.topic, store, reporter).await?;
+        let topic = start_view(&kafka, &view.topic, store, reporter).await?;
         let shaper = match (&view.stage, &view.event_type) {
             (Some(stage), Some(event_type)) => {
                 let slot = slots

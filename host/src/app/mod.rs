@@ -20,7 +20,7 @@ use crate::admin::Slots;
 use crate::config::PipelineConfig;
 use crate::event::schema::SchemaRegistry;
 use crate::health::Health;
-use crate::kafka::{ensure_topics, producer_config};
+use crate::kafka::{ACCESS_PATIENCE, KafkaClients, check_access, ensure_topics};
 use crate::kpi::{KpiHub, publish_loop};
 use crate::plugin::PluginEngine;
 use crate::stage::Ingress;
@@ -87,11 +87,18 @@ pub async fn run(
     let store = LocalStore::open(&config.state.dir)?;
     let stage_store = store.patient(STORE_PATIENCE);
     let schemas = SchemaRegistry::from_config(&config)?;
-    let producer: FutureProducer = producer_config(&config.kafka)
+    let kafka = KafkaClients::new(&config.kafka);
+    // Refused credentials or TLS settings end the start here, with one clear error.
+    let checking = kafka.clone();
+    tokio::task::spawn_blocking(move || check_access(&checking, ACCESS_PATIENCE))
+        .await
+        .context("the Kafka access check panicked")??;
+    let producer: FutureProducer = kafka
+        .producer()
         .create()
         .context("cannot create the Kafka producer")?;
     if config.kafka.create_topics {
-        ensure_topics(&config).await?;
+        ensure_topics(&kafka, &config).await?;
     }
 
     let (stop_tx, stop_rx) = watch::channel(false);

@@ -2,7 +2,8 @@
 
 use std::path::{Path, PathBuf};
 
-use super::model::PipelineConfig;
+use super::kafka_settings::interpolate;
+use super::model::{KafkaConfig, PipelineConfig};
 use super::validate::{Problem, validate};
 
 /// Why a configuration could not be used.
@@ -97,7 +98,8 @@ pub fn parse(
     })?;
     apply(&mut config, overrides);
     resolve_paths(&mut config, base);
-    let problems = validate(&config);
+    let mut problems = fill_env(&mut config.kafka, &|name| std::env::var(name).ok());
+    problems.extend(validate(&config));
     if problems.is_empty() {
         Ok(config)
     } else {
@@ -124,6 +126,24 @@ fn apply(config: &mut PipelineConfig, overrides: &Overrides) {
     if let Some(instance) = &overrides.instance_id {
         config.state.instance_id.clone_from(instance);
     }
+}
+
+/// Fills `${VAR}` in `kafka.brokers` and every librdkafka property; a variable that is not set
+/// is a problem naming it and the key.
+fn fill_env(kafka: &mut KafkaConfig, lookup: &impl Fn(&str) -> Option<String>) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    match interpolate(&kafka.brokers, lookup) {
+        Ok(brokers) => kafka.brokers = brokers,
+        Err(message) => problems.push(Problem {
+            key: "kafka.brokers".into(),
+            message,
+        }),
+    }
+    problems.extend(kafka.settings.interpolate("kafka", lookup));
+    problems.extend(kafka.producer.interpolate("kafka.producer", lookup));
+    problems.extend(kafka.consumer.interpolate("kafka.consumer", lookup));
+    problems.extend(kafka.admin.interpolate("kafka.admin", lookup));
+    problems
 }
 
 fn resolve_paths(config: &mut PipelineConfig, base: &Path) {

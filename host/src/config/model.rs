@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::kafka_settings::KafkaSettings;
+
 /// The whole pipeline: Kafka settings, the HTTP ingress, host-owned services and the stages.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -35,8 +37,13 @@ pub struct PipelineConfig {
 }
 
 /// Kafka connection and client settings.
+///
+/// Every key of `[kafka]` that is not one of the host's own below is a librdkafka property
+/// that every client the host and its commands create gets (`security.protocol`, `sasl.*`,
+/// `ssl.*`, …); `[kafka.producer]`, `[kafka.consumer]` and `[kafka.admin]` hold properties
+/// for one role only and win over them. Values may name environment variables as `${VAR}`,
+/// so secrets stay out of the file.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct KafkaConfig {
     /// Bootstrap servers, comma separated. The `KAFKA_BROKERS` environment variable overrides it.
     pub brokers: String,
@@ -47,12 +54,20 @@ pub struct KafkaConfig {
     /// long readers wait after an instance dies mid-transaction.
     #[serde(default = "default_transaction_timeout", with = "humantime_serde")]
     pub transaction_timeout: Duration,
-    /// Extra librdkafka settings for the shared producer (they override the host's defaults).
+    /// librdkafka properties of every producer: the shared one, the stages' transactional
+    /// ones, dead-letter replay and `stagehost load` (they override the host's defaults).
     #[serde(default)]
-    pub producer: BTreeMap<String, String>,
-    /// Extra librdkafka settings for every stage consumer.
+    pub producer: KafkaSettings,
+    /// librdkafka properties of every consumer: stage consumers, state and answer restores,
+    /// read models, dead-letter listing, `stagehost tail` and `stagehost load`.
     #[serde(default)]
-    pub consumer: BTreeMap<String, String>,
+    pub consumer: KafkaSettings,
+    /// librdkafka properties of the admin client (topic creation) and metadata look-ups.
+    #[serde(default)]
+    pub admin: KafkaSettings,
+    /// librdkafka properties of every client: every other key of `[kafka]`.
+    #[serde(flatten)]
+    pub settings: KafkaSettings,
 }
 
 /// The HTTP server: the routes that feed ingress stages, the read models, health and readiness.

@@ -53,6 +53,7 @@ fn check_kafka(config: &PipelineConfig, problems: &mut Problems) {
             "is empty; set it to host:port[,host:port] or export KAFKA_BROKERS",
         );
     }
+    check_kafka_properties(config, problems);
     if config.kafka.transaction_timeout < std::time::Duration::from_secs(1) {
         problems.push("kafka.transaction_timeout", "must be at least 1s");
     }
@@ -67,6 +68,52 @@ fn check_kafka(config: &PipelineConfig, problems: &mut Problems) {
             "state.instance_id",
             "must be non-empty and contain only letters, digits, '-', '_' and '.'",
         );
+    }
+}
+
+/// Properties the host sets itself from other keys; a librdkafka table must not set them.
+const HOST_OWNED: [(&str, &str); 3] = [
+    ("bootstrap.servers", "set kafka.brokers instead"),
+    ("metadata.broker.list", "set kafka.brokers instead"),
+    (
+        "transactional.id",
+        "the host derives it from the stage's group and state.instance_id",
+    ),
+];
+
+/// Asks librdkafka whether it knows every property and accepts its value, without connecting.
+/// A secret's value never appears in the message.
+fn check_kafka_properties(config: &PipelineConfig, problems: &mut Problems) {
+    let kafka = &config.kafka;
+    let tables = [
+        ("kafka", &kafka.settings),
+        ("kafka.producer", &kafka.producer),
+        ("kafka.consumer", &kafka.consumer),
+        ("kafka.admin", &kafka.admin),
+    ];
+    for (section, settings) in tables {
+        for (name, value) in settings.iter() {
+            let key = format!("{section}.{name}");
+            if let Some((_, why)) = HOST_OWNED.iter().find(|(owned, _)| *owned == name) {
+                problems.push(key, format!("is set by the host; {why}"));
+                continue;
+            }
+            let mut one = rdkafka::ClientConfig::new();
+            one.set(name, value);
+            if let Err(error) = one.create_native_config() {
+                let message = match error {
+                    _ if super::is_secret(name) => {
+                        "librdkafka does not accept this property or its value".to_string()
+                    }
+                    // Its description only: the error's own text repeats the value.
+                    rdkafka::error::KafkaError::ClientConfig(_, description, _, _) => {
+                        format!("librdkafka does not accept it: {description}")
+                    }
+                    other => format!("librdkafka does not accept it: {other}"),
+                };
+                problems.push(key, message);
+            }
+        }
     }
 }
 

@@ -28,8 +28,8 @@ use crate::config::PipelineConfig;
 use crate::event::cloudevents::{self, CloudEvent};
 use crate::event::dead_letter::DeadLetter;
 use crate::kafka::{
-    OutRecord, acknowledged, enqueue, ensure_changelog, for_each_committed, partition_count,
-    transactional_producer_config,
+    KafkaClients, OutRecord, acknowledged, enqueue, ensure_changelog, for_each_committed,
+    partition_count,
 };
 pub use crate::stage::TARGET_STAGE_HEADER;
 
@@ -137,11 +137,11 @@ pub fn list(config: &PipelineConfig, filter: &Filter) -> anyhow::Result<Vec<Dead
 }
 
 fn read_dead_letters(config: &PipelineConfig) -> anyhow::Result<Vec<DeadLetterEntry>> {
-    let brokers = &config.kafka.brokers;
+    let kafka = KafkaClients::new(&config.kafka);
     let topic = &config.dead_letter.topic;
     let mut entries = Vec::new();
-    for partition in 0..partition_count(brokers, topic)? {
-        for_each_committed(brokers, topic, partition, READ_TIMEOUT, |message| {
+    for partition in 0..partition_count(&kafka, topic)? {
+        for_each_committed(&kafka, topic, partition, READ_TIMEOUT, |message| {
             let headers = cloudevents::header_pairs(message.headers());
             let Some(letter) = message
                 .payload()
@@ -171,16 +171,16 @@ fn read_dead_letters(config: &PipelineConfig) -> anyhow::Result<Vec<DeadLetterEn
 }
 
 fn read_markers(config: &PipelineConfig) -> anyhow::Result<HashMap<String, Marker>> {
-    let brokers = &config.kafka.brokers;
+    let kafka = KafkaClients::new(&config.kafka);
     let topic = marker_topic(&config.dead_letter.topic);
     let mut markers = HashMap::new();
-    let partitions = match partition_count(brokers, &topic) {
+    let partitions = match partition_count(&kafka, &topic) {
         Ok(partitions) => partitions,
         // No marker topic yet: nothing was ever replayed.
         Err(_) => return Ok(markers),
     };
     for partition in 0..partitions {
-        for_each_committed(brokers, &topic, partition, READ_TIMEOUT, |message| {
+        for_each_committed(&kafka, &topic, partition, READ_TIMEOUT, |message| {
             let (Some(key), Some(payload)) = (message.key(), message.payload()) else {
                 return;
             };
@@ -203,11 +203,12 @@ pub async fn replay(config: &PipelineConfig, filter: &Filter) -> anyhow::Result<
         "no stage named '{stage}' in the configuration"
     );
     let markers_topic = marker_topic(&config.dead_letter.topic);
-    ensure_changelog(&config.kafka.brokers, &markers_topic, 1, 1).await?;
-    let producer: FutureProducer =
-        transactional_producer_config(&config.kafka, REPLAY_TRANSACTIONAL_ID)
-            .create()
-            .context("cannot create the replay producer")?;
+    let kafka = KafkaClients::new(&config.kafka);
+    ensure_changelog(&kafka, &markers_topic, 1, 1).await?;
+    let producer: FutureProducer = kafka
+        .transactional_producer(REPLAY_TRANSACTIONAL_ID)
+        .create()
+        .context("cannot create the replay producer")?;
     // Fence any replay still running before reading what was replayed.
     tokio::task::block_in_place(|| producer.init_transactions(Duration::from_secs(60)))
         .context("cannot initialise the replay transaction")?;
@@ -294,9 +295,9 @@ async fn payload_of(config: &PipelineConfig, letter: &DeadLetter) -> Result<Vec<
             other => other.to_string().into_bytes(),
         });
     }
-    let brokers = config.kafka.brokers.clone();
+    let kafka = KafkaClients::new(&config.kafka);
     let letter = letter.clone();
-    tokio::task::spawn_blocking(move || original::read(&brokers, &letter, READ_TIMEOUT))
+    tokio::task::spawn_blocking(move || original::read(&kafka, &letter, READ_TIMEOUT))
         .await
         .map_err(|error| format!("reading its original event failed: {error}"))?
 }

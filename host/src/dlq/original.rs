@@ -9,11 +9,15 @@ use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::event::dead_letter::{Cut, DeadLetter};
-use crate::kafka::committed_reader;
+use crate::kafka::{KafkaClients, committed_reader};
 
 /// The failed event's body, exactly as the stage read it, or why it cannot be had (gone with
 /// the topic's retention, or not the record the letter describes). Blocking.
-pub fn read(brokers: &str, letter: &DeadLetter, timeout: Duration) -> Result<Vec<u8>, String> {
+pub fn read(
+    kafka: &KafkaClients,
+    letter: &DeadLetter,
+    timeout: Duration,
+) -> Result<Vec<u8>, String> {
     let origin = &letter.origin;
     let place = format!(
         "{}/{}@{}",
@@ -23,7 +27,7 @@ pub fn read(brokers: &str, letter: &DeadLetter, timeout: Duration) -> Result<Vec
         return Err("the letter does not say which event it cut".into());
     };
     let payload = fetch(
-        brokers,
+        kafka,
         &origin.source_topic,
         origin.partition,
         origin.offset,
@@ -56,13 +60,13 @@ fn check(payload: &[u8], expected: &Cut) -> Result<(), String> {
 
 /// The body of the committed record at `offset` of `topic`/`partition`.
 fn fetch(
-    brokers: &str,
+    kafka: &KafkaClients,
     topic: &str,
     partition: i32,
     offset: i64,
     timeout: Duration,
 ) -> Result<Vec<u8>, String> {
-    let consumer = committed_reader(brokers)
+    let consumer = committed_reader(kafka)
         .map_err(|error| format!("cannot create a Kafka reader: {error}"))?;
     let (low, high) = consumer
         .fetch_watermarks(topic, partition, timeout)

@@ -18,9 +18,10 @@ use anyhow::Context;
 use futures::FutureExt;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 
 use crate::health::Reporter;
+use crate::kafka::KafkaClients;
 use crate::store::{LocalStore, Scope, StoreError, Table};
 
 /// The writes of one partition in a batch, and the offset after its last record.
@@ -51,22 +52,22 @@ impl TopicView {
     /// beginning at first); `health` turns ready once it has caught up with the topic's end at
     /// start.
     pub async fn start(
-        brokers: &str,
+        kafka: &KafkaClients,
         topic: &str,
         store: &LocalStore,
         health: Reporter,
     ) -> anyhow::Result<Arc<Self>> {
         let table = Table::new(store, &format!("view:{topic}"), Scope::Topic);
-        let (partitions, ends) = tokio::task::block_in_place(|| end_offsets(brokers, topic))?;
+        let (partitions, ends) = tokio::task::block_in_place(|| end_offsets(kafka, topic))?;
         let view = Arc::new(Self {
             table: table.clone(),
         });
-        let (brokers, topic) = (brokers.to_string(), topic.to_string());
+        let (kafka, topic) = (kafka.clone(), topic.to_string());
         tokio::spawn(async move {
             let mut restoring = true;
             loop {
                 match tail(
-                    &brokers,
+                    &kafka,
                     &topic,
                     &table,
                     &partitions,
@@ -90,9 +91,8 @@ impl TopicView {
 }
 
 /// The partitions of `topic` and the end offset of each that has records.
-fn end_offsets(brokers: &str, topic: &str) -> anyhow::Result<(Vec<i32>, HashMap<i32, i64>)> {
-    let consumer =
-        crate::kafka::committed_reader(brokers).context("cannot create a view reader")?;
+fn end_offsets(kafka: &KafkaClients, topic: &str) -> anyhow::Result<(Vec<i32>, HashMap<i32, i64>)> {
+    let consumer = crate::kafka::committed_reader(kafka).context("cannot create a view reader")?;
     let metadata = consumer
         .fetch_metadata(Some(topic), Duration::from_secs(10))
         .with_context(|| format!("cannot read the metadata of {topic}"))?;
@@ -114,13 +114,9 @@ fn end_offsets(brokers: &str, topic: &str) -> anyhow::Result<(Vec<i32>, HashMap<
     Ok((partitions, ends))
 }
 
-fn reader(brokers: &str) -> anyhow::Result<StreamConsumer> {
-    ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", "stagehost-view")
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
-        .set("fetch.wait.max.ms", "100")
+fn reader(kafka: &KafkaClients) -> anyhow::Result<StreamConsumer> {
+    kafka
+        .reader("stagehost-view")
         .create()
         .context("cannot create a view reader")
 }
@@ -128,7 +124,7 @@ fn reader(brokers: &str) -> anyhow::Result<StreamConsumer> {
 /// Reads `topic` into `table` from the table's checkpoints, for as long as the store takes
 /// the records; turns `health` ready once every partition reached its end in `ends`.
 async fn tail(
-    brokers: &str,
+    kafka: &KafkaClients,
     topic: &str,
     table: &Table,
     partitions: &[i32],
@@ -136,7 +132,7 @@ async fn tail(
     health: &Reporter,
     restoring: &mut bool,
 ) -> anyhow::Result<()> {
-    let consumer = reader(brokers)?;
+    let consumer = reader(kafka)?;
     let mut assignment = TopicPartitionList::new();
     let mut cleared = false;
     // Partitions still to read up to their end at start: one whose checkpoint is at its end

@@ -7,12 +7,13 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::types::RDKafkaErrorCode;
 
-use super::clients::admin_config;
+use super::clients::KafkaClients;
 use crate::config::PipelineConfig;
 
 /// Creates every topic of `config` that is missing; existing topics are left as they are.
-pub async fn ensure_topics(config: &PipelineConfig) -> anyhow::Result<()> {
-    let admin: AdminClient<DefaultClientContext> = admin_config(&config.kafka.brokers)
+pub async fn ensure_topics(kafka: &KafkaClients, config: &PipelineConfig) -> anyhow::Result<()> {
+    let admin: AdminClient<DefaultClientContext> = kafka
+        .admin()
         .create()
         .context("cannot create the Kafka admin client")?;
     let topics: Vec<NewTopic<'_>> = config
@@ -33,7 +34,7 @@ pub async fn ensure_topics(config: &PipelineConfig) -> anyhow::Result<()> {
         .with_context(|| {
             format!(
                 "cannot create topics on Kafka at {} (is the broker running?)",
-                config.kafka.brokers
+                kafka.brokers()
             )
         })?;
     let mut failures = Vec::new();
@@ -53,24 +54,25 @@ pub async fn ensure_topics(config: &PipelineConfig) -> anyhow::Result<()> {
 
 /// Creates a stage's compacted changelog topic unless it exists.
 pub async fn ensure_changelog(
-    brokers: &str,
+    kafka: &KafkaClients,
     topic: &str,
     partitions: i32,
     replication: i32,
 ) -> anyhow::Result<()> {
-    ensure_compacted(brokers, topic, partitions, replication, None).await
+    ensure_compacted(kafka, topic, partitions, replication, None).await
 }
 
 /// Creates a compacted topic unless it exists; with `retention`, records older than it are
 /// deleted too (`cleanup.policy=compact,delete`).
 pub async fn ensure_compacted(
-    brokers: &str,
+    kafka: &KafkaClients,
     topic: &str,
     partitions: i32,
     replication: i32,
     retention: Option<Duration>,
 ) -> anyhow::Result<()> {
-    let admin: AdminClient<DefaultClientContext> = admin_config(brokers)
+    let admin: AdminClient<DefaultClientContext> = kafka
+        .admin()
         .create()
         .context("cannot create the Kafka admin client")?;
     let retention_ms = retention.map(|r| r.as_millis().to_string());

@@ -1,88 +1,323 @@
-//! librdkafka client settings: the host's defaults, then the user's overrides from pipeline.toml.
+//! The one front door to Kafka: every client the host and its commands create (stage consumers
+//! and producers, transactional producers, restores, read models, answers, dead letters,
+//! admin, `tail`, `load`) is configured here from `[kafka]`.
+//!
+//! Each client's settings are layered, later layers winning: the host's defaults for the
+//! client, then `[kafka]`'s librdkafka properties (security, TLS, SASL, …), then the role's
+//! own table (`[kafka.producer]`, `[kafka.consumer]`, `[kafka.admin]`), then what the host
+//! must decide itself (bootstrap servers, group, static member and transactional ids).
+
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
 
 use rdkafka::ClientConfig;
 
-use crate::config::KafkaConfig;
+use crate::config::{self, KafkaConfig, KafkaSettings, Overrides};
 
-/// Settings of the one shared producer: idempotent, `acks=all`, small linger for batching.
-pub fn producer_config(kafka: &KafkaConfig) -> ClientConfig {
-    let mut config = ClientConfig::new();
-    config
-        .set("bootstrap.servers", &kafka.brokers)
-        .set("client.id", "stagehost")
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("linger.ms", "2")
-        .set("compression.type", "lz4")
-        .set("message.timeout.ms", "60000");
-    for (key, value) in &kafka.producer {
-        config.set(key, value);
+/// Where a command-line tool finds Kafka when given neither a configuration nor brokers.
+pub const DEFAULT_BROKERS: &str = "127.0.0.1:9092";
+
+/// The kinds of client, each with its own table of overrides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Every producer (`[kafka.producer]`).
+    Producer,
+    /// Every consumer and reader (`[kafka.consumer]`).
+    Consumer,
+    /// The admin client and metadata look-ups (`[kafka.admin]`).
+    Admin,
+}
+
+/// Builds every Kafka client's settings from `[kafka]`. Cheap to clone; build it once from
+/// the configuration and hand it to whatever creates clients.
+#[derive(Clone)]
+pub struct KafkaClients(Arc<Settings>);
+
+/// What [`KafkaClients`] is built from.
+struct Settings {
+    /// `kafka.brokers`, also named in error messages.
+    brokers: String,
+    /// Bounds a stage's open transaction (and so its producer's message timeout).
+    transaction_timeout: Duration,
+    /// `[kafka]`'s librdkafka properties, for every client.
+    common: KafkaSettings,
+    /// `[kafka.producer]`.
+    producer: KafkaSettings,
+    /// `[kafka.consumer]`.
+    consumer: KafkaSettings,
+    /// `[kafka.admin]`.
+    admin: KafkaSettings,
+}
+
+impl KafkaClients {
+    /// The clients of a pipeline's `[kafka]` section (its `${VAR}`s already filled by
+    /// [`crate::config::load`]).
+    pub fn new(kafka: &KafkaConfig) -> Self {
+        Self(Arc::new(Settings {
+            brokers: kafka.brokers.clone(),
+            transaction_timeout: kafka.transaction_timeout,
+            common: kafka.settings.clone(),
+            producer: kafka.producer.clone(),
+            consumer: kafka.consumer.clone(),
+            admin: kafka.admin.clone(),
+        }))
     }
-    config
-}
 
-/// Settings of a stage's own transactional producer; `transactional_id` must be stable across
-/// restarts of the same instance so the new incarnation fences the old one.
-pub fn transactional_producer_config(kafka: &KafkaConfig, transactional_id: &str) -> ClientConfig {
-    let timeout_ms = kafka.transaction_timeout.as_millis();
-    let mut config = producer_config(kafka);
-    config
-        .set("transactional.id", transactional_id)
-        .set("transaction.timeout.ms", timeout_ms.to_string())
-        .set("message.timeout.ms", timeout_ms.to_string())
-        // The coordinator answers CONCURRENT_TRANSACTIONS while the previous commit completes;
-        // librdkafka's default 100 ms back-off would add that to every transaction.
-        .set("retry.backoff.ms", "5")
-        .set("retry.backoff.max.ms", "100");
-    config
-}
+    /// Clients of a cluster that needs nothing but its address (no `[kafka]` properties).
+    pub fn plain(brokers: &str) -> Self {
+        Self(Arc::new(Settings {
+            brokers: brokers.to_string(),
+            transaction_timeout: Duration::from_secs(60),
+            common: KafkaSettings::default(),
+            producer: KafkaSettings::default(),
+            consumer: KafkaSettings::default(),
+            admin: KafkaSettings::default(),
+        }))
+    }
 
-/// Settings of one stage's consumer. At-least-once: offsets are stored by the host only after
-/// the input's outputs are acknowledged and committed in the background (and on shutdown and
-/// revoke). Exactly-once: offsets are committed only inside the stage's transactions.
-/// `instance` makes the consumer a static member of its group (`group.instance.id`): a
-/// restarted instance gets its partitions back at once instead of after a rebalance.
-pub fn consumer_config(
-    kafka: &KafkaConfig,
-    group: &str,
-    instance: &str,
-    exactly_once: bool,
-) -> ClientConfig {
-    let mut config = ClientConfig::new();
-    config
-        .set("bootstrap.servers", &kafka.brokers)
-        .set("client.id", format!("stagehost-{group}"))
-        .set("group.id", group)
-        .set("group.instance.id", format!("{group}.{instance}"))
-        .set(
-            "enable.auto.commit",
-            if exactly_once { "false" } else { "true" },
+    /// The clients of a command-line tool (`tail`, `load`): the `[kafka]` section of the
+    /// pipeline configuration at `config` when given, its brokers replaced by `brokers` when
+    /// that is given too; otherwise a plain cluster at `brokers` (or [`DEFAULT_BROKERS`]).
+    pub fn for_tool(config: Option<&Path>, brokers: Option<&str>) -> anyhow::Result<Self> {
+        match config {
+            Some(path) => {
+                let mut pipeline = config::load(path, &Overrides::from_env())?;
+                if let Some(brokers) = brokers {
+                    pipeline.kafka.brokers = brokers.to_string();
+                }
+                Ok(Self::new(&pipeline.kafka))
+            }
+            None => Ok(Self::plain(brokers.unwrap_or(DEFAULT_BROKERS))),
+        }
+    }
+
+    /// The bootstrap servers, for messages.
+    pub fn brokers(&self) -> &str {
+        &self.0.brokers
+    }
+
+    /// Settings of a client of `role` with no defaults of its own: `[kafka]`'s properties,
+    /// the role's, and the bootstrap servers.
+    pub fn client(&self, role: Role) -> ClientConfig {
+        self.layered(role, &[])
+    }
+
+    /// Settings of the one shared producer: idempotent, `acks=all`, small linger for batching.
+    pub fn producer(&self) -> ClientConfig {
+        self.layered(
+            Role::Producer,
+            &[
+                ("client.id", "stagehost"),
+                ("enable.idempotence", "true"),
+                ("acks", "all"),
+                ("linger.ms", "2"),
+                ("compression.type", "lz4"),
+                ("message.timeout.ms", "60000"),
+            ],
         )
-        .set("auto.commit.interval.ms", "1000")
-        .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("isolation.level", "read_committed")
-        .set("session.timeout.ms", "10000")
-        .set("heartbeat.interval.ms", "1000")
-        .set("partition.assignment.strategy", "cooperative-sticky")
-        // The broker answers a fetch as soon as data arrives (fetch.min.bytes=1), so this only
-        // bounds how often an idle consumer asks again: at 10 ms the idle fetches of a dozen
-        // consumers cost CPU that busy stages lacked (per-hop p99 at 100 orders/s: 33–55 ms
-        // at 10 ms, 22–26 ms at 100 ms).
-        .set("fetch.wait.max.ms", "100")
-        // librdkafka prefetches up to 64 MiB per consumer by default; with a consumer per
-        // stage that is most of the host's memory on a backlog. 8 MiB is still ~20,000
-        // events of a few hundred bytes ahead.
-        .set("queued.max.messages.kbytes", "8192");
-    for (key, value) in &kafka.consumer {
-        config.set(key, value);
     }
-    config
+
+    /// Settings of a stage's own transactional producer; `transactional_id` must be stable
+    /// across restarts of the same instance so the new incarnation fences the old one.
+    pub fn transactional_producer(&self, transactional_id: &str) -> ClientConfig {
+        let timeout_ms = self.0.transaction_timeout.as_millis().to_string();
+        let mut config = self.layered(
+            Role::Producer,
+            &[
+                ("client.id", "stagehost"),
+                ("enable.idempotence", "true"),
+                ("acks", "all"),
+                ("linger.ms", "2"),
+                ("compression.type", "lz4"),
+                ("transaction.timeout.ms", &timeout_ms),
+                ("message.timeout.ms", &timeout_ms),
+                // The coordinator answers CONCURRENT_TRANSACTIONS while the previous commit
+                // completes; librdkafka's default 100 ms back-off would add that to every
+                // transaction.
+                ("retry.backoff.ms", "5"),
+                ("retry.backoff.max.ms", "100"),
+            ],
+        );
+        config.set("transactional.id", transactional_id);
+        config
+    }
+
+    /// Settings of one stage's consumer. At-least-once: offsets are stored by the host only
+    /// after the input's outputs are acknowledged and committed in the background (and on
+    /// shutdown and revoke). Exactly-once: offsets are committed only inside the stage's
+    /// transactions. `instance` makes the consumer a static member of its group
+    /// (`group.instance.id`): a restarted instance gets its partitions back at once instead
+    /// of after a rebalance.
+    pub fn consumer(&self, group: &str, instance: &str, exactly_once: bool) -> ClientConfig {
+        let client_id = format!("stagehost-{group}");
+        let mut config = self.layered(
+            Role::Consumer,
+            &[
+                ("client.id", &client_id),
+                (
+                    "enable.auto.commit",
+                    if exactly_once { "false" } else { "true" },
+                ),
+                ("auto.commit.interval.ms", "1000"),
+                ("enable.auto.offset.store", "false"),
+                ("auto.offset.reset", "earliest"),
+                ("isolation.level", "read_committed"),
+                ("session.timeout.ms", "10000"),
+                ("heartbeat.interval.ms", "1000"),
+                ("partition.assignment.strategy", "cooperative-sticky"),
+                // The broker answers a fetch as soon as data arrives (fetch.min.bytes=1), so
+                // this only bounds how often an idle consumer asks again: at 10 ms the idle
+                // fetches of a dozen consumers cost CPU that busy stages lacked (per-hop p99
+                // at 100 orders/s: 33–55 ms at 10 ms, 22–26 ms at 100 ms).
+                ("fetch.wait.max.ms", "100"),
+                // librdkafka prefetches up to 64 MiB per consumer by default; with a consumer
+                // per stage that is most of the host's memory on a backlog. 8 MiB is still
+                // ~20,000 events of a few hundred bytes ahead.
+                ("queued.max.messages.kbytes", "8192"),
+            ],
+        );
+        config
+            .set("group.id", group)
+            .set("group.instance.id", format!("{group}.{instance}"));
+        config
+    }
+
+    /// Settings of a consumer that reads assigned partitions by hand (never subscribing,
+    /// never committing) and sees only committed records; `group` names it to the broker.
+    pub fn reader(&self, group: &str) -> ClientConfig {
+        let mut config = self.layered(
+            Role::Consumer,
+            &[
+                ("enable.auto.commit", "false"),
+                ("isolation.level", "read_committed"),
+                ("enable.partition.eof", "false"),
+                ("fetch.wait.max.ms", "100"),
+            ],
+        );
+        config.set("group.id", group);
+        config
+    }
+
+    /// Settings of the admin client.
+    pub fn admin(&self) -> ClientConfig {
+        self.client(Role::Admin)
+    }
+
+    /// The host's `defaults`, then `[kafka]`, then the role's table, then the brokers.
+    fn layered(&self, role: Role, defaults: &[(&str, &str)]) -> ClientConfig {
+        let settings = &self.0;
+        let mut config = ClientConfig::new();
+        for (name, value) in defaults {
+            config.set(*name, *value);
+        }
+        let role_settings = match role {
+            Role::Producer => &settings.producer,
+            Role::Consumer => &settings.consumer,
+            Role::Admin => &settings.admin,
+        };
+        for (name, value) in settings.common.iter().chain(role_settings.iter()) {
+            config.set(name, value);
+        }
+        config.set("bootstrap.servers", &settings.brokers);
+        config
+    }
 }
 
-/// Settings of the admin client and of one-off tools.
-pub fn admin_config(brokers: &str) -> ClientConfig {
-    let mut config = ClientConfig::new();
-    config.set("bootstrap.servers", brokers);
-    config
+impl fmt::Debug for KafkaClients {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let settings = &self.0;
+        f.debug_struct("KafkaClients")
+            .field("brokers", &settings.brokers)
+            .field("common", &settings.common)
+            .field("producer", &settings.producer)
+            .field("consumer", &settings.consumer)
+            .field("admin", &settings.admin)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn clients() -> KafkaClients {
+        let kafka: KafkaConfig = toml::from_str(
+            r#"
+            brokers = "b:9093"
+            security.protocol = "SASL_SSL"
+            sasl.password = "hunter2"
+            linger.ms = 7
+            [producer]
+            linger.ms = 20
+            [consumer]
+            session.timeout.ms = 6000
+            group.id = "not-mine"
+            [admin]
+            request.timeout.ms = 1234
+            "#,
+        )
+        .unwrap();
+        KafkaClients::new(&kafka)
+    }
+
+    #[test]
+    fn every_role_gets_the_common_properties_and_the_brokers() {
+        let clients = clients();
+        for config in [
+            clients.producer(),
+            clients.transactional_producer("t"),
+            clients.consumer("g", "i", true),
+            clients.reader("r"),
+            clients.admin(),
+            clients.client(Role::Consumer),
+        ] {
+            assert_eq!(config.get("security.protocol"), Some("SASL_SSL"));
+            assert_eq!(config.get("sasl.password"), Some("hunter2"));
+            assert_eq!(config.get("bootstrap.servers"), Some("b:9093"));
+        }
+    }
+
+    #[test]
+    fn role_tables_win_over_common_properties_and_defaults() {
+        let clients = clients();
+        assert_eq!(clients.producer().get("linger.ms"), Some("20"));
+        assert_eq!(
+            clients.transactional_producer("t").get("linger.ms"),
+            Some("20")
+        );
+        assert_eq!(
+            clients.consumer("g", "i", false).get("linger.ms"),
+            Some("7")
+        );
+        assert_eq!(
+            clients.consumer("g", "i", false).get("session.timeout.ms"),
+            Some("6000")
+        );
+        assert_eq!(clients.admin().get("request.timeout.ms"), Some("1234"));
+        assert_eq!(clients.producer().get("request.timeout.ms"), None);
+    }
+
+    #[test]
+    fn the_host_decides_ids() {
+        let clients = clients();
+        let consumer = clients.consumer("g", "i", true);
+        assert_eq!(consumer.get("group.id"), Some("g"));
+        assert_eq!(consumer.get("group.instance.id"), Some("g.i"));
+        assert_eq!(consumer.get("enable.auto.commit"), Some("false"));
+        assert_eq!(
+            clients
+                .transactional_producer("g.i")
+                .get("transactional.id"),
+            Some("g.i")
+        );
+    }
+
+    #[test]
+    fn debug_output_hides_secrets() {
+        let shown = format!("{:?}", clients());
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("SASL_SSL"), "{shown}");
+    }
 }

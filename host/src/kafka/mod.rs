@@ -1,14 +1,16 @@
-//! Kafka I/O: client settings, topic creation, publishing with acknowledgement, reading a
-//! partition to its end, tailing.
+//! Kafka I/O: the one front door for clients ([`KafkaClients`]), the start-up access check,
+//! topic creation, publishing with acknowledgement, reading a partition to its end, tailing.
 
+mod access;
 mod admin;
 mod clients;
 mod publish;
 mod read;
 pub mod tail;
 
+pub use access::{ACCESS_PATIENCE, AccessError, check_access};
 pub use admin::{ensure_changelog, ensure_compacted, ensure_topics};
-pub use clients::{admin_config, consumer_config, producer_config, transactional_producer_config};
+pub use clients::{DEFAULT_BROKERS, KafkaClients, Role};
 pub use publish::{
     Delivery, FailedDelivery, OutRecord, acknowledged, enqueue, failed_deliveries, publish_all,
     refused_for_good, unacknowledged,

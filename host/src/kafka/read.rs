@@ -8,19 +8,21 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::BorrowedMessage;
 use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
+
+use super::clients::{KafkaClients, Role};
 
 /// Calls `each` for every committed record of `topic`/`partition`, oldest first, up to the
 /// high watermark read at the start; gives up after `timeout`. Blocking: call it off the
 /// async threads.
 pub fn for_each_committed(
-    brokers: &str,
+    kafka: &KafkaClients,
     topic: &str,
     partition: i32,
     timeout: Duration,
     each: impl FnMut(&BorrowedMessage<'_>),
 ) -> anyhow::Result<()> {
-    for_each_committed_since(brokers, topic, partition, |_| None, timeout, each).map(|_| ())
+    for_each_committed_since(kafka, topic, partition, |_| None, timeout, each).map(|_| ())
 }
 
 /// The low and high watermarks of a partition: its first offset and the offset its next
@@ -37,14 +39,14 @@ pub struct Watermarks {
 /// watermarks (`None`: from the beginning). Returns the watermarks read at the start: every
 /// committed record below `high` was read.
 pub fn for_each_committed_since(
-    brokers: &str,
+    kafka: &KafkaClients,
     topic: &str,
     partition: i32,
     since: impl FnOnce(Watermarks) -> Option<i64>,
     timeout: Duration,
     mut each: impl FnMut(&BorrowedMessage<'_>),
 ) -> anyhow::Result<Watermarks> {
-    let consumer = committed_reader(brokers).context("cannot create a Kafka reader")?;
+    let consumer = committed_reader(kafka).context("cannot create a Kafka reader")?;
     let (low, high) = watermarks(&consumer, topic, partition)?;
     let marks = Watermarks { low, high };
     let start = since(marks).filter(|at| *at > low);
@@ -108,20 +110,15 @@ pub fn watermarks(
 
 /// A consumer for reading partitions by hand (assigned, never committing), that sees only
 /// committed records.
-pub fn committed_reader(brokers: &str) -> Result<BaseConsumer, KafkaError> {
-    ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", "stagehost-reader")
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
-        .set("enable.partition.eof", "false")
-        .create()
+pub fn committed_reader(kafka: &KafkaClients) -> Result<BaseConsumer, KafkaError> {
+    kafka.reader("stagehost-reader").create()
 }
 
 /// The number of partitions of `topic`.
-pub fn partition_count(brokers: &str, topic: &str) -> anyhow::Result<i32> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+pub fn partition_count(kafka: &KafkaClients, topic: &str) -> anyhow::Result<i32> {
+    let brokers = kafka.brokers();
+    let consumer: BaseConsumer = kafka
+        .client(Role::Admin)
         .create()
         .context("cannot create a Kafka client")?;
     let metadata = consumer

@@ -8,14 +8,14 @@ use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::json;
 
-use super::clients::admin_config;
+use super::clients::KafkaClients;
 use crate::event::cloudevents::header_pairs;
 
 /// What to tail and for how long.
 #[derive(Debug, Clone)]
 pub struct TailOptions {
-    /// Bootstrap servers.
-    pub brokers: String,
+    /// The cluster's clients (from `[kafka]`, or just the bootstrap servers).
+    pub kafka: KafkaClients,
     /// Topic to read.
     pub topic: String,
     /// Start at the oldest record instead of the newest.
@@ -28,15 +28,17 @@ pub struct TailOptions {
 
 /// Prints records until a limit is reached or Ctrl-C.
 pub async fn tail(options: TailOptions) -> anyhow::Result<()> {
-    let consumer: StreamConsumer = admin_config(&options.brokers)
-        .set("group.id", "stagehost-tail")
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
+    let kafka = options.kafka.clone();
+    tokio::task::spawn_blocking(move || super::check_access(&kafka, super::ACCESS_PATIENCE))
+        .await??;
+    let consumer: StreamConsumer = options
+        .kafka
+        .reader("stagehost-tail")
         .create()
         .context("cannot create the Kafka consumer")?;
     let metadata = consumer
         .fetch_metadata(Some(&options.topic), Duration::from_secs(10))
-        .with_context(|| format!("cannot reach Kafka at {}", options.brokers))?;
+        .with_context(|| format!("cannot reach Kafka at {}", options.kafka.brokers()))?;
     let partitions = metadata
         .topics()
         .first()
@@ -46,7 +48,7 @@ pub async fn tail(options: TailOptions) -> anyhow::Result<()> {
         anyhow::bail!(
             "topic {} does not exist on {}",
             options.topic,
-            options.brokers
+            options.kafka.brokers()
         );
     }
     let start = if options.from_beginning {

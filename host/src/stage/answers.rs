@@ -29,7 +29,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::event::cloudevents::CloudEvent;
 use crate::health::Reporter;
-use crate::kafka::{OutRecord, acknowledged, enqueue, publish_all};
+use crate::kafka::{KafkaClients, OutRecord, acknowledged, enqueue, publish_all};
 use crate::state::catch_up;
 use crate::store::{IngressRecord, LocalStore, Table, stamp, unstamp};
 
@@ -217,7 +217,7 @@ impl TransactionalAnswers {
     /// caught up (a failing store is tried again every second) lookups fail, so requests get
     /// `503`, and the ingress is unready.
     pub async fn start(
-        brokers: &str,
+        kafka: &KafkaClients,
         topic: &str,
         partitions: i32,
         make: ProducerFactory,
@@ -229,7 +229,7 @@ impl TransactionalAnswers {
         let in_flight = Arc::new(Mutex::new(HashSet::new()));
         let (submissions, receiver) = mpsc::channel(4096);
         let restoring = Restoring {
-            brokers: brokers.to_string(),
+            kafka: kafka.clone(),
             topic: topic.to_string(),
             partitions,
             restored: restored.clone(),
@@ -300,7 +300,7 @@ impl TransactionalAnswers {
 
 /// Catching the answers table up with the answers topic at start.
 struct Restoring {
-    brokers: String,
+    kafka: KafkaClients,
     topic: String,
     partitions: i32,
     /// Set once every partition is caught up.
@@ -313,8 +313,8 @@ impl Restoring {
         let started = std::time::Instant::now();
         let mut failures = 0u32;
         loop {
-            let (brokers, topic, partitions, table) = (
-                self.brokers.clone(),
+            let (kafka, topic, partitions, table) = (
+                self.kafka.clone(),
                 self.topic.clone(),
                 self.partitions,
                 known.clone(),
@@ -323,7 +323,7 @@ impl Restoring {
                 let all: Vec<i32> = (0..partitions).collect();
                 let mut records = 0;
                 for partition in 0..partitions {
-                    records += catch_up(&brokers, &topic, partition, &all, &table, answer_entry)
+                    records += catch_up(&kafka, &topic, partition, &all, &table, answer_entry)
                         .with_context(|| {
                             format!("cannot read the ingress answers in {topic}/{partition}")
                         })?

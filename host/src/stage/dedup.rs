@@ -22,7 +22,7 @@ use std::time::SystemTime;
 use anyhow::Context;
 use rdkafka::message::Message;
 
-use crate::kafka::OutRecord;
+use crate::kafka::{KafkaClients, OutRecord};
 use crate::state::catch_up;
 use crate::store::{LocalStore, Table, stamp, unix_ms};
 
@@ -72,8 +72,8 @@ fn digest(id: &str) -> Digest {
 pub struct ProcessedLog {
     /// The compacted topic.
     pub topic: String,
-    /// Brokers, for catching up.
-    pub brokers: String,
+    /// Kafka clients, for catching up.
+    pub kafka: KafkaClients,
     /// The local copy of the topic: id digest → when it was processed ([`stamp`]).
     table: Table,
     /// Partitions caught up with the topic since this instance took them.
@@ -85,10 +85,10 @@ pub struct ProcessedLog {
 impl ProcessedLog {
     /// A log of `topic` copied into `table` (an expiring, partition-scoped table); partitions
     /// are caught up when first seen.
-    pub fn new(topic: String, brokers: String, table: Table) -> Self {
+    pub fn new(topic: String, kafka: KafkaClients, table: Table) -> Self {
         Self {
             topic,
-            brokers,
+            kafka,
             table,
             restored: HashSet::new(),
             pending: Vec::new(),
@@ -101,7 +101,7 @@ impl ProcessedLog {
         }
         let caught_up = tokio::task::block_in_place(|| {
             catch_up(
-                &self.brokers,
+                &self.kafka,
                 &self.topic,
                 partition,
                 &[partition],
@@ -274,7 +274,7 @@ mod tests {
                 None,
             )
             .unwrap();
-        let mut log = ProcessedLog::new("t".into(), "unused".into(), table);
+        let mut log = ProcessedLog::new("t".into(), KafkaClients::plain("unused"), table);
         log.restored.extend([0, 1]);
         Deduplicator::Transactional(log)
     }

@@ -43,7 +43,7 @@ use crate::config::{ProcessingMode, RetryConfig};
 use crate::event::cloudevents;
 use crate::event::dead_letter::Origin;
 use crate::health::Reporter;
-use crate::kafka::{OutRecord, enqueue};
+use crate::kafka::{KafkaClients, OutRecord, enqueue};
 use crate::kpi::{StageKpis, kpi_record};
 use crate::plugin::{LoadedPlugin, PluggedInstance};
 use crate::state::{KeyedState, Writes, catch_up, plain_entry};
@@ -74,7 +74,7 @@ pub struct StageStateParts {
     /// The changelog topic.
     pub changelog: String,
     /// Brokers, for catching up.
-    pub brokers: String,
+    pub kafka: KafkaClients,
 }
 
 /// A running topic-fed stage: its consumer and everything else.
@@ -671,7 +671,7 @@ impl Worker {
         let table = lock(&parts.keyed).table().clone();
         let caught_up = tokio::task::block_in_place(|| {
             catch_up(
-                &parts.brokers,
+                &parts.kafka,
                 &parts.changelog,
                 partition,
                 &[partition],

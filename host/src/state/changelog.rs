@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use rdkafka::message::{BorrowedMessage, Message};
 
-use crate::kafka::for_each_committed_since;
+use crate::kafka::{KafkaClients, for_each_committed_since};
 use crate::store::Table;
 
 /// How long a catch-up may wait for the topic (an open transaction of a dead instance holds
@@ -48,7 +48,7 @@ pub struct CaughtUp {
 /// threads. `partitions` is every partition of the topic (a topic-scoped table that must drop
 /// its copy drops it for all of them).
 pub fn catch_up(
-    brokers: &str,
+    kafka: &KafkaClients,
     topic: &str,
     partition: i32,
     partitions: &[i32],
@@ -71,7 +71,7 @@ pub fn catch_up(
         applied
     };
     let marks = for_each_committed_since(
-        brokers,
+        kafka,
         topic,
         partition,
         |marks| match checkpoint {

@@ -58,6 +58,8 @@ pub struct TestPipeline {
     pub run_args: Vec<String>,
     /// The host's `STAGEHOST_LOG` filter (debug for tests; benchmarks use `info`).
     pub log: String,
+    /// Extra environment variables of the host (e.g. a secret the configuration names).
+    pub env: Vec<(String, String)>,
     host: Option<Child>,
     starts: usize,
 }
@@ -109,6 +111,7 @@ impl TestPipeline {
             admin,
             run_args: Vec::new(),
             log: "info,stagehost=debug".into(),
+            env: Vec::new(),
             host: None,
             starts: 0,
         }
@@ -154,6 +157,7 @@ impl TestPipeline {
             admin,
             run_args: Vec::new(),
             log: "info,stagehost=debug".into(),
+            env: Vec::new(),
             host: None,
             starts: 0,
         }
@@ -179,6 +183,7 @@ impl TestPipeline {
             .env_remove("STAGEHOST_ADMIN_ADDR")
             .env_remove("STAGEHOST_STATE_DIR")
             .env("STAGEHOST_LOG", &self.log)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
