@@ -7,7 +7,6 @@ RUN apt-get update -qq \
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY host host
-COPY wit wit
 COPY plugins plugins
 RUN cd plugins && cargo build --release --target wasm32-wasip2
 RUN cargo build --release --bin stagehost

@@ -1,6 +1,7 @@
 //! Hot swaps against a real broker: under steady load nothing is lost or duplicated and every
 //! output's stamp matches the version in its headers; invalid components are refused while
-//! the old version keeps running; the CLI lists, swaps and rolls back.
+//! the old version keeps running (among them a plugin that declares an output its stage does
+//! not map, which `stagehost check` refuses too); the CLI lists, swaps and rolls back.
 //!
 //! `SWAP_RATE` (orders/s, default 500) and `SWAP_COUNT` (default 20) size the load test.
 
@@ -247,6 +248,12 @@ async fn invalid_components_are_refused_and_the_old_version_keeps_running() {
         ),
         ("always_trap", "smoke call"),
         ("order_status", "keyed state"),
+        // The pass-through test component declares its one output, `out`, which the
+        // warehouse stage does not map.
+        (
+            "identity",
+            "declares output(s) 'out' that stage warehouse does not map (its outputs table maps: 'notify', 'packed')",
+        ),
     ] {
         assert_refused(&pipeline, std::fs::read(component(stem)).unwrap(), reason).await;
     }
@@ -270,7 +277,7 @@ async fn invalid_components_are_refused_and_the_old_version_keeps_running() {
 
     let report = plugins_report(&pipeline, "warehouse").await;
     assert_eq!(report["version"], blue.as_str());
-    assert_eq!(report["refused"], 4);
+    assert_eq!(report["refused"], 5);
     assert_eq!(report["swaps"], 0);
 
     // Still processing, on the old version.
@@ -301,7 +308,7 @@ async fn invalid_components_are_refused_and_the_old_version_keeps_running() {
     let (ok, out, err) = stagehost(&["plugin", "list", "--admin", &admin]);
     assert!(ok, "list failed: {err}");
     assert!(
-        out.contains("warehouse: sha256:") && out.contains("1 swaps, 4 refused"),
+        out.contains("warehouse: sha256:") && out.contains("1 swaps, 5 refused"),
         "{out}"
     );
     assert!(out.contains(&blue) && out.contains(&green_path), "{out}");
@@ -495,4 +502,54 @@ fn walk(dir: &std::path::Path) -> usize {
                 .sum()
         })
         .unwrap_or(0)
+}
+
+/// `stagehost check` (no broker needed) loads every plugin and refuses one that declares an
+/// output name its stage does not map, naming the output and the stage; the shipped plugins
+/// declare exactly what the repository's pipeline.toml maps (the inventory component per
+/// input event type, as it serves three stages).
+#[test]
+fn check_refuses_a_plugin_whose_declared_outputs_its_stage_does_not_map() {
+    let shipped = TestPipeline::new(|_| {});
+    let config = shipped.config_path.display().to_string();
+    let (ok, out, err) = stagehost(&["check", "--config", &config]);
+    assert!(ok, "the shipped pipeline must pass: {err}");
+    for stage in [
+        "order",
+        "inventory",
+        "stock",
+        "reservation",
+        "warehouse",
+        "order-status",
+    ] {
+        assert!(out.contains(&format!("stage {stage}: ")), "{out}");
+    }
+
+    let unmapped = warehouse_only("identity");
+    let config = unmapped.config_path.display().to_string();
+    let (ok, out, err) = stagehost(&["check", "--config", &config]);
+    assert!(!ok, "a plugin with an unmapped output passed: {out}");
+    assert!(
+        err.contains("stages[warehouse].plugin: plugin ")
+            && err.contains(
+                "identity.wasm declares output(s) 'out' that stage warehouse does not map (its outputs table maps: 'notify', 'packed')"
+            ),
+        "{err}"
+    );
+
+    // Mapping the output makes the same plugin pass.
+    let mapped = TestPipeline::new(|config| {
+        keep_stages(config, &["warehouse"]);
+        let stage = stage_mut(config, "warehouse");
+        stage.insert(
+            "plugin".into(),
+            component("identity").display().to_string().into(),
+        );
+        let outputs = stage.get_mut("outputs").unwrap().as_table_mut().unwrap();
+        let packed = outputs["packed"].clone();
+        outputs.insert("out".into(), packed);
+    });
+    let config = mapped.config_path.display().to_string();
+    let (ok, _, err) = stagehost(&["check", "--config", &config]);
+    assert!(ok, "{err}");
 }

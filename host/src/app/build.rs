@@ -16,7 +16,7 @@ use crate::health::{Health, Reporter};
 use crate::http::{IngressEndpoint, TopicView, ViewEndpoint, ViewShaper};
 use crate::kafka::{KafkaClients, ensure_changelog, ensure_compacted, partition_count};
 use crate::kpi::StageKpis;
-use crate::plugin::{InstanceSettings, PluggedInstance, PluginEngine, PluginSlot};
+use crate::plugin::{InstanceSettings, OutputContract, PluggedInstance, PluginEngine, PluginSlot};
 use crate::stage::{
     Answers, Deduplicator, Ingress, IngressRoute, KpiTarget, ProcessedLog, ProducerFactory,
     RebalanceTracker, Route, StageConsumer, StageContext, StageRunner, StageStateParts, StuckBook,
@@ -318,9 +318,19 @@ pub fn load_plugins(
             }),
         };
         let (smoke_type, smoke_topic) = smoke_input(config, stage);
+        let outputs = output_contract(config, stage);
         let result = plugin.and_then(|plugin| {
-            let slot = PluginSlot::new(engine, plugin, settings(stage), &smoke_type, &smoke_topic);
-            slot.instance().map(|instance| (slot, instance))
+            let slot = PluginSlot::new(
+                engine,
+                plugin,
+                settings(stage),
+                &smoke_type,
+                &smoke_topic,
+                outputs,
+            );
+            let mut instance = slot.instance()?;
+            slot.check_outputs(instance.current())?;
+            Ok((slot, instance))
         });
         match result {
             Ok(pair) => {
@@ -337,6 +347,30 @@ pub fn load_plugins(
             failures.len(),
             failures.join("\n")
         )
+    }
+}
+
+/// What the stage's plugin must fit when it declares its outputs: the names the stage's
+/// `outputs` table maps and the event types of its inputs.
+fn output_contract(config: &PipelineConfig, stage: &StageConfig) -> OutputContract {
+    let input_types = if stage.is_http() {
+        config
+            .http
+            .routes
+            .iter()
+            .filter(|route| route.stage == stage.name)
+            .map(|route| route.event_type.clone())
+            .collect()
+    } else {
+        stage
+            .inputs()
+            .into_iter()
+            .map(|topic| event_type(config, topic))
+            .collect()
+    };
+    OutputContract {
+        mapped: stage.outputs.keys().cloned().collect(),
+        input_types,
     }
 }
 

@@ -7,10 +7,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
-use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::component::{Component, HasSelf, InstancePre, Linker};
 use wasmtime::{Cache, CacheConfig, Config, Engine};
 
-use super::bindings::{Stage, StagePre};
+use super::bindings::{DescribeIndices, HandlerIndices, Stage};
 use super::host_state::PluginState;
 
 /// How often the engine's epoch advances; per-event deadlines are counted in these ticks.
@@ -18,6 +18,9 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
 /// Import name prefix of the keyed state interface.
 const STATE_INTERFACE: &str = "stagehost:pipeline/state@";
+
+/// Export name prefix of the optional `describe` interface.
+const DESCRIBE_INTERFACE: &str = "stagehost:pipeline/describe@";
 
 /// Why a plugin could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +60,39 @@ pub enum PluginError {
         /// The failure.
         message: String,
     },
+    /// The component's `describe` export trapped.
+    #[error("plugin {path} failed to describe itself (its `describe` export trapped): {message}")]
+    Describe {
+        /// The plugin file.
+        path: PathBuf,
+        /// The trap.
+        message: String,
+    },
+    /// The component declares output names that its stage's `outputs` table does not map.
+    #[error(
+        "plugin {path} declares output(s) {} that stage {stage} does not map (its outputs table maps: {}); add them to the stage's `outputs` in pipeline.toml, or use a plugin built for this stage",
+        quoted(unmapped),
+        if mapped.is_empty() { "nothing".to_string() } else { quoted(mapped) }
+    )]
+    UnmappedOutputs {
+        /// The stage.
+        stage: String,
+        /// The plugin file.
+        path: PathBuf,
+        /// The declared names the table lacks, sorted.
+        unmapped: Vec<String>,
+        /// The names the table maps, sorted.
+        mapped: Vec<String>,
+    },
+}
+
+/// `'a', 'b'`: names for a message.
+fn quoted(names: &[String]) -> String {
+    names
+        .iter()
+        .map(|name| format!("'{name}'"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// A compiled, linked plugin that instances are created from.
@@ -68,7 +104,11 @@ pub struct LoadedPlugin {
     /// Whether the component imports the keyed state interface.
     pub uses_state: bool,
     /// Pre-linked component: instantiation only allocates.
-    pub(crate) pre: StagePre<PluginState>,
+    pub(crate) pre: InstancePre<PluginState>,
+    /// Where the `handler` export is.
+    pub(crate) handler: HandlerIndices,
+    /// Where the optional `describe` export is (added in 0.1.x; older components lack it).
+    pub(crate) describe: Option<DescribeIndices>,
 }
 
 impl std::fmt::Debug for LoadedPlugin {
@@ -77,6 +117,7 @@ impl std::fmt::Debug for LoadedPlugin {
             .field("path", &self.path)
             .field("version", &self.version)
             .field("uses_state", &self.uses_state)
+            .field("describes", &self.describe.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -154,7 +195,15 @@ impl PluginEngine {
             .linker
             .instantiate_pre(&component)
             .map_err(world_error)?;
-        let pre = StagePre::new(instance_pre).map_err(world_error)?;
+        let handler = HandlerIndices::new(&instance_pre).map_err(world_error)?;
+        let describes = component
+            .component_type()
+            .exports(&self.engine)
+            .any(|(name, _)| name.starts_with(DESCRIBE_INTERFACE));
+        let describe = describes
+            .then(|| DescribeIndices::new(&instance_pre))
+            .transpose()
+            .map_err(world_error)?;
         let uses_state = component
             .component_type()
             .imports(&self.engine)
@@ -163,7 +212,9 @@ impl PluginEngine {
             path: path.to_path_buf(),
             version: content_version(bytes),
             uses_state,
-            pre,
+            pre: instance_pre,
+            handler,
+            describe,
         }))
     }
 }

@@ -5,7 +5,9 @@ use std::sync::{Arc, Mutex};
 
 use wasmtime::{Store, StoreLimitsBuilder, Trap};
 
-use super::bindings::{InputEvent, OutputEvent, Stage, StageError};
+use super::bindings::{
+    DescribeExport, HandlerExport, InputEvent, OutputEvent, StageDescription, StageError,
+};
 use super::engine::{EPOCH_TICK, LoadedPlugin, PluginEngine, PluginError};
 use super::host_state::{PluginState, StateScope, wasi_context};
 use crate::config::{CapabilitiesConfig, LimitsConfig};
@@ -48,7 +50,8 @@ pub struct InstanceSettings {
 
 struct Live {
     store: Store<PluginState>,
-    bindings: Stage,
+    handler: HandlerExport,
+    describe: Option<DescribeExport>,
 }
 
 /// A stage's plugin, ready to handle events one at a time.
@@ -123,10 +126,7 @@ impl StageInstance {
             partition,
             writes: Writes::new(),
         });
-        let result = live
-            .bindings
-            .stagehost_pipeline_handler()
-            .call_handle(&mut live.store, event);
+        let result = live.handler.call_handle(&mut live.store, event);
         let writes = live
             .store
             .data_mut()
@@ -145,6 +145,42 @@ impl StageInstance {
                     &error,
                     &self.settings.limits,
                 )))
+            }
+        }
+    }
+}
+
+impl StageInstance {
+    /// What the plugin says about itself through its optional `describe` export (`None` when
+    /// it has none), asked under the same deadline and limits as an event.
+    pub fn describe(&mut self) -> Result<Option<StageDescription>, PluginError> {
+        let describe_error = |message: String| PluginError::Describe {
+            path: self.plugin.path.clone(),
+            message,
+        };
+        let live = match self.live.as_mut() {
+            Some(live) => live,
+            None => self
+                .live
+                .insert(instantiate(&self.engine, &self.plugin, &self.settings)?),
+        };
+        let Some(describe) = &live.describe else {
+            return Ok(None);
+        };
+        live.store
+            .set_epoch_deadline(deadline_ticks(&self.settings.limits));
+        if self.engine.meters_fuel() {
+            live.store
+                .set_fuel(self.settings.limits.fuel.unwrap_or(u64::MAX))
+                .map_err(|error| describe_error(format!("cannot set fuel: {error}")))?;
+        }
+        match describe.call_describe(&mut live.store) {
+            Ok(description) => Ok(Some(description)),
+            Err(error) => {
+                let message = describe_trap(&error, &self.settings.limits);
+                // A store that trapped cannot be entered again.
+                self.live = None;
+                Err(describe_error(message))
             }
         }
     }
@@ -181,15 +217,26 @@ fn instantiate(
                 message: format!("cannot set fuel: {error}"),
             })?;
     }
-    let bindings =
-        plugin
-            .pre
-            .instantiate(&mut store)
-            .map_err(|error| PluginError::Instantiate {
-                path: plugin.path.clone(),
-                message: format!("{error:#}"),
-            })?;
-    Ok(Live { store, bindings })
+    let start_error = |error: wasmtime::Error| PluginError::Instantiate {
+        path: plugin.path.clone(),
+        message: format!("{error:#}"),
+    };
+    let instance = plugin.pre.instantiate(&mut store).map_err(start_error)?;
+    let handler = plugin
+        .handler
+        .load(&mut store, &instance)
+        .map_err(start_error)?;
+    let describe = plugin
+        .describe
+        .as_ref()
+        .map(|indices| indices.load(&mut store, &instance))
+        .transpose()
+        .map_err(start_error)?;
+    Ok(Live {
+        store,
+        handler,
+        describe,
+    })
 }
 
 fn deadline_ticks(limits: &LimitsConfig) -> u64 {

@@ -6,11 +6,13 @@ mod bindings;
 mod engine;
 mod host_state;
 mod instance;
+mod outputs;
 mod slot;
 
-pub use bindings::{Header, InputEvent, OutputEvent};
+pub use bindings::{Header, InputEvent, OutputEvent, OutputNames, StageDescription};
 pub use engine::{LoadedPlugin, PluginEngine, PluginError, content_version};
 pub use instance::{CallError, InstanceSettings, StageInstance};
+pub use outputs::OutputContract;
 pub use slot::{
     Deployment, PluggedInstance, PluginSlot, SMOKE_EVENT_ID, SlotReport, SwapError, SwapOutcome,
 };

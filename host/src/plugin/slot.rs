@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use super::bindings::InputEvent;
 use super::engine::{LoadedPlugin, PluginEngine, PluginError};
 use super::instance::{CallError, InstanceSettings, StageInstance};
+use super::outputs::OutputContract;
 use crate::event::cloudevents::rfc3339;
 
 /// Id of the event a candidate plugin is smoke-tested with.
@@ -127,18 +128,23 @@ pub struct PluginSlot {
     /// Event type and topic of the smoke event (the stage's first input).
     smoke_event_type: String,
     smoke_topic: String,
+    /// What a plugin's declared output names must fit.
+    outputs: OutputContract,
     generation: AtomicU64,
     inner: Mutex<SlotInner>,
 }
 
 impl PluginSlot {
-    /// A slot whose first version is `plugin`; smoke events use `event_type` and `topic`.
+    /// A slot whose first version is `plugin`; smoke events use `event_type` and `topic`, and
+    /// every version's declared outputs must fit `outputs` (check the first one with
+    /// [`PluginSlot::check_outputs`]).
     pub fn new(
         engine: &PluginEngine,
         plugin: Arc<LoadedPlugin>,
         settings: InstanceSettings,
         smoke_event_type: &str,
         smoke_topic: &str,
+        outputs: OutputContract,
     ) -> Arc<Self> {
         let now = rfc3339(SystemTime::now());
         let deployment = Deployment {
@@ -155,6 +161,7 @@ impl PluginSlot {
             settings,
             smoke_event_type: smoke_event_type.to_string(),
             smoke_topic: smoke_topic.to_string(),
+            outputs,
             generation: AtomicU64::new(0),
             inner: Mutex::new(SlotInner {
                 known: HashMap::from([(plugin.version.clone(), plugin.clone())]),
@@ -270,6 +277,7 @@ impl PluginSlot {
             });
         }
         let mut instance = StageInstance::new(&self.engine, plugin.clone(), self.settings.clone())?;
+        self.check_outputs(&mut instance)?;
         self.smoke(&mut instance, &plugin)?;
 
         let mut inner = self.lock();
@@ -301,6 +309,24 @@ impl PluginSlot {
             version: plugin.version.clone(),
             previous,
             changed: true,
+        })
+    }
+
+    /// Refuses the instance's plugin when it declares (through its optional `describe`
+    /// export) an output name that concerns this stage and that the stage does not map.
+    pub fn check_outputs(&self, instance: &mut StageInstance) -> Result<(), PluginError> {
+        let Some(description) = instance.describe()? else {
+            return Ok(());
+        };
+        let unmapped = self.outputs.unmapped(&description);
+        if unmapped.is_empty() {
+            return Ok(());
+        }
+        Err(PluginError::UnmappedOutputs {
+            stage: self.stage.to_string(),
+            path: instance.plugin().path.clone(),
+            unmapped,
+            mapped: self.outputs.mapped.iter().cloned().collect(),
         })
     }
 

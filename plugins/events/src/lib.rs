@@ -4,18 +4,15 @@
 //! payload is one JSON object; the JSON Schemas in `schemas/` at the repository root describe
 //! the same shapes as the types here, and the plugins' tests check that they agree.
 //!
-//! The crate is plain Rust (no WebAssembly bindings), so the stage logic that uses it can be
-//! unit-tested natively. Its one macro, [`stage_component!`], writes a plugin's bindings glue
-//! (it expands `wit_bindgen::generate!` in the plugin crate, which depends on `wit-bindgen`).
+//! The crate is plain Rust data (no WebAssembly bindings and nothing of the plugin SDK): the
+//! SDK (`stagehost-sdk`, in `plugins/sdk`) holds the glue macro and the input, output, failure
+//! and state types, and any pipeline's plugins can use it without these order types.
 #![forbid(unsafe_code)]
 
-mod component;
 pub mod inventory;
 pub mod money;
 pub mod notification;
 pub mod order;
-pub mod stage;
-pub mod state;
 pub mod status;
 
 pub use inventory::{
@@ -28,6 +25,4 @@ pub use order::{
     Item, MAX_QUANTITY, Order, OrderConfirmed, OrderPickedAndPacked, OrderReceived, OrderStatus,
     QuantityError, QuantityProblem,
 };
-pub use stage::{StageFailure, StageInput, StageOutput, parse_config, parse_payload};
-pub use state::{MemoryState, State};
 pub use status::{OrderStatusDoc, TimelineEntry, TimelineEvent, TrackedStatus};

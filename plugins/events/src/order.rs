@@ -524,8 +524,9 @@ mod tests {
         let mut value: Value = serde_json::from_str(SEED).expect("json");
         value["status"] = json!("received");
         value["items"][0]["quantity"] = json!("2");
-        let err = crate::parse_payload::<OrderReceived>(&value.to_string(), "OrderReceived")
-            .expect_err("string quantity");
+        let err =
+            stagehost_sdk::parse_payload::<OrderReceived>(&value.to_string(), "OrderReceived")
+                .expect_err("string quantity");
         assert!(
             err.message()
                 .starts_with("invalid OrderReceived payload: items[0].quantity: invalid type"),

@@ -23,7 +23,7 @@
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
-use stage_events::{StageFailure, StageInput, StageOutput, State};
+use stagehost_sdk::{StageFailure, StageInput, StageOutput, State};
 
 pub mod http;
 pub mod reservation;
@@ -90,7 +90,7 @@ impl Default for Config {
 /// [`StageFailure::Reject`] naming the offending key, e.g. a negative stock under
 /// `catalog.<product>`.
 pub fn parse_config(json: &str) -> Result<Config, StageFailure> {
-    stage_events::parse_config(json)
+    stagehost_sdk::parse_config(json)
 }
 
 /// Handles one event of any of the inventory stages (and their HTTP handlers), chosen by
@@ -135,7 +135,7 @@ fn positive_quantity(what: &str, field: &str, quantity: i64) -> Result<u64, Stag
 #[cfg(test)]
 mod tests {
     use super::*;
-    use stage_events::MemoryState;
+    use stagehost_sdk::MemoryState;
 
     #[test]
     fn unknown_event_types_are_rejected() {

@@ -5,8 +5,9 @@
 use schema_check::{assert_invalid, assert_valid};
 use serde_json::{Value, json};
 
-use inventory::logic::{Config, handle, parse_config};
-use stage_events::{MemoryState, StageInput, StageOutput};
+use inventory::logic::{Config, handle};
+use stagehost_sdk::testing::TestHost;
+use stagehost_sdk::{MemoryState, StageInput, StageOutput};
 
 /// The schema of each output name's topic (see the outputs table of the three stages).
 fn schema_of(output: &str) -> &'static str {
@@ -34,12 +35,15 @@ fn received(items: Value) -> String {
     .to_string()
 }
 
-/// Runs one order through the three stages (each with its own state), checking every input
-/// and output against its topic's schema, and returns every output in processing order.
-fn saga(order: &str, config: &Config) -> Vec<StageOutput> {
+/// Runs one order through the three stages (each with its own state and the `config` table
+/// given as JSON) as the host would, through the component's `Stage` in a [`TestHost`] (which
+/// also checks that every output is declared for its input's event type), checking every
+/// input and output against its topic's schema; returns every output in processing order.
+fn saga(order: &str, config: &str) -> Vec<StageOutput> {
     assert_valid("order-received.schema.json", order);
-    let mut stock_state = MemoryState::new();
-    let mut reservation_state = MemoryState::new();
+    let mut split = TestHost::with_config(config);
+    let mut stock = TestHost::with_config(config);
+    let mut reservation = TestHost::with_config(config);
     let mut all = Vec::new();
     let mut queue = vec![StageInput::new(
         "evt-0",
@@ -49,11 +53,12 @@ fn saga(order: &str, config: &Config) -> Vec<StageOutput> {
     )];
     let mut n = 0;
     while let Some(event) = queue.pop() {
-        let state = match event.event_type.as_str() {
-            "InventoryCommand" => &mut stock_state,
-            _ => &mut reservation_state,
+        let host = match event.event_type.as_str() {
+            "OrderReceived" => &mut split,
+            "InventoryCommand" => &mut stock,
+            _ => &mut reservation,
         };
-        let outputs = handle(&event, config, state).expect("handled");
+        let outputs = host.handle::<inventory::Stage>(&event).expect("handled");
         for out in outputs {
             assert_valid(schema_of(&out.output), &out.payload);
             if matches!(
@@ -85,8 +90,7 @@ fn names(outputs: &[StageOutput]) -> Vec<&str> {
 fn confirmed_saga_outputs_match_their_schemas() {
     let input = received(json!([{"product_id": "prod-789", "name": "Test Product",
                                  "quantity": 2, "price": 19.99}]));
-    let config: Config = parse_config(r#"{"catalog": {"prod-789": 1000000}}"#).expect("config");
-    let outputs = saga(&input, &config);
+    let outputs = saga(&input, r#"{"catalog": {"prod-789": 1000000}}"#);
     assert_eq!(
         names(&outputs),
         [
@@ -107,8 +111,7 @@ fn confirmed_saga_outputs_match_their_schemas() {
 fn rejected_saga_outputs_match_their_schemas() {
     let input = received(json!([{"product_id": "b", "quantity": 2, "price": 10.0},
                                 {"product_id": "a", "quantity": 1, "price": 19.98}]));
-    let config: Config = parse_config(r#"{"catalog": {"b": 5}}"#).expect("config");
-    let outputs = saga(&input, &config);
+    let outputs = saga(&input, r#"{"catalog": {"b": 5}}"#);
     assert_eq!(
         names(&outputs),
         [
@@ -168,8 +171,7 @@ fn refused_saga_rejects_the_order_with_a_notification() {
         {"product_id": "prod-789", "quantity": 5_000_000_000_000_000_i64, "price": 0.0},
         {"product_id": "prod-789", "quantity": 5_000_000_000_000_000_i64, "price": 0.0}
     ]));
-    let config: Config = parse_config(r#"{"catalog": {"prod-789": 1000000}}"#).expect("config");
-    let outputs = saga(&input, &config);
+    let outputs = saga(&input, r#"{"catalog": {"prod-789": 1000000}}"#);
     assert_eq!(names(&outputs), ["pending", "notify"]);
     let notify: Value = serde_json::from_str(&outputs[1].payload).expect("JSON");
     assert_eq!(notify["kind"], "order_rejected");

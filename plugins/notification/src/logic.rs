@@ -3,7 +3,8 @@
 #![forbid(unsafe_code)]
 
 use serde::Deserialize;
-use stage_events::{Notification, NotificationDelivered, StageFailure, StageOutput};
+use stage_events::{Notification, NotificationDelivered};
+use stagehost_sdk::{StageFailure, StageOutput};
 
 /// Output name of the delivery receipt.
 pub const OUTPUT_DELIVERED: &str = "delivered";
@@ -21,7 +22,7 @@ pub struct Config {}
 /// # Errors
 /// [`StageFailure::Reject`] naming the offending key.
 pub fn parse_config(json: &str) -> Result<Config, StageFailure> {
-    stage_events::parse_config(json)
+    stagehost_sdk::parse_config(json)
 }
 
 /// The log line that stands for delivering `notification`.
@@ -46,7 +47,7 @@ pub fn handle(
     _config: &Config,
     log: &mut dyn FnMut(&str),
 ) -> Result<Vec<StageOutput>, StageFailure> {
-    let notification: Notification = stage_events::parse_payload(payload, "Notification")?;
+    let notification: Notification = stagehost_sdk::parse_payload(payload, "Notification")?;
     if event_id.is_empty() {
         return Err(StageFailure::Reject(
             "the input event has an empty id, which is the notification_id".to_owned(),

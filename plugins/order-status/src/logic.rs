@@ -20,8 +20,9 @@
 use serde::Deserialize;
 use stage_events::{
     Notification, NotificationDelivered, NotificationKind, OrderReceived, OrderStatusDoc,
-    StageFailure, StageInput, StageOutput, State, TimelineEntry, TimelineEvent, TrackedStatus,
+    TimelineEntry, TimelineEvent, TrackedStatus,
 };
+use stagehost_sdk::{StageFailure, StageInput, StageOutput, State};
 
 /// Event type of the `OrderReceived` input.
 pub const EVENT_ORDER_RECEIVED: &str = "OrderReceived";
@@ -45,7 +46,7 @@ pub struct Config {}
 /// # Errors
 /// [`StageFailure::Reject`] naming the offending key.
 pub fn parse_config(json: &str) -> Result<Config, StageFailure> {
-    stage_events::parse_config(json)
+    stagehost_sdk::parse_config(json)
 }
 
 /// The state key of an order's status document.
@@ -91,7 +92,7 @@ fn observe(event: &StageInput) -> Result<Observation, StageFailure> {
     match event.event_type.as_str() {
         EVENT_ORDER_RECEIVED => {
             let order =
-                stage_events::parse_payload::<OrderReceived>(&event.payload, "OrderReceived")?
+                stagehost_sdk::parse_payload::<OrderReceived>(&event.payload, "OrderReceived")?
                     .order;
             Ok(Observation {
                 order_id: order.order_id,
@@ -103,7 +104,7 @@ fn observe(event: &StageInput) -> Result<Observation, StageFailure> {
             })
         }
         EVENT_NOTIFICATION => {
-            let n: Notification = stage_events::parse_payload(&event.payload, "Notification")?;
+            let n: Notification = stagehost_sdk::parse_payload(&event.payload, "Notification")?;
             let (timeline, change) = match n.kind {
                 NotificationKind::OrderConfirmed => (
                     TimelineEvent::Confirmed,
@@ -141,7 +142,7 @@ fn observe(event: &StageInput) -> Result<Observation, StageFailure> {
         }
         EVENT_NOTIFICATION_DELIVERED => {
             let d: NotificationDelivered =
-                stage_events::parse_payload(&event.payload, "NotificationDelivered")?;
+                stagehost_sdk::parse_payload(&event.payload, "NotificationDelivered")?;
             Ok(Observation {
                 order_id: d.order_id,
                 customer_id: d.customer_id,
@@ -234,7 +235,7 @@ pub fn handle(
 mod tests {
     use super::*;
     use serde_json::{Value, json};
-    use stage_events::MemoryState;
+    use stagehost_sdk::MemoryState;
 
     const T0: &str = "2026-11-25T10:00:00Z";
     const T1: &str = "2026-11-25T10:00:01Z";

@@ -6,7 +6,7 @@ use schema_check::{assert_invalid, assert_valid};
 use serde_json::{Value, json};
 
 use order_status::logic::{Config, handle};
-use stage_events::{MemoryState, StageInput};
+use stagehost_sdk::{MemoryState, StageInput};
 
 fn event(id: &str, event_type: &str, payload: &Value, at: &str) -> StageInput {
     StageInput::new(id, event_type, Some("order-1"), payload.to_string()).with_header("ce_time", at)

@@ -20,9 +20,9 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use stage_events::{
-    Item, MAX_CENTS, MAX_QUANTITY, Order, OrderReceived, StageFailure, StageOutput, cents_to_f64,
-    format_cents, parse_cents,
+    Item, MAX_CENTS, MAX_QUANTITY, Order, OrderReceived, cents_to_f64, format_cents, parse_cents,
 };
+use stagehost_sdk::{StageFailure, StageOutput};
 
 /// Output name of an accepted order.
 pub const OUTPUT_RECEIVED: &str = "received";
@@ -38,7 +38,7 @@ pub struct Config {}
 /// # Errors
 /// [`StageFailure::Reject`] naming the offending key.
 pub fn parse_config(json: &str) -> Result<Config, StageFailure> {
-    stage_events::parse_config(json)
+    stagehost_sdk::parse_config(json)
 }
 
 /// Validates the order in `payload` and emits it as `received` with `"status": "received"`,

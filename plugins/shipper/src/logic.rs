@@ -3,9 +3,8 @@
 
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
-use stage_events::{
-    Notification, NotificationKind, OrderPickedAndPacked, StageFailure, StageOutput,
-};
+use stage_events::{Notification, NotificationKind, OrderPickedAndPacked};
+use stagehost_sdk::{StageFailure, StageOutput};
 
 /// Output name of the `shipped` customer notification.
 pub const OUTPUT_NOTIFY: &str = "notify";
@@ -37,7 +36,7 @@ impl Default for Config {
 /// [`StageFailure::Reject`] naming the offending key; `carriers` must be a non-empty list of
 /// non-empty strings.
 pub fn parse_config(json: &str) -> Result<Config, StageFailure> {
-    let config: Config = stage_events::parse_config(json)?;
+    let config: Config = stagehost_sdk::parse_config(json)?;
     if config.carriers.is_empty() {
         return Err(StageFailure::Reject(
             "invalid stage config: carriers must not be empty".to_owned(),
@@ -108,7 +107,8 @@ pub fn handle(
     config: &Config,
 ) -> Result<Vec<StageOutput>, StageFailure> {
     let order =
-        stage_events::parse_payload::<OrderPickedAndPacked>(payload, "OrderPickedAndPacked")?.order;
+        stagehost_sdk::parse_payload::<OrderPickedAndPacked>(payload, "OrderPickedAndPacked")?
+            .order;
     let Shipment {
         carrier,
         tracking_number,

@@ -2,9 +2,8 @@
 #![forbid(unsafe_code)]
 
 use serde::Deserialize;
-use stage_events::{
-    Notification, NotificationKind, OrderConfirmed, OrderPickedAndPacked, StageFailure, StageOutput,
-};
+use stage_events::{Notification, NotificationKind, OrderConfirmed, OrderPickedAndPacked};
+use stagehost_sdk::{StageFailure, StageOutput};
 
 /// Output name of a packed order.
 pub const OUTPUT_PACKED: &str = "packed";
@@ -42,7 +41,7 @@ impl Default for Config {
 /// # Errors
 /// [`StageFailure::Reject`] naming the offending key; `warehouse_id` must not be empty.
 pub fn parse_config(json: &str) -> Result<Config, StageFailure> {
-    let config: Config = stage_events::parse_config(json)?;
+    let config: Config = stagehost_sdk::parse_config(json)?;
     if config.warehouse_id.trim().is_empty() {
         return Err(StageFailure::Reject(
             "invalid stage config: warehouse_id must not be empty".to_owned(),
@@ -62,7 +61,7 @@ pub fn handle(
     _event_id: &str,
     config: &Config,
 ) -> Result<Vec<StageOutput>, StageFailure> {
-    let order = stage_events::parse_payload::<OrderConfirmed>(payload, "OrderConfirmed")?.order;
+    let order = stagehost_sdk::parse_payload::<OrderConfirmed>(payload, "OrderConfirmed")?.order;
     let key = order.order_id.clone();
     let notification = Notification::new(
         &order.order_id,

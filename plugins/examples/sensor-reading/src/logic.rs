@@ -6,7 +6,7 @@
 #![forbid(unsafe_code)]
 
 use serde::{Deserialize, Serialize};
-use stage_events::{StageFailure, StageInput, StageOutput, parse_payload};
+use stagehost_sdk::{StageFailure, StageInput, StageOutput, parse_payload};
 
 /// Input header carrying the route's `{sensor_id}` path parameter.
 pub const SENSOR_HEADER: &str = "stagehost-path-sensor_id";

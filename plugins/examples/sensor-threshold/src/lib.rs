@@ -5,8 +5,7 @@
 
 pub mod logic;
 
-stage_events::stage_component! {
-    wit: "../../../wit",
+stagehost_sdk::stage_component! {
     world: "stateful-stage",
     config: logic::Config = logic::parse_config,
     handle: |event, config, state| logic::handle(event, config, state),

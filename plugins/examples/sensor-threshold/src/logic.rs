@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use stage_events::{StageFailure, StageInput, StageOutput, State, parse_payload};
+use stagehost_sdk::{StageFailure, StageInput, StageOutput, State, parse_payload};
 
 /// Output of the sensor's status (topic `SensorStatus`).
 pub const OUTPUT_STATUS: &str = "status";
@@ -31,7 +31,7 @@ pub struct Config {
 /// # Errors
 /// [`StageFailure::Reject`] naming the offending key.
 pub fn parse_config(json: &str) -> Result<Config, StageFailure> {
-    stage_events::parse_config(json)
+    stagehost_sdk::parse_config(json)
 }
 
 /// A reading (topic `Readings`), as the `reading` stage writes it.
@@ -162,7 +162,7 @@ pub fn handle(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use stage_events::MemoryState;
+    use stagehost_sdk::MemoryState;
 
     fn reading(sensor: &str, id: &str, value: f64) -> StageInput {
         let payload =

@@ -10,10 +10,8 @@
 
 use serde::Deserialize;
 use serde_json::json;
-use stage_events::{
-    InventoryCommand, LedgerEntry, RestockCommand, StageFailure, StageInput, StageOutput,
-    parse_payload,
-};
+use stage_events::{InventoryCommand, LedgerEntry, RestockCommand};
+use stagehost_sdk::{StageFailure, StageInput, StageOutput, parse_payload};
 
 use super::Config;
 

@@ -12,8 +12,9 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use stage_events::{
     InventoryCommand, InventoryResult, Notification, NotificationKind, OrderConfirmed,
-    OrderReceived, OrderRefused, ReleaseCommand, StageFailure, StageInput, StageOutput, State,
+    OrderReceived, OrderRefused, ReleaseCommand,
 };
+use stagehost_sdk::{StageFailure, StageInput, StageOutput, State};
 
 use super::{OUTPUT_CONFIRMED, OUTPUT_NOTIFY, OUTPUT_RELEASE, positive_quantity};
 
@@ -75,7 +76,7 @@ fn load(state: &dyn State, key: &str) -> Result<Join, StageFailure> {
 /// order id, a quantity is not positive, a result names a product the order does not have,
 /// or the stored join is corrupt. Nothing is saved then.
 pub fn handle(event: &StageInput, state: &mut dyn State) -> Result<Vec<StageOutput>, StageFailure> {
-    let result: InventoryResult = stage_events::parse_payload(&event.payload, "InventoryResult")?;
+    let result: InventoryResult = stagehost_sdk::parse_payload(&event.payload, "InventoryResult")?;
     let order_id = result.order_id().to_owned();
     event.expect_key("order_id", &order_id)?;
     let key = order_key(&order_id);
@@ -273,7 +274,7 @@ fn rejection(
 mod tests {
     use super::*;
     use serde_json::{Value, json};
-    use stage_events::MemoryState;
+    use stagehost_sdk::MemoryState;
 
     fn order(products: &[(&str, i64)]) -> Value {
         let items: Vec<Value> = products

@@ -4,8 +4,9 @@
 
 use stage_events::{
     InventoryCommand, InventoryResult, Order, OrderPending, OrderReceived, OrderRefused,
-    QuantityError, QuantityProblem, ReserveCommand, StageFailure, StageOutput,
+    QuantityError, QuantityProblem, ReserveCommand,
 };
+use stagehost_sdk::{StageFailure, StageOutput};
 
 use super::{OUTPUT_PENDING, OUTPUT_RESERVE};
 
@@ -23,7 +24,7 @@ use super::{OUTPUT_PENDING, OUTPUT_RESERVE};
 /// # Errors
 /// [`StageFailure::Reject`] if the payload is not an `OrderReceived`.
 pub fn handle(payload: &str) -> Result<Vec<StageOutput>, StageFailure> {
-    let order: OrderReceived = stage_events::parse_payload(payload, "OrderReceived")?;
+    let order: OrderReceived = stagehost_sdk::parse_payload(payload, "OrderReceived")?;
     let wanted = match order.order.quantities() {
         Ok(wanted) => wanted,
         Err(error) => return refuse(&order.order, &error),

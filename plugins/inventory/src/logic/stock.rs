@@ -20,10 +20,8 @@
 //! record is deleted. A line older than that is forgotten: a repeat of it is handled as new.
 
 use serde::{Deserialize, Serialize};
-use stage_events::{
-    InventoryCommand, InventoryResult, LedgerEntry, LedgerReason, Reservation, StageFailure,
-    StageInput, StageOutput, State,
-};
+use stage_events::{InventoryCommand, InventoryResult, LedgerEntry, LedgerReason, Reservation};
+use stagehost_sdk::{StageFailure, StageInput, StageOutput, State};
 
 use super::{Config, OUTPUT_LEDGER, OUTPUT_RESULT, positive_quantity};
 
@@ -202,7 +200,7 @@ pub fn handle(
     state: &mut dyn State,
 ) -> Result<Vec<StageOutput>, StageFailure> {
     let command: InventoryCommand =
-        stage_events::parse_payload(&event.payload, "InventoryCommand")?;
+        stagehost_sdk::parse_payload(&event.payload, "InventoryCommand")?;
     let quantity = positive_quantity("InventoryCommand", "quantity", command.quantity())?;
     let product_id = command.product_id().to_owned();
     event.expect_key("product_id", &product_id)?;
@@ -301,7 +299,7 @@ fn add(stock: u64, quantity: u64, product_id: &str) -> Result<u64, StageFailure>
 mod tests {
     use super::*;
     use serde_json::{Value, json};
-    use stage_events::MemoryState;
+    use stagehost_sdk::MemoryState;
 
     fn config(stock: &[(&str, u64)]) -> Config {
         Config {

@@ -5,14 +5,14 @@
 //! Build with `cargo build --release --target wasm32-wasip2 -p always-trap` in `plugins/`
 //! (it is not a default member): writes `always_trap.wasm`.
 
-use stage_events::{StageFailure, StageOutput};
+use stagehost_sdk::{StageFailure, StageOutput};
 
 /// The panic message of every call.
 pub const MESSAGE: &str = "always-trap: this component fails every call";
 
-stage_events::stage_component! {
-    wit: "../../../wit",
+stagehost_sdk::stage_component! {
     world: "stage",
+    outputs: [],
     config: () = |_: &str| Ok(()),
     handle: |_event, _config| fail(),
 }

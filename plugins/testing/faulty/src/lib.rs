@@ -7,8 +7,7 @@
 
 pub mod logic;
 
-stage_events::stage_component! {
-    wit: "../../../wit",
+stagehost_sdk::stage_component! {
     world: "stage",
     config: () = |_: &str| Ok(()),
     handle: |event, _config| logic::handle(event),

@@ -1,6 +1,6 @@
 //! What the faulty component does with one event, chosen by the payload's `"fault"` field.
 
-use stage_events::{StageFailure, StageInput, StageOutput};
+use stagehost_sdk::{StageFailure, StageInput, StageOutput};
 
 /// Output name of the pass-through (and of the malformed output).
 pub const OUTPUT: &str = "out";

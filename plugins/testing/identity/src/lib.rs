@@ -7,14 +7,14 @@
 //! Build with `cargo build --release --target wasm32-wasip2 -p identity` in `plugins/`
 //! (it is not a default member): writes `identity.wasm`.
 
-use stage_events::{StageFailure, StageInput, StageOutput};
+use stagehost_sdk::{StageFailure, StageInput, StageOutput};
 
 /// The name of the one output of every call.
 pub const OUTPUT: &str = "out";
 
-stage_events::stage_component! {
-    wit: "../../../wit",
+stagehost_sdk::stage_component! {
     world: "stage",
+    outputs: [OUTPUT],
     config: () = |_: &str| Ok(()),
     handle: |event, _config| pass_through(event),
 }

@@ -11,9 +11,9 @@ pub mod logic;
 
 use logic::Config;
 
-stage_events::stage_component! {
-    wit: "../../../wit",
+stagehost_sdk::stage_component! {
     world: "stage",
+    outputs: [logic::OUTPUT_PACKED, logic::OUTPUT_NOTIFY],
     config: Config = |json: &str| logic::parse_config(json).map(|config| Config {
         stamp: Some("blue".to_owned()),
         ..config

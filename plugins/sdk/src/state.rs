@@ -2,8 +2,8 @@
 //!
 //! In the component the bindings glue implements [`State`] by calling the WIT `state` import
 //! (world `stateful-stage`); native tests use [`MemoryState`]. The host scopes keys to the
-//! input partition and makes the writes of one event durable together with its outputs and
-//! offset, or discards them all (on a trap, a `retry` or a `reject`).
+//! input partition and keeps the writes of one event only if it accepts the event's outputs
+//! (see the `state` interface in `wit/stage.wit` for when they become durable).
 
 use std::collections::BTreeMap;
 

@@ -81,7 +81,7 @@ impl StageInput {
 pub struct StageOutput {
     /// Logical output name, mapped to a topic by the stage's `outputs` table in pipeline.toml.
     pub output: String,
-    /// Kafka record key; `None` keeps the input's key. The stages always set the order id.
+    /// Kafka record key; `None` keeps the input's key.
     pub key: Option<String>,
     /// The JSON payload.
     pub payload: String,
@@ -91,8 +91,8 @@ impl StageOutput {
     /// Serializes `payload` to JSON as output `output`, keyed by `key`.
     ///
     /// # Errors
-    /// [`StageFailure::Reject`] if the payload cannot be serialized (not expected for the
-    /// event types of this crate).
+    /// [`StageFailure::Reject`] if the payload cannot be serialized (a map with non-string
+    /// keys, a failing `Serialize` impl).
     pub fn json<T: Serialize>(output: &str, key: &str, payload: &T) -> Result<Self, StageFailure> {
         let payload = serde_json::to_string(payload).map_err(|e| {
             StageFailure::Reject(format!("cannot serialize the {output} payload: {e}"))
@@ -176,8 +176,22 @@ pub fn parse_config<T: DeserializeOwned>(json: &str) -> Result<T, StageFailure> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Order;
     use serde::Deserialize;
+
+    /// A payload with a nested list, for field paths.
+    #[derive(Debug, Deserialize)]
+    #[allow(dead_code)]
+    struct Order {
+        order_id: String,
+        items: Vec<Item>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[allow(dead_code)]
+    struct Item {
+        product_id: String,
+        quantity: u64,
+    }
 
     #[derive(Debug, Deserialize, PartialEq)]
     #[serde(deny_unknown_fields)]
