@@ -273,7 +273,7 @@ fn set_mode(config: &mut toml::Table, mode: &str) {
 }
 
 /// Row 4: the whole pipeline draining `orders` pre-filled OrderReceived events.
-async fn whole_pipeline(mode: &str, orders: u64) -> (f64, f64, f64, String) {
+async fn whole_pipeline(mode: &str, orders: u64) -> (f64, f64, f64, f64, String) {
     let mut pipeline = TestPipeline::new(|config| {
         set_mode(config, mode);
         stage_mut(config, "stock")
@@ -307,10 +307,15 @@ async fn whole_pipeline(mode: &str, orders: u64) -> (f64, f64, f64, String) {
     let cpu = cpu_seconds(pid) - cpu_before;
     let rss = common::peak_rss_kib(pid) as f64 / 1024.0;
     pipeline.stop("TERM");
+    // The same history after a restart: what the host holds once ready must not grow with it.
+    pipeline.start();
+    let restarted_rss = common::peak_rss_kib(pipeline.pid().unwrap()) as f64 / 1024.0;
+    pipeline.stop("TERM");
     (
         orders as f64 / seconds,
         cpu / orders as f64 * 1000.0,
         rss,
+        restarted_rss,
         format!("{seen}/{expected} notifications, first to last notification"),
     )
 }
@@ -336,7 +341,7 @@ async fn latency(pipeline: &TestPipeline, rate: f64, seconds: u64) -> stagehost:
 async fn main() {
     // `cargo bench` passes `--bench`; nothing else is accepted.
     let messages = env_or("BENCH_MESSAGES", 50_000);
-    let orders = env_or("BENCH_ORDERS", 20_000);
+    let orders = env_or("BENCH_ORDERS", 200_000);
     let warmup = env_or("BENCH_WARMUP", 200_000);
     let seconds = env_or("BENCH_SECONDS", 10);
     let rates: Vec<f64> = std::env::var("BENCH_RATES")
@@ -452,17 +457,17 @@ async fn main() {
         .filter(|_| runs(4))
     {
         progress.set_message(format!("whole pipeline: {mode}"));
-        let (rate, cpu, rss, note) = whole_pipeline(mode, orders).await;
+        let (rate, cpu, rss, restarted_rss, note) = whole_pipeline(mode, orders).await;
         rows.push(row(
             &format!("4. whole pipeline, {mode}"),
             rate,
             "orders/s",
             format!("{orders} orders, 8 stages; {note}"),
         ));
-        resources.push((mode, cpu, rss));
+        resources.push((mode, cpu, rss, restarted_rss));
         progress.inc(1);
     }
-    for (mode, cpu, rss) in resources {
+    for (mode, cpu, rss, restarted_rss) in resources {
         rows.push(row(
             &format!("6. host CPU, {mode}"),
             cpu,
@@ -473,7 +478,13 @@ async fn main() {
             &format!("6. host peak RSS, {mode}"),
             rss,
             "MiB",
-            "VmHWM",
+            format!("VmHWM while draining {orders} orders"),
+        ));
+        rows.push(row(
+            &format!("6. host peak RSS after a restart, {mode}"),
+            restarted_rss,
+            "MiB",
+            format!("VmHWM until ready, on the history of {orders} orders"),
         ));
     }
 

@@ -81,15 +81,12 @@ impl StageKpis {
                 continue;
             }
             let mut push = |name: &str, metric: &str, value: u64| {
-                events.push(KpiEvent {
-                    kpi_name: format!("{}.{name}", self.stage),
-                    metric: metric.into(),
-                    value,
+                events.push(self.event(
+                    (name, metric, value),
                     timestamp,
-                    stage: self.stage.to_string(),
                     window_ms,
-                    plugin_version: version.clone(),
-                })
+                    version.clone(),
+                ))
             };
             if version.is_none() {
                 push("duplicates_dropped", "count", closed.duplicates);
@@ -126,16 +123,28 @@ impl StageKpis {
             ("state_bytes", "bytes", bytes),
         ]
         .into_iter()
-        .map(|(name, metric, value)| KpiEvent {
+        .map(|(name, metric, value)| self.event((name, metric, value), timestamp, window_ms, None))
+        .collect()
+    }
+
+    /// One KPI event of this stage: `(name, metric, value)` over a window of `window_ms`
+    /// ending at `timestamp`.
+    fn event(
+        &self,
+        (name, metric, value): (&str, &str, u64),
+        timestamp: u64,
+        window_ms: u64,
+        plugin_version: Option<String>,
+    ) -> KpiEvent {
+        KpiEvent {
             kpi_name: format!("{}.{name}", self.stage),
             metric: metric.into(),
             value,
             timestamp,
             stage: self.stage.to_string(),
             window_ms,
-            plugin_version: None,
-        })
-        .collect()
+            plugin_version,
+        }
     }
 
     fn with_window<F: FnOnce(&mut Window)>(&self, version: Option<&str>, update: F) {

@@ -7,13 +7,16 @@
 //! - [`event`]: what travels on topics — CloudEvents headers and ids, dead letters, schemas.
 //! - [`kafka`]: the one front door every client is configured through (`[kafka]` and its role
 //!   tables), the start-up access check, topic creation, publishing with acknowledgement, `tail`.
-//! - [`state`]: keyed plugin state — partitioned, transactional, restored from a changelog.
-//! - [`store`]: durable local state — processed event ids and ingress answers (`fjall`).
+//! - [`state`]: keyed plugin state — partitioned, transactional, logged to a changelog; how a
+//!   table catches up with its topic.
+//! - [`store`]: the local store (`fjall`) — at-least-once processed ids and answers, and the
+//!   tables (keyed state, exactly-once processed ids and answers, read models) that keep on
+//!   disk, as copies of their topics, what would otherwise grow in memory.
 //! - [`stage`]: per-event processing, the topic consume loop, the HTTP ingress stage.
 //! - [`kpi`]: windowed KPIs published to the KPI topic.
-//! - [`http`]: the HTTP server (ingress route, health, readiness).
+//! - [`http`]: the HTTP server (declared routes and read models, health, readiness).
 //! - [`health`]: what each part of the host reports for `/readyz` (stages, ingress, Kafka).
-//! - [`admin`]: the admin API (plugin list, hot swap, rollback) and its client.
+//! - [`admin`]: the admin API (plugin list, hot swap, rollback, held records) and its client.
 //! - [`dlq`]: listing and replaying dead letters.
 //! - [`backoff`]: exponential backoff with jitter.
 //! - [`load`]: the open-loop load generator (`stagehost load`).
@@ -23,7 +26,8 @@
 //! Where does an event get deduplicated? In [`stage`]'s deduplicator (`stage/dedup.rs`), which
 //! the consume loop asks before calling the plugin: processed ids in a transactional topic
 //! (exactly-once) or in [`store`] (at-least-once). Where do failures go? [`stage`]'s processor
-//! builds an [`event::dead_letter`]. What does `/readyz` know? What each part reports to
+//! builds an [`event::dead_letter`]; a record whose letter the broker refuses for good holds
+//! its partition ([`stage::StuckBook`]). What does `/readyz` know? What each part reports to
 //! [`health`].
 
 pub mod admin;

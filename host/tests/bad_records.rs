@@ -524,3 +524,54 @@ async fn a_record_that_cannot_be_dead_lettered_holds_only_its_partition_until_an
     let status = pipeline.stop("TERM");
     assert!(status.success(), "{status}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stage_at_its_state_cap_dead_letters_what_would_grow_its_state_and_the_rest_flows() {
+    const CAP: i64 = 4;
+    let mut pipeline = TestPipeline::new(|config| {
+        stage_mut(config, "order-status").insert("state_max_keys".into(), CAP.into());
+    });
+    pipeline.start();
+    let delivered = pipeline.topic("NotificationDelivered");
+    let dead_letter_topic = pipeline.topic("DeadLetterQueue");
+    let orders: Vec<String> = (0..12).map(|i| format!("order-capped-{i}")).collect();
+    for id in &orders {
+        let (status, answer) = pipeline.post_order(&order(id, "prod-789", 1)).await;
+        assert_eq!(status, 202, "{answer}");
+    }
+    // Order status keeps a key per order: past the cap its writes are refused.
+    wait_until("a state-full dead letter of order-status", TIMEOUT, || {
+        let topic = dead_letter_topic.clone();
+        async move {
+            read_to_end(&topic, READ_TIMEOUT).await.iter().any(|r| {
+                r.value["stage"] == "order-status"
+                    && r.value["error"].as_str().is_some_and(|e| {
+                        e.starts_with("state full:") && e.contains("state_max_keys is 4")
+                    })
+            })
+        }
+    })
+    .await;
+    // The other stages are not capped: every order is delivered.
+    wait_until("every order's three notifications", TIMEOUT, || {
+        let (delivered, orders) = (delivered.clone(), orders.clone());
+        async move {
+            let records = read_to_end(&delivered, READ_TIMEOUT).await;
+            orders.iter().all(|id| {
+                records
+                    .iter()
+                    .filter(|r| r.value["order_id"] == id.as_str())
+                    .count()
+                    >= 3
+            })
+        }
+    })
+    .await;
+    let letters = read_to_end(&dead_letter_topic, READ_TIMEOUT).await;
+    assert!(
+        letters.iter().all(|r| r.value["stage"] == "order-status"),
+        "only the capped stage dead-letters: {letters:#?}"
+    );
+    let status = pipeline.stop("TERM");
+    assert!(status.success(), "{status}");
+}

@@ -26,8 +26,11 @@ use std::time::{Duration, Instant};
 
 use common::{TestPipeline, read_to_end, wait_until};
 
-/// Size of the tmpfs holding `state.dir` (the compiled-plugin cache takes about 2 MiB of it).
-const TMPFS_SIZE: &str = "8m";
+/// Size of the tmpfs holding `state.dir`: the compiled-plugin cache (about 2 MiB) and the
+/// local store, whose tables (read models, keyed state, processed ids) and journal take tens
+/// of MiB during the test; with too little room the store's own data keeps the disk full after
+/// the test frees its filler, and nothing could heal.
+const TMPFS_SIZE: &str = "64m";
 /// Orders per second while the test runs.
 const RATE: f64 = 30.0;
 /// How long orders keep coming.
@@ -204,6 +207,26 @@ async fn readiness(http: &str) -> (bool, BTreeMap<String, String>) {
     (ready, problems)
 }
 
+/// Waits (up to `timeout`) until `/readyz` is unready and names the `store`; its reason.
+async fn store_problem(http: &str, what: &str, timeout: Duration) -> String {
+    let reason = Arc::new(Mutex::new(String::new()));
+    wait_until(what, timeout, || {
+        let (http, reason) = (http.to_string(), reason.clone());
+        async move {
+            let (ready, problems) = readiness(&http).await;
+            match problems.get("store") {
+                Some(why) if !ready => {
+                    *reason.lock().unwrap() = why.clone();
+                    true
+                }
+                _ => false,
+            }
+        }
+    })
+    .await;
+    reason.lock().unwrap().clone()
+}
+
 /// A log line without its terminal colour codes.
 fn without_colours(line: &str) -> String {
     let mut plain = String::with_capacity(line.len());
@@ -258,22 +281,7 @@ async fn a_full_state_dir_is_loud_and_heals_without_a_restart_or_a_storm_of_rede
             .unwrap()
     };
     let http = pipeline.http.clone();
-    let reason = Arc::new(Mutex::new(String::new()));
-    wait_until("/readyz to name the failing store", FAULT, || {
-        let (http, reason) = (http.clone(), reason.clone());
-        async move {
-            let (ready, problems) = readiness(&http).await;
-            match problems.get("store") {
-                Some(why) if !ready => {
-                    *reason.lock().unwrap() = why.clone();
-                    true
-                }
-                _ => false,
-            }
-        }
-    })
-    .await;
-    let store_reason = reason.lock().unwrap().clone();
+    let store_reason = store_problem(&http, "/readyz to name the failing store", FAULT).await;
     let detected = fault_started.elapsed();
     // The fault itself lasts this long (not a wait for a condition).
     tokio::time::sleep(FAULT.saturating_sub(fault_started.elapsed())).await;
@@ -428,4 +436,86 @@ async fn a_full_state_dir_is_loud_and_heals_without_a_restart_or_a_storm_of_rede
         "{duplicates} duplicate deliveries (at most {MAX_DUPLICATES}: the work open at the failure)"
     );
     assert!(!logs.contains("panicked"), "the host panicked:\n{logs}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_dir_full_at_start_up_starts_unready_and_serves_once_it_has_room() {
+    let tmpfs = Tmpfs::mount(TMPFS_SIZE);
+    let state_dir: PathBuf = tmpfs.path().to_path_buf();
+    let fill = tmpfs.path().join("fill");
+    let filled = {
+        let fill = fill.clone();
+        tokio::task::spawn_blocking(move || fill_up(&fill))
+            .await
+            .unwrap()
+    };
+    assert!(filled > 0, "the tmpfs took nothing");
+    let mut pipeline = TestPipeline::new(|config| {
+        let state = config["state"].as_table_mut().unwrap();
+        state.insert("dir".into(), state_dir.display().to_string().into());
+    });
+    pipeline.launch();
+
+    // Up, serving /readyz, and unready because of the store.
+    let http = pipeline.http.clone();
+    let reason = store_problem(
+        &http,
+        "/readyz to name the store that cannot open",
+        Duration::from_secs(90),
+    )
+    .await;
+    assert!(
+        reason.contains("No space left on device"),
+        "the reason names the full disk: {reason}"
+    );
+    assert!(
+        pipeline.is_running(),
+        "the host must not exit on a full disk"
+    );
+    let body = common::order(&format!("{}-early", pipeline.prefix), "prod-789", 1);
+    let (status, answer) = pipeline.post_order(&body).await;
+    assert_eq!(
+        status, 503,
+        "no order is taken while the store is closed: {answer}"
+    );
+
+    // Room again: the store opens, the host turns ready and takes the order.
+    std::fs::remove_file(&fill).unwrap();
+    wait_until(
+        "ready once the disk has room",
+        Duration::from_secs(90),
+        || {
+            let http = http.clone();
+            async move { readiness(&http).await.0 }
+        },
+    )
+    .await;
+    let (status, answer) = pipeline.post_order(&body).await;
+    assert_eq!(status, 202, "{answer}");
+    let delivered = pipeline.topic("NotificationDelivered");
+    let order_id = format!("{}-early", pipeline.prefix);
+    wait_until(
+        "the order's three notifications",
+        Duration::from_secs(90),
+        || {
+            let (delivered, order_id) = (delivered.clone(), order_id.clone());
+            async move {
+                common::read_to_end(&delivered, Duration::from_secs(30))
+                    .await
+                    .iter()
+                    .filter(|r| r.value["order_id"] == order_id.as_str())
+                    .count()
+                    >= 3
+            }
+        },
+    )
+    .await;
+    assert!(
+        pipeline
+            .logs()
+            .contains("cannot open the local store; starting unready"),
+        "the start-up failure is logged"
+    );
+    let status = pipeline.stop("TERM");
+    assert!(status.success(), "{status}");
 }

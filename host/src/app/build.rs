@@ -197,6 +197,7 @@ pub(super) async fn topic_stage(
             )))),
             changelog,
             kafka: kafka.clone(),
+            max_keys: stage.state_max_keys,
         })
     } else {
         None

@@ -351,6 +351,11 @@ pub struct StageConfig {
     /// How events whose plugin asks for a retry are retried.
     #[serde(default)]
     pub retry: RetryConfig,
+    /// Most entries the stage's keyed state may hold (the store's estimate: overwritten and
+    /// deleted keys count until the store compacts them); an event that writes a value while
+    /// the state holds that many is dead-lettered (`state full: …`). None: no cap.
+    #[serde(default)]
+    pub state_max_keys: Option<u64>,
     /// Free-form table handed to the plugin through the `config` import.
     #[serde(default)]
     pub config: toml::Table,

@@ -65,6 +65,7 @@ impl TopicView {
         let (kafka, topic) = (kafka.clone(), topic.to_string());
         tokio::spawn(async move {
             let mut restoring = true;
+            let mut failures = 0u32;
             loop {
                 match tail(
                     &kafka,
@@ -79,8 +80,16 @@ impl TopicView {
                 {
                     Ok(()) => return,
                     Err(error) => {
-                        tracing::warn!(topic = %topic, error = %format!("{error:#}"),
-                            "view stopped reading; reading on from its checkpoints shortly");
+                        // At warn once per outage: the store reports its own failure and
+                        // recovery, and `/readyz` names it.
+                        failures += 1;
+                        let error = format!("{error:#}");
+                        if failures == 1 {
+                            tracing::warn!(topic = %topic, %error,
+                                "view stopped reading; reading on from its checkpoints every second");
+                        } else {
+                            tracing::debug!(topic = %topic, %error, failures, "view still cannot read on");
+                        }
                         tokio::time::sleep(STORE_RETRY).await;
                     }
                 }

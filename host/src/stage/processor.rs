@@ -78,6 +78,8 @@ pub enum Failure {
     Trap(String),
     /// The plugin returned an output the host cannot publish.
     BadOutput(String),
+    /// The event would add keyed state past the stage's `state_max_keys`.
+    StateFull(String),
 }
 
 impl Failure {
@@ -90,6 +92,7 @@ impl Failure {
             Failure::Retry(m) => format!("retry: {m}"),
             Failure::Trap(m) => m.clone(),
             Failure::BadOutput(m) => format!("invalid plugin output: {m}"),
+            Failure::StateFull(m) => format!("state full: {m}"),
         }
     }
 

@@ -75,6 +75,9 @@ pub struct StageStateParts {
     pub changelog: String,
     /// Brokers, for catching up.
     pub kafka: KafkaClients,
+    /// Most entries the state may hold (`state_max_keys`); an event that writes a value while
+    /// it holds that many is dead-lettered.
+    pub max_keys: Option<u64>,
 }
 
 /// A running topic-fed stage: its consumer and everything else.
@@ -550,7 +553,7 @@ impl Worker {
             Ok(Processed {
                 records: outputs,
                 writes,
-            }) => {
+            }) if self.state_is_full(&writes).is_none() => {
                 tracing::debug!(stage = %self.context.name, id = %input.id, topic = %input.origin.source_topic,
                     partition = input.origin.partition, offset = input.origin.offset,
                     key = input.key.unwrap_or_default(), outputs = outputs.len(), "processed");
@@ -595,6 +598,9 @@ impl Worker {
                     }
                 }
             }
+            Ok(Processed { writes, .. }) => self
+                .state_is_full(&writes)
+                .unwrap_or_else(|| Failure::StateFull(String::new())),
             Err(failure) => failure,
         };
         tracing::warn!(stage = %self.context.name, id = %input.id, topic = %input.origin.source_topic,
@@ -605,6 +611,23 @@ impl Worker {
                 .dead_letter(input, &failure, &plugin.version, attempt),
         );
         Some(Fate::DeadLettered(plugin))
+    }
+
+    /// Why `writes` may not be applied: the stage's state holds `state_max_keys` entries (the
+    /// store's estimate) and they write a value. `None` when they may.
+    fn state_is_full(&self, writes: &Writes) -> Option<Failure> {
+        let parts = self.state.as_ref()?;
+        let cap = parts.max_keys?;
+        if !writes.values().any(Option::is_some) {
+            return None;
+        }
+        let table = lock(&parts.keyed).table().clone();
+        let (held, _) = table.size().ok()?;
+        (held >= cap).then(|| {
+            Failure::StateFull(format!(
+                "the stage's keyed state holds about {held} entries, its state_max_keys is {cap}; raise the cap or have the plugin delete keys it no longer needs"
+            ))
+        })
     }
 
     /// Whether the input at `offset` of `partition` may be handled now. An event of a parked

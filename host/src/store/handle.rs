@@ -106,7 +106,7 @@ impl LocalStore {
         let path = dir.join(STORE_DIR);
         let state = match std::fs::create_dir_all(dir)
             .map_err(fjall::Error::Io)
-            .and_then(|()| Keyspaces::open(&path))
+            .and_then(|()| open_keyspaces(&path))
         {
             Ok(keyspaces) => State::Open {
                 keyspaces,
@@ -449,7 +449,7 @@ impl Shared {
             .map_err(|error| format!("cannot create state.dir ({error})"))
             .and_then(|()| probe(&self.dir))
             .and_then(|()| {
-                Keyspaces::open(&self.path)
+                open_keyspaces(&self.path)
                     .map_err(|error| format!("cannot open it again: {}", describe(&error)))
             });
         let mut state = self.write();
@@ -485,6 +485,27 @@ impl Shared {
             }
         }
     }
+}
+
+/// Opens the database in `path`. A database whose creation failed half-way (the disk refused
+/// its first writes, so its `version` file is empty or missing) holds nothing: it is removed
+/// and created again.
+fn open_keyspaces(path: &Path) -> fjall::Result<Keyspaces> {
+    match Keyspaces::open(path) {
+        Err(fjall::Error::InvalidVersion(None)) if never_created(path) => {
+            tracing::warn!(path = %path.display(),
+                "the local store was left half-created by a failed start; creating it again");
+            std::fs::remove_dir_all(path)?;
+            Keyspaces::open(path)
+        }
+        opened => opened,
+    }
+}
+
+/// Whether the database in `path` was never completely created: its `version` file, written
+/// when it is created, is missing or empty.
+fn never_created(path: &Path) -> bool {
+    std::fs::metadata(path.join("version")).map_or(true, |version| version.len() == 0)
 }
 
 /// Whether `error` is the disk refusing writes (full, over quota, read-only, failing), which
@@ -652,6 +673,22 @@ mod tests {
         std::fs::remove_dir(&blocker).unwrap();
         let waited = waiting.join().unwrap().unwrap();
         assert!(waited >= Duration::from_millis(1500), "{waited:?}");
+        assert_eq!(store.processed_among("s", &["a"]).unwrap(), vec![true]);
+    }
+
+    #[test]
+    fn a_store_left_half_created_is_created_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(STORE_DIR);
+        std::fs::create_dir_all(path.join("keyspaces")).unwrap();
+        std::fs::write(path.join("version"), b"").unwrap();
+        assert!(matches!(
+            Keyspaces::open(&path),
+            Err(fjall::Error::InvalidVersion(None))
+        ));
+        let store = LocalStore::open(dir.path()).unwrap();
+        assert!(store.is_open());
+        store.mark_processed("s", ["a"]).unwrap();
         assert_eq!(store.processed_among("s", &["a"]).unwrap(), vec![true]);
     }
 

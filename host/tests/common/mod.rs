@@ -170,6 +170,19 @@ impl TestPipeline {
 
     /// Starts `stagehost run` and waits until it is ready.
     pub fn start(&mut self) {
+        self.launch();
+        self.wait_ready(Duration::from_secs(60));
+    }
+
+    /// Whether the host process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.host
+            .as_mut()
+            .is_some_and(|child| child.try_wait().unwrap().is_none())
+    }
+
+    /// Starts `stagehost run` without waiting for it to be ready.
+    pub fn launch(&mut self) {
         assert!(self.host.is_none(), "host already running");
         self.starts += 1;
         let log = std::fs::File::create(self.dir.path().join(format!("host-{}.log", self.starts)))
@@ -189,7 +202,6 @@ impl TestPipeline {
             .spawn()
             .unwrap();
         self.host = Some(child);
-        self.wait_ready(Duration::from_secs(60));
     }
 
     fn wait_ready(&mut self, timeout: Duration) {
