@@ -13,7 +13,7 @@ pub use admin::{ensure_changelog, ensure_compacted, ensure_topics};
 pub use clients::{DEFAULT_BROKERS, KafkaClients, Role};
 pub use publish::{
     Delivery, FailedDelivery, OutRecord, acknowledged, enqueue, failed_deliveries, publish_all,
-    refused_for_good, unacknowledged,
+    refused_for_good,
 };
 pub use read::{
     Watermarks, committed_reader, for_each_committed, for_each_committed_since, partition_count,

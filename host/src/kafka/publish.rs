@@ -118,27 +118,6 @@ pub async fn enqueue(
     }
 }
 
-/// Waits for the acknowledgement of every queued record; the positions of those that failed
-/// (after librdkafka's own retries), with the last error.
-pub async fn unacknowledged(deliveries: Vec<DeliveryFuture>) -> (Vec<usize>, String) {
-    let mut failed = Vec::new();
-    let mut last_error = String::new();
-    for (position, result) in join_all(deliveries).await.into_iter().enumerate() {
-        match result {
-            Ok(Ok(_)) => {}
-            Ok(Err((error, _))) => {
-                failed.push(position);
-                last_error = error.to_string();
-            }
-            Err(_) => {
-                failed.push(position);
-                last_error = "the producer dropped a record".into();
-            }
-        }
-    }
-    (failed, last_error)
-}
-
 /// A queued record that was not written: its position among the deliveries waited for, the
 /// broker's (or librdkafka's) error code when there is one, and the error in words.
 pub type FailedDelivery = (usize, Option<RDKafkaErrorCode>, String);
