@@ -68,28 +68,16 @@ enum Command {
     },
     /// Inspect and hot-swap the plugins of a running host (through its admin API).
     Plugin {
-        /// The host's admin API address (`admin.listen`).
-        #[arg(
-            long,
-            global = true,
-            env = "STAGEHOST_ADMIN",
-            default_value = "127.0.0.1:9091"
-        )]
-        admin: String,
+        #[command(flatten)]
+        admin: AdminAddress,
         #[command(subcommand)]
         command: PluginCommand,
     },
     /// Records held because they cannot be dead-lettered, and what to do with them (through
     /// the admin API of the host that holds them).
     Stuck {
-        /// The host's admin API address (`admin.listen`).
-        #[arg(
-            long,
-            global = true,
-            env = "STAGEHOST_ADMIN",
-            default_value = "127.0.0.1:9091"
-        )]
-        admin: String,
+        #[command(flatten)]
+        admin: AdminAddress,
         #[command(subcommand)]
         command: StuckCommand,
     },
@@ -138,6 +126,19 @@ enum PluginCommand {
         /// The stage.
         stage: String,
     },
+}
+
+/// Where a running host's admin API listens (commands that talk to it).
+#[derive(clap::Args)]
+struct AdminAddress {
+    /// The host's admin API address (`admin.listen`).
+    #[arg(
+        long = "admin",
+        global = true,
+        env = "STAGEHOST_ADMIN",
+        default_value = "127.0.0.1:9091"
+    )]
+    address: String,
 }
 
 #[derive(Subcommand)]
@@ -217,8 +218,8 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Run { config, watch } => run(&config, watch).await,
-            Command::Plugin { admin, command } => plugin(&admin, command).await,
-            Command::Stuck { admin, command } => stuck(&admin, command).await,
+            Command::Plugin { admin, command } => plugin(&admin.address, command).await,
+            Command::Stuck { admin, command } => stuck(&admin.address, command).await,
             Command::Dlq { config, command } => dlq(&config, command).await,
             Command::Load { options, json } => {
                 let report = stagehost::load::run(&options).await?;

@@ -15,12 +15,11 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Record, TestPipeline, read_to_end_at, wait_until};
+use common::{OwnBroker, Record, TestPipeline, read_to_end_at, wait_until};
 use rdkafka::ClientConfig;
 use rdkafka::producer::FutureProducer;
 
@@ -33,43 +32,26 @@ const SESSION_TIMEOUT: Duration = Duration::from_secs(10);
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// A broker of this test alone, stopped (and its data deleted) when dropped.
-struct Broker {
-    home: PathBuf,
-    port: u16,
-}
+struct Broker(OwnBroker);
 
 impl Broker {
     fn start() -> Self {
-        let port: u16 = std::env::var("FAULTS_KAFKA_PORT")
-            .ok()
-            .and_then(|p| p.parse().ok())
-            .unwrap_or(19392);
-        let home = common::repo().join(format!(".kafka/faults-{port}"));
-        std::fs::create_dir_all(&home).unwrap();
-        let lib = home.join("lib");
-        if !lib.exists() {
-            std::os::unix::fs::symlink(common::repo().join(".kafka/lib"), &lib).unwrap();
-        }
-        let broker = Broker { home, port };
-        assert!(broker.script("reset"), "scripts/kafka.sh reset failed");
-        assert!(broker.script("start"), "scripts/kafka.sh start failed");
-        broker
+        Broker(OwnBroker::start(
+            "faults",
+            "FAULTS_KAFKA_PORT",
+            19392,
+            Vec::new(),
+        ))
     }
 
     /// The bootstrap address.
     fn address(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        self.0.address()
     }
 
     /// Runs `scripts/kafka.sh <command>` for this broker; whether it succeeded.
     fn script(&self, command: &str) -> bool {
-        std::process::Command::new(common::repo().join("scripts/kafka.sh"))
-            .arg(command)
-            .env("KAFKA_HOME_DIR", &self.home)
-            .env("KAFKA_PORT", self.port.to_string())
-            .env("KAFKA_CONTROLLER_PORT", (self.port + 1).to_string())
-            .status()
-            .is_ok_and(|status| status.success())
+        self.0.script(command)
     }
 
     /// Stops the broker, keeps it down for `down`, starts it again (data kept).
@@ -83,17 +65,6 @@ impl Broker {
             "faults: broker down for {:.1}s in all",
             started.elapsed().as_secs_f64()
         );
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        if !self.script("reset") {
-            eprintln!(
-                "faults: could not stop the test broker in {}",
-                self.home.display()
-            );
-        }
     }
 }
 

@@ -24,7 +24,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Record, TestPipeline, field, read_to_end_at, stage_mut};
+use common::{OwnBroker, Record, TestPipeline, field, read_to_end_at, stage_mut};
 use rdkafka::ClientConfig;
 use rdkafka::producer::FutureProducer;
 
@@ -38,10 +38,7 @@ const REFUSAL_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A broker of this test alone with a SASL_SSL listener, stopped (and its data and
 /// certificates deleted) when dropped.
-struct Broker {
-    home: PathBuf,
-    port: u16,
-}
+struct Broker(OwnBroker);
 
 impl Broker {
     fn start() -> Self {
@@ -49,58 +46,32 @@ impl Broker {
             .ok()
             .and_then(|p| p.parse().ok())
             .unwrap_or(19292);
-        let home = common::repo().join(format!(".kafka/secured-{port}"));
-        std::fs::create_dir_all(&home).unwrap();
-        let lib = home.join("lib");
-        if !lib.exists() {
-            std::os::unix::fs::symlink(common::repo().join(".kafka/lib"), &lib).unwrap();
-        }
-        let broker = Broker { home, port };
-        assert!(broker.script("reset"), "scripts/kafka.sh reset failed");
-        assert!(
-            broker.script("start"),
-            "scripts/kafka.sh start failed (a SASL_SSL broker needs openssl and Java 17+)"
-        );
-        broker
+        let sasl = [
+            ("KAFKA_SASL_PORT", (port + 2).to_string()),
+            ("KAFKA_SASL_USER", USER.to_string()),
+            ("KAFKA_SASL_PASSWORD", PASSWORD.to_string()),
+        ];
+        Broker(OwnBroker::start(
+            "secured",
+            "SECURED_KAFKA_PORT",
+            port,
+            sasl.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+        ))
     }
 
     /// The PLAINTEXT listener, for the test's own reads and writes.
     fn plain(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        self.0.address()
     }
 
     /// The SASL_SSL listener, the only one the host is told about.
     fn secured(&self) -> String {
-        format!("127.0.0.1:{}", self.port + 2)
+        format!("127.0.0.1:{}", self.0.port + 2)
     }
 
     /// The CA that signed the broker's certificate.
     fn ca(&self) -> PathBuf {
-        self.home.join("tls/ca.pem")
-    }
-
-    fn script(&self, command: &str) -> bool {
-        Command::new(common::repo().join("scripts/kafka.sh"))
-            .arg(command)
-            .env("KAFKA_HOME_DIR", &self.home)
-            .env("KAFKA_PORT", self.port.to_string())
-            .env("KAFKA_CONTROLLER_PORT", (self.port + 1).to_string())
-            .env("KAFKA_SASL_PORT", (self.port + 2).to_string())
-            .env("KAFKA_SASL_USER", USER)
-            .env("KAFKA_SASL_PASSWORD", PASSWORD)
-            .status()
-            .is_ok_and(|status| status.success())
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        if !self.script("reset") {
-            eprintln!(
-                "secured: could not stop the test broker in {}",
-                self.home.display()
-            );
-        }
+        self.0.home.join("tls/ca.pem")
     }
 }
 

@@ -51,6 +51,16 @@ struct Settings {
     admin: KafkaSettings,
 }
 
+/// What every producer of the host starts from: idempotent, `acks=all`, a small linger for
+/// batching, lz4.
+const PRODUCER_DEFAULTS: [(&str, &str); 5] = [
+    ("client.id", "stagehost"),
+    ("enable.idempotence", "true"),
+    ("acks", "all"),
+    ("linger.ms", "2"),
+    ("compression.type", "lz4"),
+];
+
 impl KafkaClients {
     /// The clients of a pipeline's `[kafka]` section (its `${VAR}`s already filled by
     /// [`crate::config::load`]).
@@ -106,40 +116,26 @@ impl KafkaClients {
 
     /// Settings of the one shared producer: idempotent, `acks=all`, small linger for batching.
     pub fn producer(&self) -> ClientConfig {
-        self.layered(
-            Role::Producer,
-            &[
-                ("client.id", "stagehost"),
-                ("enable.idempotence", "true"),
-                ("acks", "all"),
-                ("linger.ms", "2"),
-                ("compression.type", "lz4"),
-                ("message.timeout.ms", "60000"),
-            ],
-        )
+        let mut defaults = PRODUCER_DEFAULTS.to_vec();
+        defaults.push(("message.timeout.ms", "60000"));
+        self.layered(Role::Producer, &defaults)
     }
 
     /// Settings of a stage's own transactional producer; `transactional_id` must be stable
     /// across restarts of the same instance so the new incarnation fences the old one.
     pub fn transactional_producer(&self, transactional_id: &str) -> ClientConfig {
         let timeout_ms = self.0.transaction_timeout.as_millis().to_string();
-        let mut config = self.layered(
-            Role::Producer,
-            &[
-                ("client.id", "stagehost"),
-                ("enable.idempotence", "true"),
-                ("acks", "all"),
-                ("linger.ms", "2"),
-                ("compression.type", "lz4"),
-                ("transaction.timeout.ms", &timeout_ms),
-                ("message.timeout.ms", &timeout_ms),
-                // The coordinator answers CONCURRENT_TRANSACTIONS while the previous commit
-                // completes; librdkafka's default 100 ms back-off would add that to every
-                // transaction.
-                ("retry.backoff.ms", "5"),
-                ("retry.backoff.max.ms", "100"),
-            ],
-        );
+        let mut defaults = PRODUCER_DEFAULTS.to_vec();
+        defaults.extend([
+            ("transaction.timeout.ms", timeout_ms.as_str()),
+            ("message.timeout.ms", timeout_ms.as_str()),
+            // The coordinator answers CONCURRENT_TRANSACTIONS while the previous commit
+            // completes; librdkafka's default 100 ms back-off would add that to every
+            // transaction.
+            ("retry.backoff.ms", "5"),
+            ("retry.backoff.max.ms", "100"),
+        ]);
+        let mut config = self.layered(Role::Producer, &defaults);
         config.set("transactional.id", transactional_id);
         config
     }

@@ -477,13 +477,13 @@ impl Worker {
                     // Looked at again after a pause, until an operator decides.
                     self.retries
                         .hold(&partition, input.origin.offset, HELD_RECHECK);
-                    park(
+                    park_and_commit_at(
                         consumer,
-                        &partition,
+                        pending,
+                        partition,
                         input.origin.offset,
                         &self.context.name,
                     );
-                    pending.next.insert(partition, input.origin.offset);
                     continue;
                 }
                 Verdict::Skip => {
@@ -549,11 +549,18 @@ impl Worker {
         let keyed = self.state.as_ref().map(|s| s.keyed.clone());
         let instance = self.instance.current();
         let plugin = instance.plugin().clone();
-        let failure = match self.context.process(instance, input, true, keyed.as_ref()) {
+        let processed = self
+            .context
+            .process(instance, input, true, keyed.as_ref())
+            .and_then(|processed| match self.state_is_full(&processed.writes) {
+                Some(full) => Err(full),
+                None => Ok(processed),
+            });
+        let failure = match processed {
             Ok(Processed {
                 records: outputs,
                 writes,
-            }) if self.state_is_full(&writes).is_none() => {
+            }) => {
                 tracing::debug!(stage = %self.context.name, id = %input.id, topic = %input.origin.source_topic,
                     partition = input.origin.partition, offset = input.origin.offset,
                     key = input.key.unwrap_or_default(), outputs = outputs.len(), "processed");
@@ -583,14 +590,14 @@ impl Worker {
                         tracing::info!(stage = %self.context.name, id = %input.id, topic = %input.origin.source_topic,
                             partition = input.origin.partition, offset = input.origin.offset, attempt, %message, ?delay,
                             "plugin asked for a retry; pausing the partition");
-                        park(
+                        // Committed with its attempt count, so the count survives a move.
+                        park_and_commit_at(
                             consumer,
-                            &partition,
+                            pending,
+                            partition,
                             input.origin.offset,
                             &self.context.name,
                         );
-                        // Committed with its attempt count, so the count survives a move.
-                        pending.next.insert(partition, input.origin.offset);
                         return None;
                     }
                     RetryDecision::GiveUp => {
@@ -598,9 +605,6 @@ impl Worker {
                     }
                 }
             }
-            Ok(Processed { writes, .. }) => self
-                .state_is_full(&writes)
-                .unwrap_or_else(|| Failure::StateFull(String::new())),
             Err(failure) => failure,
         };
         tracing::warn!(stage = %self.context.name, id = %input.id, topic = %input.origin.source_topic,
@@ -788,6 +792,19 @@ fn topic_partition(input: &Input<'_>) -> TopicPartition {
 /// Whether `input` is a replayed dead letter meant for another stage than `stage`.
 fn is_for_another_stage(input: &Input<'_>, stage: &str) -> bool {
     cloudevents::find(&input.headers, TARGET_STAGE_HEADER).is_some_and(|target| target != stage)
+}
+
+/// Parks `partition` at `offset` and makes that offset what the open work commits for it, so
+/// the event is read again by whoever owns the partition next.
+fn park_and_commit_at(
+    consumer: &StageConsumer,
+    pending: &mut Pending,
+    partition: TopicPartition,
+    offset: i64,
+    stage: &str,
+) {
+    park(consumer, &partition, offset, stage);
+    pending.next.insert(partition, offset);
 }
 
 /// Pauses `partition` and sends its consumer back to `offset`, the event to retry.

@@ -928,3 +928,80 @@ pub fn order(order_id: &str, product: &str, quantity: u32) -> String {
     })
     .to_string()
 }
+
+/// A broker of one test binary alone (`scripts/kafka.sh` with its own folder and ports),
+/// reset (stopped, its data deleted) when dropped.
+pub struct OwnBroker {
+    /// Its `KAFKA_HOME_DIR`.
+    pub home: PathBuf,
+    /// Its PLAINTEXT port; the controller listens on the next one.
+    pub port: u16,
+    /// Extra `scripts/kafka.sh` environment (e.g. a SASL_SSL listener).
+    env: Vec<(String, String)>,
+    /// Who owns it, for messages.
+    owner: &'static str,
+}
+
+impl OwnBroker {
+    /// Resets and starts the broker of `owner` on the port in `port_var` (or `default_port`),
+    /// in `.kafka/<owner>-<port>`, with `env` added to the script's environment.
+    pub fn start(
+        owner: &'static str,
+        port_var: &str,
+        default_port: u16,
+        env: Vec<(String, String)>,
+    ) -> Self {
+        let port: u16 = std::env::var(port_var)
+            .ok()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(default_port);
+        let home = repo().join(format!(".kafka/{owner}-{port}"));
+        std::fs::create_dir_all(&home).unwrap();
+        let lib = home.join("lib");
+        if !lib.exists() {
+            std::os::unix::fs::symlink(repo().join(".kafka/lib"), &lib).unwrap();
+        }
+        let broker = OwnBroker {
+            home,
+            port,
+            env,
+            owner,
+        };
+        assert!(broker.script("reset"), "scripts/kafka.sh reset failed");
+        assert!(
+            broker.script("start"),
+            "scripts/kafka.sh start failed (see {}/logs)",
+            broker.home.display()
+        );
+        broker
+    }
+
+    /// The PLAINTEXT bootstrap address.
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Runs `scripts/kafka.sh <command>` for this broker; whether it succeeded.
+    pub fn script(&self, command: &str) -> bool {
+        Command::new(repo().join("scripts/kafka.sh"))
+            .arg(command)
+            .env("KAFKA_HOME_DIR", &self.home)
+            .env("KAFKA_PORT", self.port.to_string())
+            .env("KAFKA_CONTROLLER_PORT", (self.port + 1).to_string())
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .status()
+            .is_ok_and(|status| status.success())
+    }
+}
+
+impl Drop for OwnBroker {
+    fn drop(&mut self) {
+        if !self.script("reset") {
+            eprintln!(
+                "{}: could not stop the test broker in {}",
+                self.owner,
+                self.home.display()
+            );
+        }
+    }
+}
