@@ -12,7 +12,8 @@
 //! - [`store`]: the local store (`fjall`) — at-least-once processed ids and answers, and the
 //!   tables (keyed state, exactly-once processed ids and answers, read models) that keep on
 //!   disk, as copies of their topics, what would otherwise grow in memory.
-//! - [`stage`]: per-event processing, the topic consume loop, the HTTP ingress stage.
+//! - [`stage`]: per-event processing, the topic consume loop, the committer that owns a
+//!   stage's open work (a transaction, or outputs awaiting acknowledgement), the HTTP ingress.
 //! - [`kpi`]: windowed KPIs published to the KPI topic.
 //! - [`http`]: the HTTP server (declared routes and read models, health, readiness).
 //! - [`health`]: what each part of the host reports for `/readyz` (stages, ingress, Kafka).

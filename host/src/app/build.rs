@@ -18,9 +18,9 @@ use crate::kafka::{KafkaClients, ensure_changelog, ensure_compacted, partition_c
 use crate::kpi::StageKpis;
 use crate::plugin::{InstanceSettings, OutputContract, PluggedInstance, PluginEngine, PluginSlot};
 use crate::stage::{
-    Answers, Deduplicator, Ingress, IngressRoute, KpiTarget, ProcessedLog, ProducerFactory,
-    RebalanceTracker, Route, StageConsumer, StageContext, StageRunner, StageStateParts, StuckBook,
-    TransactionalAnswers, Worker,
+    Answers, Committer, Deduplicator, Ingress, IngressRoute, KpiTarget, ProcessedLog,
+    ProducerFactory, RebalanceTracker, Route, StageConsumer, StageContext, StageRunner,
+    StageStateParts, StuckBook, TransactionalAnswers, Worker,
 };
 use crate::state::{KeyedState, changelog_topic};
 use crate::store::{LocalStore, Scope, Table};
@@ -239,14 +239,25 @@ pub(super) async fn topic_stage(
             stage: stage.name.clone(),
         }
     };
-    let producer = if exactly_once {
-        transactional_producer(
+    let committer = if exactly_once {
+        let producer = transactional_producer(
             config,
             &stage.name,
             &format!("{group}.{}", config.state.instance_id),
-        )?
+        )?;
+        Committer::transactional(
+            producer,
+            &stage.name,
+            &context.dead_letter.topic,
+            stuck.clone(),
+        )
     } else {
-        shared_producer.clone()
+        Committer::acknowledging(
+            shared_producer.clone(),
+            &stage.name,
+            &context.dead_letter.topic,
+            stuck.clone(),
+        )
     };
     let mut consumer_settings = kafka.consumer(&group, &config.state.instance_id, exactly_once);
     if state.is_some() && inputs.len() > 1 {
@@ -281,8 +292,7 @@ pub(super) async fn topic_stage(
         worker: Worker {
             context,
             instance,
-            producer,
-            mode: stage.mode,
+            committer,
             dedup,
             kpis: StageKpis::new(&stage.name),
             kpi,

@@ -28,7 +28,7 @@ use crate::config::PipelineConfig;
 use crate::event::cloudevents::{self, CloudEvent};
 use crate::event::dead_letter::DeadLetter;
 use crate::kafka::{
-    KafkaClients, OutRecord, acknowledged, enqueue, ensure_changelog, for_each_committed,
+    KafkaClients, OutRecord, Transaction, TxnErrorKind, ensure_changelog, for_each_committed,
     partition_count,
 };
 pub use crate::stage::TARGET_STAGE_HEADER;
@@ -240,24 +240,23 @@ pub async fn replay(config: &PipelineConfig, filter: &Filter) -> anyhow::Result<
     if records.is_empty() {
         return Ok(report);
     }
-    producer
-        .begin_transaction()
-        .context("cannot begin the replay transaction")?;
-    let mut deliveries = Vec::new();
+    let mut txn = Transaction::new(producer);
     for record in &records {
-        deliveries.push(
-            enqueue(&producer, record)
-                .await
-                .with_context(|| format!("cannot send {} to {}", record.id, record.topic))?,
-        );
+        txn.send(record).await.map_err(|error| {
+            anyhow::anyhow!("the replay was not published ({error}); nothing was replayed")
+        })?;
     }
-    if let Err(error) = acknowledged(deliveries).await {
-        tokio::task::block_in_place(|| producer.abort_transaction(Duration::from_secs(30))).ok();
-        anyhow::bail!("the replay was not published ({error}); nothing was replayed");
-    }
-    tokio::task::block_in_place(|| producer.commit_transaction(Duration::from_secs(30))).context(
-        "cannot commit the replay (another replay may have started); nothing was replayed",
-    )?;
+    txn.commit(None).await.map_err(|error| match error.kind {
+        TxnErrorKind::Fenced => {
+            anyhow::anyhow!("another replay took over ({error}); this one replayed nothing")
+        }
+        TxnErrorKind::Retriable => {
+            anyhow::anyhow!("the replay was aborted ({error}); nothing was replayed")
+        }
+        TxnErrorKind::Fatal => anyhow::anyhow!(
+            "whether the replay committed is not known ({error}); `dlq list` shows what was replayed, and replaying again sends only the rest"
+        ),
+    })?;
     Ok(report)
 }
 

@@ -7,15 +7,21 @@ mod clients;
 mod publish;
 mod read;
 pub mod tail;
+mod transaction;
 
 pub use access::{ACCESS_PATIENCE, AccessError, check_access};
 pub use admin::{ensure_changelog, ensure_compacted, ensure_topics};
 pub use clients::{DEFAULT_BROKERS, KafkaClients, Role};
 pub use publish::{
-    Delivery, FailedDelivery, OutRecord, acknowledged, enqueue, failed_deliveries, publish_all,
+    Ack, Delivery, FailedDelivery, OutRecord, RecordQueue, enqueue, failed_acks, publish_all,
     refused_for_good,
 };
 pub use read::{
     Watermarks, committed_reader, for_each_committed, for_each_committed_since, partition_count,
     watermarks,
+};
+#[cfg(test)]
+pub(crate) use transaction::fake;
+pub use transaction::{
+    CallFailure, TXN_TIMEOUT, Transaction, TransactionalProducer, TxnError, TxnErrorKind,
 };

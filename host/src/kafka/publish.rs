@@ -3,12 +3,14 @@
 
 use std::time::Duration;
 
+use std::future::Future;
+
+use futures::FutureExt;
 use futures::future::join_all;
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::util::Timeout;
 
 /// One record to publish.
 #[derive(Debug, Clone)]
@@ -53,20 +55,49 @@ impl OutRecord {
     }
 }
 
+/// A queued record's acknowledgement: where it landed, or the broker's error code (when there
+/// is one) and the error in words.
+pub type Ack = std::pin::Pin<
+    Box<dyn Future<Output = Result<Delivery, (Option<RDKafkaErrorCode>, String)>> + Send + 'static>,
+>;
+
+/// Where records are queued without waiting for their acknowledgement.
+pub trait RecordQueue {
+    /// Queues `record` (waiting only while the local queue is full).
+    fn queue(&self, record: &OutRecord) -> impl Future<Output = KafkaResult<Ack>> + Send;
+}
+
+impl RecordQueue for FutureProducer {
+    async fn queue(&self, record: &OutRecord) -> KafkaResult<Ack> {
+        let delivery = enqueue(self, record).await?;
+        Ok(delivery
+            .map(|result| match result {
+                Ok(Ok(delivery)) => Ok(Delivery {
+                    partition: delivery.partition,
+                    offset: delivery.offset,
+                }),
+                Ok(Err((error, _))) => Err((error.rdkafka_error_code(), error.to_string())),
+                Err(_) => Err((None, "the producer dropped a record".to_string())),
+            })
+            .boxed())
+    }
+}
+
 /// Sends every record and waits for all acknowledgements. Records that fail are sent again
-/// after a pause, until they succeed or `attempts` rounds have been made.
-pub async fn publish_all(
-    producer: &FutureProducer,
+/// after a pause, until they succeed or `attempts` rounds have been made; where each landed,
+/// or the last error.
+pub async fn publish_all<Q: RecordQueue>(
+    producer: &Q,
     records: &[OutRecord],
     attempts: u32,
 ) -> Result<Vec<Delivery>, String> {
     let mut deliveries: Vec<Option<Delivery>> = vec![None; records.len()];
     let mut last_error = String::new();
     for round in 0..attempts.max(1) {
-        let pending: Vec<usize> = (0..records.len())
+        let waiting: Vec<usize> = (0..records.len())
             .filter(|&i| deliveries[i].is_none())
             .collect();
-        if pending.is_empty() {
+        if waiting.is_empty() {
             break;
         }
         if round > 0 {
@@ -75,21 +106,26 @@ pub async fn publish_all(
                 Duration::from_secs(10),
                 round - 1,
             );
-            tracing::warn!(failed = pending.len(), error = %last_error, ?pause, "publishing again after failure");
+            tracing::warn!(failed = waiting.len(), error = %last_error, ?pause, "publishing again after failure");
             tokio::time::sleep(pause).await;
         }
-        let sends = pending
-            .iter()
-            .map(|&i| producer.send(records[i].to_future_record(), Timeout::Never));
-        for (&i, result) in pending.iter().zip(join_all(sends).await) {
-            match result {
-                Ok(delivery) => {
-                    deliveries[i] = Some(Delivery {
-                        partition: delivery.partition,
-                        offset: delivery.offset,
-                    })
+        let mut queued = Vec::with_capacity(waiting.len());
+        let mut acks = Vec::with_capacity(waiting.len());
+        for &i in &waiting {
+            match producer.queue(&records[i]).await {
+                Ok(ack) => {
+                    queued.push(i);
+                    acks.push(ack);
                 }
-                Err((error, _)) => {
+                Err(error) => {
+                    last_error = format!("{} to {}: {error}", records[i].id, records[i].topic)
+                }
+            }
+        }
+        for (&i, result) in queued.iter().zip(join_all(acks).await) {
+            match result {
+                Ok(delivery) => deliveries[i] = Some(delivery),
+                Err((_, error)) => {
                     last_error = format!("{} to {}: {error}", records[i].id, records[i].topic)
                 }
             }
@@ -122,17 +158,13 @@ pub async fn enqueue(
 /// broker's (or librdkafka's) error code when there is one, and the error in words.
 pub type FailedDelivery = (usize, Option<RDKafkaErrorCode>, String);
 
-/// Waits for the acknowledgement of every queued record; those that failed.
-pub async fn failed_deliveries(deliveries: Vec<DeliveryFuture>) -> Vec<FailedDelivery> {
-    join_all(deliveries)
+/// Waits for every acknowledgement; the records that were not written, by position.
+pub async fn failed_acks(acks: Vec<Ack>) -> Vec<FailedDelivery> {
+    join_all(acks)
         .await
         .into_iter()
         .enumerate()
-        .filter_map(|(position, result)| match result {
-            Ok(Ok(_)) => None,
-            Ok(Err((error, _))) => Some((position, error.rdkafka_error_code(), error.to_string())),
-            Err(_) => Some((position, None, "the producer dropped a record".into())),
-        })
+        .filter_map(|(position, result)| result.err().map(|(code, error)| (position, code, error)))
         .collect()
 }
 
@@ -148,20 +180,4 @@ pub fn refused_for_good(code: Option<RDKafkaErrorCode>) -> bool {
                 | RDKafkaErrorCode::InvalidRecord
         )
     )
-}
-
-/// Waits for the acknowledgement of every queued record; the first failure, if any.
-///
-/// Call it before committing a transaction: rdkafka's commit first flushes by polling in
-/// slices of up to 100 ms, which costs a whole slice when the producer's own polling thread
-/// has already taken the acknowledgements. With nothing in flight the commit goes straight on.
-pub async fn acknowledged(deliveries: Vec<DeliveryFuture>) -> Result<(), String> {
-    for result in join_all(deliveries).await {
-        match result {
-            Ok(Ok(_)) => {}
-            Ok(Err((error, _))) => return Err(error.to_string()),
-            Err(_) => return Err("the producer dropped a record".into()),
-        }
-    }
-    Ok(())
 }

@@ -24,12 +24,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
-use rdkafka::producer::{FutureProducer, Producer};
+use rdkafka::producer::FutureProducer;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::event::cloudevents::CloudEvent;
 use crate::health::Reporter;
-use crate::kafka::{KafkaClients, OutRecord, acknowledged, enqueue, publish_all};
+use crate::kafka::{KafkaClients, OutRecord, Transaction, TxnError, publish_all};
 use crate::state::catch_up;
 use crate::store::{IngressRecord, LocalStore, Table, stamp, unstamp};
 
@@ -37,10 +37,6 @@ use crate::store::{IngressRecord, LocalStore, Table, stamp, unstamp};
 const PUBLISH_ROUNDS: u32 = 3;
 /// Most requests committed in one transaction.
 const MAX_GROUP: usize = 512;
-/// How long a transactional call may block.
-const TXN_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long an abort may block before the producer is rebuilt instead.
-const ABORT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The ingress's memory of answers, and how events and answers are published.
 pub enum Answers {
@@ -372,7 +368,7 @@ const IN_FLIGHT: &str =
 
 /// The committer's producer: working, or being rebuilt in the background.
 enum Link {
-    Up(FutureProducer),
+    Up(Transaction<FutureProducer>),
     Down {
         rebuilding: tokio::task::JoinHandle<anyhow::Result<FutureProducer>>,
         failures: u32,
@@ -391,10 +387,10 @@ async fn commit_loop(
     mut receiver: mpsc::Receiver<Submission>,
 ) {
     health.ok();
-    let mut link = Link::Up(producer);
+    let mut link = Link::Up(Transaction::new(producer));
     loop {
         match &mut link {
-            Link::Up(producer) => {
+            Link::Up(txn) => {
                 let Some(first) = receiver.recv().await else {
                     break;
                 };
@@ -406,7 +402,7 @@ async fn commit_loop(
                     }
                 }
                 health.busy();
-                let result = commit_group(producer, &group).await;
+                let result = commit_group(txn, &group).await;
                 health.idle();
                 let outcome = match result {
                     Ok(()) => {
@@ -414,8 +410,8 @@ async fn commit_loop(
                         Ok(())
                     }
                     Err(failure) => {
-                        tracing::warn!(error = %failure.message, requests = group.len(), usable = failure.usable, "ingress transaction failed");
-                        if !failure.usable {
+                        tracing::warn!(error = %failure.message, kind = ?failure.kind, requests = group.len(), "ingress transaction failed");
+                        if !failure.producer_usable() {
                             health.unready(format!(
                                 "cannot publish: {}; reconnecting",
                                 failure.message
@@ -449,7 +445,7 @@ async fn commit_loop(
                         Ok(Ok(producer)) => {
                             tracing::info!("ingress producer rebuilt");
                             health.ok();
-                            link = Link::Up(producer);
+                            link = Link::Up(Transaction::new(producer));
                         }
                         result => {
                             let error = match result {
@@ -527,50 +523,13 @@ fn rebuild(
     })
 }
 
-/// Why a group's transaction failed, and whether the producer can run the next one.
-struct GroupFailure {
-    message: String,
-    /// The transaction was aborted cleanly: the producer is still usable.
-    usable: bool,
-}
-
-async fn commit_group(producer: &FutureProducer, group: &[Submission]) -> Result<(), GroupFailure> {
-    let unusable = |message: String| GroupFailure {
-        message,
-        usable: false,
-    };
-    producer
-        .begin_transaction()
-        .map_err(|e| unusable(format!("cannot begin a transaction ({e})")))?;
-    let mut deliveries = Vec::new();
+/// Publishes the events of a group of requests in one transaction.
+async fn commit_group(
+    txn: &mut Transaction<FutureProducer>,
+    group: &[Submission],
+) -> Result<(), TxnError> {
     for record in group.iter().flat_map(|s| &s.records) {
-        match enqueue(producer, record).await {
-            Ok(delivery) => deliveries.push(delivery),
-            Err(error) => return Err(abort(producer, error.to_string())),
-        }
+        txn.send(record).await?;
     }
-    if let Err(error) = acknowledged(deliveries).await {
-        return Err(abort(producer, error));
-    }
-    match tokio::task::block_in_place(|| producer.commit_transaction(TXN_TIMEOUT)) {
-        Ok(()) => Ok(()),
-        Err(error) => Err(abort(
-            producer,
-            format!("could not commit the events ({error})"),
-        )),
-    }
-}
-
-/// Aborts the open transaction after `cause`; the producer stays usable only if that worked.
-fn abort(producer: &FutureProducer, cause: String) -> GroupFailure {
-    match tokio::task::block_in_place(|| producer.abort_transaction(ABORT_TIMEOUT)) {
-        Ok(()) => GroupFailure {
-            message: cause,
-            usable: true,
-        },
-        Err(error) => GroupFailure {
-            message: format!("{cause}; the transaction cannot be aborted ({error})"),
-            usable: false,
-        },
-    }
+    txn.commit(None).await
 }

@@ -190,9 +190,20 @@ impl Deduplicator {
         })
     }
 
-    /// The open transaction committed: its ids are processed. A local copy that cannot take
-    /// them is caught up from the topic (which has them) before it is read again.
-    pub fn commit(&mut self) {
+    /// The open work is safe: its ids are processed. At-least-once writes `fresh` (the ids it
+    /// handled for the first time) into the store, and fails when it cannot (the offsets are
+    /// then not stored, so the work is handled again). Exactly-once, the ids committed with the
+    /// transaction go into the local copy; one that cannot take them is caught up from the
+    /// topic (which has them) before it is read again.
+    pub fn commit(&mut self, fresh: &HashSet<String>) -> anyhow::Result<()> {
+        if let Deduplicator::Local { store, stage } = self
+            && !fresh.is_empty()
+        {
+            tokio::task::block_in_place(|| {
+                store.mark_processed(stage, fresh.iter().map(String::as_str))
+            })
+            .context("cannot write the idempotency store")?;
+        }
         if let Deduplicator::Transactional(log) = self {
             let pending = std::mem::take(&mut log.pending);
             let mut by_partition: std::collections::BTreeMap<i32, Vec<(Digest, Vec<u8>)>> =
@@ -214,6 +225,7 @@ impl Deduplicator {
                 }
             }
         }
+        Ok(())
     }
 
     /// The open work was dropped: its ids were not processed.
@@ -304,7 +316,7 @@ mod tests {
             "aborted: not processed"
         );
         dedup.record(0, "new");
-        dedup.commit();
+        dedup.commit(&HashSet::new()).unwrap();
         assert_eq!(dedup.seen(&keys(&[(0, "new")])).unwrap(), [true]);
     }
 

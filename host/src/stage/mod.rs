@@ -2,6 +2,7 @@
 //! at-least-once), retries that park a partition, the HTTP ingress.
 
 mod answers;
+mod commit;
 mod dedup;
 mod ingress;
 mod processor;
@@ -9,9 +10,9 @@ mod rebalance;
 mod retry;
 mod runner;
 mod stuck;
-mod transaction;
 
 pub use answers::{Answers, ProducerFactory, TransactionalAnswers};
+pub use commit::{Committer, InputPositions};
 pub use dedup::{Deduplicator, ProcessedLog};
 pub use ingress::{Ingress, IngressRoute, PATH_HEADER_PREFIX, Reply};
 pub use processor::{Failure, Input, Processed, Route, StageContext};

@@ -26,24 +26,25 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use futures::FutureExt;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
-use rdkafka::producer::{FutureProducer, Producer};
+use rdkafka::producer::FutureProducer;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::watch;
 
+use super::commit::{Committer, OpenWork, rewind};
 use super::dedup::{Deduplicator, dedup_key};
 use super::processor::{Failure, Input, Processed, Route, StageContext};
 use super::rebalance::RebalanceTracker;
 use super::retry::{ATTEMPT_HEADER, RetryBook, RetryDecision, TopicPartition};
 use super::stuck::{StuckBook, Verdict};
-use crate::config::{ProcessingMode, RetryConfig};
+use crate::config::RetryConfig;
 use crate::event::cloudevents;
 use crate::event::dead_letter::Origin;
 use crate::health::Reporter;
-use crate::kafka::{KafkaClients, OutRecord, enqueue};
+use crate::kafka::{KafkaClients, OutRecord};
 use crate::kpi::{StageKpis, kpi_record};
 use crate::plugin::{LoadedPlugin, PluggedInstance};
 use crate::state::{KeyedState, Writes, catch_up, plain_entry};
@@ -51,8 +52,6 @@ use crate::state::{KeyedState, Writes, catch_up, plain_entry};
 /// Input header of a replayed dead letter: only the stage it names handles it; the other
 /// stages reading the same topic skip it.
 pub const TARGET_STAGE_HEADER: &str = "stagehost-target-stage";
-/// Rounds of re-publishing before at-least-once outputs are given up.
-pub(super) const PUBLISH_ROUNDS: u32 = 8;
 
 /// The consumer type of every stage.
 pub type StageConsumer = StreamConsumer<RebalanceTracker>;
@@ -94,11 +93,9 @@ pub struct Worker {
     pub context: Arc<StageContext>,
     /// The plugin instance this stage owns; it follows hot swaps.
     pub instance: PluggedInstance,
-    /// `exactly_once`: the stage's own transactional producer (initialised);
-    /// `at_least_once`: the host's shared producer.
-    pub producer: FutureProducer,
-    /// Processing guarantee.
-    pub mode: ProcessingMode,
+    /// Owns the open work and commits it: in transactions of the stage's own producer
+    /// (`exactly_once`), or once the shared producer acknowledged it (`at_least_once`).
+    pub committer: Committer<FutureProducer>,
     /// Where the stage finds out it processed an event id before.
     pub dedup: Deduplicator,
     /// KPI recorder of the stage.
@@ -144,29 +141,6 @@ struct Handled<'i> {
     dead_letters: Vec<(usize, TopicPartition, i64)>,
 }
 
-/// The open work: the transaction (exactly-once), or what was handled since the last commit
-/// (at-least-once).
-#[derive(Default)]
-pub(super) struct Pending {
-    /// Next offset to consume per partition: what to commit.
-    pub(super) next: HashMap<TopicPartition, i64>,
-    /// Fates of the inputs, counted once the work is committed.
-    pub(super) fates: Vec<Fate>,
-    /// When the first input arrived.
-    pub(super) opened: Option<Instant>,
-    /// Acknowledgements of the records queued by the open work.
-    pub(super) deliveries: Vec<rdkafka::producer::DeliveryFuture>,
-    /// At-least-once: the records queued by the open work, in the order of `deliveries`, to
-    /// publish again those that fail.
-    pub(super) records: Vec<OutRecord>,
-    /// At-least-once: ids handled for the first time by the open work, recorded as processed
-    /// when it commits (and checked before then, so a repeat within the work is dropped).
-    pub(super) fresh_ids: HashSet<String>,
-    /// Dead letters of the open work: their position in `deliveries`, and the input they stand
-    /// for (held when the broker refuses the letter for good, see [`super::stuck`]).
-    pub(super) dead_letters: Vec<(usize, TopicPartition, i64)>,
-}
-
 impl StageRunner {
     /// Runs until `shutdown` turns true, then finishes the open work and commits.
     pub async fn run(self, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
@@ -185,26 +159,18 @@ impl Worker {
         mut shutdown: watch::Receiver<bool>,
     ) -> anyhow::Result<()> {
         let stage = self.context.name.clone();
-        tracing::info!(stage = %stage, version = %self.instance.version(), mode = ?self.mode,
+        tracing::info!(stage = %stage, version = %self.instance.version(), mode = self.committer.mode_name(),
             stateful = self.state.is_some(), "stage started");
         self.health.idle();
-        let mut pending = Pending::default();
-        let mut in_transaction = false;
         let mut last_kpi = Instant::now();
         let mut consumer_errors = 0u32;
         let mut failing_since: Option<Instant> = None;
         loop {
             self.resume_due(consumer);
-            // At-least-once work is committed once its interval is over, even if no input comes.
-            let commit_due = match self.mode {
-                ProcessingMode::AtLeastOnce => {
-                    pending.opened.map(|opened| opened + self.commit_interval)
-                }
-                ProcessingMode::ExactlyOnce => None,
-            };
-            let batch = if in_transaction {
+            let batch = if self.committer.in_transaction() {
                 poll_available(consumer, self.max_batch, &self.context.name, 0)
             } else {
+                let commit_due = self.committer.deadline(self.commit_interval);
                 let kpi_due = self.kpi.as_ref().map(|target| last_kpi + target.interval);
                 let retry_due = self.retries.next_due();
                 let first = tokio::select! {
@@ -215,19 +181,15 @@ impl Worker {
                     _ = sleep_until_or_forever(commit_due) => {
                         let kpis = self.due_kpis(&mut last_kpi);
                         self.health.busy();
-                        self.commit(consumer, &mut pending, &mut in_transaction, kpis).await?;
+                        self.commit(consumer, kpis).await?;
                         self.health.idle();
                         continue;
                     }
                     _ = sleep_until_or_forever(kpi_due) => {
-                        // Idle: publish the window that closed, in a transaction of its own.
+                        // Idle: publish the window that closed (in a transaction of its own).
                         let kpis = self.due_kpis(&mut last_kpi);
                         if !kpis.is_empty() {
-                            if self.mode == ProcessingMode::ExactlyOnce {
-                                self.producer.begin_transaction().context("cannot begin a transaction")?;
-                                in_transaction = true;
-                            }
-                            self.commit(consumer, &mut pending, &mut in_transaction, kpis).await?;
+                            self.commit(consumer, kpis).await?;
                         }
                         continue;
                     }
@@ -285,55 +247,109 @@ impl Worker {
                 // still owned (or owned again: a static member gets its partitions straight
                 // back) goes back to its committed offset.
                 drop(batch);
-                self.abandon(consumer, &mut pending, &mut in_transaction, &revoked)?;
+                self.abandon(consumer, &revoked)?;
                 continue;
             }
-            if batch.is_empty() && !in_transaction {
+            if batch.is_empty() {
+                if self.committer.in_transaction() {
+                    let kpis = self.due_kpis(&mut last_kpi);
+                    self.commit(consumer, kpis).await?;
+                }
                 continue;
             }
             let drained = batch.len() < self.max_batch;
-            if self.mode == ProcessingMode::ExactlyOnce && !in_transaction && !batch.is_empty() {
-                self.producer
-                    .begin_transaction()
-                    .context("cannot begin a transaction")?;
-                in_transaction = true;
-            }
-            pending.opened.get_or_insert_with(Instant::now);
+            self.committer.open()?;
             self.health.busy();
-            self.handle_batch(consumer, &batch, &mut pending).await?;
+            self.handle_batch(consumer, &batch).await?;
             drop(batch);
 
             let stopping = *shutdown.borrow();
-            let interval_over = pending
+            let interval_over = self
+                .committer
+                .work()
                 .opened
                 .is_some_and(|opened| opened.elapsed() >= self.commit_interval);
-            // A transaction is committed as soon as the input is drained, since its outputs are
-            // invisible downstream until then; at-least-once outputs are already on their way.
-            let drained_transaction = drained && self.mode == ProcessingMode::ExactlyOnce;
-            if drained_transaction || interval_over || stopping {
+            if (drained && self.committer.commits_when_drained()) || interval_over || stopping {
                 let kpis = self.due_kpis(&mut last_kpi);
-                self.commit(consumer, &mut pending, &mut in_transaction, kpis)
-                    .await?;
+                self.commit(consumer, kpis).await?;
             }
             self.health.idle();
             if stopping {
                 break;
             }
         }
-        if in_transaction || pending.opened.is_some() {
+        if self.committer.is_open() {
             let kpis = self.due_kpis(&mut last_kpi);
-            self.commit(consumer, &mut pending, &mut in_transaction, kpis)
-                .await?;
+            self.commit(consumer, kpis).await?;
         }
-        if self.mode == ProcessingMode::AtLeastOnce {
-            match consumer.commit_consumer_state(CommitMode::Sync) {
-                Ok(())
-                | Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
-                Err(error) => tracing::warn!(stage = %stage, %error, "final commit failed"),
-            }
-        }
+        self.committer.finish(consumer);
         tracing::info!(stage = %stage, "stage stopped");
         Ok(())
+    }
+
+    /// Commits the open work with `kpis`, then counts what its inputs became.
+    async fn commit(
+        &mut self,
+        consumer: &StageConsumer,
+        kpis: Vec<OutRecord>,
+    ) -> anyhow::Result<()> {
+        let state = self.state.as_ref();
+        let dedup = &mut self.dedup;
+        let stage = &self.context.name;
+        let work = self
+            .committer
+            .commit(consumer, kpis, &self.retries, |work| {
+                // The work's outputs are safe: its state writes go into the local copy of the
+                // changelog (a copy that cannot take them is caught up before it is read
+                // again), and its inputs become processed ids.
+                if let Some(parts) = state
+                    && let Err(error) = lock(&parts.keyed).commit()
+                {
+                    tracing::warn!(stage = %stage, %error,
+                        "cannot write committed state into the local store; it is read back from the changelog");
+                }
+                dedup.commit(&work.fresh_ids)
+            })
+            .await?;
+        let latency = work.opened.map(|o| o.elapsed()).unwrap_or_default();
+        for fate in work.fates {
+            match fate {
+                Fate::Duplicate => self.kpis.duplicate(),
+                Fate::NotOurs => {}
+                Fate::DeadLettered(plugin) => self.kpis.dead_lettered(&plugin.version),
+                Fate::Published(outputs, plugin) => {
+                    self.kpis.processed(&plugin.version, outputs, latency)
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Partitions were revoked: the open work may hold their inputs, so drop it (aborting its
+    /// transaction), forget the revoked partitions' state and send every partition still
+    /// owned back to its committed offset.
+    fn abandon(
+        &mut self,
+        consumer: &StageConsumer,
+        revoked: &[TopicPartition],
+    ) -> anyhow::Result<()> {
+        tracing::info!(stage = %self.context.name, revoked = revoked.len(), open = self.committer.is_open(),
+            "partitions revoked; dropping the open work");
+        self.retries.forget(revoked);
+        self.dedup.rollback();
+        for (_, partition) in revoked {
+            self.dedup.forget(*partition);
+        }
+        self.committer.abandon()?;
+        // The dropped inputs are handled again, so the state writes they staged go too.
+        if let Some(parts) = &self.state {
+            let mut keyed = lock(&parts.keyed);
+            keyed.rollback();
+            for (_, partition) in revoked {
+                keyed.forget(*partition);
+            }
+        }
+        rewind(consumer, &self.context.name)
     }
 
     fn due_kpis(&self, last: &mut Instant) -> Vec<OutRecord> {
@@ -376,7 +392,6 @@ impl Worker {
         &mut self,
         consumer: &StageConsumer,
         batch: &[BorrowedMessage<'_>],
-        pending: &mut Pending,
     ) -> anyhow::Result<()> {
         let mut inputs: Vec<Input<'_>> = batch
             .iter()
@@ -408,7 +423,7 @@ impl Worker {
             fresh_ids,
             dead_letters,
         } = tokio::task::block_in_place(|| {
-            self.handle_inputs(consumer, &inputs, &attempts, already, pending)
+            self.handle_inputs(consumer, &inputs, &attempts, already)
         });
         if let Some(parts) = &self.state
             && let Some(error) = lock(&parts.keyed).take_failure()
@@ -421,29 +436,15 @@ impl Worker {
             );
         }
 
-        let at_least_once = self.mode == ProcessingMode::AtLeastOnce;
-        let first_delivery = pending.deliveries.len();
-        pending.dead_letters.extend(
-            dead_letters
-                .into_iter()
-                .map(|(position, partition, offset)| {
-                    (first_delivery + position, partition, offset)
-                }),
-        );
-        for record in records {
-            let delivery = enqueue(&self.producer, &record)
-                .await
-                .with_context(|| format!("cannot send {} to {}", record.id, record.topic))?;
-            pending.deliveries.push(delivery);
-            if at_least_once {
-                pending.records.push(record);
-            }
+        let mut dead_letters = dead_letters.into_iter().peekable();
+        for (position, record) in records.into_iter().enumerate() {
+            let dead_letter_of = dead_letters
+                .next_if(|(at, _, _)| *at == position)
+                .map(|(_, partition, offset)| (partition, offset));
+            self.committer.send(record, dead_letter_of).await?;
         }
-        if at_least_once {
-            pending
-                .fresh_ids
-                .extend(fresh_ids.into_iter().map(Cow::into_owned));
-        }
+        self.committer
+            .remember_fresh(fresh_ids.into_iter().map(Cow::into_owned));
         Ok(())
     }
 
@@ -455,7 +456,6 @@ impl Worker {
         inputs: &'i [Input<'_>],
         attempts: &[u32],
         already: Vec<bool>,
-        pending: &mut Pending,
     ) -> Handled<'i> {
         let mut handled = Handled::default();
         let mut seen_in_batch = HashSet::new();
@@ -479,7 +479,7 @@ impl Worker {
                         .hold(&partition, input.origin.offset, HELD_RECHECK);
                     park_and_commit_at(
                         consumer,
-                        pending,
+                        self.committer.work_mut(),
                         partition,
                         input.origin.offset,
                         &self.context.name,
@@ -487,15 +487,16 @@ impl Worker {
                     continue;
                 }
                 Verdict::Skip => {
-                    pending.fates.push(Fate::NotOurs);
+                    let work = self.committer.work_mut();
+                    work.fates.push(Fate::NotOurs);
                     self.retries.settled(&partition, input.origin.offset);
-                    pending.next.insert(partition, input.origin.offset + 1);
+                    work.next.insert(partition, input.origin.offset + 1);
                     continue;
                 }
             }
             let key = dedup_key(&input.id);
             let repeated = already
-                || pending.fresh_ids.contains(key.as_ref())
+                || self.committer.work().fresh_ids.contains(key.as_ref())
                 || !seen_in_batch.insert(key.clone());
             let fate = if repeated {
                 tracing::debug!(stage = %self.context.name, id = %input.id, topic = %input.origin.source_topic,
@@ -505,13 +506,8 @@ impl Worker {
                 Fate::NotOurs
             } else {
                 let before = handled.records.len();
-                let outcome = self.handle_one(
-                    consumer,
-                    input,
-                    attempts[index],
-                    &mut handled.records,
-                    pending,
-                );
+                let outcome =
+                    self.handle_one(consumer, input, attempts[index], &mut handled.records);
                 if matches!(outcome, Some(Fate::DeadLettered(_))) {
                     handled
                         .dead_letters
@@ -528,9 +524,10 @@ impl Worker {
                     None => continue,
                 }
             };
-            pending.fates.push(fate);
             self.retries.settled(&partition, input.origin.offset);
-            pending.next.insert(partition, input.origin.offset + 1);
+            let work = self.committer.work_mut();
+            work.fates.push(fate);
+            work.next.insert(partition, input.origin.offset + 1);
         }
         handled
     }
@@ -543,7 +540,6 @@ impl Worker {
         input: &Input<'_>,
         attempt: u32,
         records: &mut Vec<OutRecord>,
-        pending: &mut Pending,
     ) -> Option<Fate> {
         let partition = topic_partition(input);
         let keyed = self.state.as_ref().map(|s| s.keyed.clone());
@@ -593,7 +589,7 @@ impl Worker {
                         // Committed with its attempt count, so the count survives a move.
                         park_and_commit_at(
                             consumer,
-                            pending,
+                            self.committer.work_mut(),
                             partition,
                             input.origin.offset,
                             &self.context.name,
@@ -798,13 +794,13 @@ fn is_for_another_stage(input: &Input<'_>, stage: &str) -> bool {
 /// the event is read again by whoever owns the partition next.
 fn park_and_commit_at(
     consumer: &StageConsumer,
-    pending: &mut Pending,
+    work: &mut OpenWork,
     partition: TopicPartition,
     offset: i64,
     stage: &str,
 ) {
     park(consumer, &partition, offset, stage);
-    pending.next.insert(partition, offset);
+    work.next.insert(partition, offset);
 }
 
 /// Pauses `partition` and sends its consumer back to `offset`, the event to retry.
