@@ -1,0 +1,122 @@
+//! Static membership and a changed input list, black-box: a stage's consumer is a static member
+//! of its group (`group.instance.id`), so a restarted host gets its partitions back without a
+//! rebalance. When the restarted host's stage reads a topic more than before, the new topic
+//! must be read at once, not after the old membership's `session.timeout.ms` (with the classic
+//! protocol a static member that rejoins with another subscription keeps its old assignment:
+//! KAFKA-12759).
+//!
+//! The session timeout is set far above how long anything else here takes, so that a stage
+//! left on its old assignment fails the test unambiguously.
+
+#![allow(missing_docs, clippy::unwrap_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{SETTLE, TestPipeline, field, keep_stages, produce_raw, stage_mut, wait_for_records};
+
+/// The stage consumers' session timeout in these tests.
+const SESSION_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// A pipeline of the warehouse stage alone, reading `OrderConfirmed`, with a second topic of
+/// the same event type (`MoreConfirmed`) that it does not read yet.
+fn pipeline(mode: &str) -> TestPipeline {
+    TestPipeline::new(|config| {
+        keep_stages(config, &["warehouse"]);
+        stage_mut(config, "warehouse").insert("mode".into(), mode.into());
+        let more = common::add_topic(config, "MoreConfirmed", 1);
+        config["topics"][&more]
+            .as_table_mut()
+            .unwrap()
+            .insert("event_type".into(), "OrderConfirmed".into());
+        let mut consumer = toml::Table::new();
+        consumer.insert(
+            "session.timeout.ms".into(),
+            (SESSION_TIMEOUT.as_millis() as i64).into(),
+        );
+        config["kafka"]
+            .as_table_mut()
+            .unwrap()
+            .insert("consumer".into(), consumer.into());
+    })
+}
+
+/// Rewrites the pipeline's configuration so that the warehouse reads `inputs` (logical names).
+fn set_inputs(pipeline: &TestPipeline, inputs: &[&str]) {
+    let mut config: toml::Table = std::fs::read_to_string(&pipeline.config_path)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let topics: Vec<toml::Value> = inputs.iter().map(|i| pipeline.topic(i).into()).collect();
+    stage_mut(&mut config, "warehouse").insert("input".into(), topics.into());
+    std::fs::write(&pipeline.config_path, toml::to_string(&config).unwrap()).unwrap();
+}
+
+/// Writes the `OrderConfirmed` event of `order` into `topic` (a logical name).
+async fn confirm(pipeline: &TestPipeline, topic: &str, order: &str) {
+    produce_raw(
+        &pipeline.topic(topic),
+        order,
+        common::confirmed(order).as_bytes(),
+        &[("ce_id", &format!("{order}-confirmed")), ("ce_type", "OrderConfirmed")],
+    )
+    .await;
+}
+
+/// Waits (up to `limit`) until `order` has been packed.
+async fn packed(pipeline: &TestPipeline, order: &str, limit: Duration) {
+    wait_for_records(
+        &pipeline.topic("OrderPickedAndPacked"),
+        &format!("{order} packed"),
+        limit,
+        |records| records.iter().any(|r| field(r, "order_id") == order),
+    )
+    .await;
+}
+
+/// Runs the warehouse on `OrderConfirmed`, stops it with `signal`, restarts it (same instance
+/// id) on `OrderConfirmed` and `MoreConfirmed`, and checks that an order written to the new
+/// topic is packed well within the session timeout of the first run's membership.
+async fn a_restart_with_a_new_input_reads_it_at_once(mode: &str, signal: &str) {
+    let mut pipeline = pipeline(mode);
+    pipeline.start();
+    confirm(&pipeline, "OrderConfirmed", "before").await;
+    // Packed: the stage has joined its group and holds its assignment.
+    packed(&pipeline, "before", SETTLE).await;
+    pipeline.stop(signal);
+
+    set_inputs(&pipeline, &["OrderConfirmed", "MoreConfirmed"]);
+    let restarted = Instant::now();
+    pipeline.start();
+    confirm(&pipeline, "MoreConfirmed", "on-the-new-input").await;
+    confirm(&pipeline, "OrderConfirmed", "on-the-old-input").await;
+    // Generous: past the session timeout, so that a stage left on its old assignment shows
+    // up as a late order (the assertion below), not as a time-out here.
+    packed(&pipeline, "on-the-new-input", SESSION_TIMEOUT + SETTLE).await;
+    let delay = restarted.elapsed();
+    eprintln!(
+        "[{mode}, {signal}] restart to the new input's first event packed: {} ms \
+         (session timeout {} ms)",
+        delay.as_millis(),
+        SESSION_TIMEOUT.as_millis()
+    );
+    assert!(
+        delay < SESSION_TIMEOUT,
+        "[{mode}, {signal}] the new input was read only after {delay:?}: the stage stayed on \
+         its old assignment until its old membership timed out"
+    );
+    packed(&pipeline, "on-the-old-input", SETTLE).await;
+    let status = pipeline.stop("TERM");
+    assert!(status.success(), "the host did not stop cleanly: {status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exactly_once_after_a_clean_stop_a_new_input_is_read_at_once() {
+    a_restart_with_a_new_input_reads_it_at_once("exactly_once", "TERM").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_least_once_after_a_kill_a_new_input_is_read_at_once() {
+    a_restart_with_a_new_input_reads_it_at_once("at_least_once", "KILL").await;
+}
