@@ -124,3 +124,48 @@ async fn exactly_once_after_a_clean_stop_a_new_input_is_read_at_once() {
 async fn at_least_once_after_a_kill_a_new_input_is_read_at_once() {
     a_restart_with_a_new_input_reads_it_at_once("at_least_once", "KILL").await;
 }
+
+/// Two instances of the stage (a rolling change: both stopped, both started again with the new
+/// input list): the group rebalances onto the new input once both are back, well within the
+/// session timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_restarted_with_a_new_input_read_it_at_once() {
+    let mut first = pipeline("exactly_once");
+    let mut second = first.sibling("host-1");
+    first.start();
+    second.start();
+    confirm(&first, "OrderConfirmed", "before").await;
+    packed(&first, "before", SETTLE).await;
+    first.stop("TERM");
+    second.stop("TERM");
+
+    for instance in [&first, &second] {
+        set_inputs(instance, &["OrderConfirmed", "MoreConfirmed"]);
+    }
+    let restarted = Instant::now();
+    first.launch();
+    second.launch();
+    confirm(&first, "MoreConfirmed", "on-the-new-input").await;
+    confirm(&first, "OrderConfirmed", "on-the-old-input").await;
+    packed(&first, "on-the-new-input", SESSION_TIMEOUT).await;
+    eprintln!(
+        "[two instances] restart to the new input's first event packed: {} ms \
+         (session timeout {} ms)",
+        restarted.elapsed().as_millis(),
+        SESSION_TIMEOUT.as_millis()
+    );
+    for (name, instance) in [("host-0", &first), ("host-1", &second)] {
+        for line in instance
+            .logs()
+            .lines()
+            .filter(|l| l.contains("inputs changed"))
+        {
+            eprintln!("[two instances] {name}: {line}");
+        }
+    }
+    packed(&first, "on-the-old-input", SETTLE).await;
+    for instance in [&mut first, &mut second] {
+        let status = instance.stop("TERM");
+        assert!(status.success(), "a host did not stop cleanly: {status}");
+    }
+}
