@@ -20,7 +20,7 @@ use crate::plugin::{InstanceSettings, OutputContract, PluggedInstance, PluginEng
 use crate::stage::{
     Answers, Committer, Deduplicator, Ingress, IngressRoute, KpiTarget, ProcessedLog,
     ProducerFactory, RebalanceTracker, Route, StageConsumer, StageContext, StageRunner,
-    StageStateParts, StuckBook, TransactionalAnswers, Worker,
+    StageStateParts, StuckBook, TransactionalAnswers, Worker, rejoin_if_inputs_changed,
 };
 use crate::state::{KeyedState, changelog_topic};
 use crate::store::{LocalStore, Scope, Table};
@@ -265,6 +265,11 @@ pub(super) async fn topic_stage(
         // must go to the same instance, which the range assignor guarantees.
         consumer_settings.set("partition.assignment.strategy", "range");
     }
+    // A static member rejoining with other inputs than last time would keep its old
+    // assignment (KAFKA-12759): make its group rebalance first.
+    tokio::task::block_in_place(|| {
+        rejoin_if_inputs_changed(&consumer_settings, &config.state.dir, &inputs, &stage.name)
+    });
     let strategy = consumer_settings
         .get("partition.assignment.strategy")
         .unwrap_or_default()

@@ -1,10 +1,12 @@
 //! Running stages: the shared per-event processing, the topic consume loop (exactly-once or
-//! at-least-once), retries that park a partition, the HTTP ingress.
+//! at-least-once), retries that park a partition, the HTTP ingress; how a stage's consumer
+//! keeps its static group membership across a change of its inputs.
 
 mod answers;
 mod commit;
 mod dedup;
 mod ingress;
+mod membership;
 mod processor;
 mod rebalance;
 mod retry;
@@ -15,6 +17,7 @@ pub use answers::{Answers, ProducerFactory, TransactionalAnswers};
 pub use commit::{Committer, InputPositions};
 pub use dedup::{Deduplicator, ProcessedLog};
 pub use ingress::{Ingress, IngressRoute, PATH_HEADER_PREFIX, Reply};
+pub use membership::{InputsRecord, REJOIN_PATIENCE, move_subscription, rejoin_if_inputs_changed};
 pub use processor::{Failure, Input, Processed, Route, StageContext};
 pub use rebalance::RebalanceTracker;
 pub use retry::{ATTEMPT_HEADER, RetryBook};

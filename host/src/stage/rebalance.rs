@@ -30,6 +30,8 @@ pub struct RebalanceTracker {
     /// Where the stage reports that it is not a member of its group.
     health: Option<Reporter>,
     rebalances: AtomicU64,
+    /// How many assignments (joins of the group, an empty assignment included) it has seen.
+    assignments: AtomicU64,
     /// Whether the consumer's assignment strategy is `cooperative-sticky` (incremental
     /// rebalances) rather than an eager one.
     cooperative: bool,
@@ -70,6 +72,12 @@ impl RebalanceTracker {
     /// How many rebalances this consumer has seen.
     pub fn rebalances(&self) -> u64 {
         self.rebalances.load(Ordering::Relaxed)
+    }
+
+    /// How many assignments this consumer has been given: each completed join of its group
+    /// counts, even one that gave it no partition.
+    pub fn assignments(&self) -> u64 {
+        self.assignments.load(Ordering::Relaxed)
     }
 }
 
@@ -129,6 +137,7 @@ impl ConsumerContext for RebalanceTracker {
 
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(partitions) = rebalance {
+            self.assignments.fetch_add(1, Ordering::Relaxed);
             let mut owned = lock(&self.owned);
             if !self.cooperative {
                 owned.clear();
