@@ -544,6 +544,14 @@ async fn main() {
     progress.inc(1);
     progress.finish_with_message(format!("done in {:.0?}", started.elapsed()));
 
+    // In row order (rows 7–10 run after row 5, row 10 first of them).
+    rows.sort_by_key(|row| {
+        row.name
+            .split('.')
+            .next()
+            .and_then(|n| n.parse::<u32>().ok())
+            .unwrap_or(u32::MAX)
+    });
     let summary = figures.render();
     let table = format!("{}\n{summary}", render(&rows));
     println!("\n{table}");
@@ -585,9 +593,15 @@ fn render(rows: &[Row]) -> String {
         machine()
     );
     for row in rows {
+        // Small values (cores, ratios) keep three decimals.
+        let value = if row.value.abs() < 1.0 {
+            format!("{:.3}", row.value)
+        } else {
+            format!("{:.1}", row.value)
+        };
         out.push_str(&format!(
-            "| {} | {:.1} | {} | {} |\n",
-            row.name, row.value, row.unit, row.note
+            "| {} | {value} | {} | {} |\n",
+            row.name, row.unit, row.note
         ));
     }
     out

@@ -279,17 +279,21 @@ pub async fn http_rows(
             options.rate = 100.0;
             options.duration = Duration::from_secs(seconds);
             let report = load(&options).await;
-            for (name, value) in [("p50", report.p50_us), ("p99", report.p99_us)] {
-                rows.push(row(
-                    &format!("9. latency at 100 orders/s, exactly_once, {name}"),
-                    value as f64 / 1000.0,
-                    "ms",
-                    format!(
-                        "to the last notification, open loop for {seconds} s; {}",
-                        load_note(&report)
-                    ),
-                ));
-            }
+            rows.push(row(
+                "9. latency at 100 orders/s, exactly_once, p50",
+                report.p50_us as f64 / 1000.0,
+                "ms",
+                format!(
+                    "to the last notification, open loop for {seconds} s; {}",
+                    load_note(&report)
+                ),
+            ));
+            rows.push(row(
+                "9. latency at 100 orders/s, exactly_once, p99",
+                report.p99_us as f64 / 1000.0,
+                "ms",
+                "",
+            ));
             figures.e2e_eos_100_p99 = Some(report.p99_us);
         }
         if runs(7) {
