@@ -27,10 +27,11 @@ bench: setup plugins kafka-jars
 
 ## load: `stagehost load` on the shipped pipeline of `make run` (orders from
 ## examples/load/order.json, done at their third NotificationDelivered); LOAD_ARGS adds flags,
-## e.g. LOAD_ARGS='--rate 500 --duration 30s' or LOAD_ARGS='--clients 32'.
+## e.g. LOAD_ARGS='--rate 500 --duration 30s' or LOAD_ARGS='--clients 32'; LOAD_URL another host.
 LOAD_ARGS ?=
+LOAD_URL ?= http://127.0.0.1:8080/orders
 load: host
-	target/release/stagehost load --url http://127.0.0.1:8080/orders --body @examples/load/order.json \
+	target/release/stagehost load --url $(LOAD_URL) --body @examples/load/order.json \
 	  --done-topic NotificationDelivered --done-per-request 3 $(LOAD_ARGS)
 
 setup:
