@@ -5,7 +5,7 @@ CARGO ?= cargo
 TEST_KAFKA_PORT ?= 19092
 TEST_KAFKA_CONTROLLER_PORT ?= 19093
 
-.PHONY: run test chaos bench setup plugins host kafka-jars unit-tests e2e-tests lint fmt clean
+.PHONY: run test chaos bench load setup plugins host kafka-jars unit-tests e2e-tests lint fmt clean
 
 ## run: install what is missing, build plugins and host, start a broker and the host.
 run: setup plugins host kafka-jars
@@ -24,6 +24,15 @@ chaos: setup plugins kafka-jars
 ## latency, resources) and the criterion micro-benchmarks; results in .bench/.
 bench: setup plugins kafka-jars
 	scripts/test.sh bench
+
+## load: `stagehost load` on the shipped pipeline of `make run` (orders from
+## examples/load/order.json, done at their third NotificationDelivered); LOAD_ARGS adds flags,
+## e.g. LOAD_ARGS='--rate 500 --duration 30s' or LOAD_ARGS='--clients 32'; LOAD_URL another host.
+LOAD_ARGS ?=
+LOAD_URL ?= http://127.0.0.1:8080/orders
+load: host
+	target/release/stagehost load --url $(LOAD_URL) --body @examples/load/order.json \
+	  --done-topic NotificationDelivered --done-per-request 3 $(LOAD_ARGS)
 
 setup:
 	scripts/setup.sh

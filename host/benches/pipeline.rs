@@ -5,13 +5,21 @@
 //! consume→produce loop, no WASM, no JSON; (3) the host running one stage on a pre-filled
 //! topic, with the real warehouse plugin and with the `identity` component; (4) the whole
 //! pipeline draining pre-filled orders (OrderReceived → last notification) in `at_least_once`
-//! and `exactly_once` mode, with host CPU seconds per 1,000 orders and peak RSS; (5) open-loop
-//! HTTP load at fixed rates, latency from each order's due time to its last notification.
+//! and `exactly_once` mode, with host CPU seconds per 1,000 orders and peak RSS (6); (5) open-loop
+//! HTTP load at fixed rates, at-least-once, latency from each order's due time to its last
+//! notification; (7) 32 concurrent HTTP clients (closed loop), default modes: completed
+//! orders/s; (8) `POST` → OrderPickedAndPacked at 50 orders/s, default (exactly-once) and
+//! every stage at-least-once, with host + broker CPU per order and per-hop latency from record
+//! timestamps; (9) end-to-end at 100 orders/s, exactly-once; (10) host CPU when idle. Rows 5,
+//! 7, 8 and 9 drive the ingress with `stagehost load` (`stagehost::load`) and report its own
+//! CPU. The run ends with a summary of issue 13's targets: figure, measured, target, met.
 //!
-//! Needs a broker (`KAFKA_BROKERS`; `scripts/test.sh bench` starts one) and the built plugins
-//! and test components. Sizes: `BENCH_MESSAGES` (rows 1–3), `BENCH_ORDERS` (row 4),
-//! `BENCH_RATES` (row 5, comma separated) and `BENCH_SECONDS` (per rate); `BENCH_ROWS` (e.g.
-//! `4,5`) runs only some rows (row 6 comes with row 4). Before the first row, `BENCH_WARMUP`
+//! Needs a broker (`KAFKA_BROKERS`; `scripts/test.sh bench` starts one, and its
+//! `KAFKA_HOME_DIR` gives row 8 the broker's pid; `BENCH_BROKER_PID` names another) and the
+//! built plugins and test components. Sizes: `BENCH_MESSAGES` (rows 1–3), `BENCH_ORDERS` (row
+//! 4), `BENCH_RATES` (row 5, comma separated), `BENCH_SECONDS` (per rate of row 5, and rows 7,
+//! 8, 9), `BENCH_IDLE_SECONDS` (row 10, default 30); `BENCH_ROWS` (e.g. `4,5`; default every
+//! row) runs only some rows (row 6 comes with row 4). Before the first row, `BENCH_WARMUP`
 //! messages (default 200,000) are written and read once, unreported, so that a broker started
 //! just before is past its JIT warm-up. Writes `.bench/results.json` and `.bench/results.md`.
 
@@ -19,6 +27,10 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "pipeline/http_rows.rs"]
+mod http_rows;
+#[path = "pipeline/summary.rs"]
+mod summary;
 
 use std::time::{Duration, Instant};
 
@@ -32,6 +44,8 @@ use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
+use stagehost::load::cpu::cpu_seconds;
+use summary::Figures;
 
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -193,19 +207,6 @@ async fn passthrough(from: &str, to: &str, count: u64) -> f64 {
     count as f64 / started.unwrap().elapsed().as_secs_f64()
 }
 
-/// CPU seconds (user + system) a process used so far.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap()
-        .split_whitespace()
-        .collect();
-    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
-    ticks / 100.0
-}
-
 /// Waits until `topic` holds `count` records; returns how many it holds and the seconds
 /// between the first and the last (broker time): the drain time, without the host's start.
 async fn drain_seconds(topic: &str, count: usize, timeout: Duration) -> (usize, f64) {
@@ -259,7 +260,7 @@ async fn one_stage(plugin: &str, count: u64) -> (f64, String) {
 }
 
 /// Puts every stage of `config` in processing `mode`.
-fn set_mode(config: &mut toml::Table, mode: &str) {
+pub fn set_mode(config: &mut toml::Table, mode: &str) {
     for stage in config
         .get_mut("stages")
         .and_then(|s| s.as_array_mut())
@@ -296,7 +297,7 @@ async fn whole_pipeline(mode: &str, orders: u64) -> (f64, f64, f64, f64, String)
     .await;
     pipeline.start();
     let pid = pipeline.pid().unwrap();
-    let cpu_before = cpu_seconds(pid);
+    let cpu_before = cpu_seconds(Some(pid)).unwrap();
     let expected = 3 * orders as usize;
     let (seen, seconds) = drain_seconds(
         &pipeline.topic("NotificationDelivered"),
@@ -304,7 +305,7 @@ async fn whole_pipeline(mode: &str, orders: u64) -> (f64, f64, f64, f64, String)
         Duration::from_secs(900),
     )
     .await;
-    let cpu = cpu_seconds(pid) - cpu_before;
+    let cpu = cpu_seconds(Some(pid)).unwrap() - cpu_before;
     let rss = common::peak_rss_kib(pid) as f64 / 1024.0;
     pipeline.stop("TERM");
     // The same history after a restart: what the host holds once ready must not grow with it.
@@ -322,19 +323,10 @@ async fn whole_pipeline(mode: &str, orders: u64) -> (f64, f64, f64, f64, String)
 
 /// Row 5: open-loop HTTP load at `rate` for `seconds` on a fresh at-least-once pipeline.
 async fn latency(pipeline: &TestPipeline, rate: f64, seconds: u64) -> stagehost::load::LoadReport {
-    let options = stagehost::load::LoadOptions {
-        url: format!("http://{}/orders", pipeline.http),
-        brokers: Some(brokers()),
-        config: None,
-        done_topic: pipeline.topic("NotificationDelivered"),
-        notifications_per_order: 3,
-        rate,
-        duration: Duration::from_secs(seconds),
-        settle: Duration::from_secs(60),
-        order_prefix: format!("lat-{rate}-{}", uuid::Uuid::new_v4().simple()),
-        product: "prod-789".into(),
-    };
-    stagehost::load::run(&options).await.unwrap()
+    let mut options = http_rows::order_load(pipeline, "NotificationDelivered", 3);
+    options.rate = rate;
+    options.duration = Duration::from_secs(seconds);
+    http_rows::load(&options).await
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -344,21 +336,23 @@ async fn main() {
     let orders = env_or("BENCH_ORDERS", 200_000);
     let warmup = env_or("BENCH_WARMUP", 200_000);
     let seconds = env_or("BENCH_SECONDS", 10);
+    let idle_seconds = env_or("BENCH_IDLE_SECONDS", 30);
     let rates: Vec<f64> = std::env::var("BENCH_RATES")
         .unwrap_or_else(|_| "100,1000,5000".into())
         .split(',')
         .filter_map(|r| r.trim().parse().ok())
         .collect();
     let only: Vec<u32> = std::env::var("BENCH_ROWS")
-        .unwrap_or_else(|_| "1,2,3,4,5".into())
+        .unwrap_or_else(|_| "1,2,3,4,5,7,8,9,10".into())
         .split(',')
         .filter_map(|r| r.trim().parse().ok())
         .collect();
     let runs = |row: u32| only.contains(&row);
-    let steps = 6 + rates.len() as u64;
+    let steps = 6 + rates.len() as u64 + 1;
     let progress = ProgressBar::new(steps)
         .with_style(ProgressStyle::with_template("{bar:30} {pos}/{len} {elapsed} {msg}").unwrap());
     let mut rows = Vec::new();
+    let mut figures = Figures::default();
     let started = Instant::now();
 
     if warmup > 0 {
@@ -432,6 +426,7 @@ async fn main() {
             "msg/s",
             "rdkafka only, no WASM, no JSON",
         ));
+        figures.raw = Some(raw);
         progress.inc(1);
     }
 
@@ -439,6 +434,11 @@ async fn main() {
     for plugin in ["warehouse", "identity"].into_iter().filter(|_| runs(3)) {
         progress.set_message(format!("one stage: {plugin}"));
         let (rate, note) = one_stage(plugin, one).await;
+        if plugin == "identity" {
+            figures.identity = Some(rate);
+        } else {
+            figures.warehouse = Some(rate);
+        }
         rows.push(row(
             &format!("3. one stage, {plugin} plugin"),
             rate,
@@ -465,6 +465,12 @@ async fn main() {
             format!("{orders} orders, 8 stages; {note}"),
         ));
         resources.push((mode, cpu, rss, restarted_rss));
+        if mode == "at_least_once" {
+            figures.whole_alo = Some(rate);
+        } else {
+            figures.whole_eos = Some(rate);
+        }
+        figures.drain_cpu.push((mode.to_string(), cpu));
         progress.inc(1);
     }
     for (mode, cpu, rss, restarted_rss) in resources {
@@ -492,8 +498,8 @@ async fn main() {
         set_mode(config, "at_least_once");
     });
     pipeline.log = "info".into();
-    pipeline.start();
     if runs(5) {
+        pipeline.start();
         // Warm-up, not reported: consumer groups settle and instances warm up.
         latency(&pipeline, 50.0, 3).await;
     }
@@ -505,10 +511,16 @@ async fn main() {
             report.p50_us as f64 / 1000.0,
             "ms",
             format!(
-                "at_least_once, open loop for {seconds} s: achieved {:.0}/s, completed {}/{}",
-                report.achieved_rate, report.completed, report.sent
+                "at_least_once, open loop for {seconds} s: {}",
+                http_rows::load_note(&report)
             ),
         ));
+        if *rate == 100.0 {
+            figures.e2e_alo_100 = Some((report.p50_us, report.p99_us));
+        }
+        if *rate == 1000.0 {
+            figures.e2e_alo_1000_p99 = Some(report.p99_us);
+        }
         for (name, value) in [
             ("p99", report.p99_us),
             ("p99.9", report.p999_us),
@@ -523,10 +535,25 @@ async fn main() {
         }
         progress.inc(1);
     }
-    pipeline.stop("TERM");
+    if runs(5) {
+        pipeline.stop("TERM");
+    }
+    drop(pipeline);
+    progress.set_message("HTTP rows (7–10)");
+    http_rows::http_rows(runs, seconds, idle_seconds, &mut rows, &mut figures).await;
+    progress.inc(1);
     progress.finish_with_message(format!("done in {:.0?}", started.elapsed()));
 
-    let table = render(&rows);
+    // In row order (rows 7–10 run after row 5, row 10 first of them).
+    rows.sort_by_key(|row| {
+        row.name
+            .split('.')
+            .next()
+            .and_then(|n| n.parse::<u32>().ok())
+            .unwrap_or(u32::MAX)
+    });
+    let summary = figures.render();
+    let table = format!("{}\n{summary}", render(&rows));
     println!("\n{table}");
     let folder = common::repo().join(".bench");
     std::fs::create_dir_all(&folder).unwrap();
@@ -537,6 +564,7 @@ async fn main() {
             "machine": machine(),
             "brokers": brokers(),
             "rows": rows,
+            "summary": summary,
         }))
         .unwrap(),
     )
@@ -565,9 +593,15 @@ fn render(rows: &[Row]) -> String {
         machine()
     );
     for row in rows {
+        // Small values (cores, ratios) keep three decimals.
+        let value = if row.value.abs() < 1.0 {
+            format!("{:.3}", row.value)
+        } else {
+            format!("{:.1}", row.value)
+        };
         out.push_str(&format!(
-            "| {} | {:.1} | {} | {} |\n",
-            row.name, row.value, row.unit, row.note
+            "| {} | {value} | {} | {} |\n",
+            row.name, row.unit, row.note
         ));
     }
     out

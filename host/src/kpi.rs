@@ -191,7 +191,7 @@ impl StageKpis {
 /// One KPI event as published.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct KpiEvent {
-    /// `<stage>.<indicator>`, e.g. `inventory.events_processed`.
+    /// `<stage>.<indicator>`, e.g. `threshold.events_processed`.
     pub kpi_name: String,
     /// Unit or kind: `count`, `microseconds`.
     pub metric: String,

@@ -20,7 +20,7 @@
 //! - [`admin`]: the admin API (plugin list, hot swap, rollback, held records) and its client.
 //! - [`dlq`]: listing and replaying dead letters.
 //! - [`backoff`]: exponential backoff with jitter.
-//! - [`load`]: the open-loop load generator (`stagehost load`).
+//! - [`load`]: the load generator of `stagehost load` (any pipeline: body template, done topic).
 //! - [`app`]: wiring and orderly shutdown ([`app::run`] is the entry point); building stages
 //!   from the configuration; restarting a stage that fails; the dev-mode plugin watch.
 //!

@@ -81,8 +81,9 @@ enum Command {
         #[command(subcommand)]
         command: StuckCommand,
     },
-    /// Open-loop load through the HTTP ingress: orders at a fixed rate, latency from each
-    /// order's due time to its last delivered notification (HDR histogram).
+    /// Load through an HTTP ingress: requests from a body template, open loop at a fixed rate
+    /// (or closed loop with `--clients`), latency to each request's last record on a done
+    /// topic (HDR histogram), and the generator's own CPU time.
     Load {
         #[command(flatten)]
         options: stagehost::load::LoadOptions,

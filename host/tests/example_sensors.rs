@@ -151,3 +151,61 @@ async fn readings_raise_and_clear_alerts_and_the_status_is_served_over_http() {
     let dead = read_to_end(&pipeline.topic("SensorDeadLetters"), SETTLE).await;
     assert!(dead.is_empty(), "nothing may be dead-lettered: {dead:#?}");
 }
+
+/// `stagehost load` knows nothing of orders either: it drives the sensor pipeline open loop
+/// (done when the reading reaches `Readings`, matched by the payload's `reading_id`) and closed
+/// loop (the id in the URL as the sensor id, done when the sensor's status is published,
+/// matched by key), and every accepted request completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stagehost_load_drives_the_sensor_pipeline_open_and_closed_loop() {
+    let mut pipeline =
+        TestPipeline::from_file(&repo().join("examples/sensors/pipeline.toml"), |_| {});
+    pipeline.start();
+    let brokers = common::brokers();
+    let template = repo().join("examples/sensors/load-reading.json");
+    let readings_url = format!("http://{}/sensors/load-1/readings", pipeline.http);
+    let status_url = format!("http://{}/sensors/{{id}}/readings", pipeline.http);
+    let (readings, status) = (pipeline.topic("Readings"), pipeline.topic("SensorStatus"));
+    let body = format!("@{}", template.display());
+    let runs: [Vec<&str>; 2] = [
+        vec![
+            "--url",
+            &readings_url,
+            "--body",
+            &body,
+            "--done-topic",
+            &readings,
+            "--match-field",
+            "reading_id",
+            "--rate",
+            "20",
+            "--duration",
+            "2s",
+        ],
+        vec![
+            "--url",
+            &status_url,
+            "--body",
+            r#"{"reading_id": "r-1", "value": 1}"#,
+            "--done-topic",
+            &status,
+            "--clients",
+            "2",
+            "--duration",
+            "2s",
+        ],
+    ];
+    for (args, mode) in runs.into_iter().zip(["open", "closed"]) {
+        let mut all = vec!["load", "--brokers", &brokers, "--json", "--settle", "60s"];
+        all.extend(args);
+        let (ok, stdout, stderr) = common::stagehost(&all);
+        assert!(ok, "stagehost load failed: {stderr}");
+        let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+        assert!(report["accepted"].as_u64().unwrap() > 0, "{report}");
+        assert_eq!(report["mode"], mode, "{report}");
+        assert_eq!(report["errors"], 0, "{report}");
+        assert_eq!(report["accepted"], report["sent"], "{report}");
+        assert_eq!(report["completed"], report["accepted"], "{report}");
+        assert!(report["cpu_seconds"].as_f64().unwrap() >= 0.0, "{report}");
+    }
+}

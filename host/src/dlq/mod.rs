@@ -403,11 +403,11 @@ mod tests {
 
     fn entry(stage: &str, timestamp: &str) -> DeadLetterEntry {
         let mut letter = DeadLetter::new(
-            br#"{"order_id":"o-1"}"#,
+            br#"{"item_id":"i-1"}"#,
             "rejected: no".into(),
             Origin {
                 stage: stage.into(),
-                source_topic: "OrderConfirmed".into(),
+                source_topic: "ItemChecked".into(),
                 partition: 0,
                 offset: 3,
             },
@@ -523,6 +523,6 @@ mod tests {
         let config = config_with("\"A\"");
         let letter = entry("s", "2026-11-25T10:00:00Z").letter;
         let payload = payload_of(&config, &letter).await.unwrap();
-        assert_eq!(payload, br#"{"order_id":"o-1"}"#);
+        assert_eq!(payload, br#"{"item_id":"i-1"}"#);
     }
 }

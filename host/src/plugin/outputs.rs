@@ -61,7 +61,7 @@ mod tests {
     fn contract() -> OutputContract {
         OutputContract {
             mapped: set(&["packed", "notify"]),
-            input_types: set(&["OrderConfirmed"]),
+            input_types: set(&["ItemChecked"]),
         }
     }
 
@@ -76,8 +76,8 @@ mod tests {
         let description = StageDescription {
             outputs: Some(vec![
                 entry(None, &["packed", "audit"]),
-                entry(Some("OrderConfirmed"), &["notify", "zebra", "audit"]),
-                entry(Some("InventoryCommand"), &["ledger"]),
+                entry(Some("ItemChecked"), &["notify", "zebra", "audit"]),
+                entry(Some("StockChange"), &["ledger"]),
             ]),
         };
         assert_eq!(

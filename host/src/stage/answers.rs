@@ -181,7 +181,7 @@ pub struct TransactionalAnswers {
     restored: Arc<AtomicBool>,
     /// Requests handed to the committer and not finished yet: a repeat of one of them (a
     /// client retrying after a timeout while the first try is still being committed) is
-    /// refused instead of publishing the order a second time.
+    /// refused instead of publishing the request a second time.
     in_flight: InFlightKeys,
     topic: String,
     submissions: mpsc::Sender<Submission>,

@@ -210,7 +210,7 @@ mod tests {
     }
 
     fn p(n: i32) -> TopicPartition {
-        ("Orders".into(), n)
+        ("Readings".into(), n)
     }
 
     #[test]

@@ -566,13 +566,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let store = LocalStore::open(dir.path()).unwrap();
-            store.mark_processed("inventory", ["a", "b"]).unwrap();
+            store.mark_processed("tickets", ["a", "b"]).unwrap();
         }
         let store = LocalStore::open(dir.path()).unwrap();
         assert_eq!(
-            store
-                .processed_among("inventory", &["a", "b", "c"])
-                .unwrap(),
+            store.processed_among("tickets", &["a", "b", "c"]).unwrap(),
             vec![true, true, false]
         );
         assert_eq!(
@@ -585,10 +583,10 @@ mod tests {
     fn replays_ingress_answers() {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalStore::open(dir.path()).unwrap();
-        assert_eq!(store.ingress_record("order-1").unwrap(), None);
+        assert_eq!(store.ingress_record("ticket-1").unwrap(), None);
         let record = answer(unix_ms(SystemTime::now()));
-        store.put_ingress_record("order-1", &record).unwrap();
-        assert_eq!(store.ingress_record("order-1").unwrap(), Some(record));
+        store.put_ingress_record("ticket-1", &record).unwrap();
+        assert_eq!(store.ingress_record("ticket-1").unwrap(), Some(record));
     }
 
     #[test]
@@ -613,7 +611,7 @@ mod tests {
         store.report_to(health.reporter("store", "opening"));
         assert!(health.ready());
         store.mark_processed("s", ["kept"]).unwrap();
-        store.put_ingress_record("order-1", &answer(7)).unwrap();
+        store.put_ingress_record("ticket-1", &answer(7)).unwrap();
 
         store.break_for_test("No space left on device (os error 28)");
         assert!(!store.is_open());
@@ -621,7 +619,7 @@ mod tests {
         let reason = problems["store"]["reason"].as_str().unwrap();
         assert!(reason.contains("No space left on device"), "{reason}");
         let started = Instant::now();
-        let refused = store.ingress_record("order-1").unwrap_err();
+        let refused = store.ingress_record("ticket-1").unwrap_err();
         assert!(
             matches!(refused, StoreError::Unavailable { .. }),
             "{refused}"
@@ -640,7 +638,7 @@ mod tests {
             store.processed_among("s", &["kept", "lost"]).unwrap(),
             vec![true, false]
         );
-        assert_eq!(store.ingress_record("order-1").unwrap(), Some(answer(7)));
+        assert_eq!(store.ingress_record("ticket-1").unwrap(), Some(answer(7)));
         store.mark_processed("s", ["after"]).unwrap();
     }
 

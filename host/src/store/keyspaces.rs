@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 /// `<stage>\x1f<event id>` → when it was processed (unix ms, 8 bytes big-endian).
 const PROCESSED: &str = "processed";
-/// Ingress request key (e.g. order id) → JSON of [`IngressRecord`].
+/// Ingress request key (e.g. a ticket id) → JSON of [`IngressRecord`].
 const INGRESS: &str = "ingress";
 /// `<table>\x1f<partition>` → the next offset of the table's topic partition to read (8 bytes
 /// big-endian).
@@ -283,8 +283,8 @@ mod tests {
     #[test]
     fn processed_keys_keep_stages_apart() {
         let mut key = String::new();
-        processed_key_into(&mut key, "inventory", "a");
-        assert_eq!(key, "inventory\x1fa");
+        processed_key_into(&mut key, "tickets", "a");
+        assert_eq!(key, "tickets\x1fa");
         processed_key_into(&mut key, "stock", "b");
         assert_eq!(key, "stock\x1fb");
     }

@@ -1,7 +1,7 @@
 //! The host's local store (an embedded `fjall` log-structured store on disk): which events
 //! each at-least-once stage has processed, the answers the at-least-once ingress gave, and
 //! the tables ([`Table`]) that keep on disk, as copies of their topics, what would otherwise
-//! grow in memory with every order: keyed state, exactly-once processed ids and answers, read
+//! grow in memory with every event: keyed state, exactly-once processed ids and answers, read
 //! models.
 //!
 //! The first two survive a restart and are bounded by the configured retention (`prune`);
