@@ -377,44 +377,91 @@ fn assert_exactly_once(
 /// long that took.
 async fn wait_for_outcomes(
     broker: &Broker,
-    pipeline: &TestPipeline,
+    hosts: &[&TestPipeline],
     accepted: &BTreeSet<String>,
 ) -> Duration {
+    let pipeline = hosts[0];
     let started = Instant::now();
     let (notifications, delivered) = (
         pipeline.topic("Notification"),
         pipeline.topic("NotificationDelivered"),
     );
-    wait_until(
-        "every accepted order to reach its outcome, and every notification to be delivered",
-        SETTLE,
-        || {
-            let (notifications, delivered, at) =
-                (notifications.clone(), delivered.clone(), broker.address());
-            async move {
-                let sent = read_to_end_at(&at, &notifications, Duration::from_secs(60)).await;
-                let finals: BTreeSet<&str> = sent
+    let at = broker.address();
+    loop {
+        let sent = read_to_end_at(&at, &notifications, Duration::from_secs(60)).await;
+        let finals: BTreeSet<&str> = sent
+            .iter()
+            .filter(|n| matches!(n.value["kind"].as_str(), Some("shipped" | "order_rejected")))
+            .filter_map(|n| n.value["order_id"].as_str())
+            .collect();
+        let unfinished: Vec<&String> = accepted
+            .iter()
+            .filter(|id| !finals.contains(id.as_str()))
+            .collect();
+        let done: BTreeSet<String> = read_to_end_at(&at, &delivered, Duration::from_secs(60))
+            .await
+            .iter()
+            .filter_map(|d| d.value["notification_id"].as_str().map(str::to_string))
+            .collect();
+        let undelivered: Vec<&str> = sent
+            .iter()
+            .map(|n| n.ce_id())
+            .filter(|id| !done.contains(*id))
+            .collect();
+        if unfinished.is_empty() && undelivered.is_empty() {
+            return started.elapsed();
+        }
+        if started.elapsed() > SETTLE {
+            // Where the first unfinished orders got to, topic by topic.
+            let mut trail = String::new();
+            for topic in [
+                "OrderReceived",
+                "InventoryCommands",
+                "InventoryResults",
+                "OrderConfirmed",
+                "OrderPickedAndPacked",
+            ] {
+                let records =
+                    read_to_end_at(&at, &pipeline.topic(topic), Duration::from_secs(60)).await;
+                let found: Vec<String> = unfinished
                     .iter()
-                    .filter(|n| {
-                        matches!(n.value["kind"].as_str(), Some("shipped" | "order_rejected"))
+                    .take(5)
+                    .map(|id| {
+                        let hits: Vec<String> = records
+                            .iter()
+                            .filter(|r| r.value["order_id"].as_str() == Some(id.as_str()))
+                            .map(|r| format!("p{}@{}", r.partition, r.offset))
+                            .collect();
+                        format!("{id}: {hits:?}")
                     })
-                    .filter_map(|n| n.value["order_id"].as_str())
                     .collect();
-                if !accepted.iter().all(|id| finals.contains(id.as_str())) {
-                    return false;
-                }
-                let done: BTreeSet<String> =
-                    read_to_end_at(&at, &delivered, Duration::from_secs(60))
-                        .await
-                        .iter()
-                        .filter_map(|d| d.value["notification_id"].as_str().map(str::to_string))
-                        .collect();
-                sent.iter().all(|n| done.contains(n.ce_id()))
+                trail.push_str(&format!("\n  {topic}: {}", found.join(", ")));
             }
-        },
-    )
-    .await;
-    started.elapsed()
+            eprintln!("faults: where the unfinished orders are:{trail}");
+            let logs: Vec<String> = hosts.iter().map(|host| host.logs()).collect();
+            let problems: Vec<&str> = logs
+                .iter()
+                .flat_map(|log| {
+                    let lines: Vec<&str> = log
+                        .lines()
+                        .filter(|line| line.contains("ERROR") || line.contains("WARN"))
+                        .collect();
+                    lines[lines.len().saturating_sub(30)..].to_vec()
+                })
+                .collect();
+            panic!(
+                "timed out after {SETTLE:?} waiting for every accepted order to reach its outcome and every notification to be delivered: {} of {} orders without a final notification (first: {:?}), {} of {} notifications not delivered (first: {:?}); the host's last warnings and errors:\n{}",
+                unfinished.len(),
+                accepted.len(),
+                unfinished.iter().take(5).collect::<Vec<_>>(),
+                undelivered.len(),
+                sent.len(),
+                undelivered.iter().take(5).collect::<Vec<_>>(),
+                problems.join("\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// One host under 50 orders/s; `fault` runs a few seconds into the load.
@@ -432,7 +479,7 @@ async fn one_host_under(broker: &Broker, name: &str, down: Duration) {
     let fault_started = Instant::now();
     broker.outage(down).await;
     let load = load.await.unwrap();
-    let heal = wait_for_outcomes(broker, &host, &load.accepted).await;
+    let heal = wait_for_outcomes(broker, &[&host], &load.accepted).await;
     let (unready, problems) = watch.finish();
     // Serving again without a restart: a new order after the fault completes.
     let after = format!("{name}-after");
@@ -443,7 +490,7 @@ async fn one_host_under(broker: &Broker, name: &str, down: Duration) {
     );
     let mut accepted = load.accepted.clone();
     accepted.insert(after);
-    wait_for_outcomes(broker, &host, &accepted).await;
+    wait_for_outcomes(broker, &[&host], &accepted).await;
     let stopped = host.stop("TERM");
     assert!(
         stopped.success(),
@@ -527,7 +574,7 @@ async fn a_host_frozen_past_the_session_timeout_while_a_backlog_lands_loses_noth
     tokio::time::sleep(SESSION_TIMEOUT + Duration::from_secs(5)).await;
     let watch = ReadyWatch::start(&host.http);
     signal(pid, "CONT");
-    let heal = wait_for_outcomes(&broker, &host, &accepted).await;
+    let heal = wait_for_outcomes(&broker, &[&host], &accepted).await;
     let (unready, problems) = watch.finish();
     eprintln!(
         "faults[freeze]: /readyz unready {unready} times after the thaw (parts {problems:?})"
@@ -560,7 +607,7 @@ async fn two_instances_survive_a_broker_restart_and_one_frozen_past_the_session_
     tokio::time::sleep(SESSION_TIMEOUT + Duration::from_secs(5)).await;
     signal(frozen, "CONT");
     let load = load.await.unwrap();
-    let heal = wait_for_outcomes(&broker, &first, &load.accepted).await;
+    let heal = wait_for_outcomes(&broker, &[&first, &second], &load.accepted).await;
     let (unready, problems) = watch.finish();
     eprintln!("faults[two]: /readyz of the first unready {unready} times (parts {problems:?})");
     assert!(
@@ -580,7 +627,7 @@ async fn two_instances_survive_a_broker_restart_and_one_frozen_past_the_session_
     }
     let mut accepted = load.accepted.clone();
     accepted.extend(["two-after-0".to_string(), "two-after-1".to_string()]);
-    wait_for_outcomes(&broker, &first, &accepted).await;
+    wait_for_outcomes(&broker, &[&first, &second], &accepted).await;
     assert!(second.stop("TERM").success(), "{}", second.logs());
     assert!(first.stop("TERM").success(), "{}", first.logs());
     let outcomes = outcomes(&broker, &first).await;
@@ -615,7 +662,7 @@ async fn the_same_order_posted_to_two_instances_flows_once() {
         );
         accepted.insert(id);
     }
-    let heal = wait_for_outcomes(&broker, &first, &accepted).await;
+    let heal = wait_for_outcomes(&broker, &[&first, &second], &accepted).await;
     assert!(second.stop("TERM").success(), "{}", second.logs());
     assert!(first.stop("TERM").success(), "{}", first.logs());
     let outcomes = outcomes(&broker, &first).await;

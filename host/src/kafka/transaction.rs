@@ -163,15 +163,30 @@ pub struct Transaction<P: TransactionalProducer> {
     producer: P,
     open: bool,
     acks: Vec<Ack>,
+    /// Whether a failed transaction is aborted here; otherwise the caller replaces the producer.
+    aborts_failures: bool,
 }
 
 impl<P: TransactionalProducer> Transaction<P> {
-    /// Runs transactions on `producer` (whose transactions are initialised).
+    /// Runs transactions on `producer` (whose transactions are initialised). A failed
+    /// transaction is aborted, so the producer can go on when the abort works.
     pub fn new(producer: P) -> Self {
         Transaction {
             producer,
             open: false,
             acks: Vec::new(),
+            aborts_failures: true,
+        }
+    }
+
+    /// Like [`Transaction::new`], for a caller that replaces the producer after any failure
+    /// (a stage is rebuilt): a failed transaction is not aborted here, where the abort could
+    /// block for as long as the broker is unreachable, but by the next producer's
+    /// `init_transactions`. Every failure is then [`TxnErrorKind::Fatal`] (or `Fenced`).
+    pub fn replaced_on_failure(producer: P) -> Self {
+        Transaction {
+            aborts_failures: false,
+            ..Self::new(producer)
         }
     }
 
@@ -289,8 +304,17 @@ impl<P: TransactionalProducer> Transaction<P> {
         }
     }
 
-    /// Aborts after `cause`: retriable if the abort worked, else what the abort says.
+    /// Aborts after `cause`: retriable if the abort worked, else what the abort says. Without
+    /// aborting failures here, the transaction is left to the next producer.
     fn aborted(&mut self, cause: String) -> TxnError {
+        if !self.aborts_failures {
+            self.open = false;
+            self.acks.clear();
+            return TxnError::new(
+                TxnErrorKind::Fatal,
+                format!("{cause}; left open for the next producer to abort"),
+            );
+        }
         match self.abort() {
             Ok(()) => TxnError::new(TxnErrorKind::Retriable, cause),
             Err(failed) => TxnError::new(failed.kind, format!("{cause}; {}", failed.message)),
@@ -491,6 +515,22 @@ mod tests {
         assert_eq!(error.kind, TxnErrorKind::Fatal);
         assert!(!error.producer_usable());
         assert!(error.message.contains("cannot abort"), "{}", error.message);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_transaction_replaced_on_failure_is_not_aborted_in_place() {
+        let producer = FakeProducer::default();
+        producer
+            .script()
+            .failing_acks
+            .insert("a".into(), RDKafkaErrorCode::RequestTimedOut);
+        let mut txn = Transaction::replaced_on_failure(producer.clone());
+        txn.send(&record("a")).await.unwrap();
+        let error = txn.commit(None).await.unwrap_err();
+        assert_eq!(error.kind, TxnErrorKind::Fatal);
+        assert_eq!(error.failed.len(), 1);
+        assert!(!producer.calls().contains(&Call::Abort));
+        assert!(!txn.is_open());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]

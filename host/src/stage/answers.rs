@@ -405,8 +405,11 @@ async fn commit_loop(
                 let committing = std::time::Instant::now();
                 let result = commit_group(txn, &group).await;
                 health.idle();
-                tracing::debug!(requests = group.len(), commit_ms = committing.elapsed().as_secs_f64() * 1000.0,
-                    "ingress transaction ended");
+                tracing::debug!(
+                    requests = group.len(),
+                    commit_ms = committing.elapsed().as_secs_f64() * 1000.0,
+                    "ingress transaction ended"
+                );
                 let outcome = match result {
                     Ok(()) => {
                         remember(&known, &group).await;

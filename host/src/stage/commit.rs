@@ -136,7 +136,7 @@ impl<P: TransactionalProducer> Committer<P> {
         stuck: StuckBook,
     ) -> Self {
         Self::with(
-            Way::Transactional(Transaction::new(producer)),
+            Way::Transactional(Transaction::replaced_on_failure(producer)),
             stage,
             dead_letter_topic,
             stuck,
@@ -676,7 +676,8 @@ mod tests {
         assert!(error.to_string().contains("not written"), "{error}");
         assert!(stuck.is_held("s", "in", 2));
         assert!(!stuck.is_held("s", "in", 0));
-        assert_eq!(producer.calls().last(), Some(&Call::Abort));
+        // The rebuilt stage's producer aborts it.
+        assert!(!producer.calls().contains(&Call::Abort));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
