@@ -439,6 +439,12 @@ async fn wait_for_outcomes(
             }
             eprintln!("faults: where the unfinished orders are:{trail}");
             let logs: Vec<String> = hosts.iter().map(|host| host.logs()).collect();
+            for (n, log) in logs.iter().enumerate() {
+                let path = std::env::temp_dir().join(format!("faults-unfinished-host-{n}.log"));
+                if std::fs::write(&path, log).is_ok() {
+                    eprintln!("faults: host {n}'s whole log is in {}", path.display());
+                }
+            }
             let problems: Vec<&str> = logs
                 .iter()
                 .flat_map(|log| {

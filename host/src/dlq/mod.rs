@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::PipelineConfig;
 use crate::event::cloudevents::{self, CloudEvent};
 use crate::event::dead_letter::DeadLetter;
+use crate::event::headers::RecordHeaders;
 use crate::kafka::{
     KafkaClients, OutRecord, Transaction, TxnErrorKind, ensure_changelog, for_each_committed,
     partition_count,
@@ -351,7 +352,7 @@ fn replay_records(
         partition: Some(0),
         key: Some(entry.id.clone()),
         payload: Some(serde_json::to_vec(&marker).unwrap_or_default()),
-        headers: rdkafka::message::OwnedHeaders::new(),
+        headers: RecordHeaders::new(),
         id: format!("replay-marker:{}", entry.id),
     };
     [event, marker]

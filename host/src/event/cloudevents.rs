@@ -1,8 +1,10 @@
 //! CloudEvents attributes carried as Kafka headers (binary content mode of the CloudEvents
 //! Kafka protocol binding), and the deterministic event ids the host derives.
 
-use rdkafka::message::{BorrowedHeaders, Header, Headers, OwnedHeaders};
+use rdkafka::message::{BorrowedHeaders, Headers};
 use uuid::Uuid;
+
+use super::headers::RecordHeaders;
 
 /// `ce_specversion` of every event the host writes.
 pub const SPEC_VERSION: &str = "1.0";
@@ -49,30 +51,23 @@ impl CloudEvent {
     pub fn to_headers<'a>(
         &self,
         extra: impl IntoIterator<Item = (&'a str, &'a str)>,
-    ) -> OwnedHeaders {
-        let mut headers = OwnedHeaders::new_with_capacity(8)
-            .insert(header(SPECVERSION, SPEC_VERSION))
-            .insert(header(ID, &self.id))
-            .insert(header(TYPE, &self.event_type))
-            .insert(header(SOURCE, &self.source))
-            .insert(header(TIME, &self.time))
-            .insert(header(CONTENT_TYPE, "application/json"));
+    ) -> RecordHeaders {
+        let mut headers = RecordHeaders::with_capacity(8);
+        headers.push(SPECVERSION, SPEC_VERSION);
+        headers.push(ID, self.id.clone());
+        headers.push(TYPE, self.event_type.clone());
+        headers.push(SOURCE, self.source.clone());
+        headers.push(TIME, self.time.clone());
+        headers.push(CONTENT_TYPE, "application/json");
         if let Some(version) = &self.plugin_version {
-            headers = headers.insert(header(PLUGIN_VERSION, version));
+            headers.push(PLUGIN_VERSION, version.clone());
         }
         for (name, value) in extra {
             if !name.starts_with("ce_") && name != CONTENT_TYPE {
-                headers = headers.insert(header(name, value));
+                headers.push(name.to_string(), value.to_string());
             }
         }
         headers
-    }
-}
-
-fn header<'a>(key: &'a str, value: &'a str) -> Header<'a, &'a str> {
-    Header {
-        key,
-        value: Some(value),
     }
 }
 
@@ -162,7 +157,9 @@ mod tests {
             time: "2026-11-25T10:00:00Z".into(),
             plugin_version: Some("sha256:00".into()),
         };
-        let headers = event.to_headers([("ce_id", "forged"), ("trace", "t-1")]);
+        let headers = event
+            .to_headers([("ce_id", "forged"), ("trace", "t-1")])
+            .to_kafka();
         let borrowed: &BorrowedHeaders = headers.as_borrowed();
         let pairs = header_pairs(Some(borrowed));
         assert_eq!(find(&pairs, ID), Some("id-1"));

@@ -72,6 +72,12 @@ impl SchemaRegistry {
         }
     }
 
+    /// Whether `topic` has a schema (events bound for a topic without one are only checked to
+    /// be JSON).
+    pub fn has_topic_schema(&self, topic: &str) -> bool {
+        self.topics.contains_key(topic)
+    }
+
     /// Checks an event bound for (or read from) `topic`; topics without a schema accept anything.
     pub fn validate_topic(&self, topic: &str, event: &serde_json::Value) -> Result<(), String> {
         match self.topics.get(topic) {

@@ -167,8 +167,9 @@ impl KafkaClients {
                 // this only bounds how often an idle consumer asks again: at 10 ms the idle
                 // fetches of a dozen consumers cost CPU that busy stages lacked (per-hop p99
                 // at 100 requests/s through the shipped pipeline: 33–55 ms at 10 ms, 22–26 ms at
-                // 100 ms).
-                ("fetch.wait.max.ms", "100"),
+                // 100 ms); at 500 ms instead of 100 the idle shipped pipeline's broker threads
+                // use a tenth of the CPU.
+                ("fetch.wait.max.ms", "500"),
                 // librdkafka prefetches up to 64 MiB per consumer by default; with a consumer
                 // per stage that is most of the host's memory on a backlog. 8 MiB is still
                 // ~20,000 events of a few hundred bytes ahead.

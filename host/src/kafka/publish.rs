@@ -8,9 +8,10 @@ use std::future::Future;
 use futures::FutureExt;
 use futures::future::join_all;
 use rdkafka::error::{KafkaError, KafkaResult};
-use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
+
+use crate::event::headers::RecordHeaders;
 
 /// One record to publish.
 #[derive(Debug, Clone)]
@@ -24,7 +25,7 @@ pub struct OutRecord {
     /// JSON body; `None` for a tombstone.
     pub payload: Option<Vec<u8>>,
     /// CloudEvents and extra headers.
-    pub headers: OwnedHeaders,
+    pub headers: RecordHeaders,
     /// The event id (also in the `ce_id` header), for logs.
     pub id: String,
 }
@@ -39,9 +40,13 @@ pub struct Delivery {
 }
 
 impl OutRecord {
-    /// The record as librdkafka takes it.
+    /// The record as librdkafka takes it (its headers built into librdkafka's list here, once
+    /// per send).
     pub fn to_future_record(&self) -> FutureRecord<'_, str, [u8]> {
-        let mut record = FutureRecord::to(&self.topic).headers(self.headers.clone());
+        let mut record = FutureRecord::to(&self.topic);
+        if !self.headers.is_empty() {
+            record = record.headers(self.headers.to_kafka());
+        }
         if let Some(payload) = &self.payload {
             record = record.payload(payload.as_slice());
         }

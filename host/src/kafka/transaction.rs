@@ -443,7 +443,7 @@ pub(crate) mod fake {
             partition: None,
             key: None,
             payload: Some(b"{}".to_vec()),
-            headers: rdkafka::message::OwnedHeaders::new(),
+            headers: crate::event::headers::RecordHeaders::new(),
             id: id.into(),
         }
     }

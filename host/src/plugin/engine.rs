@@ -3,7 +3,6 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -12,6 +11,7 @@ use wasmtime::{Cache, CacheConfig, Config, Engine};
 
 use super::bindings::{DescribeIndices, HandlerIndices, Stage};
 use super::host_state::PluginState;
+use super::ticker::{EpochTicker, Running};
 
 /// How often the engine's epoch advances; per-event deadlines are counted in these ticks.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -128,7 +128,8 @@ pub struct PluginEngine {
     engine: Engine,
     meters_fuel: bool,
     linker: Arc<Linker<PluginState>>,
-    ticker_stop: Arc<AtomicBool>,
+    /// Advances the epoch while plugin code runs; the last clone of the engine stops it.
+    ticker: Arc<EpochTicker>,
 }
 
 impl PluginEngine {
@@ -151,19 +152,24 @@ impl PluginEngine {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(wasm_error)?;
         Stage::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state).map_err(wasm_error)?;
-        let ticker_stop = Arc::new(AtomicBool::new(false));
-        spawn_epoch_ticker(engine.clone(), ticker_stop.clone());
+        let ticker = Arc::new(EpochTicker::start(engine.clone(), EPOCH_TICK));
         Ok(Self {
             engine,
             meters_fuel: meter_fuel,
             linker: Arc::new(linker),
-            ticker_stop,
+            ticker,
         })
     }
 
     /// The wasmtime engine.
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// Marks plugin code as running until the guard is dropped, so the epoch advances and its
+    /// deadline can come: hold it around every call into a store and every instantiation.
+    pub(crate) fn running(&self) -> Running<'_> {
+        self.ticker.running()
     }
 
     /// Whether calls are metered with fuel.
@@ -222,22 +228,10 @@ impl PluginEngine {
 impl Drop for PluginEngine {
     fn drop(&mut self) {
         // The last clone stops the ticker thread.
-        if Arc::strong_count(&self.ticker_stop) == 1 {
-            self.ticker_stop.store(true, Ordering::Relaxed);
+        if Arc::strong_count(&self.ticker) == 1 {
+            self.ticker.stop();
         }
     }
-}
-
-fn spawn_epoch_ticker(engine: Engine, stop: Arc<AtomicBool>) {
-    std::thread::Builder::new()
-        .name("wasm-epoch".into())
-        .spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                std::thread::sleep(EPOCH_TICK);
-                engine.increment_epoch();
-            }
-        })
-        .ok();
 }
 
 /// wasmtime has an error type of its own; keep its whole chain in the message.

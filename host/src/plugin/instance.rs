@@ -126,7 +126,9 @@ impl StageInstance {
             partition,
             writes: Writes::new(),
         });
+        let running = self.engine.running();
         let result = live.handler.call_handle(&mut live.store, event);
+        drop(running);
         let writes = live
             .store
             .data_mut()
@@ -174,7 +176,10 @@ impl StageInstance {
                 .set_fuel(self.settings.limits.fuel.unwrap_or(u64::MAX))
                 .map_err(|error| describe_error(format!("cannot set fuel: {error}")))?;
         }
-        match describe.call_describe(&mut live.store) {
+        let running = self.engine.running();
+        let described = describe.call_describe(&mut live.store);
+        drop(running);
+        match described {
             Ok(description) => Ok(Some(description)),
             Err(error) => {
                 let message = describe_trap(&error, &self.settings.limits);
@@ -221,7 +226,10 @@ fn instantiate(
         path: plugin.path.clone(),
         message: format!("{error:#}"),
     };
+    // Start-up code runs here (and in nothing below): under the same deadline as an event.
+    let running = engine.running();
     let instance = plugin.pre.instantiate(&mut store).map_err(start_error)?;
+    drop(running);
     let handler = plugin
         .handler
         .load(&mut store, &instance)

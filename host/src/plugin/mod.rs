@@ -8,6 +8,7 @@ mod host_state;
 mod instance;
 mod outputs;
 mod slot;
+mod ticker;
 
 pub use bindings::{Header, InputEvent, OutputEvent, OutputNames, StageDescription};
 pub use engine::{LoadedPlugin, PluginEngine, PluginError, content_version};

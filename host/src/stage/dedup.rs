@@ -22,6 +22,7 @@ use std::time::SystemTime;
 use anyhow::Context;
 use rdkafka::message::Message;
 
+use crate::event::headers::RecordHeaders;
 use crate::kafka::{KafkaClients, OutRecord};
 use crate::state::catch_up;
 use crate::store::{LocalStore, Table, stamp, unix_ms};
@@ -185,7 +186,7 @@ impl Deduplicator {
             partition: Some(partition),
             key: Some(id.to_string()),
             payload: Some(at.to_string().into_bytes()),
-            headers: rdkafka::message::OwnedHeaders::new(),
+            headers: RecordHeaders::new(),
             id: format!("processed:{id}"),
         })
     }

@@ -175,21 +175,28 @@ impl StageContext {
                         self.routes.keys().cloned().collect::<Vec<_>>().join(", ")
                     ))
                 })?;
-                let json: serde_json::Value =
-                    serde_json::from_str(&output.payload).map_err(|error| {
-                        Failure::BadOutput(format!(
-                            "output #{position} to '{}' is not JSON: {error}",
-                            output.output
-                        ))
-                    })?;
-                self.schemas
-                    .validate_topic(&route.topic, &json)
-                    .map_err(|error| {
-                        Failure::BadOutput(format!(
-                            "output #{position} to '{}' violates the schema of topic {}: {error}",
-                            output.output, route.topic
-                        ))
-                    })?;
+                let not_json = |error: serde_json::Error| {
+                    Failure::BadOutput(format!(
+                        "output #{position} to '{}' is not JSON: {error}",
+                        output.output
+                    ))
+                };
+                if self.schemas.has_topic_schema(&route.topic) {
+                    let json: serde_json::Value =
+                        serde_json::from_str(&output.payload).map_err(not_json)?;
+                    self.schemas
+                        .validate_topic(&route.topic, &json)
+                        .map_err(|error| {
+                            Failure::BadOutput(format!(
+                                "output #{position} to '{}' violates the schema of topic {}: {error}",
+                                output.output, route.topic
+                            ))
+                        })?;
+                } else {
+                    // Only whether it is JSON: checked without building a document.
+                    serde_json::from_str::<serde::de::IgnoredAny>(&output.payload)
+                        .map_err(not_json)?;
+                }
                 if let Some(key) = &output.key
                     && key.len() > MAX_KEY_BYTES
                 {

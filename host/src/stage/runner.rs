@@ -775,7 +775,7 @@ fn changelog_records(topic: &str, partition: i32, writes: &Writes) -> Vec<OutRec
             partition: Some(partition),
             key: Some(key.clone()),
             payload: value.clone(),
-            headers: rdkafka::message::OwnedHeaders::new(),
+            headers: crate::event::headers::RecordHeaders::new(),
             id: format!("state:{key}"),
         })
         .collect()
