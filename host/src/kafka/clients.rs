@@ -162,7 +162,13 @@ impl KafkaClients {
                 ("isolation.level", "read_committed"),
                 ("session.timeout.ms", "10000"),
                 ("heartbeat.interval.ms", "1000"),
-                ("partition.assignment.strategy", "cooperative-sticky"),
+                // Eager, not cooperative-sticky: a cooperative rebalance moves a partition in
+                // two rounds, and a stage rebuilt between them (its consumer replaced by a
+                // static member with the same id, whose rejoin returns its cached assignment
+                // without a new round) left the moved partition owned by nobody, for good
+                // (faults test `two_instances_survive_…`). With static membership, restarts
+                // do not rebalance, so eager rounds are rare.
+                ("partition.assignment.strategy", "range"),
                 // The broker answers a fetch as soon as data arrives (fetch.min.bytes=1), so
                 // this only bounds how often an idle consumer asks again: at 10 ms the idle
                 // fetches of a dozen consumers cost CPU that busy stages lacked (per-hop p99
