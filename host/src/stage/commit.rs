@@ -291,8 +291,8 @@ impl<P: TransactionalProducer> Committer<P> {
                 let group = positions.group()?;
                 let committing = Instant::now();
                 let committed = txn.commit(Some((&offsets, &group))).await;
-                tracing::debug!(stage = %self.stage, inputs = self.work.fates.len(),
-                    commit_ms = committing.elapsed().as_secs_f64() * 1000.0, "transaction committed");
+                tracing::debug!(stage = %self.stage, inputs = self.work.fates.len(), ok = committed.is_ok(),
+                    commit_ms = committing.elapsed().as_secs_f64() * 1000.0, "transaction ended");
                 if let Err(error) = committed {
                     hold_refused(
                         &self.stuck,
