@@ -22,6 +22,4 @@ pub use read::{
 };
 #[cfg(test)]
 pub(crate) use transaction::fake;
-pub use transaction::{
-    CallFailure, TXN_TIMEOUT, Transaction, TransactionalProducer, TxnError, TxnErrorKind,
-};
+pub use transaction::{Transaction, TransactionalProducer, TxnError, TxnErrorKind};

@@ -18,7 +18,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use super::publish::{Ack, FailedDelivery, OutRecord, RecordQueue, failed_acks};
 
 /// How long a transactional call may block.
-pub const TXN_TIMEOUT: Duration = Duration::from_secs(30);
+const TXN_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long an abort may block before the producer is given up.
 const ABORT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -190,19 +190,9 @@ impl<P: TransactionalProducer> Transaction<P> {
         }
     }
 
-    /// The producer.
-    pub fn producer(&self) -> &P {
-        &self.producer
-    }
-
     /// Whether a transaction is open.
     pub fn is_open(&self) -> bool {
         self.open
-    }
-
-    /// Records queued in the open transaction.
-    pub fn queued(&self) -> usize {
-        self.acks.len()
     }
 
     /// Opens a transaction unless one is open.

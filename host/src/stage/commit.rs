@@ -584,6 +584,20 @@ mod tests {
         }
     }
 
+    /// Commits work that must fail: nothing of it may count as safe.
+    async fn failed_commit(committer: &mut Committer<FakeProducer>) -> anyhow::Error {
+        committer
+            .commit(
+                &FakePositions::default(),
+                Vec::new(),
+                &RetryBook::default(),
+                |_| panic!("the work is not safe"),
+            )
+            .await
+            .err()
+            .expect("the commit fails")
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
     async fn a_transactional_commit_takes_outputs_kpis_and_offsets_in_one_transaction() {
         let producer = FakeProducer::default();
@@ -629,16 +643,7 @@ mod tests {
         ));
         let mut committer = Committer::transactional(producer.clone(), "s", "DLQ", book());
         handle(&mut committer, &[0]).await;
-        let error = committer
-            .commit(
-                &FakePositions::default(),
-                Vec::new(),
-                &RetryBook::default(),
-                |_| panic!("the work is not safe"),
-            )
-            .await
-            .err()
-            .expect("the commit fails");
+        let error = failed_commit(&mut committer).await;
         assert!(
             error.to_string().contains("rebuilding the stage"),
             "{error}"
@@ -663,16 +668,7 @@ mod tests {
             .send(record("letter"), Some((input(2), 17)))
             .await
             .unwrap();
-        let error = committer
-            .commit(
-                &FakePositions::default(),
-                Vec::new(),
-                &RetryBook::default(),
-                |_| panic!("the work is not safe"),
-            )
-            .await
-            .err()
-            .expect("the commit fails");
+        let error = failed_commit(&mut committer).await;
         assert!(error.to_string().contains("not written"), "{error}");
         assert!(stuck.is_held("s", "in", 2));
         assert!(!stuck.is_held("s", "in", 0));
