@@ -19,7 +19,8 @@
 //! built plugins and test components. Sizes: `BENCH_MESSAGES` (rows 1–3), `BENCH_ORDERS` (row
 //! 4), `BENCH_RATES` (row 5, comma separated), `BENCH_SECONDS` (per rate of row 5, and rows 7,
 //! 8, 9), `BENCH_IDLE_SECONDS` (row 10, default 30); `BENCH_ROWS` (e.g. `4,5`; default every
-//! row) runs only some rows (row 6 comes with row 4). Before the first row, `BENCH_WARMUP`
+//! row) runs only some rows (row 6 comes with row 4); `BENCH_MODES` (default
+//! `at_least_once,exactly_once`) the modes of row 4. Before the first row, `BENCH_WARMUP`
 //! messages (default 200,000) are written and read once, unreported, so that a broker started
 //! just before is past its JIT warm-up. Writes `.bench/results.json` and `.bench/results.md`.
 
@@ -452,9 +453,11 @@ async fn main() {
     }
 
     let mut resources = Vec::new();
+    let modes =
+        std::env::var("BENCH_MODES").unwrap_or_else(|_| "at_least_once,exactly_once".into());
     for mode in ["at_least_once", "exactly_once"]
         .into_iter()
-        .filter(|_| runs(4))
+        .filter(|mode| runs(4) && modes.split(',').any(|m| m.trim() == *mode))
     {
         progress.set_message(format!("whole pipeline: {mode}"));
         let (rate, cpu, rss, restarted_rss, note) = whole_pipeline(mode, orders).await;
