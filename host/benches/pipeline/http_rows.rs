@@ -97,8 +97,9 @@ async fn warm_pipeline(mode: Option<&str>) -> TestPipeline {
 /// Row 10: host CPU over `seconds` with nothing flowing, in cores.
 async fn idle_cores(pipeline: &TestPipeline, seconds: u64) -> f64 {
     let pid = pipeline.pid().unwrap();
-    // Let the last KPI windows and commits of the warm-up pass.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Let the last KPI windows and commits of the warm-up pass, and the store's flushes and
+    // compactions after it: the steady idle state is what this row is about.
+    tokio::time::sleep(Duration::from_secs(12)).await;
     let before = cpu_seconds(Some(pid)).unwrap();
     let started = Instant::now();
     tokio::time::sleep(Duration::from_secs(seconds)).await;
