@@ -5,6 +5,7 @@
 mod answers;
 mod commit;
 mod dedup;
+mod fusion;
 mod ingress;
 mod membership;
 mod processor;
@@ -16,6 +17,9 @@ mod stuck;
 pub use answers::{Answers, ProducerFactory, TransactionalAnswers};
 pub use commit::{Committer, InputPositions};
 pub use dedup::{Deduplicator, ProcessedLog};
+pub use fusion::{
+    FusableStage, Fusion, FusionPlan, HANDLED_BY_HEADER, fuses_into, handled_upstream, not_fusable,
+};
 pub use ingress::{Ingress, IngressRoute, PATH_HEADER_PREFIX, Reply};
 pub use membership::{InputsRecord, REJOIN_PATIENCE, move_subscription, rejoin_if_inputs_changed};
 pub use processor::{Failure, Input, Processed, Route, StageContext};
