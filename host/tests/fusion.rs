@@ -107,7 +107,7 @@ async fn the_shipped_pipeline_runs_warehouse_shipper_and_notification_in_process
         .set("bootstrap.servers", brokers())
         .create()
         .unwrap();
-    let (partition, _) = producer
+    let partition = producer
         .send(
             FutureRecord::to(&pipeline.topic("OrderPickedAndPacked"))
                 .key(original.key.as_deref().unwrap())
@@ -116,7 +116,8 @@ async fn the_shipped_pipeline_runs_warehouse_shipper_and_notification_in_process
             Timeout::After(Duration::from_secs(30)),
         )
         .await
-        .unwrap();
+        .unwrap()
+        .partition;
     assert_eq!(
         partition, original.partition,
         "the host put the record where librdkafka's partitioner puts its key"
@@ -345,7 +346,7 @@ async fn keyed_records_go_where_librdkafkas_default_partitioner_puts_them() {
                 )
                 .await;
             match sent {
-                Ok((partition, _)) => break partition,
+                Ok(delivery) => break delivery.partition,
                 // The new topic's leaders may not be known for a moment.
                 Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
             }
