@@ -162,7 +162,11 @@ async fn the_shipped_pipeline_runs_warehouse_shipper_and_notification_in_process
         } else {
             count_by(ours.iter().copied(), order_and_kind)
         };
-        let expected = if reader == "order" { &by_order } else { &by_kind };
+        let expected = if reader == "order" {
+            &by_order
+        } else {
+            &by_kind
+        };
         assert_eq!(&counts, expected, "{topic}: exactly one record per order");
         if !handled_by.is_empty() {
             for record in &ours {
@@ -212,7 +216,12 @@ async fn a_fused_stage_that_does_not_simply_succeed_is_left_to_its_own_worker() 
     let mut pipeline = pass_then_faulty();
     pipeline.start();
     let input = pipeline.topic("In");
-    for (n, fault) in [(1, None), (2, Some("retry-once")), (3, Some("reject")), (4, Some("trap"))] {
+    for (n, fault) in [
+        (1, None),
+        (2, Some("retry-once")),
+        (3, Some("reject")),
+        (4, Some("trap")),
+    ] {
         let mut payload = serde_json::json!({ "n": n });
         if let Some(fault) = fault {
             payload["fault"] = fault.into();
@@ -227,7 +236,10 @@ async fn a_fused_stage_that_does_not_simply_succeed_is_left_to_its_own_worker() 
     }
     let output = pipeline.topic("Out");
     wait_for_records(&output, "n = 1 and 2 through b", TIMEOUT, |records| {
-        let seen: BTreeSet<u64> = records.iter().filter_map(|r| r.value["n"].as_u64()).collect();
+        let seen: BTreeSet<u64> = records
+            .iter()
+            .filter_map(|r| r.value["n"].as_u64())
+            .collect();
         seen.contains(&1) && seen.contains(&2)
     })
     .await;
@@ -242,16 +254,16 @@ async fn a_fused_stage_that_does_not_simply_succeed_is_left_to_its_own_worker() 
     let middle = read_to_end(&pipeline.topic("Mid"), SETTLE).await;
     let handled: BTreeMap<u64, Option<String>> = middle
         .iter()
-        .map(|r| (r.value["n"].as_u64().unwrap(), r.headers.get(HANDLED_BY).cloned()))
+        .map(|r| {
+            (
+                r.value["n"].as_u64().unwrap(),
+                r.headers.get(HANDLED_BY).cloned(),
+            )
+        })
         .collect();
     assert_eq!(
         handled,
-        BTreeMap::from([
-            (1, Some("b".to_string())),
-            (2, None),
-            (3, None),
-            (4, None)
-        ]),
+        BTreeMap::from([(1, Some("b".to_string())), (2, None), (3, None), (4, None)]),
         "only the record b simply succeeded on in process carries the header"
     );
     let out = read_to_end(&output, SETTLE).await;
@@ -263,7 +275,10 @@ async fn a_fused_stage_that_does_not_simply_succeed_is_left_to_its_own_worker() 
     for letter in &dead {
         assert_eq!(letter.value["stage"], "b", "b's own worker dead-letters");
         assert_eq!(letter.value["source_topic"], pipeline.topic("Mid").as_str());
-        assert!(letter.value["offset"].as_i64().unwrap() >= 0, "a real offset");
+        assert!(
+            letter.value["offset"].as_i64().unwrap() >= 0,
+            "a real offset"
+        );
     }
     let logs = pipeline.logs();
     assert!(logs.contains("fused call did not succeed"));
@@ -291,7 +306,12 @@ async fn a_hot_swap_of_a_fused_stage_takes_effect_for_in_process_calls() {
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status().as_u16(), 200, "{:?}", response.text().await);
+    assert_eq!(
+        response.status().as_u16(),
+        200,
+        "{:?}",
+        response.text().await
+    );
     let after = post_orders(&pipeline, "green", 2).await;
     wait_delivered(&pipeline, &after).await;
     let status = pipeline.stop("TERM");
@@ -326,7 +346,10 @@ async fn a_hot_swap_of_a_fused_stage_takes_effect_for_in_process_calls() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keyed_records_go_where_librdkafkas_default_partitioner_puts_them() {
-    let topic = format!("t{}-placement", &uuid::Uuid::new_v4().simple().to_string()[..10]);
+    let topic = format!(
+        "t{}-placement",
+        &uuid::Uuid::new_v4().simple().to_string()[..10]
+    );
     let kafka = KafkaClients::plain(&brokers());
     ensure_compacted(&kafka, &topic, 7, 1, None).await.unwrap();
     let producer: FutureProducer = ClientConfig::new()
@@ -335,7 +358,14 @@ async fn keyed_records_go_where_librdkafkas_default_partitioner_puts_them() {
         .unwrap();
     let partitioner = Partitioner::default();
     let mut keys: Vec<String> = (0..300).map(|n| format!("order-{n}")).collect();
-    keys.extend(["ü-unicode-κλειδί", "x", "a much longer key with spaces and / slashes"].map(String::from));
+    keys.extend(
+        [
+            "ü-unicode-κλειδί",
+            "x",
+            "a much longer key with spaces and / slashes",
+        ]
+        .map(String::from),
+    );
     let mut wrong = Vec::new();
     for key in &keys {
         let placed = loop {

@@ -14,7 +14,9 @@ use crate::config::{PipelineConfig, ProcessingMode, StageConfig, path_params};
 use crate::event::schema::SchemaRegistry;
 use crate::health::{Health, Reporter};
 use crate::http::{IngressEndpoint, TopicView, ViewEndpoint, ViewShaper};
-use crate::kafka::{KafkaClients, Partitioner, ensure_changelog, ensure_compacted, partition_count};
+use crate::kafka::{
+    KafkaClients, Partitioner, ensure_changelog, ensure_compacted, partition_count,
+};
 use crate::kpi::StageKpis;
 use crate::plugin::{InstanceSettings, OutputContract, PluggedInstance, PluginEngine, PluginSlot};
 use crate::stage::{
@@ -376,8 +378,10 @@ pub(super) async fn fusion_plan(
     let kafka = KafkaClients::new(&config.kafka);
     let configured = kafka.producer().get("partitioner").map(str::to_string);
     let Some(partitioner) = Partitioner::named(configured.as_deref()) else {
-        tracing::warn!(partitioner = configured.unwrap_or_default(),
-            "the producers' partitioner is not one the host can reproduce; no stage is fused");
+        tracing::warn!(
+            partitioner = configured.unwrap_or_default(),
+            "the producers' partitioner is not one the host can reproduce; no stage is fused"
+        );
         return FusionPlan::default();
     };
     let mut stages = Vec::new();

@@ -129,8 +129,11 @@ pub async fn run(
     let fusion =
         Arc::new(fusion_plan(&config, &plugins, &contexts, &stage_kpis, &stage_store).await);
     let fused = fusion.fused_names(&config.stages);
-    tracing::info!(fused = fused.join(", "), count = fused.len(),
-        "stage fusion: these stages also run in process in the workers that write their input");
+    tracing::info!(
+        fused = fused.join(", "),
+        count = fused.len(),
+        "stage fusion: these stages also run in process in the workers that write their input"
+    );
     for stage in &config.stages {
         let (slot, instance) = plugins
             .remove(&stage.name)

@@ -153,7 +153,10 @@ mod tests {
         assert_eq!(murmur2(b"21") as i32, -973_932_308);
         assert_eq!(murmur2(b"foobar") as i32, -790_332_482);
         assert_eq!(murmur2(b"a-little-bit-long-string") as i32, -985_981_536);
-        assert_eq!(murmur2(b"a-little-bit-longer-string") as i32, -1_486_304_829);
+        assert_eq!(
+            murmur2(b"a-little-bit-longer-string") as i32,
+            -1_486_304_829
+        );
         assert_eq!(
             murmur2(b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8") as i32,
             -58_897_971
@@ -182,7 +185,11 @@ mod tests {
             default.partition(None, "x", 7)
         );
         let consistent = Partitioner::named(Some("consistent")).unwrap();
-        assert_eq!(consistent.partition(Some(""), "x", 7), 0, "crc32 of nothing is 0");
+        assert_eq!(
+            consistent.partition(Some(""), "x", 7),
+            0,
+            "crc32 of nothing is 0"
+        );
         assert_eq!(Partitioner::named(Some("sticky-whatever")), None);
         assert_eq!(Partitioner::named(None), Some(Partitioner::default()));
     }

@@ -135,7 +135,10 @@ impl FusionPlan {
     }
 
     /// The names of every stage some writer among `stages` runs in process.
-    pub fn fused_names<'s>(&self, stages: impl IntoIterator<Item = &'s StageConfig>) -> Vec<String> {
+    pub fn fused_names<'s>(
+        &self,
+        stages: impl IntoIterator<Item = &'s StageConfig>,
+    ) -> Vec<String> {
         let mut names: Vec<String> = stages
             .into_iter()
             .flat_map(|writer| self.reachable_from(writer))
@@ -283,9 +286,7 @@ impl Fusion {
                 chain.pop();
             }
             if !handled_by.is_empty() {
-                record
-                    .headers
-                    .push(HANDLED_BY_HEADER, handled_by.join(","));
+                record.headers.push(HANDLED_BY_HEADER, handled_by.join(","));
             }
             out.push(record);
             out.extend(downstream);
@@ -465,6 +466,9 @@ mod tests {
         assert!(!fuses_into(ingress, pack), "the ingress is not a worker");
         assert!(fuses_into(join, pack));
         assert!(!fuses_into(pack, pack), "not into itself");
-        assert!(!fuses_into(pack, loose), "exactly_once writer, at_least_once reader");
+        assert!(
+            !fuses_into(pack, loose),
+            "exactly_once writer, at_least_once reader"
+        );
     }
 }
