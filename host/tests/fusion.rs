@@ -183,8 +183,8 @@ async fn the_shipped_pipeline_runs_warehouse_shipper_and_notification_in_process
 }
 
 /// A pipeline of two test stages, `a` (identity: In → Mid) and `b` (faulty: Mid → Out), that
-/// `a`'s worker runs in process.
-fn pass_then_faulty() -> TestPipeline {
+/// `a`'s worker runs in process, both in `mode`.
+fn pass_then_faulty(mode: &'static str) -> TestPipeline {
     TestPipeline::new(|config| {
         keep_stages(config, &[]);
         let input = add_topic(config, "In", 3);
@@ -204,6 +204,7 @@ fn pass_then_faulty() -> TestPipeline {
             let mut retry = toml::Table::new();
             retry.insert("initial_delay".into(), "50ms".into());
             stage.insert("retry".into(), retry.into());
+            stage.insert("mode".into(), mode.into());
             stage
         };
         add_stage(config, stage("a", "identity", &input, &middle));
@@ -213,7 +214,7 @@ fn pass_then_faulty() -> TestPipeline {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fused_stage_that_does_not_simply_succeed_is_left_to_its_own_worker() {
-    let mut pipeline = pass_then_faulty();
+    let mut pipeline = pass_then_faulty("exactly_once");
     pipeline.start();
     let input = pipeline.topic("In");
     for (n, fault) in [
@@ -387,4 +388,57 @@ async fn keyed_records_go_where_librdkafkas_default_partitioner_puts_them() {
         }
     }
     assert!(wrong.is_empty(), "(key, librdkafka, host): {wrong:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_least_once_an_outside_repeat_of_an_id_handled_in_process_is_dropped() {
+    let mut pipeline = pass_then_faulty("at_least_once");
+    pipeline.start();
+    produce_raw(
+        &pipeline.topic("In"),
+        "key-1",
+        br#"{"n":1}"#,
+        &[("ce_id", "in-1"), ("ce_type", "In")],
+    )
+    .await;
+    let middle = pipeline.topic("Mid");
+    let written = wait_for_records(&middle, "a's output", TIMEOUT, |records| {
+        !records.is_empty()
+    })
+    .await;
+    let original = written[0].clone();
+    assert_eq!(
+        original.headers.get(HANDLED_BY).map(String::as_str),
+        Some("b"),
+        "handled in process: {original:#?}"
+    );
+    let output = pipeline.topic("Out");
+    wait_for_records(&output, "b's output", TIMEOUT, |records| {
+        !records.is_empty()
+    })
+    .await;
+    // The same record from an outside producer, without the header: b's own worker drops it
+    // (its id was marked processed under b's name once a's batch was acknowledged).
+    let headers: Vec<(&str, &str)> = original
+        .headers
+        .iter()
+        .filter(|(name, _)| name.as_str() != HANDLED_BY)
+        .map(|(name, value)| (name.as_str(), value.as_str()))
+        .collect();
+    produce_raw(&middle, "key-1", &original.raw, &headers).await;
+    wait_for_records(&pipeline.topic("KPIs"), "b's duplicate", TIMEOUT, |kpis| {
+        kpi_sum(kpis, "b.duplicates_dropped") >= 1 && kpi_sum(kpis, "b.handled_upstream") >= 1
+    })
+    .await;
+    let status = pipeline.stop("TERM");
+    assert!(status.success(), "the host did not stop cleanly: {status}");
+    let out = read_to_end(&output, SETTLE).await;
+    assert_eq!(out.len(), 1, "b's output once: {out:#?}");
+    let kpis = read_to_end(&pipeline.topic("KPIs"), SETTLE).await;
+    assert_eq!(
+        kpi_sum(&kpis, "b.events_processed"),
+        1,
+        "counted once, in b's KPIs"
+    );
+    assert_eq!(kpi_sum(&kpis, "a.events_processed"), 1);
 }
