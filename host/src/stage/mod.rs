@@ -1,6 +1,6 @@
 //! Running stages: the shared per-event processing, the topic consume loop (exactly-once or
-//! at-least-once), retries that park a partition, stage fusion, the HTTP ingress; how a stage's consumer
-//! keeps its static group membership across a change of its inputs.
+//! at-least-once), retries that park a partition, stage fusion, the HTTP ingress; how a
+//! stage's consumer keeps its static group membership across a change of its inputs.
 
 mod answers;
 mod commit;
