@@ -442,3 +442,41 @@ async fn at_least_once_an_outside_repeat_of_an_id_handled_in_process_is_dropped(
     );
     assert_eq!(kpi_sum(&kpis, "a.events_processed"), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_later_event_of_a_partition_waits_behind_one_the_fused_stage_retries() {
+    let mut pipeline = pass_then_faulty("exactly_once");
+    pipeline.start();
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .unwrap();
+    let input = pipeline.topic("In");
+    // One key: n = 1 is retried by b's own worker; n = 2 .. 4 must not overtake it.
+    for n in 1..=4 {
+        let payload = if n == 1 {
+            serde_json::json!({ "n": n, "fault": "retry-once" })
+        } else {
+            serde_json::json!({ "n": n })
+        };
+        common::send(
+            &producer,
+            &input,
+            "same-key",
+            payload.to_string().as_bytes(),
+            &[("ce_id", &format!("ordered-{n}")), ("ce_type", "In")],
+        )
+        .await;
+    }
+    let output = pipeline.topic("Out");
+    wait_for_records(&output, "all four through b", TIMEOUT, |records| {
+        records.len() >= 4
+    })
+    .await;
+    let status = pipeline.stop("TERM");
+    assert!(status.success(), "the host did not stop cleanly: {status}");
+    let mut out = read_to_end(&output, SETTLE).await;
+    out.sort_by_key(|r| (r.partition, r.offset));
+    let order: Vec<u64> = out.iter().filter_map(|r| r.value["n"].as_u64()).collect();
+    assert_eq!(order, [1, 2, 3, 4], "b's outputs keep the key's order");
+}

@@ -20,8 +20,8 @@ use crate::kafka::{
 use crate::kpi::StageKpis;
 use crate::plugin::{InstanceSettings, OutputContract, PluggedInstance, PluginEngine, PluginSlot};
 use crate::stage::{
-    Answers, Committer, Deduplicator, FusableStage, FusionPlan, Ingress, IngressRoute, KpiTarget,
-    ProcessedLog, ProducerFactory, RebalanceTracker, Route, StageConsumer, StageContext,
+    Answers, Committer, Deduplicator, Deferred, FusableStage, FusionPlan, Ingress, IngressRoute,
+    KpiTarget, ProcessedLog, ProducerFactory, RebalanceTracker, Route, StageConsumer, StageContext,
     StageRunner, StageStateParts, StuckBook, TransactionalAnswers, Worker, not_fusable,
     rejoin_if_inputs_changed,
 };
@@ -328,7 +328,9 @@ pub(super) async fn topic_stage(
             retries: Default::default(),
             health: health.clone(),
             stuck: stuck.clone(),
+            deferred: host.fusion.deferred(&stage.name),
             fusion,
+            settled: Vec::new(),
         },
     })
 }
@@ -418,6 +420,10 @@ pub(super) async fn fusion_plan(
             slot: slot.clone(),
             kpis: recorder.clone(),
             dedup: fused_dedup(config, stage, store),
+            deferred: Arc::new(Deferred::new(Deferred::patience_for(
+                stage.retry.max_attempts,
+                stage.retry.max_delay,
+            ))),
         });
     }
     FusionPlan::new(stages, partitions, partitioner)

@@ -28,10 +28,14 @@
 //!    partition again (a restart, a rebalance); an outside repeat of the same id there is
 //!    processed once more;
 //! 5. B's in-process work counts in B's KPIs (the worker shares B's recorder), once A's work is
-//!    committed.
+//!    committed;
+//! 6. a key's order holds: once a record of partition `q` is left to B's own worker, the
+//!    writers of this host run B in process on partition `q` again only after B's worker has
+//!    handled it (see [`Deferred`]), so a later event cannot overtake one B's worker retries.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use super::dedup::{Deduplicator, dedup_key};
 use super::processor::{Input, StageContext};
@@ -80,6 +84,93 @@ pub struct FusableStage {
     pub kpis: StageKpis,
     /// Makes the deduplicator that records the ids it processed in process.
     pub dedup: Arc<dyn Fn() -> Deduplicator + Send + Sync>,
+    /// Records left to its own worker, shared by the writers and that worker.
+    pub deferred: Arc<Deferred>,
+}
+
+/// The records of a fused stage B that writers of this host left to B's own worker (B did not
+/// simply succeed on them in process), by partition of B's input, until that worker has
+/// handled them. While a partition has one, the writers leave every later record of that
+/// partition to B's worker too, so that B's outputs keep each key's order (a record B's worker
+/// retries is not overtaken by a later one run in process).
+///
+/// An entry is forgotten after `patience` (longer than B's retries can take): a record whose
+/// partition B's worker on another host instance owns is never handled here, and must not keep
+/// this host from fusing that partition for good. Within that time such a partition is simply
+/// not fused; past it (another instance still retrying the record, or a crash that lost this
+/// book) a later record may overtake the left one, the limit of fusion across instances.
+#[derive(Debug)]
+pub struct Deferred {
+    patience: Duration,
+    /// Ids left to the worker, by partition, with when they were left.
+    left: Mutex<HashMap<i32, HashMap<String, Instant>>>,
+}
+
+impl Deferred {
+    /// An empty book whose entries are forgotten after `patience`.
+    pub fn new(patience: Duration) -> Self {
+        Self {
+            patience,
+            left: Mutex::default(),
+        }
+    }
+
+    /// The patience for a stage whose retries take at most `max_attempts` × `max_delay`.
+    pub fn patience_for(max_attempts: u32, max_delay: Duration) -> Duration {
+        (max_delay * max_attempts + Duration::from_secs(30)).max(Duration::from_secs(60))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i32, HashMap<String, Instant>>> {
+        self.left.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether records of `partition` must go to the stage's own worker (one left before is not
+    /// handled yet).
+    pub fn is_waiting(&self, partition: i32) -> bool {
+        let mut left = self.lock();
+        let Some(ids) = left.get_mut(&partition) else {
+            return false;
+        };
+        ids.retain(|_, at| at.elapsed() < self.patience);
+        if ids.is_empty() {
+            left.remove(&partition);
+            return false;
+        }
+        true
+    }
+
+    /// The record `id` of `partition` is left to the stage's own worker.
+    pub fn leave(&self, partition: i32, id: &str) {
+        self.lock()
+            .entry(partition)
+            .or_default()
+            .insert(id.to_string(), Instant::now());
+    }
+
+    /// The writer's work holding the record `id` was dropped: it never reaches the worker.
+    pub fn withdraw(&self, partition: i32, id: &str) {
+        self.handled([(partition, id)]);
+    }
+
+    /// Whether the record `id` of `partition` was left to the worker (and is not handled yet).
+    pub fn contains(&self, partition: i32, id: &str) -> bool {
+        self.lock()
+            .get(&partition)
+            .is_some_and(|ids| ids.contains_key(id))
+    }
+
+    /// The stage's own worker committed its handling of these records.
+    pub fn handled<'a>(&self, records: impl IntoIterator<Item = (i32, &'a str)>) {
+        let mut left = self.lock();
+        for (partition, id) in records {
+            if let Some(ids) = left.get_mut(&partition) {
+                ids.remove(id);
+                if ids.is_empty() {
+                    left.remove(&partition);
+                }
+            }
+        }
+    }
 }
 
 /// Which stages run fused, and what it takes to run them: made once at start-up.
@@ -94,6 +185,15 @@ pub struct FusionPlan {
 }
 
 impl FusionPlan {
+    /// The book of records left to `stage`'s own worker, if it is fusable.
+    pub fn deferred(&self, stage: &str) -> Option<Arc<Deferred>> {
+        self.by_topic
+            .values()
+            .flatten()
+            .find(|fusable| fusable.config.name == stage)
+            .map(|fusable| fusable.deferred.clone())
+    }
+
     /// A plan of `stages` (all fusable), whose input topics have `partitions`.
     pub fn new(
         stages: Vec<FusableStage>,
@@ -164,6 +264,8 @@ impl FusionPlan {
                 instance: stage.slot.instance()?,
                 kpis: stage.kpis.clone(),
                 dedup: (stage.dedup)(),
+                deferred: stage.deferred.clone(),
+                left: Vec::new(),
                 fresh: HashSet::new(),
                 done: Vec::new(),
                 duplicates: 0,
@@ -194,6 +296,10 @@ struct FusedStage {
     kpis: StageKpis,
     /// Records the ids the stage processed in process, as the stage's own worker would.
     dedup: Deduplicator,
+    /// Records left to the stage's own worker (by every writer of this host).
+    deferred: Arc<Deferred>,
+    /// Records the open work left to the stage's own worker: withdrawn if the work is dropped.
+    left: Vec<(i32, String)>,
     /// At-least-once: ids processed in the open work, marked when it is safe.
     fresh: HashSet<String>,
     /// Inputs processed in the open work: the plugin and how many outputs it made.
@@ -305,6 +411,13 @@ impl Fusion {
         partition: i32,
     ) -> Option<Vec<OutRecord>> {
         let stage = &mut self.stages[index];
+        if stage.deferred.is_waiting(partition) {
+            tracing::debug!(stage = %stage.context.name, writer, id, topic = %record.topic, partition,
+                "an earlier record of the partition is left to the stage's own worker; so is this one");
+            stage.deferred.leave(partition, id);
+            stage.left.push((partition, id.to_string()));
+            return None;
+        }
         let key = dedup_key(id);
         if let Deduplicator::Local { .. } = stage.dedup {
             let before = stage.fresh.contains(key.as_ref())
@@ -352,6 +465,8 @@ impl Fusion {
             Err(failure) => {
                 tracing::debug!(stage = %stage.context.name, writer, id, topic = %record.topic, partition,
                     error = %failure.reason(), "fused call did not succeed; the stage's own worker handles the record");
+                stage.deferred.leave(partition, id);
+                stage.left.push((partition, id.to_string()));
                 None
             }
         }
@@ -362,6 +477,8 @@ impl Fusion {
         for stage in &mut self.stages {
             let fresh = std::mem::take(&mut stage.fresh);
             stage.dedup.commit(&fresh)?;
+            // Left records are on their way to the stage's worker, which settles them.
+            stage.left.clear();
         }
         Ok(())
     }
@@ -382,6 +499,9 @@ impl Fusion {
     pub fn rollback(&mut self) {
         for stage in &mut self.stages {
             stage.dedup.rollback();
+            for (partition, id) in stage.left.drain(..) {
+                stage.deferred.withdraw(partition, &id);
+            }
             stage.fresh.clear();
             stage.done.clear();
             stage.duplicates = 0;
@@ -457,6 +577,27 @@ mod tests {
             ]
         );
         assert_eq!(not_fusable(&stages[2], true), Some("keeps keyed state"));
+    }
+
+    #[test]
+    fn a_partition_waits_while_a_record_left_to_the_worker_is_not_handled() {
+        let book = Deferred::new(Duration::from_secs(60));
+        assert!(!book.is_waiting(0));
+        book.leave(0, "a");
+        book.leave(0, "b");
+        assert!(book.is_waiting(0) && !book.is_waiting(1));
+        assert!(book.contains(0, "a") && !book.contains(1, "a"));
+        book.handled([(0, "a")]);
+        assert!(book.is_waiting(0), "b is still left");
+        book.withdraw(0, "b");
+        assert!(!book.is_waiting(0));
+        let impatient = Deferred::new(Duration::ZERO);
+        impatient.leave(2, "c");
+        assert!(!impatient.is_waiting(2), "forgotten after its patience");
+        assert_eq!(
+            Deferred::patience_for(5, Duration::from_secs(10)),
+            Duration::from_secs(80)
+        );
     }
 
     #[test]

@@ -18,7 +18,8 @@ pub use answers::{Answers, ProducerFactory, TransactionalAnswers};
 pub use commit::{Committer, InputPositions};
 pub use dedup::{Deduplicator, ProcessedLog};
 pub use fusion::{
-    FusableStage, Fusion, FusionPlan, HANDLED_BY_HEADER, fuses_into, handled_upstream, not_fusable,
+    Deferred, FusableStage, Fusion, FusionPlan, HANDLED_BY_HEADER, fuses_into, handled_upstream,
+    not_fusable,
 };
 pub use ingress::{Ingress, IngressRoute, PATH_HEADER_PREFIX, Reply};
 pub use membership::{InputsRecord, REJOIN_PATIENCE, move_subscription, rejoin_if_inputs_changed};

@@ -36,7 +36,7 @@ use tokio::sync::watch;
 
 use super::commit::{Committer, OpenWork, rewind};
 use super::dedup::{Deduplicator, dedup_key};
-use super::fusion::{Fusion, handled_upstream};
+use super::fusion::{Deferred, Fusion, handled_upstream};
 use super::processor::{Failure, Input, Processed, Route, StageContext};
 use super::rebalance::RebalanceTracker;
 use super::retry::{ATTEMPT_HEADER, RetryBook, RetryDecision, TopicPartition};
@@ -122,6 +122,11 @@ pub struct Worker {
     /// The stages this worker runs in process on the records it makes for them (see
     /// [`super::fusion`]).
     pub fusion: Fusion,
+    /// If this stage is fused into others: the records their workers left to this one, which
+    /// it settles once it has committed their handling.
+    pub deferred: Option<Arc<Deferred>>,
+    /// Records of the open work that writers left to this worker: `(partition, id)`.
+    pub settled: Vec<(i32, String)>,
 }
 
 /// What happened to one input.
@@ -321,6 +326,12 @@ impl Worker {
             .await?;
         let latency = work.opened.map(|o| o.elapsed()).unwrap_or_default();
         self.fusion.count(latency);
+        if let Some(deferred) = &self.deferred
+            && !self.settled.is_empty()
+        {
+            deferred.handled(self.settled.iter().map(|(p, id)| (*p, id.as_str())));
+            self.settled.clear();
+        }
         for fate in work.fates {
             match fate {
                 Fate::Duplicate => self.kpis.duplicate(),
@@ -348,6 +359,7 @@ impl Worker {
         self.retries.forget(revoked);
         self.dedup.rollback();
         self.fusion.rollback();
+        self.settled.clear();
         for (_, partition) in revoked {
             self.dedup.forget(*partition);
         }
@@ -546,6 +558,12 @@ impl Worker {
                     None => continue,
                 }
             };
+            if let Some(deferred) = &self.deferred
+                && deferred.contains(input.origin.partition, &input.id)
+            {
+                self.settled
+                    .push((input.origin.partition, input.id.clone()));
+            }
             self.retries.settled(&partition, input.origin.offset);
             let work = self.committer.work_mut();
             work.fates.push(fate);
