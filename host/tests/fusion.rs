@@ -75,20 +75,43 @@ async fn the_shipped_pipeline_runs_warehouse_shipper_and_notification_in_process
     let ids = post_orders(&pipeline, "fused", 20).await;
     wait_delivered(&pipeline, &ids).await;
 
-    // The downstream stages' own workers skipped what was handled in process, and say so.
+    // The downstream stages' own workers skipped what was handled in process, and say so; the
+    // in-process work counts in the fused stage's own KPIs (published by its own worker).
     let kpi_topic = pipeline.topic("KPIs");
+    let expected = [("warehouse", 20), ("shipper", 20), ("notification", 60)];
     let kpis = wait_for_records(&kpi_topic, "the skip counts", TIMEOUT, |kpis| {
-        kpi_sum(kpis, "warehouse.handled_upstream") >= 20
-            && kpi_sum(kpis, "shipper.handled_upstream") >= 20
-            && kpi_sum(kpis, "notification.handled_upstream") >= 60
+        expected
+            .iter()
+            .all(|(stage, n)| kpi_sum(kpis, &format!("{stage}.handled_upstream")) >= *n)
     })
     .await;
-    // In-process work counts in the fused stage's own KPIs, once.
-    assert_eq!(kpi_sum(&kpis, "warehouse.events_processed"), 20);
-    assert_eq!(kpi_sum(&kpis, "shipper.events_processed"), 20);
-    assert_eq!(kpi_sum(&kpis, "notification.events_processed"), 60);
-    assert_eq!(kpi_sum(&kpis, "warehouse.handled_upstream"), 20);
-    assert_eq!(kpi_sum(&kpis, "notification.handled_upstream"), 60);
+    let counted = |kpis: &[Record]| {
+        expected
+            .iter()
+            .all(|(stage, n)| kpi_sum(kpis, &format!("{stage}.events_processed")) >= *n)
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut kpis = kpis;
+    while !counted(&kpis) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        kpis = read_to_end(&kpi_topic, SETTLE).await;
+    }
+    for (stage, n) in expected {
+        let skipped = kpi_sum(&kpis, &format!("{stage}.handled_upstream"));
+        let processed = kpi_sum(&kpis, &format!("{stage}.events_processed"));
+        assert_eq!(skipped, n, "{stage}: each record skipped once");
+        if processed != n {
+            // A KPI window goes with the transaction it is published in: one that failed (its
+            // stage rebuilt) loses its counts, fused or not. Never more than once, though.
+            assert!(
+                processed < n && pipeline.logs().contains("stage failed; restarting it"),
+                "{stage}: in-process work counted {processed} times for {n} records"
+            );
+            eprintln!(
+                "{stage}: a KPI window was lost with a failed transaction ({processed} of {n} counted)"
+            );
+        }
+    }
 
     // An outside producer repeats a record that shipper handled in process: it is dropped.
     let packed = read_to_end(&pipeline.topic("OrderPickedAndPacked"), SETTLE).await;
