@@ -22,6 +22,8 @@ struct Window {
     outputs: u64,
     dead_lettered: u64,
     duplicates: u64,
+    /// Inputs a fused stage skipped because a writer upstream handled them in process.
+    handled_upstream: u64,
     retries: u64,
     /// Processing latency per event, in microseconds.
     latency_us: Histogram<u64>,
@@ -34,6 +36,7 @@ impl Window {
             outputs: 0,
             dead_lettered: 0,
             duplicates: 0,
+            handled_upstream: 0,
             retries: 0,
             // Three significant digits up to one hour: bounded memory whatever the load.
             latency_us: Histogram::new_with_bounds(1, 3_600_000_000, 3)
@@ -42,7 +45,8 @@ impl Window {
     }
 
     fn is_empty(&self) -> bool {
-        self.processed + self.dead_lettered + self.duplicates + self.retries == 0
+        self.processed + self.dead_lettered + self.duplicates + self.handled_upstream + self.retries
+            == 0
     }
 }
 
@@ -89,7 +93,12 @@ impl StageKpis {
                 ))
             };
             if version.is_none() {
-                push("duplicates_dropped", "count", closed.duplicates);
+                if closed.duplicates > 0 {
+                    push("duplicates_dropped", "count", closed.duplicates);
+                }
+                if closed.handled_upstream > 0 {
+                    push("handled_upstream", "count", closed.handled_upstream);
+                }
                 continue;
             }
             push("events_processed", "count", closed.processed);
@@ -180,6 +189,12 @@ impl StageKpis {
     /// One input dropped because the stage had already processed its id.
     pub fn duplicate(&self) {
         self.with_window(None, |w| w.duplicates += 1);
+    }
+
+    /// One input skipped because a stage writing it handled it in process for this (fused)
+    /// stage (see `stage::fusion`).
+    pub fn handled_upstream(&self) {
+        self.with_window(None, |w| w.handled_upstream += 1);
     }
 
     /// One retry of an input that plugin `version` asked to retry.

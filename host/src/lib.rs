@@ -6,14 +6,16 @@
 //!   bindings.
 //! - [`event`]: what travels on topics — CloudEvents headers and ids, dead letters, schemas.
 //! - [`kafka`]: the one front door every client is configured through (`[kafka]` and its role
-//!   tables), the start-up access check, topic creation, publishing with acknowledgement, `tail`.
+//!   tables), the start-up access check, topic creation, publishing with acknowledgement, `tail`,
+//!   the partitioner librdkafka would apply (for fused stages).
 //! - [`state`]: keyed plugin state — partitioned, transactional, logged to a changelog; how a
 //!   table catches up with its topic.
 //! - [`store`]: the local store (`fjall`) — at-least-once processed ids and answers, and the
 //!   tables (keyed state, exactly-once processed ids and answers, read models) that keep on
 //!   disk, as copies of their topics, what would otherwise grow in memory.
 //! - [`stage`]: per-event processing, the topic consume loop, the committer that owns a
-//!   stage's open work (a transaction, or outputs awaiting acknowledgement), the HTTP ingress.
+//!   stage's open work (a transaction, or outputs awaiting acknowledgement), stage fusion (a
+//!   stateless stage run in process in the workers that write its input), the HTTP ingress.
 //! - [`kpi`]: windowed KPIs published to the KPI topic.
 //! - [`http`]: the HTTP server (declared routes and read models, health, readiness).
 //! - [`health`]: what each part of the host reports for `/readyz` (stages, ingress, Kafka).

@@ -14,13 +14,16 @@ use crate::config::{PipelineConfig, ProcessingMode, StageConfig, path_params};
 use crate::event::schema::SchemaRegistry;
 use crate::health::{Health, Reporter};
 use crate::http::{IngressEndpoint, TopicView, ViewEndpoint, ViewShaper};
-use crate::kafka::{KafkaClients, ensure_changelog, ensure_compacted, partition_count};
+use crate::kafka::{
+    KafkaClients, Partitioner, ensure_changelog, ensure_compacted, partition_count,
+};
 use crate::kpi::StageKpis;
 use crate::plugin::{InstanceSettings, OutputContract, PluggedInstance, PluginEngine, PluginSlot};
 use crate::stage::{
-    Answers, Committer, Deduplicator, Ingress, IngressRoute, KpiTarget, ProcessedLog,
-    ProducerFactory, RebalanceTracker, Route, StageConsumer, StageContext, StageRunner,
-    StageStateParts, StuckBook, TransactionalAnswers, Worker, rejoin_if_inputs_changed,
+    Answers, Committer, Deduplicator, Deferred, FusableStage, FusionPlan, Ingress, IngressRoute,
+    KpiTarget, ProcessedLog, ProducerFactory, RebalanceTracker, Route, StageConsumer, StageContext,
+    StageRunner, StageStateParts, StuckBook, TransactionalAnswers, Worker, not_fusable,
+    rejoin_if_inputs_changed,
 };
 use crate::state::{KeyedState, changelog_topic};
 use crate::store::{LocalStore, Scope, Table};
@@ -147,6 +150,11 @@ pub(super) struct HostParts<'a> {
     pub(super) store: &'a LocalStore,
     /// Records held because they cannot be dead-lettered.
     pub(super) stuck: &'a StuckBook,
+    /// Which stages run fused into which workers.
+    pub(super) fusion: &'a FusionPlan,
+    /// Every topic-fed stage's KPI recorder, shared by its worker and the workers it is
+    /// fused into.
+    pub(super) kpis: &'a BTreeMap<String, StageKpis>,
 }
 
 /// Builds the runner of a topic-fed stage: its consumer, its producer (its own transactional
@@ -163,7 +171,12 @@ pub(super) async fn topic_stage(
         producer: shared_producer,
         store,
         stuck,
+        fusion,
+        kpis,
     } = host;
+    let fusion = fusion
+        .for_writer(stage)
+        .with_context(|| format!("cannot instantiate the stages fused into {}", stage.name))?;
     let group = stage.group_id();
     let exactly_once = stage.mode == ProcessingMode::ExactlyOnce;
     let inputs = stage.inputs();
@@ -299,7 +312,10 @@ pub(super) async fn topic_stage(
             instance,
             committer,
             dedup,
-            kpis: StageKpis::new(&stage.name),
+            kpis: kpis
+                .get(&stage.name)
+                .cloned()
+                .unwrap_or_else(|| StageKpis::new(&stage.name)),
             kpi,
             input_event_types: inputs
                 .iter()
@@ -312,8 +328,105 @@ pub(super) async fn topic_stage(
             retries: Default::default(),
             health: health.clone(),
             stuck: stuck.clone(),
+            deferred: host.fusion.deferred(&stage.name),
+            fusion,
+            settled: Vec::new(),
         },
     })
+}
+
+/// The deduplicator a fused stage's ids go through in a writer's worker: the stage's own
+/// processed-id topic and its local copy (exactly-once), or the local store under its name.
+fn fused_dedup(
+    config: &PipelineConfig,
+    stage: &StageConfig,
+    store: &LocalStore,
+) -> Arc<dyn Fn() -> Deduplicator + Send + Sync> {
+    let group = stage.group_id();
+    let (name, store) = (stage.name.clone(), store.clone());
+    if stage.mode == ProcessingMode::AtLeastOnce {
+        return Arc::new(move || Deduplicator::Local {
+            store: store.clone(),
+            stage: name.clone(),
+        });
+    }
+    let kafka = KafkaClients::new(&config.kafka);
+    let retention = config.state.idempotency_retention;
+    Arc::new(move || {
+        let table = Table::expiring(
+            &store,
+            &format!("processed:{group}"),
+            Scope::Partition,
+            retention,
+        );
+        Deduplicator::Transactional(ProcessedLog::new(
+            format!("{group}-processed"),
+            kafka.clone(),
+            table,
+        ))
+    })
+}
+
+/// Which stages run fused (see `stage::fusion`): every fusable stage, with its input topic's
+/// partition count (from the brokers, or the configuration when they cannot tell). No stage
+/// is fused when the producers use a partitioner the host cannot reproduce.
+pub(super) async fn fusion_plan(
+    config: &PipelineConfig,
+    plugins: &BTreeMap<String, (Arc<PluginSlot>, PluggedInstance)>,
+    contexts: &BTreeMap<String, Arc<StageContext>>,
+    kpis: &BTreeMap<String, StageKpis>,
+    store: &LocalStore,
+) -> FusionPlan {
+    let kafka = KafkaClients::new(&config.kafka);
+    let configured = kafka.producer().get("partitioner").map(str::to_string);
+    let Some(partitioner) = Partitioner::named(configured.as_deref()) else {
+        tracing::warn!(
+            partitioner = configured.unwrap_or_default(),
+            "the producers' partitioner is not one the host can reproduce; no stage is fused"
+        );
+        return FusionPlan::default();
+    };
+    let mut stages = Vec::new();
+    let mut partitions = HashMap::new();
+    for stage in &config.stages {
+        let (Some((slot, instance)), Some(context), Some(recorder)) = (
+            plugins.get(&stage.name),
+            contexts.get(&stage.name),
+            kpis.get(&stage.name),
+        ) else {
+            continue;
+        };
+        if let Some(why) = not_fusable(stage, instance.uses_state()) {
+            tracing::debug!(stage = %stage.name, why, "stage is not fusable");
+            continue;
+        }
+        let Some(topic) = stage.inputs().first().map(|t| t.to_string()) else {
+            continue;
+        };
+        let (reader, name) = (kafka.clone(), topic.clone());
+        let counted = tokio::task::spawn_blocking(move || partition_count(&reader, &name))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .or_else(|| config.topics.get(&topic).map(|t| t.partitions));
+        let Some(count) = counted else {
+            tracing::warn!(stage = %stage.name, topic, "cannot tell how many partitions the stage's input has; it is not fused");
+            continue;
+        };
+        partitions.insert(topic, count);
+        stages.push(FusableStage {
+            config: stage.clone(),
+            context: context.clone(),
+            slot: slot.clone(),
+            kpis: recorder.clone(),
+            dedup: fused_dedup(config, stage, store),
+            deferred: Arc::new(Deferred::new(Deferred::patience_for(
+                stage.retry.max_attempts,
+                stage.retry.max_delay,
+            ))),
+        });
+    }
+    FusionPlan::new(stages, partitions, partitioner)
 }
 
 /// Loads every stage's plugin (each file compiled once, however many stages run it) into

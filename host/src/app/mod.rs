@@ -27,7 +27,8 @@ use crate::stage::Ingress;
 use crate::stage::StuckBook;
 use crate::store::LocalStore;
 use build::{
-    HostParts, context, event_type, ingress_answers, ingress_endpoints, topic_stage, views,
+    HostParts, context, event_type, fusion_plan, ingress_answers, ingress_endpoints, topic_stage,
+    views,
 };
 use supervise::{Restart, supervise};
 
@@ -112,11 +113,35 @@ pub async fn run(
     let mut ingresses = Vec::new();
     let mut building = Vec::new();
     let stuck = StuckBook::new(health.clone());
+    let contexts: std::collections::BTreeMap<String, Arc<crate::stage::StageContext>> = config
+        .stages
+        .iter()
+        .map(|stage| (stage.name.clone(), context(&config, stage, &schemas)))
+        .collect();
+    let stage_kpis: Arc<std::collections::BTreeMap<String, crate::kpi::StageKpis>> = Arc::new(
+        config
+            .stages
+            .iter()
+            .filter(|stage| !stage.is_http())
+            .map(|stage| (stage.name.clone(), crate::kpi::StageKpis::new(&stage.name)))
+            .collect(),
+    );
+    let fusion =
+        Arc::new(fusion_plan(&config, &plugins, &contexts, &stage_kpis, &stage_store).await);
+    let fused = fusion.fused_names(&config.stages);
+    tracing::info!(
+        fused = fused.join(", "),
+        count = fused.len(),
+        "stage fusion: these stages also run in process in the workers that write their input"
+    );
     for stage in &config.stages {
         let (slot, instance) = plugins
             .remove(&stage.name)
             .with_context(|| format!("plugin of stage {} missing", stage.name))?;
-        let context = context(&config, stage, &schemas);
+        let context = contexts
+            .get(&stage.name)
+            .cloned()
+            .with_context(|| format!("context of stage {} missing", stage.name))?;
         let (config, stage, producer) = (config.clone(), stage.clone(), producer.clone());
         if stage.is_http() {
             let store = store.clone();
@@ -135,6 +160,7 @@ pub async fn run(
         let reporter = health.reporter(&format!("stage:{}", stage.name), "starting");
         let store = stage_store.clone();
         let stuck = stuck.clone();
+        let (fusion, stage_kpis) = (fusion.clone(), stage_kpis.clone());
         building.push(tokio::spawn(async move {
             let runner = topic_stage(
                 &config,
@@ -145,6 +171,8 @@ pub async fn run(
                     producer: &producer,
                     store: &store,
                     stuck: &stuck,
+                    fusion: &fusion,
+                    kpis: &stage_kpis,
                 },
                 &reporter,
             )
@@ -160,6 +188,8 @@ pub async fn run(
                     store,
                     health: reporter,
                     stuck,
+                    fusion,
+                    kpis: stage_kpis,
                 },
             ))
         }));

@@ -1,5 +1,6 @@
 //! Keeping topic-fed stages running: a stage that fails is rebuilt instead of stopping the host.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,8 +10,9 @@ use tokio::sync::watch;
 use super::build::{HostParts, topic_stage};
 use crate::config::{PipelineConfig, StageConfig};
 use crate::health::Reporter;
+use crate::kpi::StageKpis;
 use crate::plugin::PluginSlot;
-use crate::stage::StuckBook;
+use crate::stage::{FusionPlan, StuckBook};
 use crate::stage::{StageContext, StageRunner};
 use crate::store::LocalStore;
 
@@ -26,6 +28,10 @@ pub(super) struct Restart {
     pub(super) health: Reporter,
     /// Records held because they cannot be dead-lettered.
     pub(super) stuck: StuckBook,
+    /// Which stages run fused into which workers.
+    pub(super) fusion: Arc<FusionPlan>,
+    /// Every topic-fed stage's KPI recorder.
+    pub(super) kpis: Arc<BTreeMap<String, StageKpis>>,
 }
 
 /// Longest pause between restarts of a failing stage.
@@ -85,6 +91,8 @@ pub(super) async fn supervise(
                             producer: &restart.producer,
                             store: &restart.store,
                             stuck: &restart.stuck,
+                            fusion: &restart.fusion,
+                            kpis: &restart.kpis,
                         },
                         &restart.health,
                     )

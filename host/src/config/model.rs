@@ -356,6 +356,12 @@ pub struct StageConfig {
     /// the state holds that many is dead-lettered (`state full: …`). None: no cap.
     #[serde(default)]
     pub state_max_keys: Option<u64>,
+    /// Whether the stage may be fused (run inside the workers of the stages that write its
+    /// input, in their transactions), when it qualifies: fed by exactly one topic, no keyed
+    /// state, the same `mode` as the writer. Defaults to true; `false` keeps it in its own
+    /// worker only.
+    #[serde(default)]
+    pub fuse: Option<bool>,
     /// Free-form table handed to the plugin through the `config` import.
     #[serde(default)]
     pub config: toml::Table,
@@ -372,6 +378,11 @@ impl StageConfig {
     /// Whether the stage is fed by the HTTP ingress rather than topics.
     pub fn is_http(&self) -> bool {
         self.inputs() == [HTTP_INPUT]
+    }
+
+    /// Whether the stage allows fusion (`fuse`, true unless set to false).
+    pub fn fuses(&self) -> bool {
+        self.fuse.unwrap_or(true)
     }
 
     /// The input topics (or `["http"]`).

@@ -448,6 +448,12 @@ fn check_stages(config: &PipelineConfig, problems: &mut Problems) {
                 );
             }
         }
+        if stage.fuse == Some(true) && (inputs.len() != 1 || inputs.contains(&HTTP_INPUT)) {
+            problems.push(
+                format!("{key}.fuse"),
+                "only a stage fed by exactly one topic can be fused; leave fuse out",
+            );
+        }
         if stage.commit_interval.is_zero() {
             problems.push(format!("{key}.commit_interval"), "must be longer than zero");
         }

@@ -4,6 +4,7 @@
 mod access;
 mod admin;
 mod clients;
+mod partitioner;
 mod publish;
 mod read;
 pub mod tail;
@@ -12,6 +13,7 @@ mod transaction;
 pub use access::{ACCESS_PATIENCE, AccessError, check_access};
 pub use admin::{ensure_changelog, ensure_compacted, ensure_topics};
 pub use clients::{DEFAULT_BROKERS, KafkaClients, Role};
+pub use partitioner::{Partitioner, crc32};
 pub use publish::{
     Ack, Delivery, FailedDelivery, OutRecord, RecordQueue, enqueue, failed_acks, publish_all,
     refused_for_good,

@@ -1,10 +1,11 @@
 //! Running stages: the shared per-event processing, the topic consume loop (exactly-once or
-//! at-least-once), retries that park a partition, the HTTP ingress; how a stage's consumer
-//! keeps its static group membership across a change of its inputs.
+//! at-least-once), retries that park a partition, stage fusion, the HTTP ingress; how a
+//! stage's consumer keeps its static group membership across a change of its inputs.
 
 mod answers;
 mod commit;
 mod dedup;
+mod fusion;
 mod ingress;
 mod membership;
 mod processor;
@@ -16,6 +17,10 @@ mod stuck;
 pub use answers::{Answers, ProducerFactory, TransactionalAnswers};
 pub use commit::{Committer, InputPositions};
 pub use dedup::{Deduplicator, ProcessedLog};
+pub use fusion::{
+    Deferred, FusableStage, Fusion, FusionPlan, HANDLED_BY_HEADER, fuses_into, handled_upstream,
+    not_fusable,
+};
 pub use ingress::{Ingress, IngressRoute, PATH_HEADER_PREFIX, Reply};
 pub use membership::{InputsRecord, REJOIN_PATIENCE, move_subscription, rejoin_if_inputs_changed};
 pub use processor::{Failure, Input, Processed, Route, StageContext};

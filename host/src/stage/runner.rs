@@ -36,6 +36,7 @@ use tokio::sync::watch;
 
 use super::commit::{Committer, OpenWork, rewind};
 use super::dedup::{Deduplicator, dedup_key};
+use super::fusion::{Deferred, Fusion, handled_upstream};
 use super::processor::{Failure, Input, Processed, Route, StageContext};
 use super::rebalance::RebalanceTracker;
 use super::retry::{ATTEMPT_HEADER, RetryBook, RetryDecision, TopicPartition};
@@ -118,6 +119,14 @@ pub struct Worker {
     pub health: Reporter,
     /// Records that cannot be dead-lettered, held until an operator decides.
     pub stuck: StuckBook,
+    /// The stages this worker runs in process on the records it makes for them (see
+    /// [`super::fusion`]).
+    pub fusion: Fusion,
+    /// If this stage is fused into others: the records their workers left to this one, which
+    /// it settles once it has committed their handling.
+    pub deferred: Option<Arc<Deferred>>,
+    /// Records of the open work that writers left to this worker: `(partition, id)`.
+    pub settled: Vec<(i32, String)>,
 }
 
 /// What happened to one input.
@@ -126,6 +135,8 @@ pub(super) enum Fate {
     Duplicate,
     /// A replayed dead letter meant for another stage.
     NotOurs,
+    /// A writer upstream handled it in process for this (fused) stage.
+    HandledUpstream,
     Published(usize, Arc<LoadedPlugin>),
     DeadLettered(Arc<LoadedPlugin>),
 }
@@ -160,7 +171,7 @@ impl Worker {
     ) -> anyhow::Result<()> {
         let stage = self.context.name.clone();
         tracing::info!(stage = %stage, version = %self.instance.version(), mode = self.committer.mode_name(),
-            stateful = self.state.is_some(), "stage started");
+            stateful = self.state.is_some(), fused = self.fusion.names().join(","), "stage started");
         self.health.idle();
         let mut last_kpi = Instant::now();
         let mut consumer_errors = 0u32;
@@ -295,6 +306,7 @@ impl Worker {
     ) -> anyhow::Result<()> {
         let state = self.state.as_ref();
         let dedup = &mut self.dedup;
+        let fusion = &mut self.fusion;
         let stage = &self.context.name;
         let work = self
             .committer
@@ -308,14 +320,23 @@ impl Worker {
                     tracing::warn!(stage = %stage, %error,
                         "cannot write committed state into the local store; it is read back from the changelog");
                 }
-                dedup.commit(&work.fresh_ids)
+                dedup.commit(&work.fresh_ids)?;
+                fusion.commit()
             })
             .await?;
         let latency = work.opened.map(|o| o.elapsed()).unwrap_or_default();
+        self.fusion.count(latency);
+        if let Some(deferred) = &self.deferred
+            && !self.settled.is_empty()
+        {
+            deferred.handled(self.settled.iter().map(|(p, id)| (*p, id.as_str())));
+            self.settled.clear();
+        }
         for fate in work.fates {
             match fate {
                 Fate::Duplicate => self.kpis.duplicate(),
                 Fate::NotOurs => {}
+                Fate::HandledUpstream => self.kpis.handled_upstream(),
                 Fate::DeadLettered(plugin) => self.kpis.dead_lettered(&plugin.version),
                 Fate::Published(outputs, plugin) => {
                     self.kpis.processed(&plugin.version, outputs, latency)
@@ -337,6 +358,8 @@ impl Worker {
             "partitions revoked; dropping the open work");
         self.retries.forget(revoked);
         self.dedup.rollback();
+        self.fusion.rollback();
+        self.settled.clear();
         for (_, partition) in revoked {
             self.dedup.forget(*partition);
         }
@@ -494,6 +517,17 @@ impl Worker {
                     continue;
                 }
             }
+            if handled_upstream(&input.headers, &self.context.name) {
+                tracing::debug!(stage = %self.context.name, id = %input.id, topic = %input.origin.source_topic,
+                    partition = input.origin.partition, offset = input.origin.offset,
+                    writer = cloudevents::find(&input.headers, cloudevents::SOURCE).unwrap_or_default(),
+                    "skipped: handled in process by the stage that wrote it");
+                let work = self.committer.work_mut();
+                work.fates.push(Fate::HandledUpstream);
+                self.retries.settled(&partition, input.origin.offset);
+                work.next.insert(partition, input.origin.offset + 1);
+                continue;
+            }
             let key = dedup_key(&input.id);
             let repeated = already
                 || self.committer.work().fresh_ids.contains(key.as_ref())
@@ -524,6 +558,12 @@ impl Worker {
                     None => continue,
                 }
             };
+            if let Some(deferred) = &self.deferred
+                && deferred.contains(input.origin.partition, &input.id)
+            {
+                self.settled
+                    .push((input.origin.partition, input.id.clone()));
+            }
             self.retries.settled(&partition, input.origin.offset);
             let work = self.committer.work_mut();
             work.fates.push(fate);
@@ -561,7 +601,7 @@ impl Worker {
                     partition = input.origin.partition, offset = input.origin.offset,
                     key = input.key.unwrap_or_default(), outputs = outputs.len(), "processed");
                 let fate = Fate::Published(outputs.len(), plugin);
-                records.extend(outputs);
+                records.extend(self.fusion.expand(outputs));
                 if let Some(parts) = &self.state
                     && !writes.is_empty()
                 {

@@ -1,0 +1,615 @@
+//! Stage fusion: a stage that qualifies runs *in process* inside the workers of the stages that
+//! write its input, in their open work (their transaction in `exactly_once`, their
+//! acknowledged batch in `at_least_once`), the way Kafka Streams runs a sub-topology in one
+//! task and Flink chains operators. An order then crosses one transaction where it crossed
+//! several.
+//!
+//! A stage B is *fusable* when it is fed by exactly one topic, keeps no keyed state and does
+//! not set `fuse = false`; it is fused into a writer A (A's worker calls B) when A is topic-fed
+//! with the same `mode`. When A makes a record `r` for B's input topic:
+//!
+//! 1. A's worker calls its own instance of B (made from B's plugin slot, so it follows B's hot
+//!    swaps and rollbacks) with B's [`StageContext`]; B's outputs are handled the same way,
+//!    recursively, and all of them go into A's open work;
+//! 2. `r` is written with the header [`HANDLED_BY_HEADER`] naming B, and B's own worker (which
+//!    still consumes its topic, for outside producers and dead-letter replays) skips it: its
+//!    offset advances, nothing is published. In `exactly_once` the record is visible if and
+//!    only if the transaction holding B's outputs committed;
+//! 3. when B does not simply succeed (a `retry`, a reject, a trap, an output it may not
+//!    publish), its in-process results are dropped and `r` is written without the header, so
+//!    B's own worker handles it with its retries and dead letters;
+//! 4. B's processed ids learn `r`'s id, so an outside producer repeating it on B's topic is
+//!    dropped: `exactly_once` writes it to B's `<group>-processed` topic, partition = `r`'s
+//!    partition (set by the host with the producer's partitioner, see
+//!    [`crate::kafka::Partitioner`]), in A's transaction, and into the local copy of that topic
+//!    once the transaction committed; `at_least_once` marks it in the local store under B's
+//!    name once A's work is safe. The limit: another host instance that owns B's partition
+//!    and has already caught up its processed ids does not see the id until it takes the
+//!    partition again (a restart, a rebalance); an outside repeat of the same id there is
+//!    processed once more;
+//! 5. B's in-process work counts in B's KPIs (the worker shares B's recorder), once A's work is
+//!    committed;
+//! 6. a key's order holds: once a record of partition `q` is left to B's own worker, the
+//!    writers of this host run B in process on partition `q` again only after B's worker has
+//!    handled it (see [`Deferred`]), so a later event cannot overtake one B's worker retries.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::dedup::{Deduplicator, dedup_key};
+use super::processor::{Input, StageContext};
+use crate::config::StageConfig;
+use crate::event::cloudevents;
+use crate::event::dead_letter::Origin;
+use crate::kafka::{OutRecord, Partitioner};
+use crate::kpi::StageKpis;
+use crate::plugin::{LoadedPlugin, PluggedInstance, PluginError, PluginSlot};
+
+/// Header of a record whose reading stage(s) a writer ran in process: a comma list of stage
+/// names. Each stage it names skips the record.
+pub const HANDLED_BY_HEADER: &str = "stagehost-handled-by";
+
+/// Why a stage is not fusable (`None` when it is).
+pub fn not_fusable(stage: &StageConfig, uses_state: bool) -> Option<&'static str> {
+    if stage.is_http() {
+        Some("fed by the HTTP ingress")
+    } else if stage.inputs().len() != 1 {
+        Some("reads more than one topic")
+    } else if uses_state {
+        Some("keeps keyed state")
+    } else if !stage.fuses() {
+        Some("sets fuse = false")
+    } else {
+        None
+    }
+}
+
+/// Whether the worker of `writer` runs the fusable stage `fused` in process (given that
+/// `fused` reads a topic `writer` writes).
+pub fn fuses_into(writer: &StageConfig, fused: &StageConfig) -> bool {
+    !writer.is_http() && writer.name != fused.name && writer.mode == fused.mode
+}
+
+/// A fusable stage, as a writer's worker needs it.
+#[derive(Clone)]
+pub struct FusableStage {
+    /// The stage's configuration (name, mode, input, group).
+    pub config: StageConfig,
+    /// Its routes, schemas and dead-letter naming.
+    pub context: Arc<StageContext>,
+    /// Its plugin slot: every worker's instance of it follows its swaps.
+    pub slot: Arc<PluginSlot>,
+    /// Its KPI recorder, shared with its own worker.
+    pub kpis: StageKpis,
+    /// Makes the deduplicator that records the ids it processed in process.
+    pub dedup: Arc<dyn Fn() -> Deduplicator + Send + Sync>,
+    /// Records left to its own worker, shared by the writers and that worker.
+    pub deferred: Arc<Deferred>,
+}
+
+/// The records of a fused stage B that writers of this host left to B's own worker (B did not
+/// simply succeed on them in process), by partition of B's input, until that worker has
+/// handled them. While a partition has one, the writers leave every later record of that
+/// partition to B's worker too, so that B's outputs keep each key's order (a record B's worker
+/// retries is not overtaken by a later one run in process).
+///
+/// An entry is forgotten after `patience` (longer than B's retries can take): a record whose
+/// partition B's worker on another host instance owns is never handled here, and must not keep
+/// this host from fusing that partition for good. Within that time such a partition is simply
+/// not fused; past it (another instance still retrying the record, or a crash that lost this
+/// book) a later record may overtake the left one, the limit of fusion across instances.
+#[derive(Debug)]
+pub struct Deferred {
+    patience: Duration,
+    /// Ids left to the worker, by partition, with when they were left.
+    left: Mutex<HashMap<i32, HashMap<String, Instant>>>,
+}
+
+impl Deferred {
+    /// An empty book whose entries are forgotten after `patience`.
+    pub fn new(patience: Duration) -> Self {
+        Self {
+            patience,
+            left: Mutex::default(),
+        }
+    }
+
+    /// The patience for a stage whose retries take at most `max_attempts` × `max_delay`.
+    pub fn patience_for(max_attempts: u32, max_delay: Duration) -> Duration {
+        (max_delay * max_attempts + Duration::from_secs(30)).max(Duration::from_secs(60))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i32, HashMap<String, Instant>>> {
+        self.left.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether records of `partition` must go to the stage's own worker (one left before is not
+    /// handled yet).
+    pub fn is_waiting(&self, partition: i32) -> bool {
+        let mut left = self.lock();
+        let Some(ids) = left.get_mut(&partition) else {
+            return false;
+        };
+        ids.retain(|_, at| at.elapsed() < self.patience);
+        if ids.is_empty() {
+            left.remove(&partition);
+            return false;
+        }
+        true
+    }
+
+    /// The record `id` of `partition` is left to the stage's own worker.
+    pub fn leave(&self, partition: i32, id: &str) {
+        self.lock()
+            .entry(partition)
+            .or_default()
+            .insert(id.to_string(), Instant::now());
+    }
+
+    /// The writer's work holding the record `id` was dropped: it never reaches the worker.
+    pub fn withdraw(&self, partition: i32, id: &str) {
+        self.handled([(partition, id)]);
+    }
+
+    /// Whether the record `id` of `partition` was left to the worker (and is not handled yet).
+    pub fn contains(&self, partition: i32, id: &str) -> bool {
+        self.lock()
+            .get(&partition)
+            .is_some_and(|ids| ids.contains_key(id))
+    }
+
+    /// The stage's own worker committed its handling of these records.
+    pub fn handled<'a>(&self, records: impl IntoIterator<Item = (i32, &'a str)>) {
+        let mut left = self.lock();
+        for (partition, id) in records {
+            if let Some(ids) = left.get_mut(&partition) {
+                ids.remove(id);
+                if ids.is_empty() {
+                    left.remove(&partition);
+                }
+            }
+        }
+    }
+}
+
+/// Which stages run fused, and what it takes to run them: made once at start-up.
+#[derive(Clone, Default)]
+pub struct FusionPlan {
+    /// Fusable stages by their input topic.
+    by_topic: BTreeMap<String, Vec<FusableStage>>,
+    /// Partitions of each fusable stage's input topic.
+    partitions: HashMap<String, i32>,
+    /// Where the producer puts keyed records.
+    partitioner: Partitioner,
+}
+
+impl FusionPlan {
+    /// The book of records left to `stage`'s own worker, if it is fusable.
+    pub fn deferred(&self, stage: &str) -> Option<Arc<Deferred>> {
+        self.by_topic
+            .values()
+            .flatten()
+            .find(|fusable| fusable.config.name == stage)
+            .map(|fusable| fusable.deferred.clone())
+    }
+
+    /// A plan of `stages` (all fusable), whose input topics have `partitions`.
+    pub fn new(
+        stages: Vec<FusableStage>,
+        partitions: HashMap<String, i32>,
+        partitioner: Partitioner,
+    ) -> Self {
+        let mut by_topic: BTreeMap<String, Vec<FusableStage>> = BTreeMap::new();
+        for stage in stages {
+            let topic = stage
+                .config
+                .inputs()
+                .first()
+                .map(|t| t.to_string())
+                .unwrap_or_default();
+            by_topic.entry(topic).or_default().push(stage);
+        }
+        Self {
+            by_topic,
+            partitions,
+            partitioner,
+        }
+    }
+
+    /// The stages fused into `writer`'s worker, directly or through another fused stage.
+    pub fn reachable_from(&self, writer: &StageConfig) -> Vec<&FusableStage> {
+        let mut found: Vec<&FusableStage> = Vec::new();
+        let mut topics: Vec<&str> = writer.outputs.values().map(String::as_str).collect();
+        while let Some(topic) = topics.pop() {
+            for stage in self.by_topic.get(topic).into_iter().flatten() {
+                if fuses_into(writer, &stage.config)
+                    && !found.iter().any(|f| f.config.name == stage.config.name)
+                {
+                    found.push(stage);
+                    topics.extend(stage.config.outputs.values().map(String::as_str));
+                }
+            }
+        }
+        found
+    }
+
+    /// The names of every stage some writer among `stages` runs in process.
+    pub fn fused_names<'s>(
+        &self,
+        stages: impl IntoIterator<Item = &'s StageConfig>,
+    ) -> Vec<String> {
+        let mut names: Vec<String> = stages
+            .into_iter()
+            .flat_map(|writer| self.reachable_from(writer))
+            .map(|stage| stage.config.name.clone())
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    /// The fusion of `writer`'s worker: its own instance of every stage it runs in process.
+    pub fn for_writer(&self, writer: &StageConfig) -> Result<Fusion, PluginError> {
+        let mut stages = Vec::new();
+        for stage in self.reachable_from(writer) {
+            stages.push(FusedStage {
+                context: stage.context.clone(),
+                input: stage
+                    .config
+                    .inputs()
+                    .first()
+                    .map(|t| t.to_string())
+                    .unwrap_or_default(),
+                instance: stage.slot.instance()?,
+                kpis: stage.kpis.clone(),
+                dedup: (stage.dedup)(),
+                deferred: stage.deferred.clone(),
+                left: Vec::new(),
+                fresh: HashSet::new(),
+                done: Vec::new(),
+                duplicates: 0,
+            });
+        }
+        let mut by_topic: HashMap<String, Vec<usize>> = HashMap::new();
+        for (index, stage) in stages.iter().enumerate() {
+            by_topic.entry(stage.input.clone()).or_default().push(index);
+        }
+        Ok(Fusion {
+            writer: Arc::from(writer.name.as_str()),
+            stages,
+            by_topic,
+            partitions: self.partitions.clone(),
+            partitioner: self.partitioner,
+        })
+    }
+}
+
+/// A stage running in process in a writer's worker.
+struct FusedStage {
+    context: Arc<StageContext>,
+    /// Its input topic.
+    input: String,
+    /// The worker's own instance of the stage's plugin; it follows the stage's swaps.
+    instance: PluggedInstance,
+    /// The stage's recorder (shared with its own worker).
+    kpis: StageKpis,
+    /// Records the ids the stage processed in process, as the stage's own worker would.
+    dedup: Deduplicator,
+    /// Records left to the stage's own worker (by every writer of this host).
+    deferred: Arc<Deferred>,
+    /// Records the open work left to the stage's own worker: withdrawn if the work is dropped.
+    left: Vec<(i32, String)>,
+    /// At-least-once: ids processed in the open work, marked when it is safe.
+    fresh: HashSet<String>,
+    /// Inputs processed in the open work: the plugin and how many outputs it made.
+    done: Vec<(Arc<LoadedPlugin>, usize)>,
+    /// At-least-once: inputs of the open work the stage had processed before.
+    duplicates: u64,
+}
+
+/// The stages a worker runs in process, and the open work's share of them.
+pub struct Fusion {
+    /// The worker's stage.
+    writer: Arc<str>,
+    stages: Vec<FusedStage>,
+    /// Indexes into `stages` by input topic.
+    by_topic: HashMap<String, Vec<usize>>,
+    partitions: HashMap<String, i32>,
+    partitioner: Partitioner,
+}
+
+impl Fusion {
+    /// No fused stage.
+    pub fn none(writer: &str) -> Self {
+        Self {
+            writer: Arc::from(writer),
+            stages: Vec::new(),
+            by_topic: HashMap::new(),
+            partitions: HashMap::new(),
+            partitioner: Partitioner::default(),
+        }
+    }
+
+    /// The names of the stages this worker runs in process.
+    pub fn names(&self) -> Vec<&str> {
+        self.stages.iter().map(|s| &*s.context.name).collect()
+    }
+
+    /// The records to publish for the outputs a worker's plugin made: each record for a fused
+    /// stage's input is handled by that stage in process and followed by what it made (and
+    /// its processed-id record), recursively.
+    pub fn expand(&mut self, records: Vec<OutRecord>) -> Vec<OutRecord> {
+        if self.stages.is_empty() {
+            return records;
+        }
+        let mut out = Vec::with_capacity(records.len() * 2);
+        let writer = self.writer.clone();
+        self.expand_into(&writer, records, &mut Vec::new(), &mut out);
+        out
+    }
+
+    fn expand_into(
+        &mut self,
+        writer: &str,
+        records: Vec<OutRecord>,
+        chain: &mut Vec<usize>,
+        out: &mut Vec<OutRecord>,
+    ) {
+        for mut record in records {
+            let targets: Vec<usize> = self
+                .by_topic
+                .get(&record.topic)
+                .into_iter()
+                .flatten()
+                .copied()
+                .filter(|index| !chain.contains(index))
+                .collect();
+            if targets.is_empty() {
+                out.push(record);
+                continue;
+            }
+            let partitions = self.partitions.get(&record.topic).copied().unwrap_or(1);
+            let id = cloudevents_id(&record);
+            let partition = *record.partition.get_or_insert_with(|| {
+                self.partitioner
+                    .partition(record.key.as_deref(), &id, partitions)
+            });
+            let mut handled_by = Vec::new();
+            let mut downstream = Vec::new();
+            for index in targets {
+                let Some(outputs) = self.call(index, writer, &record, &id, partition) else {
+                    continue;
+                };
+                let stage = &mut self.stages[index];
+                let name = stage.context.name.clone();
+                let key = dedup_key(&id).into_owned();
+                downstream.extend(stage.dedup.record(partition, &key));
+                stage.fresh.insert(key);
+                handled_by.push(name.clone());
+                chain.push(index);
+                self.expand_into(&name, outputs, chain, &mut downstream);
+                chain.pop();
+            }
+            if !handled_by.is_empty() {
+                record.headers.push(HANDLED_BY_HEADER, handled_by.join(","));
+            }
+            out.push(record);
+            out.extend(downstream);
+        }
+    }
+
+    /// Calls fused stage `index` on `record`: its outputs when it simply succeeded, `None`
+    /// when its own worker must handle the record (and an empty list when it processed the
+    /// record's id before: at-least-once only).
+    fn call(
+        &mut self,
+        index: usize,
+        writer: &str,
+        record: &OutRecord,
+        id: &str,
+        partition: i32,
+    ) -> Option<Vec<OutRecord>> {
+        let stage = &mut self.stages[index];
+        if stage.deferred.is_waiting(partition) {
+            tracing::debug!(stage = %stage.context.name, writer, id, topic = %record.topic, partition,
+                "an earlier record of the partition is left to the stage's own worker; so is this one");
+            stage.deferred.leave(partition, id);
+            stage.left.push((partition, id.to_string()));
+            return None;
+        }
+        let key = dedup_key(id);
+        if let Deduplicator::Local { .. } = stage.dedup {
+            let before = stage.fresh.contains(key.as_ref())
+                || stage
+                    .dedup
+                    .seen(&[(partition, key.clone())])
+                    .ok()
+                    .and_then(|seen| seen.first().copied())
+                    .unwrap_or(false);
+            if before {
+                stage.duplicates += 1;
+                return Some(Vec::new());
+            }
+        }
+        let headers: Vec<(String, String)> = record
+            .headers
+            .iter()
+            .map(|(name, value)| (name.to_string(), value.to_string()))
+            .collect();
+        let event_type = cloudevents::find(&headers, cloudevents::TYPE)
+            .map(str::to_string)
+            .unwrap_or_else(|| record.topic.clone());
+        let input = Input {
+            id: id.to_string(),
+            event_type,
+            key: record.key.as_deref(),
+            payload: record.payload.as_deref().unwrap_or_default(),
+            headers,
+            origin: Origin {
+                stage: stage.context.name.to_string(),
+                source_topic: record.topic.clone(),
+                partition,
+                offset: -1,
+            },
+        };
+        let instance = stage.instance.current();
+        let plugin = instance.plugin().clone();
+        match stage.context.process(instance, &input, true, None) {
+            Ok(processed) => {
+                tracing::debug!(stage = %stage.context.name, writer, id, topic = %record.topic, partition,
+                    outputs = processed.records.len(), "processed in process (fused)");
+                stage.done.push((plugin, processed.records.len()));
+                Some(processed.records)
+            }
+            Err(failure) => {
+                tracing::debug!(stage = %stage.context.name, writer, id, topic = %record.topic, partition,
+                    error = %failure.reason(), "fused call did not succeed; the stage's own worker handles the record");
+                stage.deferred.leave(partition, id);
+                stage.left.push((partition, id.to_string()));
+                None
+            }
+        }
+    }
+
+    /// The open work is safe (committed, or acknowledged): the fused stages' ids are processed.
+    pub fn commit(&mut self) -> anyhow::Result<()> {
+        for stage in &mut self.stages {
+            let fresh = std::mem::take(&mut stage.fresh);
+            stage.dedup.commit(&fresh)?;
+            // Left records are on their way to the stage's worker, which settles them.
+            stage.left.clear();
+        }
+        Ok(())
+    }
+
+    /// Counts the committed work in the fused stages' KPIs, with the work's latency.
+    pub fn count(&mut self, latency: std::time::Duration) {
+        for stage in &mut self.stages {
+            for (plugin, outputs) in stage.done.drain(..) {
+                stage.kpis.processed(&plugin.version, outputs, latency);
+            }
+            for _ in 0..std::mem::take(&mut stage.duplicates) {
+                stage.kpis.duplicate();
+            }
+        }
+    }
+
+    /// The open work was dropped: nothing of it happened.
+    pub fn rollback(&mut self) {
+        for stage in &mut self.stages {
+            stage.dedup.rollback();
+            for (partition, id) in stage.left.drain(..) {
+                stage.deferred.withdraw(partition, &id);
+            }
+            stage.fresh.clear();
+            stage.done.clear();
+            stage.duplicates = 0;
+        }
+    }
+}
+
+/// Whether `headers` (of an input of `stage`) say a writer handled it in process for `stage`.
+pub fn handled_upstream(headers: &[(String, String)], stage: &str) -> bool {
+    cloudevents::find(headers, HANDLED_BY_HEADER)
+        .is_some_and(|names| names.split(',').any(|name| name == stage))
+}
+
+/// The event id of a record the host made (its `ce_id` header).
+fn cloudevents_id(record: &OutRecord) -> String {
+    record
+        .headers
+        .get(cloudevents::ID)
+        .unwrap_or(&record.id)
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stages(text: &str) -> Vec<StageConfig> {
+        #[derive(serde::Deserialize)]
+        struct File {
+            stages: Vec<StageConfig>,
+        }
+        toml::from_str::<File>(text).unwrap().stages
+    }
+
+    const PIPELINE: &str = r#"
+        [[stages]]
+        name = "ingress"
+        plugin = "x.wasm"
+        input = "http"
+        [[stages]]
+        name = "join"
+        plugin = "x.wasm"
+        input = ["A", "B"]
+        [[stages]]
+        name = "pack"
+        plugin = "x.wasm"
+        input = "Confirmed"
+        outputs = { packed = "Packed" }
+        [[stages]]
+        name = "ship"
+        plugin = "x.wasm"
+        input = "Packed"
+        fuse = false
+        [[stages]]
+        name = "loose"
+        plugin = "x.wasm"
+        input = "Packed"
+        mode = "at_least_once"
+    "#;
+
+    #[test]
+    fn a_stage_is_fusable_with_one_input_topic_no_state_and_fuse_not_off() {
+        let stages = stages(PIPELINE);
+        let why: Vec<Option<&str>> = stages.iter().map(|s| not_fusable(s, false)).collect();
+        assert_eq!(
+            why,
+            [
+                Some("fed by the HTTP ingress"),
+                Some("reads more than one topic"),
+                None,
+                Some("sets fuse = false"),
+                None
+            ]
+        );
+        assert_eq!(not_fusable(&stages[2], true), Some("keeps keyed state"));
+    }
+
+    #[test]
+    fn a_partition_waits_while_a_record_left_to_the_worker_is_not_handled() {
+        let book = Deferred::new(Duration::from_secs(60));
+        assert!(!book.is_waiting(0));
+        book.leave(0, "a");
+        book.leave(0, "b");
+        assert!(book.is_waiting(0) && !book.is_waiting(1));
+        assert!(book.contains(0, "a") && !book.contains(1, "a"));
+        book.handled([(0, "a")]);
+        assert!(book.is_waiting(0), "b is still left");
+        book.withdraw(0, "b");
+        assert!(!book.is_waiting(0));
+        let impatient = Deferred::new(Duration::ZERO);
+        impatient.leave(2, "c");
+        assert!(!impatient.is_waiting(2), "forgotten after its patience");
+        assert_eq!(
+            Deferred::patience_for(5, Duration::from_secs(10)),
+            Duration::from_secs(80)
+        );
+    }
+
+    #[test]
+    fn a_stage_is_fused_only_into_topic_fed_writers_of_its_mode() {
+        let stages = stages(PIPELINE);
+        let (ingress, join, pack, loose) = (&stages[0], &stages[1], &stages[2], &stages[4]);
+        assert!(!fuses_into(ingress, pack), "the ingress is not a worker");
+        assert!(fuses_into(join, pack));
+        assert!(!fuses_into(pack, pack), "not into itself");
+        assert!(
+            !fuses_into(pack, loose),
+            "exactly_once writer, at_least_once reader"
+        );
+    }
+}
