@@ -3,7 +3,7 @@
 //! environment or real clock unless the stage's `capabilities` grant them).
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use wasmtime::StoreLimits;
 use wasmtime::component::ResourceTable;
@@ -96,7 +96,16 @@ pub struct PluginState {
     pub(crate) limits: StoreLimits,
     /// State of the event being handled; `None` outside a call or for stateless inputs.
     pub(crate) state: Option<StateScope>,
+    /// Time the current call spent blocked in the host waiting for its own local store (a
+    /// state read while the store is being reopened), which must not count against the
+    /// plugin's `max_event_time` (see `instance::forgive_host_waits`).
+    pub(crate) host_wait: Duration,
 }
+
+/// A state read that takes longer than this waited for the store (reopening after a fault):
+/// its whole time is the host's, not the plugin's. Reads below it are the plugin's, so a plugin
+/// cannot stretch its deadline by reading in a loop.
+const HOST_WAIT_FORGIVEN_FROM: Duration = Duration::from_millis(50);
 
 impl PluginState {
     /// A sandboxed state for `stage` with the given configuration, limits and WASI context.
@@ -113,6 +122,7 @@ impl PluginState {
             table: ResourceTable::new(),
             limits,
             state: None,
+            host_wait: Duration::ZERO,
         }
     }
 }
@@ -191,8 +201,16 @@ impl stagehost::pipeline::state::Host for PluginState {
         if let Some(write) = scope.writes.get(&key) {
             return write.clone();
         }
-        let mut store = scope.store.lock().unwrap_or_else(|p| p.into_inner());
-        store.get(scope.partition, &key)
+        let started = Instant::now();
+        let value = {
+            let mut store = scope.store.lock().unwrap_or_else(|p| p.into_inner());
+            store.get(scope.partition, &key)
+        };
+        let waited = started.elapsed();
+        if waited >= HOST_WAIT_FORGIVEN_FROM {
+            self.host_wait += waited;
+        }
+        value
     }
 
     fn set(&mut self, key: String, value: Vec<u8>) {

@@ -2,6 +2,7 @@
 //! and replaces the instance after a trap (a trapped store cannot be entered again).
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use wasmtime::{Store, StoreLimitsBuilder, Trap};
 
@@ -121,6 +122,7 @@ impl StageInstance {
                 .set_fuel(self.settings.limits.fuel.unwrap_or(u64::MAX))
                 .map_err(|error| CallError::Trap(format!("trap: cannot set fuel: {error}")))?;
         }
+        live.store.data_mut().host_wait = Duration::ZERO;
         live.store.data_mut().state = state.map(|(store, partition)| StateScope {
             store,
             partition,
@@ -213,6 +215,7 @@ fn instantiate(
     let mut store = Store::new(engine.engine(), state);
     store.limiter(|state| &mut state.limits);
     store.set_epoch_deadline(deadline_ticks(&settings.limits));
+    store.epoch_deadline_callback(forgive_host_waits);
     if engine.meters_fuel() {
         // Start-up runs under the same budget as one event.
         store
@@ -247,6 +250,24 @@ fn instantiate(
     })
 }
 
+/// What the store does when a call reaches its deadline: the time the call spent blocked in
+/// the host waiting for its own local store (`PluginState::host_wait`, a state read while the
+/// store is reopened after a fault) is given back, so the plugin is not blamed (and its event
+/// dead-lettered as a timeout) for the host's outage; with nothing to give back, the call
+/// traps with [`Trap::Interrupt`] ("ran longer than max_event_time").
+fn forgive_host_waits(
+    mut store: wasmtime::StoreContextMut<'_, PluginState>,
+) -> wasmtime::Result<wasmtime::UpdateDeadline> {
+    let waited = std::mem::take(&mut store.data_mut().host_wait);
+    if waited.is_zero() {
+        return Err(Trap::Interrupt.into());
+    }
+    let ticks = waited.as_millis() / EPOCH_TICK.as_millis();
+    Ok(wasmtime::UpdateDeadline::Continue(
+        u64::try_from(ticks).unwrap_or(u64::MAX).max(1),
+    ))
+}
+
 fn deadline_ticks(limits: &LimitsConfig) -> u64 {
     let ticks = limits.max_event_time.as_millis() / EPOCH_TICK.as_millis();
     u64::try_from(ticks).unwrap_or(u64::MAX).max(1) + 1
@@ -270,5 +291,81 @@ fn describe_trap(error: &wasmtime::Error, limits: &LimitsConfig) -> String {
             )
         }
         _ => format!("trap: {text}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+    use super::*;
+
+    /// `(module (func (export "spin") (loop (br 0))))`, encoded.
+    const SPIN_MODULE: &[u8] = &[
+        0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, // magic, version
+        0x01, 0x04, 0x01, 0x60, 0x00, 0x00, // types: () -> ()
+        0x03, 0x02, 0x01, 0x00, // functions: one of type 0
+        0x07, 0x08, 0x01, 0x04, b's', b'p', b'i', b'n', 0x00, 0x00, // export "spin"
+        0x0a, 0x09, 0x01, 0x07, 0x00, 0x03, 0x40, 0x0c, 0x00, 0x0b, 0x0b, // loop { br 0 }
+    ];
+
+    /// Spins under a deadline of one tick with `host_wait` already waited; returns the trap and
+    /// how many ticks the epoch had moved when it came.
+    fn spin_until_trapped(host_wait: Duration) -> (wasmtime::Error, u64) {
+        let mut config = wasmtime::Config::new();
+        config.epoch_interruption(true);
+        let engine = wasmtime::Engine::new(&config).unwrap();
+        let module = wasmtime::Module::new(&engine, SPIN_MODULE).unwrap();
+        let state = PluginState::new(
+            Arc::from("spin"),
+            Arc::default(),
+            StoreLimitsBuilder::new().build(),
+            wasi_context(&CapabilitiesConfig::default()).unwrap(),
+        );
+        let mut store = Store::new(&engine, state);
+        store.epoch_deadline_callback(forgive_host_waits);
+        let instance = wasmtime::Instance::new(&mut store, &module, &[]).unwrap();
+        let spin = instance
+            .get_typed_func::<(), ()>(&mut store, "spin")
+            .unwrap();
+        store.data_mut().host_wait = host_wait;
+        store.set_epoch_deadline(1);
+        let ticks = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let ticker = std::thread::spawn({
+            let (engine, ticks, stop) = (engine.clone(), ticks.clone(), stop.clone());
+            move || {
+                while !stop.load(Ordering::SeqCst) {
+                    ticks.fetch_add(1, Ordering::SeqCst);
+                    engine.increment_epoch();
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+        });
+        let trap = spin.call(&mut store, ()).unwrap_err();
+        let at = ticks.load(Ordering::SeqCst);
+        stop.store(true, Ordering::SeqCst);
+        ticker.join().unwrap();
+        assert!(
+            store.data().host_wait.is_zero(),
+            "the wait is given back once"
+        );
+        (trap, at)
+    }
+
+    #[test]
+    fn a_deadline_gives_back_the_time_the_host_waited_for_its_store_then_traps() {
+        let (trap, ticks) = spin_until_trapped(EPOCH_TICK * 20);
+        assert_eq!(trap.downcast_ref::<Trap>(), Some(&Trap::Interrupt));
+        assert!(
+            ticks >= 21,
+            "trapped after {ticks} ticks: the host's 20 ticks of waiting were not given back"
+        );
+        let (trap, _) = spin_until_trapped(Duration::ZERO);
+        assert_eq!(
+            trap.downcast_ref::<Trap>(),
+            Some(&Trap::Interrupt),
+            "without a host wait the deadline traps as before"
+        );
     }
 }
