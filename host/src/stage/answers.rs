@@ -25,6 +25,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use rdkafka::producer::FutureProducer;
+use rdkafka::types::RDKafkaErrorCode;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::event::cloudevents::CloudEvent;
@@ -417,7 +418,7 @@ async fn commit_loop(
                     }
                     Err(failure) => {
                         tracing::warn!(error = %failure.message, kind = ?failure.kind, requests = group.len(), "ingress transaction failed");
-                        if !failure.producer_usable() {
+                        if needs_new_producer(&failure) {
                             health.unready(format!(
                                 "cannot publish: {}; reconnecting",
                                 failure.message
@@ -529,6 +530,22 @@ fn rebuild(
     })
 }
 
+/// Whether the ingress replaces its producer after `failure`: when librdkafka says it cannot
+/// go on, and also when records of the transaction timed out. An aborted transaction leaves
+/// the producer usable by the book, but one whose records could not reach their leaders for
+/// the whole transaction timeout keeps failing the same way: after a broker restart under load
+/// (`make chaos`, two instances) both instances' ingress producers timed out every
+/// transaction for five minutes while every stage, which starts a new producer after any
+/// failed transaction, was back within seconds. A new producer reads fresh metadata; a record
+/// the broker refused (too large, say) does not need one.
+fn needs_new_producer(failure: &TxnError) -> bool {
+    !failure.producer_usable()
+        || failure
+            .failed
+            .iter()
+            .any(|(_, code, _)| *code == Some(RDKafkaErrorCode::MessageTimedOut))
+}
+
 /// Publishes the events of a group of requests in one transaction.
 async fn commit_group(
     txn: &mut Transaction<FutureProducer>,
@@ -538,4 +555,37 @@ async fn commit_group(
         txn.send(record).await?;
     }
     txn.commit(None).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kafka::TxnErrorKind;
+
+    fn failure(kind: TxnErrorKind, codes: &[RDKafkaErrorCode]) -> TxnError {
+        TxnError {
+            kind,
+            message: "failed".into(),
+            failed: codes
+                .iter()
+                .enumerate()
+                .map(|(at, code)| (at, Some(*code), code.to_string()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn the_producer_is_replaced_when_it_cannot_go_on_or_its_records_timed_out() {
+        assert!(needs_new_producer(&failure(TxnErrorKind::Fatal, &[])));
+        assert!(needs_new_producer(&failure(TxnErrorKind::Fenced, &[])));
+        assert!(needs_new_producer(&failure(
+            TxnErrorKind::Retriable,
+            &[RDKafkaErrorCode::MessageTimedOut]
+        )));
+        assert!(!needs_new_producer(&failure(
+            TxnErrorKind::Retriable,
+            &[RDKafkaErrorCode::MessageSizeTooLarge]
+        )));
+        assert!(!needs_new_producer(&failure(TxnErrorKind::Retriable, &[])));
+    }
 }
