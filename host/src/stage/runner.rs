@@ -433,11 +433,23 @@ impl Worker {
             }
             attempts.push(attempt);
         }
+        // Records a writer handled in process for this stage are skipped whatever their id, so
+        // their ids are not looked up (in a fused stage's own worker that is nearly every input).
+        let skipped: Vec<bool> = inputs
+            .iter()
+            .map(|input| handled_upstream(&input.headers, &self.context.name))
+            .collect();
         let keys: Vec<(i32, Cow<'_, str>)> = inputs
             .iter()
-            .map(|input| (input.origin.partition, dedup_key(&input.id)))
+            .zip(&skipped)
+            .filter(|(_, skipped)| !**skipped)
+            .map(|(input, _)| (input.origin.partition, dedup_key(&input.id)))
             .collect();
-        let already = self.dedup.seen(&keys)?;
+        let mut looked_up = self.dedup.seen(&keys)?.into_iter();
+        let already: Vec<bool> = skipped
+            .iter()
+            .map(|skipped| !skipped && looked_up.next().unwrap_or(false))
+            .collect();
 
         // Plugins may do WASI I/O (a panic message to stderr), which wasmtime-wasi's sync
         // bindings run with `block_on`: allowed off the async worker threads only.
