@@ -29,8 +29,10 @@ async fn once_ready_the_read_models_answer_from_their_whole_topic() {
         .set("linger.ms", "20")
         .create()
         .unwrap();
-    let mut sends = Vec::new();
     for update in 0..UPDATES {
+        // One update of every key at a time: the producer's local queue holds fewer records
+        // than the whole history.
+        let mut sends = Vec::with_capacity(KEYS);
         for key in 0..KEYS {
             let value = serde_json::json!({
                 "order_id": format!("ready-{key}"),
@@ -45,9 +47,9 @@ async fn once_ready_the_read_models_answer_from_their_whole_topic() {
                     .unwrap(),
             );
         }
-    }
-    for send in sends {
-        send.await.unwrap().unwrap();
+        for send in sends {
+            send.await.unwrap().unwrap();
+        }
     }
     producer.flush(Duration::from_secs(30)).unwrap();
 

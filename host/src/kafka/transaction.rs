@@ -329,6 +329,8 @@ pub(crate) mod fake {
     pub enum Call {
         Begin,
         Queue(String),
+        /// The acknowledgement of a queued record came (listed by `history` only).
+        Acked(String),
         SendOffsets(Vec<(String, i32, i64)>),
         Commit,
         Abort,
@@ -341,6 +343,8 @@ pub(crate) mod fake {
         pub calls: Vec<Call>,
         /// Record ids whose acknowledgement fails, with the error code (once each).
         pub failing_acks: HashMap<String, RDKafkaErrorCode>,
+        /// Record ids whose acknowledgement always fails, with the error code.
+        pub refused: HashMap<String, RDKafkaErrorCode>,
         /// The error the next commit returns.
         pub commit_error: Option<KafkaError>,
         /// Whether aborts fail.
@@ -354,6 +358,13 @@ pub(crate) mod fake {
     impl FakeProducer {
         /// The calls made so far.
         pub fn calls(&self) -> Vec<Call> {
+            let mut calls = self.history();
+            calls.retain(|call| !matches!(call, Call::Acked(_)));
+            calls
+        }
+
+        /// The calls made so far, with the acknowledgements in the order they came.
+        pub fn history(&self) -> Vec<Call> {
             self.script().calls.clone()
         }
 
@@ -370,8 +381,14 @@ pub(crate) mod fake {
     impl RecordQueue for FakeProducer {
         async fn queue(&self, record: &OutRecord) -> KafkaResult<Ack> {
             self.call(Call::Queue(record.id.clone()));
-            let failure = self.script().failing_acks.remove(&record.id);
+            let failure = {
+                let mut script = self.script();
+                let once = script.failing_acks.remove(&record.id);
+                once.or_else(|| script.refused.get(&record.id).copied())
+            };
+            let (script, id) = (self.clone(), record.id.clone());
             Ok(async move {
+                script.call(Call::Acked(id));
                 match failure {
                     Some(code) => Err((Some(code), format!("broker refused: {code:?}"))),
                     None => Ok(Delivery {

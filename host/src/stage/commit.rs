@@ -115,6 +115,10 @@ enum Way<P: TransactionalProducer> {
         acks: Vec<Ack>,
         /// The queued records, to queue again those that fail.
         records: Vec<OutRecord>,
+        /// State changelog records of the open work, held back until its outputs are
+        /// acknowledged: a changelog that got ahead of the outputs would, after a crash, restore
+        /// state saying an input was handled whose outputs never arrived.
+        state: Vec<OutRecord>,
     },
 }
 
@@ -155,6 +159,7 @@ impl<P: TransactionalProducer> Committer<P> {
                 producer,
                 acks: Vec::new(),
                 records: Vec::new(),
+                state: Vec::new(),
             },
             stage,
             dead_letter_topic,
@@ -242,6 +247,7 @@ impl<P: TransactionalProducer> Committer<P> {
                 producer,
                 acks,
                 records,
+                ..
             } => {
                 let ack = producer
                     .queue(&record)
@@ -254,6 +260,21 @@ impl<P: TransactionalProducer> Committer<P> {
         };
         if let Some((partition, offset)) = dead_letter_of {
             self.work.dead_letters.push((position, partition, offset));
+        }
+        Ok(())
+    }
+
+    /// Queues a state changelog record of the open work. Transactional, it goes into the
+    /// transaction like any record; acknowledging, it is published when the work commits,
+    /// once every output of the work is acknowledged.
+    pub async fn send_state(&mut self, record: OutRecord) -> anyhow::Result<()> {
+        match &mut self.way {
+            Way::Transactional(txn) => {
+                txn.send(&record)
+                    .await
+                    .map_err(|error| failed(&self.stage, "cannot queue a state record", &error))?;
+            }
+            Way::Acknowledging { state, .. } => state.push(record),
         }
         Ok(())
     }
@@ -310,8 +331,10 @@ impl<P: TransactionalProducer> Committer<P> {
                 producer,
                 acks,
                 records,
+                state,
             } => {
                 let records = std::mem::take(records);
+                let state = std::mem::take(state);
                 let failed = failed_acks(std::mem::take(acks)).await;
                 if hold_refused(
                     &self.stuck,
@@ -337,6 +360,16 @@ impl<P: TransactionalProducer> Committer<P> {
                         .await
                         .map_err(|error| {
                             anyhow::anyhow!("cannot publish the outputs of a batch: {error}")
+                        })?;
+                }
+                // Only now may the state say the inputs were handled.
+                if !state.is_empty() {
+                    publish_all(producer, &state, PUBLISH_ROUNDS)
+                        .await
+                        .map_err(|error| {
+                            anyhow::anyhow!(
+                                "cannot publish the state changelog of a batch: {error}; its inputs are handled again"
+                            )
                         })?;
                 }
                 on_safe(&self.work)?;
@@ -368,10 +401,16 @@ impl<P: TransactionalProducer> Committer<P> {
                 txn.abort()
                     .map_err(|error| failed(&self.stage, "cannot abort the transaction", &error))
             }
-            Way::Acknowledging { acks, records, .. } => {
+            Way::Acknowledging {
+                acks,
+                records,
+                state,
+                ..
+            } => {
                 // Outputs already queued are repeats that the next stage drops.
                 acks.clear();
                 records.clear();
+                state.clear();
                 Ok(())
             }
         }
@@ -710,6 +749,77 @@ mod tests {
         assert_eq!(work.fates.len(), 2);
         assert_eq!(*positions.stored.lock().unwrap(), [("in".into(), 0, 9)]);
         assert!(!committer.is_open());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn an_acknowledging_commit_publishes_state_only_after_every_output_is_acknowledged() {
+        let producer = FakeProducer::default();
+        producer
+            .script()
+            .failing_acks
+            .insert("out-2".into(), RDKafkaErrorCode::RequestTimedOut);
+        let mut committer = Committer::acknowledging(producer.clone(), "s", "DLQ", book());
+        committer.open().unwrap();
+        committer.send(record("out-1"), None).await.unwrap();
+        committer.send_state(record("state:a")).await.unwrap();
+        committer.send(record("out-2"), None).await.unwrap();
+        committer.send_state(record("state:b")).await.unwrap();
+        committer.work_mut().next.insert(input(0), 3);
+        // Nothing of the state goes out with the outputs.
+        assert_eq!(
+            producer.calls(),
+            [Call::Queue("out-1".into()), Call::Queue("out-2".into())]
+        );
+        let positions = FakePositions::default();
+        committer
+            .commit(&positions, Vec::new(), &RetryBook::default(), |_| Ok(()))
+            .await
+            .unwrap();
+        let history = producer.history();
+        let at = |call: Call| history.iter().position(|c| *c == call).unwrap();
+        let last_output_ack = history
+            .iter()
+            .rposition(|c| matches!(c, Call::Acked(id) if id.starts_with("out-")))
+            .unwrap();
+        // out-2 failed once, went out again, and was acknowledged before any state was queued.
+        assert_eq!(
+            history
+                .iter()
+                .filter(|c| **c == Call::Queue("out-2".into()))
+                .count(),
+            2
+        );
+        assert!(
+            at(Call::Queue("state:a".into())) > last_output_ack,
+            "{history:?}"
+        );
+        assert!(at(Call::Queue("state:a".into())) < at(Call::Queue("state:b".into())));
+        assert!(history.contains(&Call::Acked("state:b".into())));
+        assert_eq!(*positions.stored.lock().unwrap(), [("in".into(), 0, 3)]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn state_that_cannot_be_published_stores_no_offsets_and_is_not_safe() {
+        let producer = FakeProducer::default();
+        let mut committer = Committer::acknowledging(producer.clone(), "s", "DLQ", book());
+        committer.open().unwrap();
+        committer.send(record("out-1"), None).await.unwrap();
+        committer.send_state(record("state:a")).await.unwrap();
+        committer.work_mut().next.insert(input(0), 1);
+        producer
+            .script()
+            .refused
+            .insert("state:a".into(), RDKafkaErrorCode::RequestTimedOut);
+        let positions = FakePositions::default();
+        let error = committer
+            .commit(&positions, Vec::new(), &RetryBook::default(), |_| {
+                panic!("the state is not published: the work is not safe")
+            })
+            .await
+            .err()
+            .expect("the commit fails");
+        assert!(error.to_string().contains("state changelog"), "{error}");
+        assert!(positions.stored.lock().unwrap().is_empty());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]

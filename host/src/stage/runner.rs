@@ -146,6 +146,9 @@ pub(super) enum Fate {
 struct Handled<'i> {
     /// Records to publish.
     records: Vec<OutRecord>,
+    /// State changelog records of the inputs' writes (held back at-least-once until the
+    /// records are acknowledged).
+    state: Vec<OutRecord>,
     /// Ids handled for the first time (recorded as processed in at-least-once mode).
     fresh_ids: Vec<Cow<'i, str>>,
     /// Dead letters among `records`: their position there, and the input they stand for.
@@ -455,6 +458,7 @@ impl Worker {
         // bindings run with `block_on`: allowed off the async worker threads only.
         let Handled {
             records,
+            state,
             fresh_ids,
             dead_letters,
         } = tokio::task::block_in_place(|| {
@@ -477,6 +481,9 @@ impl Worker {
                 .next_if(|(at, _, _)| *at == position)
                 .map(|(_, partition, offset)| (partition, offset));
             self.committer.send(record, dead_letter_of).await?;
+        }
+        for record in state {
+            self.committer.send_state(record).await?;
         }
         self.committer
             .remember_fresh(fresh_ids.into_iter().map(Cow::into_owned));
@@ -552,8 +559,7 @@ impl Worker {
                 Fate::NotOurs
             } else {
                 let before = handled.records.len();
-                let outcome =
-                    self.handle_one(consumer, input, attempts[index], &mut handled.records);
+                let outcome = self.handle_one(consumer, input, attempts[index], &mut handled);
                 if matches!(outcome, Some(Fate::DeadLettered(_))) {
                     handled
                         .dead_letters
@@ -584,14 +590,14 @@ impl Worker {
         handled
     }
 
-    /// Calls the plugin for one input and adds what it produced (outputs and state changelog,
-    /// or a dead letter) to `records`. `None` when the input was parked for a retry.
+    /// Calls the plugin for one input and adds what it produced to `handled` (outputs and
+    /// state changelog, or a dead letter). `None` when the input was parked for a retry.
     fn handle_one(
         &mut self,
         consumer: &StageConsumer,
         input: &Input<'_>,
         attempt: u32,
-        records: &mut Vec<OutRecord>,
+        handled: &mut Handled<'_>,
     ) -> Option<Fate> {
         let partition = topic_partition(input);
         let keyed = self.state.as_ref().map(|s| s.keyed.clone());
@@ -613,11 +619,11 @@ impl Worker {
                     partition = input.origin.partition, offset = input.origin.offset,
                     key = input.key.unwrap_or_default(), outputs = outputs.len(), "processed");
                 let fate = Fate::Published(outputs.len(), plugin);
-                records.extend(self.fusion.expand(outputs));
+                handled.records.extend(self.fusion.expand(outputs));
                 if let Some(parts) = &self.state
                     && !writes.is_empty()
                 {
-                    records.extend(changelog_records(
+                    handled.state.extend(changelog_records(
                         &parts.changelog,
                         input.origin.partition,
                         &writes,
@@ -658,7 +664,7 @@ impl Worker {
         tracing::warn!(stage = %self.context.name, id = %input.id, topic = %input.origin.source_topic,
             partition = input.origin.partition, offset = input.origin.offset,
             key = input.key.unwrap_or_default(), error = %failure.reason(), attempt, "dead-lettering event");
-        records.push(
+        handled.records.push(
             self.context
                 .dead_letter(input, &failure, &plugin.version, attempt),
         );
