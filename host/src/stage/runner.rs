@@ -11,7 +11,8 @@
 //!   the first time. Committing offsets with the group's metadata fences zombie instances.
 //! - `at_least_once`: outputs are queued on the shared idempotent producer as they are made,
 //!   and the stage goes on with the next batch. Once per `commit_interval` the stage waits for
-//!   every acknowledgement of the open work (publishing again what failed), then records the
+//!   every acknowledgement of the open work (publishing again what failed), then publishes
+//!   the work's state changelog records (never ahead of the outputs they go with), records the
 //!   inputs' ids as processed (one durable write) and stores their offsets. After a crash an
 //!   input may be processed again; its outputs carry the same ids and the next stage drops
 //!   them.
