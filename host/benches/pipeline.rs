@@ -20,7 +20,8 @@
 //! 4), `BENCH_RATES` (row 5, comma separated), `BENCH_SECONDS` (per rate of row 5, and rows 7,
 //! 8, 9), `BENCH_IDLE_SECONDS` (row 10, default 30); `BENCH_ROWS` (e.g. `4,5`; default every
 //! row) runs only some rows (row 6 comes with row 4); `BENCH_MODES` (default
-//! `at_least_once,exactly_once`) the modes of row 4. Before the first row, `BENCH_WARMUP`
+//! `at_least_once,exactly_once`) the modes of row 4; `BENCH_FUSE=false` runs row 4 with
+//! every stage's `fuse = false` (to weigh stage fusion against separate workers). Before the first row, `BENCH_WARMUP`
 //! messages (default 200,000) are written and read once, unreported, so that a broker started
 //! just before is past its JIT warm-up. Writes `.bench/results.json` and `.bench/results.md`.
 
@@ -276,8 +277,21 @@ pub fn set_mode(config: &mut toml::Table, mode: &str) {
 
 /// Row 4: the whole pipeline draining `orders` pre-filled OrderReceived events.
 async fn whole_pipeline(mode: &str, orders: u64) -> (f64, f64, f64, f64, String) {
+    let fuse = std::env::var("BENCH_FUSE").map_or(true, |fuse| fuse != "false");
     let mut pipeline = TestPipeline::new(|config| {
         set_mode(config, mode);
+        if !fuse {
+            for stage in config
+                .get_mut("stages")
+                .and_then(|s| s.as_array_mut())
+                .unwrap()
+            {
+                stage
+                    .as_table_mut()
+                    .unwrap()
+                    .insert("fuse".into(), false.into());
+            }
+        }
         stage_mut(config, "stock")
             .get_mut("config")
             .and_then(|c| c.get_mut("catalog"))
@@ -318,7 +332,10 @@ async fn whole_pipeline(mode: &str, orders: u64) -> (f64, f64, f64, f64, String)
         cpu / orders as f64 * 1000.0,
         rss,
         restarted_rss,
-        format!("{seen}/{expected} notifications, first to last notification"),
+        format!(
+            "{seen}/{expected} notifications, first to last notification{}",
+            if fuse { "" } else { "; fuse = false" }
+        ),
     )
 }
 
