@@ -665,6 +665,39 @@ pub async fn read_topic(
     }
 }
 
+/// Counts the committed records of `topic` from the beginning until `expected` arrived or
+/// `timeout` passed, keeping none: how many, and the first and last record timestamps (ms).
+/// For topics too large to hold in memory.
+pub async fn count_topic(topic: &str, expected: usize, timeout: Duration) -> (usize, i64, i64) {
+    let consumer = committed_reader(&brokers());
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .unwrap();
+    let mut assignment = TopicPartitionList::new();
+    for partition in 0..metadata.topics()[0].partitions().len() {
+        assignment
+            .add_partition_offset(topic, partition as i32, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&assignment).unwrap();
+    let deadline = Instant::now() + timeout;
+    let (mut count, mut first, mut last) = (0, i64::MAX, 0);
+    while count < expected {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, consumer.recv()).await {
+            Ok(Ok(message)) => {
+                let at = message.timestamp().to_millis().unwrap_or(0);
+                first = first.min(at);
+                last = last.max(at);
+                count += 1;
+            }
+            Ok(Err(error)) => panic!("reading {topic}: {error}"),
+            Err(_) => break,
+        }
+    }
+    (count, first, last)
+}
+
 /// Every committed record of `topic`, read `read_committed` from the beginning up to the end
 /// offsets the partitions have when this is called. Panics (failing the test) if those ends are
 /// not reached within `timeout`: the result is never partial. Use it after the run (hosts
