@@ -263,6 +263,11 @@ async fn one_stage(plugin: &str, count: u64) -> (f64, String) {
 
 /// Puts every stage of `config` in processing `mode`.
 pub fn set_mode(config: &mut toml::Table, mode: &str) {
+    set_on_every_stage(config, "mode", mode.into());
+}
+
+/// Sets `key` to `value` in every stage of `config`.
+fn set_on_every_stage(config: &mut toml::Table, key: &str, value: toml::Value) {
     for stage in config
         .get_mut("stages")
         .and_then(|s| s.as_array_mut())
@@ -271,7 +276,7 @@ pub fn set_mode(config: &mut toml::Table, mode: &str) {
         stage
             .as_table_mut()
             .unwrap()
-            .insert("mode".into(), mode.into());
+            .insert(key.into(), value.clone());
     }
 }
 
@@ -281,16 +286,7 @@ async fn whole_pipeline(mode: &str, orders: u64) -> (f64, f64, f64, f64, String)
     let mut pipeline = TestPipeline::new(|config| {
         set_mode(config, mode);
         if !fuse {
-            for stage in config
-                .get_mut("stages")
-                .and_then(|s| s.as_array_mut())
-                .unwrap()
-            {
-                stage
-                    .as_table_mut()
-                    .unwrap()
-                    .insert("fuse".into(), false.into());
-            }
+            set_on_every_stage(config, "fuse", false.into());
         }
         stage_mut(config, "stock")
             .get_mut("config")
