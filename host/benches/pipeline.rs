@@ -312,7 +312,8 @@ async fn whole_pipeline(mode: &str, orders: u64) -> (f64, f64, f64, f64, String)
     // The notifications' path (inventory → … → notification) finishes first; the read model
     // (order-status) may still be catching up then, so the pipeline is drained once it
     // published a status for each of an order's 7 inputs. Both are reported: the path's figure
-    // alone hides the read model's lag (with `fuse = false` it was half the orders behind).
+    // alone hides the read model's lag (with `fuse = false` the read model finished at about
+    // half the notifications' rate).
     let notifications = 3 * orders as usize;
     let (seen, path_seconds) = drain_seconds(
         &pipeline.topic("NotificationDelivered"),

@@ -463,7 +463,7 @@ impl Worker {
             fresh_ids,
             dead_letters,
         } = tokio::task::block_in_place(|| {
-            self.handle_inputs(consumer, &inputs, &attempts, already)
+            self.handle_inputs(consumer, &inputs, &attempts, &skipped, already)
         });
         if let Some(parts) = &self.state
             && let Some(error) = lock(&parts.keyed).take_failure()
@@ -492,12 +492,14 @@ impl Worker {
     }
 
     /// Handles the inputs of a batch in order: what to publish, which ids are new, which
-    /// messages are done with (their offsets may be stored).
+    /// messages are done with (their offsets may be stored). `handled_in_process[i]` says a
+    /// writer already ran this stage on input `i` (checked once per batch, in `handle_batch`).
     fn handle_inputs<'i>(
         &mut self,
         consumer: &StageConsumer,
         inputs: &'i [Input<'_>],
         attempts: &[u32],
+        handled_in_process: &[bool],
         already: Vec<bool>,
     ) -> Handled<'i> {
         let mut handled = Handled::default();
@@ -537,7 +539,7 @@ impl Worker {
                     continue;
                 }
             }
-            if handled_upstream(&input.headers, &self.context.name) {
+            if handled_in_process[index] {
                 tracing::debug!(stage = %self.context.name, id = %input.id, topic = %input.origin.source_topic,
                     partition = input.origin.partition, offset = input.origin.offset,
                     writer = cloudevents::find(&input.headers, cloudevents::SOURCE).unwrap_or_default(),

@@ -32,9 +32,9 @@ const MEMTABLE_BYTES: u64 = 4 * 1024 * 1024;
 /// default partitions them from level 3 only): a point read of an id that is not there (most
 /// reads of the processed ids) otherwise loads the whole filter block of each level-1/2 table
 /// from disk once the 16 MiB cache no longer holds it, and checksums it. At 200,000 orders
-/// through the shipped pipeline at-least-once that was 73% of the host's perf samples (file reads and
-/// xxh3 of filter blocks, `perf` of `make bench` row 4); with partitions a miss loads one small
-/// filter partition. Only the partitions' top-level indexes stay in memory, so memory still
+/// through the shipped pipeline at-least-once that was 73% of the host's perf samples (file
+/// reads and xxh3 of filter blocks, `perf` of `make bench` row 4); with partitions a miss loads
+/// one small filter partition. Only the partitions' top-level indexes stay in memory, so memory still
 /// does not grow with the ids held.
 fn keyspace_options() -> KeyspaceCreateOptions {
     KeyspaceCreateOptions::default()
