@@ -151,6 +151,7 @@ fn process(c: &mut Criterion) {
         ]),
         dead_letter: route(&config.dead_letter.topic, "DeadLetter"),
         schemas,
+        limits: Arc::default(),
     };
     let engine = PluginEngine::new(None, false).expect("the engine starts");
     let mut instance = instance(

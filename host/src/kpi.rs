@@ -5,6 +5,7 @@
 //! stage and the window length.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -13,7 +14,7 @@ use rdkafka::producer::FutureProducer;
 use serde::Serialize;
 
 use crate::event::cloudevents::{self, CloudEvent};
-use crate::kafka::{OutRecord, publish_all};
+use crate::kafka::OutRecord;
 use crate::store::unix_ms;
 
 /// Counts and latencies of one stage during the current window.
@@ -224,7 +225,7 @@ pub struct KpiEvent {
 }
 
 /// Recorders whose KPIs the hub publishes (stages that do not publish their own, such as the
-/// HTTP ingress; topic stages publish theirs inside their own transactions).
+/// HTTP ingress; topic stages publish theirs after each commit).
 #[derive(Clone, Default)]
 pub struct KpiHub {
     stages: Arc<Mutex<BTreeMap<String, StageKpis>>>,
@@ -256,7 +257,7 @@ impl KpiHub {
 /// Publishes the hub's KPIs every `interval` until `shutdown` fires, then once more.
 pub async fn publish_loop(
     hub: KpiHub,
-    producer: FutureProducer,
+    sink: KpiSink,
     topic: String,
     event_type: String,
     interval: Duration,
@@ -275,13 +276,78 @@ pub async fn publish_loop(
             .into_iter()
             .map(|event| kpi_record(&event, &topic, &event_type, &instance))
             .collect();
-        if !records.is_empty()
-            && let Err(error) = publish_all(&producer, &records, 3).await
-        {
-            tracing::warn!(%error, "could not publish KPIs; this window is lost");
-        }
+        sink.publish(records);
         if stopping {
             break;
+        }
+    }
+}
+
+/// Where KPI records go: the host's shared (non-transactional) producer, best effort.
+/// Monitoring never stops processing: a KPI record that cannot be published (its topic
+/// deleted, no permission to write it, the local queue full) is counted and logged as a
+/// warning, and the window is lost; it never fails a stage's transaction, and nobody waits for
+/// it. KPIs count only committed work (a stage counts its inputs once their work committed),
+/// so publishing them outside the transaction never counts anything twice.
+#[derive(Clone)]
+pub struct KpiSink {
+    producer: FutureProducer,
+    /// KPI records that could not be published since the host started.
+    lost: Arc<AtomicU64>,
+}
+
+impl KpiSink {
+    /// A sink publishing on `producer`.
+    pub fn new(producer: FutureProducer) -> Self {
+        Self {
+            producer,
+            lost: Arc::default(),
+        }
+    }
+
+    /// KPI records lost since the host started.
+    pub fn lost(&self) -> u64 {
+        self.lost.load(Ordering::Relaxed)
+    }
+
+    /// Queues `records` now and counts, in the background, those that are not acknowledged.
+    pub fn publish(&self, records: Vec<OutRecord>) {
+        if records.is_empty() {
+            return;
+        }
+        let mut deliveries = Vec::with_capacity(records.len());
+        for record in &records {
+            match self.producer.send_result(record.to_future_record()) {
+                Ok(delivery) => deliveries.push((record.topic.clone(), delivery)),
+                Err((error, _)) => self.count_lost(&record.topic, &error.to_string()),
+            }
+        }
+        if deliveries.is_empty() {
+            return;
+        }
+        let sink = self.clone();
+        tokio::spawn(async move {
+            for (topic, delivery) in deliveries {
+                match delivery.await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err((error, _))) => sink.count_lost(&topic, &error.to_string()),
+                    Err(_) => sink.count_lost(&topic, "the producer dropped the record"),
+                }
+            }
+        });
+    }
+
+    fn count_lost(&self, topic: &str, error: &str) {
+        let lost = self.lost.fetch_add(1, Ordering::Relaxed) + 1;
+        // One line for the first loss and then one per hundred: a deleted topic loses every
+        // window of every stage.
+        if lost == 1 || lost.is_multiple_of(100) {
+            tracing::warn!(
+                topic,
+                error,
+                lost_in_all = lost,
+                "cannot publish a KPI record; it is lost (processing goes on). Check that the KPI topic exists and the host may write it"
+            );
         }
     }
 }

@@ -15,15 +15,15 @@ use crate::event::schema::SchemaRegistry;
 use crate::health::{Health, Reporter};
 use crate::http::{IngressEndpoint, TopicView, ViewEndpoint, ViewShaper};
 use crate::kafka::{
-    KafkaClients, Partitioner, ensure_changelog, ensure_compacted, partition_count,
+    KafkaClients, Partitioner, RecordLimits, ensure_changelog, ensure_compacted, partition_count,
 };
-use crate::kpi::StageKpis;
+use crate::kpi::{KpiSink, StageKpis};
 use crate::plugin::{InstanceSettings, OutputContract, PluggedInstance, PluginEngine, PluginSlot};
 use crate::stage::{
     Answers, Committer, Deduplicator, Deferred, FusableStage, FusionPlan, Ingress, IngressRoute,
-    KpiTarget, ProcessedLog, ProducerFactory, RebalanceTracker, Route, StageConsumer, StageContext,
-    StageRunner, StageStateParts, StuckBook, TransactionalAnswers, Worker, not_fusable,
-    rejoin_if_inputs_changed,
+    KpiTarget, ProcessedLog, ProducerFactory, RebalanceTracker, Route, SilentPause, StageConsumer,
+    StageContext, StageRunner, StageStateParts, StuckBook, TransactionalAnswers, Watchdog, Worker,
+    not_fusable, rejoin_if_inputs_changed,
 };
 use crate::state::{KeyedState, changelog_topic};
 use crate::store::{LocalStore, Scope, Table};
@@ -53,6 +53,7 @@ pub(super) fn context(
     config: &PipelineConfig,
     stage: &StageConfig,
     schemas: &SchemaRegistry,
+    limits: &Arc<RecordLimits>,
 ) -> Arc<StageContext> {
     let route = |topic: &str| Route {
         topic: topic.to_string(),
@@ -67,6 +68,7 @@ pub(super) fn context(
             .collect(),
         dead_letter: route(&config.dead_letter.topic),
         schemas: schemas.clone(),
+        limits: limits.clone(),
     })
 }
 
@@ -304,6 +306,7 @@ pub(super) async fn topic_stage(
         },
         interval: config.kpi.interval,
         instance: config.state.instance_id.clone(),
+        sink: KpiSink::new(shared_producer.clone()),
     });
     Ok(StageRunner {
         consumer,
@@ -331,6 +334,9 @@ pub(super) async fn topic_stage(
             deferred: host.fusion.deferred(&stage.name),
             fusion,
             settled: Vec::new(),
+            watchdog: Watchdog::new(stage.stall_timeout),
+            slow: HashMap::new(),
+            fault: SilentPause::from_env(&stage.name),
         },
     })
 }

@@ -2,7 +2,9 @@
 //! and the KPI publisher; on shutdown stop them in order and flush.
 
 mod build;
+mod declared;
 mod plugin_watch;
+mod restarts;
 mod supervise;
 
 pub use build::load_plugins;
@@ -20,16 +22,18 @@ use crate::admin::Slots;
 use crate::config::PipelineConfig;
 use crate::event::schema::SchemaRegistry;
 use crate::health::Health;
-use crate::kafka::{ACCESS_PATIENCE, KafkaClients, check_access, ensure_topics};
-use crate::kpi::{KpiHub, publish_loop};
+use crate::kafka::{ACCESS_PATIENCE, KafkaClients, RecordLimits, check_access, ensure_topics};
+use crate::kpi::{KpiHub, KpiSink, publish_loop};
 use crate::plugin::PluginEngine;
 use crate::stage::Ingress;
 use crate::stage::StuckBook;
+use crate::state::changelog_topic;
 use crate::store::LocalStore;
 use build::{
     HostParts, context, event_type, fusion_plan, ingress_answers, ingress_endpoints, topic_stage,
     views,
 };
+use declared::DeclaredTopics;
 use supervise::{Restart, supervise};
 
 /// How long an at-least-once stage waits for a failed idempotency store to be reopened before
@@ -101,6 +105,18 @@ pub async fn run(
     if config.kafka.create_topics {
         ensure_topics(&kafka, &config).await?;
     }
+    let limited: Vec<String> = config
+        .topics
+        .keys()
+        .cloned()
+        .chain(
+            config
+                .stages
+                .iter()
+                .map(|stage| changelog_topic(&stage.group_id())),
+        )
+        .collect();
+    let limits = Arc::new(RecordLimits::read(&kafka, &limited).await);
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let kpis = KpiHub::default();
@@ -116,7 +132,12 @@ pub async fn run(
     let contexts: std::collections::BTreeMap<String, Arc<crate::stage::StageContext>> = config
         .stages
         .iter()
-        .map(|stage| (stage.name.clone(), context(&config, stage, &schemas)))
+        .map(|stage| {
+            (
+                stage.name.clone(),
+                context(&config, stage, &schemas, &limits),
+            )
+        })
         .collect();
     let stage_kpis: Arc<std::collections::BTreeMap<String, crate::kpi::StageKpis>> = Arc::new(
         config
@@ -161,6 +182,7 @@ pub async fn run(
         let store = stage_store.clone();
         let stuck = stuck.clone();
         let (fusion, stage_kpis) = (fusion.clone(), stage_kpis.clone());
+        let readiness = health.clone();
         building.push(tokio::spawn(async move {
             let runner = topic_stage(
                 &config,
@@ -190,6 +212,7 @@ pub async fn run(
                     stuck,
                     fusion,
                     kpis: stage_kpis,
+                    readiness,
                 },
             ))
         }));
@@ -211,7 +234,7 @@ pub async fn run(
     let kpi_task = config.kpi.enabled.then(|| {
         tokio::spawn(publish_loop(
             kpis.clone(),
-            producer.clone(),
+            KpiSink::new(producer.clone()),
             config.kpi.topic.clone(),
             event_type(&config, &config.kpi.topic),
             config.kpi.interval,
@@ -220,6 +243,7 @@ pub async fn run(
     });
     tokio::spawn(watch_readiness(
         producer.clone(),
+        DeclaredTopics::of(&config, &health),
         health.clone(),
         stop_rx.clone(),
         started,
@@ -377,10 +401,12 @@ fn flatten(result: Result<anyhow::Result<()>, tokio::task::JoinError>) -> anyhow
     }
 }
 
-/// Reports whether Kafka answers (part `kafka`), every [`READINESS_EVERY`]; logs once when the
-/// whole host is first ready, with its start-up time.
+/// Reports whether Kafka answers (part `kafka`) and whether every declared topic exists
+/// (see [`DeclaredTopics`]), every [`READINESS_EVERY`]; logs once when the whole host is first
+/// ready, with its start-up time.
 async fn watch_readiness(
     producer: FutureProducer,
+    mut topics: DeclaredTopics,
     health: Health,
     mut stop: watch::Receiver<bool>,
     started: std::time::Instant,
@@ -392,18 +418,28 @@ async fn watch_readiness(
         if last_check.is_none_or(|at| at.elapsed() >= READINESS_EVERY) {
             last_check = Some(std::time::Instant::now());
             let client = producer.clone();
-            let reachable = tokio::task::spawn_blocking(move || {
+            let existing = tokio::task::spawn_blocking(move || {
                 client
                     .client()
                     .fetch_metadata(None, Duration::from_secs(2))
-                    .is_ok()
+                    .ok()
+                    .map(|metadata| {
+                        metadata
+                            .topics()
+                            .iter()
+                            .filter(|topic| topic.error().is_none())
+                            .map(|topic| topic.name().to_string())
+                            .collect::<std::collections::BTreeSet<String>>()
+                    })
             })
             .await
-            .unwrap_or(false);
-            if reachable {
-                kafka.ok();
-            } else {
-                kafka.unready("the brokers do not answer a metadata request");
+            .unwrap_or(None);
+            match existing {
+                Some(existing) => {
+                    kafka.ok();
+                    topics.check(&existing).await;
+                }
+                None => kafka.unready("the brokers do not answer a metadata request"),
             }
         }
         if first && health.ready() {

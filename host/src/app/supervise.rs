@@ -8,8 +8,9 @@ use rdkafka::producer::FutureProducer;
 use tokio::sync::watch;
 
 use super::build::{HostParts, topic_stage};
+use super::restarts::{RestartLoop, STABLE_AFTER};
 use crate::config::{PipelineConfig, StageConfig};
-use crate::health::Reporter;
+use crate::health::{Health, Reporter};
 use crate::kpi::StageKpis;
 use crate::plugin::PluginSlot;
 use crate::stage::{FusionPlan, StuckBook};
@@ -32,6 +33,8 @@ pub(super) struct Restart {
     pub(super) fusion: Arc<FusionPlan>,
     /// Every topic-fed stage's KPI recorder.
     pub(super) kpis: Arc<BTreeMap<String, StageKpis>>,
+    /// The host's readiness, for the restart-loop part.
+    pub(super) readiness: Health,
 }
 
 /// Longest pause between restarts of a failing stage.
@@ -48,11 +51,26 @@ pub(super) async fn supervise(
     let name = restart.stage.name.clone();
     let mut runner = first;
     let mut delay = Duration::from_millis(500);
+    let mut restarts = RestartLoop::new(
+        &name,
+        &restart.config.state.instance_id,
+        restart.readiness.clone(),
+    );
     loop {
         let started = std::time::Instant::now();
-        match runner.run(stop.clone()).await {
+        let run = runner.run(stop.clone());
+        tokio::pin!(run);
+        let outcome = tokio::select! {
+            outcome = &mut run => outcome,
+            _ = tokio::time::sleep(STABLE_AFTER), if restarts.in_loop() => {
+                restarts.stable();
+                run.await
+            }
+        };
+        match outcome {
             Ok(()) => {
                 restart.health.remove();
+                restarts.remove();
                 return Ok(());
             }
             Err(error) if *stop.borrow() => {
@@ -62,6 +80,7 @@ pub(super) async fn supervise(
                 tracing::warn!(stage = %name, error = format!("{error:#}"),
                     "stage could not commit its last work while stopping; it is processed again at the next start");
                 restart.health.remove();
+                restarts.remove();
                 return Ok(());
             }
             Err(error) => {
@@ -69,6 +88,7 @@ pub(super) async fn supervise(
                 restart
                     .health
                     .unready(format!("failed, restarting: {error:#}"));
+                restarts.failed(started.elapsed(), &error);
             }
         }
         if started.elapsed() > MAX_RESTART_DELAY {

@@ -342,6 +342,11 @@ pub struct StageConfig {
     /// Largest number of input events handled together.
     #[serde(default = "default_max_batch")]
     pub max_batch: usize,
+    /// The watchdog's patience: a stage that has input waiting on a partition it owns (not
+    /// parked for a retry, not held), or is not a member of its consumer group, and consumes
+    /// nothing for this long is stalled: unready with the reason, and rebuilt.
+    #[serde(default = "default_stall_timeout", with = "humantime_serde")]
+    pub stall_timeout: Duration,
     /// Sandbox limits for the plugin.
     #[serde(default)]
     pub limits: LimitsConfig,
@@ -514,6 +519,9 @@ fn default_replication() -> i32 {
 }
 fn default_max_batch() -> usize {
     500
+}
+fn default_stall_timeout() -> Duration {
+    Duration::from_secs(60)
 }
 fn default_commit_interval() -> Duration {
     Duration::from_millis(100)

@@ -133,9 +133,74 @@ pub fn rfc3339(time: std::time::SystemTime) -> String {
         .unwrap_or_default()
 }
 
+/// Longest `ce_type` a stage accepts.
+pub const MAX_TYPE_BYTES: usize = 256;
+/// Longest `ce_source` a stage accepts.
+pub const MAX_SOURCE_BYTES: usize = 1024;
+/// Longest `ce_time` a stage accepts (an RFC 3339 timestamp with nanoseconds and an offset is
+/// 35 bytes).
+pub const MAX_TIME_BYTES: usize = 64;
+
+/// Why the CloudEvents attributes among `headers` (`ce_type`, `ce_source`, `ce_time`) may not be
+/// passed on, if they may not: too long, a control character, or a `ce_time` that is not an
+/// RFC 3339 timestamp. A plugin copies what it reads (a status timeline records `ce_time`), so
+/// a hostile producer could otherwise grow state and outputs without bound. (`ce_id` is checked
+/// where the id is taken.)
+pub fn check_attributes(headers: &[(String, String)]) -> Result<(), String> {
+    for (name, max) in [
+        (TYPE, MAX_TYPE_BYTES),
+        (SOURCE, MAX_SOURCE_BYTES),
+        (TIME, MAX_TIME_BYTES),
+    ] {
+        let Some(value) = find(headers, name) else {
+            continue;
+        };
+        if value.len() > max {
+            return Err(format!(
+                "the {name} header is {} bytes long; at most {max} are accepted",
+                value.len()
+            ));
+        }
+        if value.chars().any(char::is_control) {
+            return Err(format!("the {name} header has a control character"));
+        }
+    }
+    if let Some(value) = find(headers, TIME)
+        && time::OffsetDateTime::parse(value, &time::format_description::well_known::Rfc3339)
+            .is_err()
+    {
+        return Err(format!(
+            "the {TIME} header {value:?} is not an RFC 3339 timestamp"
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn attributes_are_bounded_and_a_time_must_be_a_timestamp() {
+        let with = |name: &str, value: &str| vec![(name.to_string(), value.to_string())];
+        assert!(check_attributes(&with(TIME, "2026-12-07T09:00:00.123456789+02:00")).is_ok());
+        assert!(check_attributes(&with(TIME, &now_rfc3339())).is_ok());
+        assert!(check_attributes(&[]).is_ok());
+        let long = "2".repeat(100_000);
+        let refused = check_attributes(&with(TIME, &long)).unwrap_err();
+        assert!(refused.contains("100000 bytes"), "{refused}");
+        assert!(check_attributes(&with(TIME, "yesterday")).is_err());
+        assert!(check_attributes(&with(TYPE, &"T".repeat(MAX_TYPE_BYTES + 1))).is_err());
+        assert!(check_attributes(&with(TYPE, "Order")).is_ok());
+        assert!(
+            check_attributes(&with(SOURCE, "/x\ny")).is_err(),
+            "a newline"
+        );
+        assert!(
+            check_attributes(&with(SOURCE, "/x\u{0}y")).is_err(),
+            "a NUL"
+        );
+    }
 
     #[test]
     fn output_ids_are_deterministic_and_distinct() {

@@ -53,6 +53,14 @@ impl RecordHeaders {
         self.0.len()
     }
 
+    /// The bytes of every name and value, as they count against a record's size.
+    pub fn byte_len(&self) -> usize {
+        self.0
+            .iter()
+            .map(|(name, value)| name.len() + value.len())
+            .sum()
+    }
+
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()

@@ -4,6 +4,7 @@
 mod access;
 mod admin;
 mod clients;
+mod limits;
 mod partitioner;
 mod publish;
 mod read;
@@ -13,6 +14,7 @@ mod transaction;
 pub use access::{ACCESS_PATIENCE, AccessError, check_access};
 pub use admin::{ensure_changelog, ensure_compacted, ensure_topics};
 pub use clients::{DEFAULT_BROKERS, KafkaClients, Role};
+pub use limits::{RECORD_OVERHEAD, RecordLimits, size_of};
 pub use partitioner::{Partitioner, crc32};
 pub use publish::{
     Ack, Delivery, FailedDelivery, OutRecord, RecordQueue, enqueue, failed_acks, publish_all,

@@ -287,24 +287,18 @@ impl<P: TransactionalProducer> Committer<P> {
         }
     }
 
-    /// Commits the open work with `kpis` (windows published with it), and returns it.
+    /// Commits the open work and returns it.
     /// `on_safe` runs once the work's outputs are safe and before its inputs count as consumed
     /// elsewhere: transactional, after the commit (which took the offsets with it);
     /// acknowledging, after every acknowledgement and before the offsets are stored.
     pub(super) async fn commit<C: InputPositions<Group = P::Group>>(
         &mut self,
         positions: &C,
-        kpis: Vec<OutRecord>,
         retries: &RetryBook,
         on_safe: impl FnOnce(&OpenWork) -> anyhow::Result<()>,
     ) -> anyhow::Result<OpenWork> {
         match &mut self.way {
             Way::Transactional(txn) => {
-                for record in &kpis {
-                    txn.send(record)
-                        .await
-                        .map_err(|error| failed(&self.stage, "cannot queue a KPI", &error))?;
-                }
                 if !txn.is_open() {
                     return Ok(std::mem::take(&mut self.work));
                 }
@@ -380,11 +374,6 @@ impl<P: TransactionalProducer> Committer<P> {
                     // A partition revoked meanwhile: its new owner reads these inputs again.
                     tracing::warn!(stage = %self.stage, %error, "cannot store the consumed offsets");
                 }
-                if !kpis.is_empty()
-                    && let Err(error) = publish_all(producer, &kpis, 3).await
-                {
-                    tracing::warn!(stage = %self.stage, %error, "could not publish KPIs; this window is lost");
-                }
             }
         }
         Ok(std::mem::take(&mut self.work))
@@ -458,10 +447,19 @@ fn hold_refused(
 /// supervisor rebuilds it: a new producer (`init_transactions` fences and aborts what is left
 /// open), a new consumer at the committed offsets, state restored from the changelog.
 fn failed(stage: &str, what: &str, error: &crate::kafka::TxnError) -> anyhow::Error {
-    anyhow::anyhow!(
+    let message = format!(
         "stage {stage}: {what} ({error}; {:?}); rebuilding the stage to resume from its last committed offsets and state",
         error.kind
-    )
+    );
+    if error.kind == crate::kafka::TxnErrorKind::Fenced {
+        anyhow::Error::new(super::FencedOut {
+            by_same_member: false,
+            detail: error.to_string(),
+        })
+        .context(message)
+    } else {
+        anyhow::anyhow!(message)
+    }
 }
 
 /// The offsets the open work commits (or stores): the next input of each partition, with the
@@ -626,19 +624,16 @@ mod tests {
     /// Commits work that must fail: nothing of it may count as safe.
     async fn failed_commit(committer: &mut Committer<FakeProducer>) -> anyhow::Error {
         committer
-            .commit(
-                &FakePositions::default(),
-                Vec::new(),
-                &RetryBook::default(),
-                |_| panic!("the work is not safe"),
-            )
+            .commit(&FakePositions::default(), &RetryBook::default(), |_| {
+                panic!("the work is not safe")
+            })
             .await
             .err()
             .expect("the commit fails")
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
-    async fn a_transactional_commit_takes_outputs_kpis_and_offsets_in_one_transaction() {
+    async fn a_transactional_commit_takes_outputs_and_offsets_in_one_transaction() {
         let producer = FakeProducer::default();
         let mut committer = Committer::transactional(producer.clone(), "s", "DLQ", book());
         handle(&mut committer, &[4, 5]).await;
@@ -647,16 +642,11 @@ mod tests {
         assert_eq!(committer.deadline(Duration::from_secs(1)), None);
         let calls_at_safe = Mutex::new(Vec::new());
         let work = committer
-            .commit(
-                &FakePositions::default(),
-                vec![record("kpi")],
-                &RetryBook::default(),
-                |work| {
-                    assert_eq!(work.fates.len(), 2);
-                    *calls_at_safe.lock().unwrap() = producer.calls();
-                    Ok(())
-                },
-            )
+            .commit(&FakePositions::default(), &RetryBook::default(), |work| {
+                assert_eq!(work.fates.len(), 2);
+                *calls_at_safe.lock().unwrap() = producer.calls();
+                Ok(())
+            })
             .await
             .unwrap();
         assert_eq!(work.fates.len(), 2);
@@ -665,7 +655,6 @@ mod tests {
             Call::Begin,
             Call::Queue("out-4".into()),
             Call::Queue("out-5".into()),
-            Call::Queue("kpi".into()),
             Call::SendOffsets(vec![("in".into(), 0, 6)]),
             Call::Commit,
         ];
@@ -730,7 +719,7 @@ mod tests {
         assert!(committer.deadline(Duration::from_secs(1)).is_some());
         let positions = FakePositions::default();
         let work = committer
-            .commit(&positions, Vec::new(), &RetryBook::default(), |work| {
+            .commit(&positions, &RetryBook::default(), |work| {
                 assert!(work.fresh_ids.contains("id-7"));
                 assert!(positions.stored.lock().unwrap().is_empty());
                 // Every output was acknowledged before: out-8 went out twice.
@@ -772,7 +761,7 @@ mod tests {
         );
         let positions = FakePositions::default();
         committer
-            .commit(&positions, Vec::new(), &RetryBook::default(), |_| Ok(()))
+            .commit(&positions, &RetryBook::default(), |_| Ok(()))
             .await
             .unwrap();
         let history = producer.history();
@@ -812,7 +801,7 @@ mod tests {
             .insert("state:a".into(), RDKafkaErrorCode::RequestTimedOut);
         let positions = FakePositions::default();
         let error = committer
-            .commit(&positions, Vec::new(), &RetryBook::default(), |_| {
+            .commit(&positions, &RetryBook::default(), |_| {
                 panic!("the state is not published: the work is not safe")
             })
             .await
@@ -829,7 +818,7 @@ mod tests {
         handle(&mut committer, &[1]).await;
         let positions = FakePositions::default();
         committer
-            .commit(&positions, Vec::new(), &RetryBook::default(), |_| {
+            .commit(&positions, &RetryBook::default(), |_| {
                 anyhow::bail!("the store is down")
             })
             .await

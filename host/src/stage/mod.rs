@@ -5,6 +5,8 @@
 mod answers;
 mod commit;
 mod dedup;
+mod fault;
+mod fenced;
 mod fusion;
 mod ingress;
 mod membership;
@@ -13,10 +15,13 @@ mod rebalance;
 mod retry;
 mod runner;
 mod stuck;
+mod watchdog;
 
 pub use answers::{Answers, ProducerFactory, TransactionalAnswers};
 pub use commit::{Committer, InputPositions};
 pub use dedup::{Deduplicator, ProcessedLog};
+pub use fault::{SILENT_PAUSE_VARIABLE, SilentPause};
+pub use fenced::FencedOut;
 pub use fusion::{
     Deferred, FusableStage, Fusion, FusionPlan, HANDLED_BY_HEADER, fuses_into, handled_upstream,
     not_fusable,
@@ -30,3 +35,4 @@ pub use runner::{
     KpiTarget, StageConsumer, StageRunner, StageStateParts, TARGET_STAGE_HEADER, Worker,
 };
 pub use stuck::{Decision, StuckBook, StuckRecord, Verdict};
+pub use watchdog::Watchdog;

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use crate::event::cloudevents::{self, CloudEvent};
 use crate::event::dead_letter::{DeadLetter, Origin};
 use crate::event::schema::SchemaRegistry;
-use crate::kafka::OutRecord;
+use crate::kafka::{OutRecord, RecordLimits};
 use crate::plugin::{CallError, Header, InputEvent, StageInstance};
 use crate::state::{KeyedState, Writes};
 
@@ -45,6 +45,8 @@ pub struct StageContext {
     pub dead_letter: Route,
     /// Schemas of every topic (and the ingress).
     pub schemas: SchemaRegistry,
+    /// How large a record each topic takes: a larger output dead-letters its input.
+    pub limits: Arc<RecordLimits>,
 }
 
 /// One input event, as read from a topic or the ingress.
@@ -80,6 +82,8 @@ pub enum Failure {
     BadOutput(String),
     /// The event would add keyed state past the stage's `state_max_keys`.
     StateFull(String),
+    /// An output or a state value is larger than its topic takes.
+    TooLarge(String),
 }
 
 impl Failure {
@@ -93,6 +97,7 @@ impl Failure {
             Failure::Trap(m) => m.clone(),
             Failure::BadOutput(m) => format!("invalid plugin output: {m}"),
             Failure::StateFull(m) => format!("state full: {m}"),
+            Failure::TooLarge(m) => format!("too large: {m}"),
         }
     }
 
@@ -124,6 +129,7 @@ impl StageContext {
                 input.id.len()
             )));
         }
+        cloudevents::check_attributes(&input.headers).map_err(Failure::Undecodable)?;
         let text = std::str::from_utf8(input.payload)
             .map_err(|error| Failure::Undecodable(format!("body is not UTF-8: {error}")))?;
         let source = cloudevents::find(&input.headers, cloudevents::SOURCE);
@@ -220,14 +226,18 @@ impl StageContext {
                         .iter()
                         .map(|h| (h.name.as_str(), h.value.as_str())),
                 );
-                Ok(OutRecord {
+                let record = OutRecord {
                     topic: route.topic.clone(),
                     partition: None,
                     key: output.key.or_else(|| input.key.map(str::to_string)),
                     payload: Some(output.payload.into_bytes()),
                     headers,
                     id,
-                })
+                };
+                self.limits.check(&record).map_err(|error| {
+                    Failure::TooLarge(format!("output #{position} to '{}': {error}", output.output))
+                })?;
+                Ok(record)
             })
             .collect::<Result<Vec<_>, Failure>>()?;
         Ok(Processed { records, writes })

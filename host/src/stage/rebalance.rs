@@ -11,6 +11,7 @@
 use std::collections::BTreeSet;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
@@ -20,7 +21,6 @@ use rdkafka::{ClientContext, TopicPartitionList};
 use crate::health::Reporter;
 
 /// Counts rebalances and keeps the partitions revoked since they were last taken.
-#[derive(Default)]
 pub struct RebalanceTracker {
     revoked: Mutex<Vec<(String, i32)>>,
     /// Partitions assigned since they were last taken.
@@ -35,6 +35,24 @@ pub struct RebalanceTracker {
     /// Whether the consumer's assignment strategy is `cooperative-sticky` (incremental
     /// rebalances) rather than an eager one.
     cooperative: bool,
+    /// Since when the consumer has not been a member of its group (created and not joined yet,
+    /// or its partitions revoked and no assignment since); `None` while it is one.
+    out_of_group_since: Mutex<Option<Instant>>,
+}
+
+impl Default for RebalanceTracker {
+    fn default() -> Self {
+        Self {
+            revoked: Mutex::default(),
+            assigned: Mutex::default(),
+            owned: Mutex::default(),
+            health: None,
+            rebalances: AtomicU64::default(),
+            assignments: AtomicU64::default(),
+            cooperative: false,
+            out_of_group_since: Mutex::new(Some(Instant::now())),
+        }
+    }
 }
 
 impl RebalanceTracker {
@@ -79,6 +97,12 @@ impl RebalanceTracker {
     pub fn assignments(&self) -> u64 {
         self.assignments.load(Ordering::Relaxed)
     }
+
+    /// How long the consumer has not been a member of its group (not joined yet since it was
+    /// created, or revoked and not assigned again); `None` while it is a member.
+    pub fn out_of_group_for(&self) -> Option<Duration> {
+        lock(&self.out_of_group_since).map(|since| since.elapsed())
+    }
 }
 
 impl ClientContext for RebalanceTracker {}
@@ -113,10 +137,14 @@ impl ConsumerContext for RebalanceTracker {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         self.rebalances.fetch_add(1, Ordering::Relaxed);
         if let Rebalance::Revoke(partitions) = rebalance {
-            if consumer.assignment_lost()
-                && let Some(health) = &self.health
-            {
+            let lost = consumer.assignment_lost();
+            if lost && let Some(health) = &self.health {
                 health.unready("lost its group session (the broker is unreachable, or the host was paused past session.timeout.ms); rejoining");
+            }
+            if lost || !self.cooperative {
+                // Out of the group until the next assignment (an eager rebalance revokes
+                // everything first; a cooperative one keeps the member in unless it was lost).
+                lock(&self.out_of_group_since).get_or_insert_with(Instant::now);
             }
             let mut revoked = lock(&self.revoked);
             let mut owned = lock(&self.owned);
@@ -138,6 +166,7 @@ impl ConsumerContext for RebalanceTracker {
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(partitions) = rebalance {
             self.assignments.fetch_add(1, Ordering::Relaxed);
+            *lock(&self.out_of_group_since) = None;
             let mut owned = lock(&self.owned);
             if !self.cooperative {
                 owned.clear();

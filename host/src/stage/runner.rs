@@ -37,17 +37,20 @@ use tokio::sync::watch;
 
 use super::commit::{Committer, OpenWork, rewind};
 use super::dedup::{Deduplicator, dedup_key};
+use super::fault::SilentPause;
+use super::fenced::FencedOut;
 use super::fusion::{Deferred, Fusion, handled_upstream};
 use super::processor::{Failure, Input, Processed, Route, StageContext};
 use super::rebalance::RebalanceTracker;
 use super::retry::{ATTEMPT_HEADER, RetryBook, RetryDecision, TopicPartition};
 use super::stuck::{StuckBook, Verdict};
+use super::watchdog::Watchdog;
 use crate::config::RetryConfig;
 use crate::event::cloudevents;
 use crate::event::dead_letter::Origin;
 use crate::health::Reporter;
 use crate::kafka::{KafkaClients, OutRecord};
-use crate::kpi::{StageKpis, kpi_record};
+use crate::kpi::{KpiSink, StageKpis, kpi_record};
 use crate::plugin::{LoadedPlugin, PluggedInstance};
 use crate::state::{KeyedState, Writes, catch_up, plain_entry};
 
@@ -66,6 +69,8 @@ pub struct KpiTarget {
     pub interval: Duration,
     /// Keeps KPI ids of different host instances apart.
     pub instance: String,
+    /// Publishes the windows, best effort, outside the stage's transactions.
+    pub sink: KpiSink,
 }
 
 /// State of a stateful stage.
@@ -128,6 +133,15 @@ pub struct Worker {
     pub deferred: Option<Arc<Deferred>>,
     /// Records of the open work that writers left to this worker: `(partition, id)`.
     pub settled: Vec<(i32, String)>,
+    /// Ends this incarnation when it has input waiting, or is out of its group, and makes no
+    /// progress for the stage's `stall_timeout` (see [`super::watchdog`]).
+    pub watchdog: Watchdog,
+    /// Partitions whose last events ran into `max_event_time`, with how many did in a row:
+    /// such a partition cools down (parked like a retry) before its next event, so one slow
+    /// key cannot take the stage's one thread from every other partition.
+    pub slow: HashMap<TopicPartition, u32>,
+    /// A fault the host's own tests inject (see [`super::fault`]); `None` in production.
+    pub fault: Option<SilentPause>,
 }
 
 /// What happened to one input.
@@ -182,6 +196,9 @@ impl Worker {
         let mut failing_since: Option<Instant> = None;
         loop {
             self.resume_due(consumer);
+            if Instant::now() >= self.watchdog.next_check() {
+                self.watch(consumer)?;
+            }
             let batch = if self.committer.in_transaction() {
                 poll_available(consumer, self.max_batch, &self.context.name, 0)
             } else {
@@ -193,19 +210,17 @@ impl Worker {
                     _ = shutdown.changed() => break,
                     message = consumer.recv() => message,
                     _ = sleep_until_or_forever(retry_due) => continue,
+                    _ = tokio::time::sleep_until(self.watchdog.next_check().into()) => continue,
                     _ = sleep_until_or_forever(commit_due) => {
-                        let kpis = self.due_kpis(&mut last_kpi);
                         self.health.busy();
-                        self.commit(consumer, kpis).await?;
+                        self.commit(consumer).await?;
                         self.health.idle();
+                        self.publish_kpis(&mut last_kpi);
                         continue;
                     }
                     _ = sleep_until_or_forever(kpi_due) => {
-                        // Idle: publish the window that closed (in a transaction of its own).
-                        let kpis = self.due_kpis(&mut last_kpi);
-                        if !kpis.is_empty() {
-                            self.commit(consumer, kpis).await?;
-                        }
+                        // Idle: publish the window that closed.
+                        self.publish_kpis(&mut last_kpi);
                         continue;
                     }
                 };
@@ -224,9 +239,9 @@ impl Worker {
                     }
                     Err(error) => {
                         if let Some(fatal) = fatal_consumer_error(consumer, &error) {
-                            anyhow::bail!(
-                                "the consumer of stage {stage} hit a fatal error ({fatal}); rebuilding it"
-                            );
+                            return Err(fatal.context(format!(
+                                "the consumer of stage {stage} hit a fatal error; rebuilding it"
+                            )));
                         }
                         let failing_since = *failing_since.get_or_insert_with(Instant::now);
                         if failing_since.elapsed() > CONSUMER_FAILING_LIMIT {
@@ -248,9 +263,9 @@ impl Worker {
                 }
             };
             if let Some((code, reason)) = consumer.client().fatal_error() {
-                anyhow::bail!(
-                    "the consumer of stage {stage} hit a fatal error ({code:?}: {reason}); rebuilding it"
-                );
+                return Err(fatal_error(code, reason).context(format!(
+                    "the consumer of stage {stage} hit a fatal error; rebuilding it"
+                )));
             }
             let assigned = consumer.context().take_assigned();
             if !assigned.is_empty() {
@@ -265,10 +280,16 @@ impl Worker {
                 self.abandon(consumer, &revoked)?;
                 continue;
             }
+            if !batch.is_empty() {
+                self.watchdog.progressed();
+                if let Some(fault) = &mut self.fault {
+                    fault.consumed(consumer, batch.len());
+                }
+            }
             if batch.is_empty() {
                 if self.committer.in_transaction() {
-                    let kpis = self.due_kpis(&mut last_kpi);
-                    self.commit(consumer, kpis).await?;
+                    self.commit(consumer).await?;
+                    self.publish_kpis(&mut last_kpi);
                 }
                 continue;
             }
@@ -285,8 +306,8 @@ impl Worker {
                 .opened
                 .is_some_and(|opened| opened.elapsed() >= self.commit_interval);
             if (drained && self.committer.commits_when_drained()) || interval_over || stopping {
-                let kpis = self.due_kpis(&mut last_kpi);
-                self.commit(consumer, kpis).await?;
+                self.commit(consumer).await?;
+                self.publish_kpis(&mut last_kpi);
             }
             self.health.idle();
             if stopping {
@@ -294,27 +315,42 @@ impl Worker {
             }
         }
         if self.committer.is_open() {
-            let kpis = self.due_kpis(&mut last_kpi);
-            self.commit(consumer, kpis).await?;
+            self.commit(consumer).await?;
         }
+        // The last window, closed or not.
+        last_kpi = Instant::now() - self.kpi.as_ref().map_or(Duration::ZERO, |k| k.interval);
+        self.publish_kpis(&mut last_kpi);
         self.committer.finish(consumer);
         tracing::info!(stage = %stage, "stage stopped");
         Ok(())
     }
 
-    /// Commits the open work with `kpis`, then counts what its inputs became.
-    async fn commit(
-        &mut self,
-        consumer: &StageConsumer,
-        kpis: Vec<OutRecord>,
-    ) -> anyhow::Result<()> {
+    /// Ends this incarnation (so the stage is rebuilt) when the watchdog finds it stalled.
+    fn watch(&mut self, consumer: &StageConsumer) -> anyhow::Result<()> {
+        let out_of_group = consumer.context().out_of_group_for();
+        let stage = &self.context.name;
+        let (retries, stuck) = (&self.retries, &self.stuck);
+        let stalled = self.watchdog.check(consumer, out_of_group, |partition| {
+            retries.is_waiting(partition) || stuck.is_held(stage, &partition.0, partition.1)
+        });
+        match stalled {
+            Some(reason) => {
+                tracing::error!(stage = %stage, %reason, "stage stalled");
+                anyhow::bail!("stage {stage} stalled: {reason}")
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Commits the open work, then counts what its inputs became.
+    async fn commit(&mut self, consumer: &StageConsumer) -> anyhow::Result<()> {
         let state = self.state.as_ref();
         let dedup = &mut self.dedup;
         let fusion = &mut self.fusion;
         let stage = &self.context.name;
         let work = self
             .committer
-            .commit(consumer, kpis, &self.retries, |work| {
+            .commit(consumer, &self.retries, |work| {
                 // The work's outputs are safe: its state writes go into the local copy of the
                 // changelog (a copy that cannot take them is caught up before it is read
                 // again), and its inputs become processed ids.
@@ -361,6 +397,8 @@ impl Worker {
         tracing::info!(stage = %self.context.name, revoked = revoked.len(), open = self.committer.is_open(),
             "partitions revoked; dropping the open work");
         self.retries.forget(revoked);
+        self.slow
+            .retain(|partition, _| !revoked.contains(partition));
         self.dedup.rollback();
         self.fusion.rollback();
         self.settled.clear();
@@ -379,12 +417,13 @@ impl Worker {
         rewind(consumer, &self.context.name)
     }
 
-    fn due_kpis(&self, last: &mut Instant) -> Vec<OutRecord> {
+    /// Publishes the KPI window if it is over (best effort, see [`KpiSink`]).
+    fn publish_kpis(&self, last: &mut Instant) {
         let Some(target) = &self.kpi else {
-            return Vec::new();
+            return;
         };
         if last.elapsed() < target.interval {
-            return Vec::new();
+            return;
         }
         *last = Instant::now();
         let mut events = self.kpis.drain(target.interval);
@@ -402,7 +441,7 @@ impl Worker {
                 }
             }
         }
-        events
+        let records = events
             .iter()
             .map(|event| {
                 kpi_record(
@@ -412,7 +451,8 @@ impl Worker {
                     &target.instance,
                 )
             })
-            .collect()
+            .collect();
+        target.sink.publish(records);
     }
 
     async fn handle_batch(
@@ -609,15 +649,21 @@ impl Worker {
         let processed = self
             .context
             .process(instance, input, true, keyed.as_ref())
-            .and_then(|processed| match self.state_is_full(&processed.writes) {
-                Some(full) => Err(full),
-                None => Ok(processed),
+            .and_then(|processed| {
+                match self
+                    .state_is_full(&processed.writes)
+                    .or_else(|| self.state_too_large(&processed.writes))
+                {
+                    Some(refused) => Err(refused),
+                    None => Ok(processed),
+                }
             });
         let failure = match processed {
             Ok(Processed {
                 records: outputs,
                 writes,
             }) => {
+                self.slow.remove(&partition);
                 tracing::debug!(stage = %self.context.name, id = %input.id, topic = %input.origin.source_topic,
                     partition = input.origin.partition, offset = input.origin.offset,
                     key = input.key.unwrap_or_default(), outputs = outputs.len(), "processed");
@@ -667,6 +713,9 @@ impl Worker {
         tracing::warn!(stage = %self.context.name, id = %input.id, topic = %input.origin.source_topic,
             partition = input.origin.partition, offset = input.origin.offset,
             key = input.key.unwrap_or_default(), error = %failure.reason(), attempt, "dead-lettering event");
+        if matches!(&failure, Failure::Trap(reason) if reason.starts_with("timeout:")) {
+            self.cool_down(consumer, partition, input.origin.offset + 1);
+        }
         handled.records.push(
             self.context
                 .dead_letter(input, &failure, &plugin.version, attempt),
@@ -688,6 +737,37 @@ impl Worker {
             Failure::StateFull(format!(
                 "the stage's keyed state holds about {held} entries, its state_max_keys is {cap}; raise the cap or have the plugin delete keys it no longer needs"
             ))
+        })
+    }
+
+    /// An event of `partition` ran into the plugin's time limit: the partition waits before
+    /// its next event at `next` (the stage's retry delays, growing with each timeout in a
+    /// row), and the stage's other partitions go on meanwhile.
+    fn cool_down(&mut self, consumer: &StageConsumer, partition: TopicPartition, next: i64) {
+        let timeouts = self.slow.entry(partition.clone()).or_default();
+        *timeouts += 1;
+        let delay = self.retry.delay_before(*timeouts + 1);
+        tracing::warn!(stage = %self.context.name, topic = %partition.0, partition = partition.1,
+            timeouts_in_a_row = *timeouts, ?delay,
+            "an event ran into max_event_time; its partition waits before the next event so the other partitions go on");
+        self.retries.hold(&partition, next, delay);
+        park(consumer, &partition, next, &self.context.name);
+    }
+
+    /// Why `writes` may not be applied: a value with its key is larger than the changelog
+    /// topic takes (it would fail every transaction that carries it). `None` when they may.
+    fn state_too_large(&self, writes: &Writes) -> Option<Failure> {
+        let parts = self.state.as_ref()?;
+        let limit = self.context.limits.limit(&parts.changelog);
+        writes.iter().find_map(|(key, value)| {
+            let size = key.len() + value.as_ref().map_or(0, Vec::len);
+            (size > limit).then(|| {
+                Failure::TooLarge(format!(
+                    "the state value of key {:?} is {size} bytes with its key; the changelog topic {} takes at most {limit}",
+                    key.chars().take(256).collect::<String>(),
+                    parts.changelog
+                ))
+            })
         })
     }
 
@@ -779,18 +859,32 @@ const HELD_RECHECK: Duration = Duration::from_secs(1);
 /// How long a consumer may keep failing before the stage is rebuilt.
 const CONSUMER_FAILING_LIMIT: Duration = Duration::from_secs(30);
 
-/// The reason a consumer cannot go on, if `error` (or the client's state) is fatal: fenced by
-/// another member with the same `group.instance.id`, or any error librdkafka calls fatal.
-fn fatal_consumer_error(consumer: &StageConsumer, error: &KafkaError) -> Option<String> {
+/// Why a consumer cannot go on, if `error` (or the client's state) is fatal: fenced by
+/// another member with the same `group.instance.id` (a [`FencedOut`]), or any error librdkafka
+/// calls fatal.
+fn fatal_consumer_error(consumer: &StageConsumer, error: &KafkaError) -> Option<anyhow::Error> {
     if let Some((code, reason)) = consumer.client().fatal_error() {
-        return Some(format!("{code:?}: {reason}"));
+        return Some(fatal_error(code, reason));
     }
     match error {
-        KafkaError::MessageConsumptionFatal(code) => Some(format!("{code:?}")),
-        _ if error.rdkafka_error_code() == Some(RDKafkaErrorCode::FencedInstanceId) => {
-            Some(error.to_string())
-        }
+        KafkaError::MessageConsumptionFatal(code) => Some(fatal_error(*code, code.to_string())),
+        _ if error.rdkafka_error_code() == Some(RDKafkaErrorCode::FencedInstanceId) => Some(
+            fatal_error(RDKafkaErrorCode::FencedInstanceId, error.to_string()),
+        ),
         _ => None,
+    }
+}
+
+/// The error of a consumer's fatal `code`: a [`FencedOut`] when another member with the same
+/// `group.instance.id` fenced it.
+fn fatal_error(code: RDKafkaErrorCode, reason: String) -> anyhow::Error {
+    if code == RDKafkaErrorCode::FencedInstanceId {
+        anyhow::Error::new(FencedOut {
+            by_same_member: true,
+            detail: format!("{code:?}: {reason}"),
+        })
+    } else {
+        anyhow::anyhow!("{code:?}: {reason}")
     }
 }
 

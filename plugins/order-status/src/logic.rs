@@ -14,7 +14,8 @@
 //! `rejected` and `shipped` are terminal: nothing changes them. Otherwise the status only
 //! moves forward on `received < confirmed < picked_and_packed < shipped`, and `rejected`
 //! replaces any status that is not terminal. The kind-specific fields are set when their
-//! status is taken. An input whose event id is already in the timeline is ignored.
+//! status is taken. An input whose event id is already in the timeline is ignored. A timeline
+//! keeps at most [`MAX_TIMELINE_ENTRIES`] entries: an input that would add another is rejected.
 #![forbid(unsafe_code)]
 
 use serde::Deserialize;
@@ -34,6 +35,10 @@ pub const EVENT_NOTIFICATION_DELIVERED: &str = "NotificationDelivered";
 pub const OUTPUT_STATUS: &str = "status";
 /// The header whose value is a timeline entry's `at`.
 pub const TIME_HEADER: &str = "ce_time";
+/// Most entries an order's timeline keeps. An order's own flow makes about seven; an input
+/// that would add one more is rejected (dead-lettered), so nobody can grow a status document,
+/// its state and every record it is published in without bound.
+pub const MAX_TIMELINE_ENTRIES: usize = 64;
 
 /// The stage's `config` table. The order-status stage has no settings; any key is rejected
 /// so that a misplaced setting is noticed.
@@ -205,6 +210,13 @@ pub fn handle(
     };
     if doc.timeline.iter().any(|entry| entry.event_id == event.id) {
         return Ok(Vec::new());
+    }
+    if doc.timeline.len() >= MAX_TIMELINE_ENTRIES {
+        return Err(StageFailure::Reject(format!(
+            "the timeline of order {order_id} holds {} entries, the most it keeps ({MAX_TIMELINE_ENTRIES}); event {} is not recorded",
+            doc.timeline.len(),
+            event.id
+        )));
     }
 
     if let Some(change) = observation.status {
@@ -455,6 +467,21 @@ mod tests {
             assert!(outputs.is_empty(), "{outputs:?}");
         }
         assert_eq!(state, before);
+    }
+
+    #[test]
+    fn a_full_timeline_rejects_another_entry() {
+        let mut state = MemoryState::new();
+        let config = Config::default();
+        for n in 0..MAX_TIMELINE_ENTRIES {
+            let input = delivered(&format!("d{n}"), "shipped", T0);
+            handle(&input, &config, &mut state).expect("room for it");
+        }
+        let refused = handle(&delivered("one-more", "shipped", T0), &config, &mut state);
+        assert!(
+            matches!(&refused, Err(StageFailure::Reject(m)) if m.contains("holds 64 entries")),
+            "{refused:?}"
+        );
     }
 
     #[test]
