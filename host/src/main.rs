@@ -271,8 +271,31 @@ async fn run(path: &Path, watch_plugins: bool) -> anyhow::Result<()> {
     // First of all, before the configuration is read or anything starts: from here on SIGINT
     // and SIGTERM mean a clean stop, also during start-up.
     let stop = StopSignals::install()?;
-    let config = config::load(path, &Overrides::from_env())?;
-    stagehost::app::run(config, RunOptions { watch_plugins }, stop.requested()).await
+    loop {
+        let config = config::load(path, &Overrides::from_env())?;
+        let ran = stagehost::app::run(
+            config,
+            RunOptions { watch_plugins },
+            stop.clone().requested(),
+        )
+        .await;
+        match ran {
+            // The store lost its files while running: everything cached about it is wrong, so
+            // the pipeline starts again, as a restart with an emptied state.dir would.
+            Err(error)
+                if !stop.is_requested()
+                    && error
+                        .chain()
+                        .any(|cause| cause.is::<stagehost::store::StoreReplaced>()) =>
+            {
+                tracing::error!(
+                    error = format!("{error:#}"),
+                    "restarting the pipeline in process"
+                );
+            }
+            other => return other,
+        }
+    }
 }
 
 fn check(path: &Path) -> anyhow::Result<()> {

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 /// `kill -TERM` often arrive together), except one that comes [`FORCE_STOP_AFTER`] or more
 /// after the first: it ends the process at once, for a stop that hangs (exit status 128 +
 /// the signal's number).
+#[derive(Clone)]
 pub struct StopSignals {
     /// Becomes true at the first stop signal.
     requested: tokio::sync::watch::Receiver<bool>,
@@ -59,6 +60,11 @@ impl StopSignals {
             }
         });
         Ok(Self { requested })
+    }
+
+    /// Whether a stop signal came.
+    pub fn is_requested(&self) -> bool {
+        *self.requested.borrow()
     }
 
     /// Completes at the first stop signal (at once if one came already).

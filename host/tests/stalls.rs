@@ -428,3 +428,87 @@ async fn two_hosts_with_one_instance_id_are_named_and_nothing_is_lost() {
     let outcomes = outcomes(&brokers(), &first).await;
     assert_exactly_once("twin", &load.accepted, &outcomes, heal);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_added_to_an_input_are_read_without_a_restart() {
+    let mut topics: [String; 2] = Default::default();
+    let mut host = TestPipeline::new(|config| {
+        keep_stages(config, &[]);
+        topics[0] = add_topic(config, "Grows", 3);
+        topics[1] = add_topic(config, "GrowsOut", 3);
+        let mut stage = toml::Table::new();
+        stage.insert("name".into(), "pass".into());
+        stage.insert(
+            "plugin".into(),
+            component("faulty").display().to_string().into(),
+        );
+        stage.insert("input".into(), topics[0].clone().into());
+        let mut outputs = toml::Table::new();
+        outputs.insert("out".into(), topics[1].clone().into());
+        stage.insert("outputs".into(), outputs.into());
+        add_stage(config, stage);
+    });
+    let [input, output] = topics;
+    host.start();
+    let producer = big_producer();
+    let record = |n: usize| (format!("grow-{n}"), format!(r#"{{"n":"grow-{n}"}}"#));
+    for n in 0..30 {
+        let (id, payload) = record(n);
+        produce(
+            &producer,
+            &input,
+            Some((n % 3) as i32),
+            &id,
+            &payload,
+            &[("ce_id", &id)],
+        )
+        .await;
+    }
+    common::wait_for_records(&output, "the first records", SETTLE, |records| {
+        records.len() >= 30
+    })
+    .await;
+    let watch = ReadyWatch::start(&host.http);
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .unwrap();
+    let grown = admin
+        .create_partitions(
+            &[rdkafka::admin::NewPartitions::new(&input, 6)],
+            &AdminOptions::new(),
+        )
+        .await
+        .unwrap();
+    assert!(grown.iter().all(Result::is_ok), "{grown:?}");
+    let added = Instant::now();
+    for n in 30..60 {
+        let (id, payload) = record(n);
+        produce(
+            &producer,
+            &input,
+            Some(3 + (n % 3) as i32),
+            &id,
+            &payload,
+            &[("ce_id", &id)],
+        )
+        .await;
+    }
+    common::wait_for_records(
+        &output,
+        "the records of the new partitions",
+        SETTLE,
+        |records| records.len() >= 60,
+    )
+    .await;
+    let (_, problems) = watch.finish();
+    eprintln!(
+        "partitions added: the records of the new partitions were read {:.1}s after they were added; readiness named {problems:?}",
+        added.elapsed().as_secs_f64()
+    );
+    assert!(
+        problems.contains("unassigned:pass"),
+        "readiness never named the unassigned partitions: {problems:?}"
+    );
+    assert!(host.stop("TERM").success(), "{}", host.logs());
+}

@@ -519,3 +519,78 @@ async fn a_state_dir_full_at_start_up_starts_unready_and_serves_once_it_has_room
     let status = pipeline.stop("TERM");
     assert!(status.success(), "{status}");
 }
+
+/// The state dir loses its files while the host runs (issue 20: the same as a disk swapped or a
+/// volume remounted), and the store then fails (here: the disk fills up, which it does within
+/// seconds instead of the minutes fjall takes to notice on its own). The store comes back as an
+/// empty database: the host must not take it for its own. It restarts its pipeline in process,
+/// every copy of a topic is caught up again, and afterwards no scarce product was confirmed past
+/// its supply, every accepted order has exactly one outcome and re-posted orders get their first
+/// answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_state_dir_that_loses_its_files_while_running_is_caught_up_again() {
+    use common::flow::{assert_exactly_once, outcomes, stocked, wait_for_outcomes};
+    let tmpfs = Tmpfs::mount(TMPFS_SIZE);
+    let state_dir: PathBuf = tmpfs.path().to_path_buf();
+    let mut host = TestPipeline::new(|config| {
+        stocked(config);
+        let state = config["state"].as_table_mut().unwrap();
+        state.insert("dir".into(), state_dir.display().to_string().into());
+    });
+    host.start();
+    let targets = vec![host.http.clone()];
+    let load = tokio::spawn(common::flow::post_orders(
+        "lost".into(),
+        600,
+        25.0,
+        targets.clone(),
+    ));
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    // The files go; then the disk fills up and the store fails; then it has room again.
+    std::fs::remove_dir_all(state_dir.join("store")).unwrap();
+    let filler = state_dir.join("filler");
+    fill_up(&filler);
+    wait_until(
+        "the store replaced and the pipeline restarting",
+        SETTLE,
+        || async {
+            host.logs().contains("restarting the pipeline in process")
+                || host.logs().contains("came back as another database")
+        },
+    )
+    .await;
+    std::fs::remove_file(&filler).unwrap();
+    let load = load.await.unwrap();
+    let heal = wait_for_outcomes(&common::brokers(), &[&host], &load.accepted).await;
+    // Orders posted before the loss, posted again, get their first answers (202, not 409),
+    // and flow no second time.
+    let again = common::flow::post_orders("lost".into(), 100, 50.0, targets).await;
+    assert_eq!(again.accepted.len(), 100);
+    assert!(host.stop("TERM").success(), "{}", host.logs());
+    let logs = host.logs();
+    assert!(
+        logs.contains("restarting the pipeline in process"),
+        "the host did not restart its pipeline after the store came back empty:\n{logs}"
+    );
+    let outcomes = outcomes(&common::brokers(), &host).await;
+    assert_exactly_once("state-dir-lost", &load.accepted, &outcomes, heal);
+    // Scarce products (30 units each): never confirmed past their supply.
+    let confirmed = read_to_end(&host.topic("OrderConfirmed"), Duration::from_secs(60)).await;
+    for product in ["fp-18", "fp-19"] {
+        let units: u64 = confirmed
+            .iter()
+            .flat_map(|record| {
+                record.value["items"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .filter(|item| item["product_id"] == product)
+            .map(|item| item["quantity"].as_u64().unwrap_or(0))
+            .sum();
+        assert!(
+            units <= 30,
+            "{product}: {units} units confirmed, 30 supplied"
+        );
+    }
+}

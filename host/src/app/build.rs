@@ -16,6 +16,7 @@ use crate::health::{Health, Reporter};
 use crate::http::{IngressEndpoint, TopicView, ViewEndpoint, ViewShaper};
 use crate::kafka::{
     KafkaClients, Partitioner, RecordLimits, ensure_changelog, ensure_compacted, partition_count,
+    refuse_lost_topic,
 };
 use crate::kpi::{KpiSink, StageKpis};
 use crate::plugin::{InstanceSettings, OutputContract, PluggedInstance, PluginEngine, PluginSlot};
@@ -202,6 +203,7 @@ pub(super) async fn topic_stage(
             .unwrap_or(1);
         let changelog = changelog_topic(&group);
         if config.kafka.create_topics {
+            tokio::task::block_in_place(|| refuse_lost_topic(&kafka, &changelog, &group, &inputs))?;
             ensure_changelog(&kafka, &changelog, first, replication).await?;
         }
         Some(StageStateParts {
@@ -232,6 +234,7 @@ pub(super) async fn topic_stage(
             partitions = partitions.max(counted);
         }
         if config.kafka.create_topics {
+            tokio::task::block_in_place(|| refuse_lost_topic(&kafka, &topic, &group, &inputs))?;
             ensure_compacted(
                 &kafka,
                 &topic,

@@ -26,9 +26,9 @@ use crate::kafka::{ACCESS_PATIENCE, KafkaClients, RecordLimits, check_access, en
 use crate::kpi::{KpiHub, KpiSink, publish_loop};
 use crate::plugin::PluginEngine;
 use crate::stage::Ingress;
-use crate::stage::StuckBook;
+use crate::stage::{CoverageTarget, StuckBook, watch_coverage};
 use crate::state::changelog_topic;
-use crate::store::LocalStore;
+use crate::store::{LocalStore, StoreReplaced};
 use build::{
     HostParts, context, event_type, fusion_plan, ingress_answers, ingress_endpoints, topic_stage,
     views,
@@ -129,6 +129,7 @@ pub async fn run(
     let mut ingresses = Vec::new();
     let mut building = Vec::new();
     let stuck = StuckBook::new(health.clone());
+    let coverage = coverage_targets(&config, &kafka, &plugins);
     let contexts: std::collections::BTreeMap<String, Arc<crate::stage::StageContext>> = config
         .stages
         .iter()
@@ -241,6 +242,12 @@ pub async fn run(
             stop_rx.clone(),
         ))
     });
+    tokio::spawn(watch_coverage(
+        coverage,
+        kafka.clone(),
+        health.clone(),
+        stop_rx.clone(),
+    ));
     tokio::spawn(watch_readiness(
         producer.clone(),
         DeclaredTopics::of(&config, &health),
@@ -307,6 +314,7 @@ pub async fn run(
         Some(result) = tasks.join_next() => {
             failure = Some(flatten(result).err().unwrap_or_else(|| anyhow::anyhow!("a stage stopped unexpectedly")));
         }
+        replaced = store_replaced(&store) => failure = Some(anyhow::Error::new(replaced)),
     }
 
     // Stop order: no new requests, then stages finish their batch and commit, then flush.
@@ -399,6 +407,57 @@ fn flatten(result: Result<anyhow::Result<()>, tokio::task::JoinError>) -> anyhow
         Ok(result) => result,
         Err(error) => Err(anyhow::anyhow!("stage task panicked: {error}")),
     }
+}
+
+/// Completes when the store came back as another database (see [`StoreReplaced`]).
+async fn store_replaced(store: &LocalStore) -> StoreReplaced {
+    while !store.was_replaced() {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    StoreReplaced {
+        path: store.path().to_path_buf(),
+    }
+}
+
+/// What the coverage watch looks at: every topic-fed stage's group and inputs.
+fn coverage_targets(
+    config: &PipelineConfig,
+    kafka: &KafkaClients,
+    plugins: &std::collections::BTreeMap<
+        String,
+        (
+            Arc<crate::plugin::PluginSlot>,
+            crate::plugin::PluggedInstance,
+        ),
+    >,
+) -> Vec<CoverageTarget> {
+    config
+        .stages
+        .iter()
+        .filter(|stage| !stage.is_http())
+        .map(|stage| {
+            let group = stage.group_id();
+            let consumer = kafka.consumer(
+                &group,
+                &config.state.instance_id,
+                stage.mode == crate::config::ProcessingMode::ExactlyOnce,
+            );
+            let grace = consumer
+                .get("session.timeout.ms")
+                .and_then(|ms| ms.parse().ok())
+                .map_or(Duration::from_secs(10), Duration::from_millis);
+            CoverageTarget {
+                stage: stage.name.clone(),
+                group,
+                inputs: stage.inputs().iter().map(|s| s.to_string()).collect(),
+                stateful: plugins
+                    .get(&stage.name)
+                    .is_some_and(|(_, instance)| instance.uses_state()),
+                consumer,
+                grace,
+            }
+        })
+        .collect()
 }
 
 /// Reports whether Kafka answers (part `kafka`) and whether every declared topic exists

@@ -5,7 +5,9 @@ use std::time::Duration;
 use anyhow::Context;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{Offset, TopicPartitionList};
 
 use super::clients::KafkaClients;
 use crate::config::PipelineConfig;
@@ -95,5 +97,52 @@ pub async fn ensure_compacted(
             Err((name, code)) => anyhow::bail!("cannot create the changelog topic {name}: {code}"),
         }
     }
+    Ok(())
+}
+
+/// Refuses to make `topic` (a stage's changelog or processed-id topic, the system of record of
+/// its state) when it is missing although the stage ran before: its group `group` has committed
+/// offsets on its `inputs`. A missing system-of-record topic is then a loss, not a first start,
+/// and making it again empty would silently start the stage's state from nothing. Blocking.
+pub fn refuse_lost_topic(
+    kafka: &KafkaClients,
+    topic: &str,
+    group: &str,
+    inputs: &[&str],
+) -> anyhow::Result<()> {
+    let consumer: BaseConsumer = kafka
+        .reader(group)
+        .create()
+        .context("cannot create a Kafka client")?;
+    let timeout = Duration::from_secs(15);
+    let metadata = consumer
+        .fetch_metadata(None, timeout)
+        .context("cannot read the cluster's topics")?;
+    let mut partitions = TopicPartitionList::new();
+    for found in metadata.topics() {
+        if found.name() == topic && found.error().is_none() {
+            return Ok(());
+        }
+        if inputs.contains(&found.name()) {
+            for partition in found.partitions() {
+                partitions.add_partition(found.name(), partition.id());
+            }
+        }
+    }
+    if partitions.count() == 0 {
+        return Ok(());
+    }
+    let committed = consumer
+        .committed_offsets(partitions, timeout)
+        .with_context(|| format!("cannot read the committed offsets of group {group}"))?;
+    let ran_before = committed
+        .elements()
+        .iter()
+        .any(|element| matches!(element.offset(), Offset::Offset(_)));
+    anyhow::ensure!(
+        !ran_before,
+        "topic {topic} is missing, but group {group} has committed offsets on {}: the stage ran before and its state (or processed ids) lived in that topic, which was deleted. The stage does not start again from an empty state: restore the topic, or, to start from nothing on purpose, delete the group's offsets (kafka-consumer-groups --delete-offsets) and restart (see docs/operations.md)",
+        inputs.join(", ")
+    );
     Ok(())
 }

@@ -4,6 +4,7 @@
 
 mod answers;
 mod commit;
+mod coverage;
 mod dedup;
 mod fault;
 mod fenced;
@@ -19,6 +20,7 @@ mod watchdog;
 
 pub use answers::{Answers, ProducerFactory, TransactionalAnswers};
 pub use commit::{Committer, InputPositions};
+pub use coverage::{CoverageTarget, watch_coverage};
 pub use dedup::{Deduplicator, ProcessedLog};
 pub use fault::{SILENT_PAUSE_VARIABLE, SilentPause};
 pub use fenced::FencedOut;

@@ -845,7 +845,7 @@ impl Worker {
         })
         .with_context(|| format!("cannot restore the state of partition {partition}"))?;
         tracing::info!(stage = %self.context.name, partition, records = caught_up.records,
-            from = ?caught_up.from, to = caught_up.to, reset = caught_up.reset,
+            from = ?caught_up.from, to = caught_up.to,
             elapsed_ms = caught_up.elapsed.as_millis() as u64, "state caught up with its changelog");
         lock(&parts.keyed).restored(partition);
         Ok(())

@@ -35,9 +35,6 @@ pub struct CaughtUp {
     pub from: Option<i64>,
     /// The partition's end: the table's checkpoint now.
     pub to: i64,
-    /// The table's checkpoint was past the partition's end (the topic was deleted and made
-    /// again), so its copy of the partition was dropped and read again from the beginning.
-    pub reset: bool,
     /// How long it took.
     pub elapsed: Duration,
 }
@@ -45,20 +42,25 @@ pub struct CaughtUp {
 /// Reads the committed records of `topic`/`partition` that `table` has not read yet (from
 /// its checkpoint to the end) and writes into the table what `entry` makes of each (records
 /// it returns `None` for are skipped), with the checkpoint. Blocking: call it off the async
-/// threads. `partitions` is every partition of the topic (a topic-scoped table that must drop
-/// its copy drops it for all of them).
+/// threads.
+///
+/// A checkpoint past the partition's end is an error, never an empty copy: the topic is the
+/// system of record of what the table holds (keyed state, processed ids, ingress answers), and
+/// a topic that ends before what was already read from it was deleted and made again (or
+/// truncated): what it held is lost, and a stage that went on would start its state again from
+/// nothing (stock back at the catalog's, orders processed twice). `_partitions` is every
+/// partition of the topic.
 pub fn catch_up(
     kafka: &KafkaClients,
     topic: &str,
     partition: i32,
-    partitions: &[i32],
+    _partitions: &[i32],
     table: &Table,
     entry: impl Fn(&BorrowedMessage<'_>) -> Option<Entry>,
 ) -> anyhow::Result<CaughtUp> {
     let started = Instant::now();
     let checkpoint = table.checkpoint(partition)?;
-    let mut reset = false;
-    let mut not_cleared: Option<anyhow::Error> = None;
+    let mut past_end: Option<(i64, i64)> = None;
     let mut failure: Option<anyhow::Error> = None;
     let mut batch: Vec<Entry> = Vec::new();
     let mut records = 0u64;
@@ -76,15 +78,9 @@ pub fn catch_up(
         partition,
         |marks| match checkpoint {
             Some(at) if at > marks.high => {
-                reset = true;
-                match table.clear(partition, partitions) {
-                    Ok(_) => None,
-                    Err(error) => {
-                        not_cleared = Some(error.into());
-                        // Past the end: nothing is read.
-                        Some(i64::MAX)
-                    }
-                }
+                past_end = Some((at, marks.high));
+                // Past the end: nothing is read.
+                Some(i64::MAX)
             }
             at => at,
         },
@@ -110,16 +106,21 @@ pub fn catch_up(
             table.name()
         )
     })?;
-    if let Some(error) = not_cleared.or(failure) {
+    if let Some((at, end)) = past_end {
+        anyhow::bail!(
+            "{topic}/{partition} ends at offset {end}, but the local copy (table {}) was caught up to offset {at}: the topic was deleted and made again, or truncated, and what it held is lost. Nothing runs on a copy that silently started again: restore the topic (its records up to offset {at} at least), or, to start from nothing on purpose, stop the host, delete the stage's consumer group offsets and remove state.dir (see docs/operations.md)",
+            table.name()
+        );
+    }
+    if let Some(error) = failure {
         return Err(error).context(format!("cannot write table {}", table.name()));
     }
     apply(&mut batch, marks.high)
         .with_context(|| format!("cannot write table {}", table.name()))?;
     Ok(CaughtUp {
         records,
-        from: if reset { None } else { checkpoint },
+        from: checkpoint,
         to: marks.high,
-        reset,
         elapsed: started.elapsed(),
     })
 }

@@ -98,3 +98,17 @@ mod tests {
         );
     }
 }
+
+/// The local store came back from a failure as another database: its folder lost its files
+/// while the host ran (deleted, a disk swapped, a volume remounted) or was replaced with
+/// another's. Nothing cached about it holds any more (which copies are caught up, which ids are
+/// known), so the host restarts its pipeline in process, and every copy is caught up from its
+/// topic before its stage processes again.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error(
+    "the local store {path} came back as another database (state.dir lost its files while the host ran, or was replaced); restarting the pipeline so that every copy of a topic is caught up again"
+)]
+pub struct StoreReplaced {
+    /// The store's folder.
+    pub path: PathBuf,
+}

@@ -62,6 +62,11 @@ struct Shared {
     closing: AtomicBool,
     /// Expiring tables and their retention, pruned with the rest.
     expiring: Mutex<HashMap<String, Duration>>,
+    /// The identity of the database this store opened first (`None` while it could not be
+    /// opened yet: the first database opened sets it).
+    identity: Mutex<Option<String>>,
+    /// Set when a reopened database turned out to be another one: the store stays closed.
+    replaced: AtomicBool,
 }
 
 enum State {
@@ -104,10 +109,14 @@ impl LocalStore {
     /// else (another stagehost holding the store, a damaged store) is an error.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         let path = dir.join(STORE_DIR);
+        let mut identity = None;
         let state = match std::fs::create_dir_all(dir)
             .map_err(fjall::Error::Io)
             .and_then(|()| open_keyspaces(&path))
-        {
+            .and_then(|keyspaces| {
+                identity = Some(keyspaces.identity()?.0);
+                Ok(keyspaces)
+            }) {
             Ok(keyspaces) => State::Open {
                 keyspaces,
                 generation: 0,
@@ -146,6 +155,8 @@ impl LocalStore {
                 reporter: Mutex::new(None),
                 closing: AtomicBool::new(false),
                 expiring: Mutex::new(HashMap::new()),
+                identity: Mutex::new(identity),
+                replaced: AtomicBool::new(false),
             }),
             patience: Duration::ZERO,
         })
@@ -167,6 +178,17 @@ impl LocalStore {
             State::Down(outage) => reporter.unready(unready_reason(&outage.reason())),
         }
         *self.shared.lock_reporter() = Some(reporter);
+    }
+
+    /// The database's folder.
+    pub fn path(&self) -> &Path {
+        &self.shared.path
+    }
+
+    /// Whether the store came back from a failure as another database (see
+    /// [`super::StoreReplaced`]): it stays closed, and the host restarts its pipeline.
+    pub fn was_replaced(&self) -> bool {
+        self.shared.replaced.load(Ordering::Relaxed)
     }
 
     /// Whether the store works (it has not failed, or it was reopened since).
@@ -445,12 +467,33 @@ impl Shared {
                 }
             }
         };
+        if self.replaced.load(Ordering::Relaxed) {
+            return false;
+        }
         let reopened = std::fs::create_dir_all(&self.dir)
             .map_err(|error| format!("cannot create state.dir ({error})"))
             .and_then(|()| probe(&self.dir))
             .and_then(|()| {
                 open_keyspaces(&self.path)
+                    .and_then(|keyspaces| Ok((keyspaces.identity()?, keyspaces)))
                     .map_err(|error| format!("cannot open it again: {}", describe(&error)))
+            })
+            .and_then(|((identity, _), keyspaces)| {
+                let mut known = self.identity.lock().unwrap_or_else(|p| p.into_inner());
+                match known.as_ref() {
+                    Some(first) if *first != identity => {
+                        // Dropping the database releases it; it stays closed.
+                        drop(keyspaces);
+                        self.replaced.store(true, Ordering::Relaxed);
+                        tracing::error!(path = %self.path.display(), was = %first, now = %identity,
+                            "the local store came back as another database (state.dir lost its files while the host ran, or was replaced); it stays closed and the pipeline restarts, so that every copy of a topic is caught up again before its stage processes");
+                        Err("it came back as another database (state.dir lost its files, or was replaced); the pipeline restarts".to_string())
+                    }
+                    _ => {
+                        *known = Some(identity);
+                        Ok(keyspaces)
+                    }
+                }
             });
         let mut state = self.write();
         let State::Down(outage) = &mut *state else {
@@ -640,6 +683,32 @@ mod tests {
         );
         assert_eq!(store.ingress_record("ticket-1").unwrap(), Some(answer(7)));
         store.mark_processed("s", ["after"]).unwrap();
+    }
+
+    #[test]
+    fn a_store_that_comes_back_as_another_database_stays_closed_and_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path()).unwrap();
+        store.mark_processed("s", ["kept"]).unwrap();
+        assert!(!store.was_replaced());
+        // The folder loses its files while the host runs, then the store fails.
+        std::fs::remove_dir_all(dir.path().join(STORE_DIR)).unwrap();
+        store.break_for_test("No such file or directory (os error 2)");
+        std::thread::sleep(REOPEN_EVERY);
+        assert!(
+            !store.reopen_if_due(),
+            "an empty database is not the store that failed"
+        );
+        assert!(store.was_replaced());
+        assert!(!store.is_open());
+        assert!(store.processed_among("s", &["kept"]).is_err());
+        std::thread::sleep(REOPEN_EVERY);
+        assert!(!store.reopen_if_due(), "it stays closed");
+        // A new start takes the new database as its own.
+        drop(store);
+        let again = LocalStore::open(dir.path()).unwrap();
+        assert_eq!(again.processed_among("s", &["kept"]).unwrap(), vec![false]);
+        assert!(!again.was_replaced());
     }
 
     #[test]

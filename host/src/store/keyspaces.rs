@@ -19,6 +19,8 @@ const INGRESS: &str = "ingress";
 /// `<table>\x1f<partition>` → the next offset of the table's topic partition to read (8 bytes
 /// big-endian).
 const CHECKPOINTS: &str = "checkpoints";
+/// Key of the database's identity in the checkpoints keyspace (no table name holds `\x1e`).
+const IDENTITY_KEY: &str = "\x1estore-identity";
 /// Prefix of the keyspace of each table.
 const TABLE_PREFIX: &str = "table:";
 /// Block cache of the store.
@@ -85,6 +87,19 @@ impl Keyspaces {
             checkpoints,
             tables: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The database's identity: a random id written when it was created (`created` true when
+    /// that is now). A database that comes back with another id (or none) is another database:
+    /// its folder lost its files, or was replaced.
+    pub(super) fn identity(&self) -> fjall::Result<(String, bool)> {
+        if let Some(id) = self.checkpoints.get(IDENTITY_KEY)? {
+            return Ok((String::from_utf8_lossy(&id).into_owned(), false));
+        }
+        let id = uuid::Uuid::new_v4().to_string();
+        self.checkpoints.insert(IDENTITY_KEY, id.as_bytes())?;
+        self.db.persist(fjall::PersistMode::SyncAll)?;
+        Ok((id, true))
     }
 
     /// The keyspace of table `name`, opened (or created) on first use.

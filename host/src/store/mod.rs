@@ -25,7 +25,7 @@ mod keyspaces;
 mod table;
 mod upkeep;
 
-pub use error::StoreError;
+pub use error::{StoreError, StoreReplaced};
 pub use handle::{LocalStore, REOPEN_EVERY};
 pub use keyspaces::{IngressRecord, unix_ms};
 pub use table::{Scope, Table, stamp, unstamp};

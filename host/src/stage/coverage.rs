@@ -1,0 +1,314 @@
+//! Partitions nobody reads: every input partition of a stage must be assigned to some member of
+//! the stage's group.
+//!
+//! With the classic group protocol a static member that rejoins keeps its old assignment and the
+//! group does not rebalance (KAFKA-12759), so partitions added to an input topic can stay
+//! assigned to nobody — for as long as the members keep their sessions, that is for ever —
+//! while the ingress keeps accepting orders that land on them. The host therefore compares, for
+//! every topic-fed stage, the partitions of its inputs (the cluster's metadata) with what the
+//! members of its group were assigned (the group's description, each member's assignment
+//! decoded with the Kafka protocol crate). Partitions assigned to nobody for longer than the
+//! group's session timeout are reported (`/readyz` part `unassigned:<stage>`, and the log), and:
+//!
+//! - for a stage without keyed state, the host makes the group rebalance: a short-lived
+//!   dynamic member (no `group.instance.id`, never committing) joins with the stage's
+//!   subscription, which makes the leader assign again over the topics' current partitions,
+//!   and leaves. The new partitions are read within seconds, without a restart;
+//! - a stage with keyed state keeps its state per input partition, and a key that moved to a
+//!   new partition would find none (its stock would start again from the catalog): it is
+//!   left unready, with what to do, and never reads with a key's state missing.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use bytes::Buf;
+use kafka_protocol::messages::ConsumerProtocolAssignment;
+use kafka_protocol::protocol::Decodable;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{ClientConfig, ClientContext};
+use tokio::sync::watch;
+
+use crate::health::{Health, Reporter};
+use crate::kafka::KafkaClients;
+
+/// How often every stage's group is looked at.
+const CHECK_EVERY: Duration = Duration::from_secs(5);
+/// How long one look may wait for the broker.
+const LOOK_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the rebalancing member waits for its assignment.
+const REBALANCE_PATIENCE: Duration = Duration::from_secs(30);
+
+/// One topic-fed stage whose group is watched.
+#[derive(Debug, Clone)]
+pub struct CoverageTarget {
+    /// The stage.
+    pub stage: String,
+    /// Its consumer group.
+    pub group: String,
+    /// Its input topics.
+    pub inputs: Vec<String>,
+    /// Whether it keeps keyed state per input partition.
+    pub stateful: bool,
+    /// Its consumer's settings (the rebalancing member takes them, without the static id).
+    pub consumer: ClientConfig,
+    /// How long a partition may be assigned to nobody before it counts: the group's session
+    /// timeout (a member that left is replaced within it).
+    pub grace: Duration,
+}
+
+/// What is known of one stage's coverage.
+struct Watched {
+    target: CoverageTarget,
+    unassigned_since: Option<Instant>,
+    reporter: Option<Reporter>,
+}
+
+/// Watches every target's group until `stop` turns true.
+pub async fn watch_coverage(
+    targets: Vec<CoverageTarget>,
+    kafka: KafkaClients,
+    health: Health,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut watched: Vec<Watched> = targets
+        .into_iter()
+        .map(|target| Watched {
+            target,
+            unassigned_since: None,
+            reporter: None,
+        })
+        .collect();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(CHECK_EVERY) => {}
+            _ = stop.changed() => return,
+        }
+        for one in &mut watched {
+            let (target, kafka) = (one.target.clone(), kafka.clone());
+            let looked = tokio::task::spawn_blocking(move || unassigned(&kafka, &target)).await;
+            match looked {
+                Ok(Ok(Some(missing))) if !missing.is_empty() => {
+                    one.missing(&missing, &health).await;
+                }
+                Ok(Ok(Some(_))) => one.covered(),
+                // The group is rebalancing or empty (the stage's own readiness says so), or
+                // the broker did not answer: nothing to conclude now.
+                Ok(Ok(None)) => {}
+                Ok(Err(error)) => {
+                    tracing::debug!(stage = %one.target.stage, error = format!("{error:#}"), "cannot look at the group's assignment")
+                }
+                Err(_) => {}
+            }
+        }
+    }
+}
+
+impl Watched {
+    fn covered(&mut self) {
+        self.unassigned_since = None;
+        if let Some(reporter) = self.reporter.take() {
+            tracing::info!(stage = %self.target.stage, "every input partition is assigned again");
+            reporter.remove();
+        }
+    }
+
+    async fn missing(&mut self, missing: &BTreeSet<(String, i32)>, health: &Health) {
+        let since = *self.unassigned_since.get_or_insert_with(Instant::now);
+        if since.elapsed() < self.target.grace {
+            return;
+        }
+        let list = missing
+            .iter()
+            .map(|(topic, partition)| format!("{topic}/{partition}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let stage = &self.target.stage;
+        let reason = if self.target.stateful {
+            format!(
+                "input partitions {list} are assigned to no member of group {} for {:.0} s: partitions were added to an input topic. The stage keeps keyed state per input partition and a key that moved would find none, so the host does not read them; put the topic back to its partition count (or re-key the stage's state) and restart",
+                self.target.group,
+                since.elapsed().as_secs_f64()
+            )
+        } else {
+            format!(
+                "input partitions {list} are assigned to no member of group {} for {:.0} s (partitions added to an input topic: static members keep their old assignment); making the group rebalance",
+                self.target.group,
+                since.elapsed().as_secs_f64()
+            )
+        };
+        if self.reporter.is_none() {
+            tracing::error!(stage = %stage, partitions = %list, "{reason}");
+        }
+        self.reporter
+            .get_or_insert_with(|| health.reporter(&format!("unassigned:{stage}"), "unassigned"))
+            .unready(reason);
+        if !self.target.stateful {
+            let target = self.target.clone();
+            let rebalanced =
+                tokio::task::spawn_blocking(move || make_group_rebalance(&target)).await;
+            match rebalanced {
+                Ok(Ok(())) => {
+                    tracing::info!(stage = %stage, "the group rebalanced over the current partitions")
+                }
+                Ok(Err(error)) => {
+                    tracing::warn!(stage = %stage, error = format!("{error:#}"), "cannot make the group rebalance; trying again")
+                }
+                Err(_) => {}
+            }
+        }
+    }
+}
+
+/// The input partitions of `target` assigned to no member of its group; `None` when the group is
+/// not stable (rebalancing, empty, or not a consumer group).
+fn unassigned(
+    kafka: &KafkaClients,
+    target: &CoverageTarget,
+) -> anyhow::Result<Option<BTreeSet<(String, i32)>>> {
+    let client: BaseConsumer = kafka
+        .reader("stagehost-coverage")
+        .create()
+        .context("cannot create a client")?;
+    let groups = client
+        .fetch_group_list(Some(&target.group), LOOK_TIMEOUT)
+        .context("cannot describe the group")?;
+    let Some(group) = groups.groups().first() else {
+        return Ok(None);
+    };
+    if group.state() != "Stable"
+        || group.protocol_type() != "consumer"
+        || group.members().is_empty()
+    {
+        return Ok(None);
+    }
+    let mut assigned = BTreeSet::new();
+    for member in group.members() {
+        if let Some(bytes) = member.assignment() {
+            assigned.extend(decode_assignment(bytes)?);
+        }
+    }
+    let mut expected = BTreeSet::new();
+    for topic in &target.inputs {
+        let metadata = client
+            .fetch_metadata(Some(topic), LOOK_TIMEOUT)
+            .with_context(|| format!("cannot read the metadata of {topic}"))?;
+        for found in metadata.topics() {
+            if found.error().is_some() {
+                continue;
+            }
+            for partition in found.partitions() {
+                expected.insert((found.name().to_string(), partition.id()));
+            }
+        }
+    }
+    Ok(Some(expected.difference(&assigned).cloned().collect()))
+}
+
+/// The partitions of a member's assignment (the consumer protocol's `ConsumerProtocolAssignment`
+/// after its version).
+fn decode_assignment(bytes: &[u8]) -> anyhow::Result<Vec<(String, i32)>> {
+    if bytes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut buf = bytes::Bytes::copy_from_slice(bytes);
+    anyhow::ensure!(
+        buf.remaining() >= 2,
+        "an assignment of {} bytes",
+        bytes.len()
+    );
+    // A newer version is read as the newest known one: later versions only add fields.
+    let version = buf.get_i16().clamp(0, 3);
+    let assignment = ConsumerProtocolAssignment::decode(&mut buf, version)
+        .context("cannot decode a member's assignment")?;
+    Ok(assignment
+        .assigned_partitions
+        .into_iter()
+        .flat_map(|topic| {
+            let name = topic.topic.to_string();
+            topic
+                .partitions
+                .into_iter()
+                .map(move |partition| (name.clone(), partition))
+        })
+        .collect())
+}
+
+/// Makes `target`'s group assign again: a dynamic member joins with the stage's subscription
+/// (a new member always rebalances the group, and the leader assigns over the topics' current
+/// partitions), waits for its assignment, and leaves without having committed anything.
+fn make_group_rebalance(target: &CoverageTarget) -> anyhow::Result<()> {
+    let mut settings = target.consumer.clone();
+    settings.remove("group.instance.id");
+    settings
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false");
+    let consumer: BaseConsumer<Joined> = settings
+        .create_with_context(Joined::default())
+        .context("cannot create a consumer")?;
+    let inputs: Vec<&str> = target.inputs.iter().map(String::as_str).collect();
+    consumer.subscribe(&inputs).context("cannot subscribe")?;
+    let deadline = Instant::now() + REBALANCE_PATIENCE;
+    while !consumer.context().joined() {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "no assignment within {REBALANCE_PATIENCE:?}"
+        );
+        consumer.poll(Duration::from_millis(100));
+    }
+    consumer.unsubscribe();
+    Ok(())
+}
+
+/// Notes that the rebalancing member got an assignment.
+#[derive(Default)]
+struct Joined(std::sync::atomic::AtomicBool);
+
+impl Joined {
+    fn joined(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl ClientContext for Joined {}
+
+impl rdkafka::consumer::ConsumerContext for Joined {
+    fn post_rebalance(
+        &self,
+        _consumer: &BaseConsumer<Self>,
+        rebalance: &rdkafka::consumer::Rebalance<'_>,
+    ) {
+        if matches!(rebalance, rdkafka::consumer::Rebalance::Assign(_)) {
+            self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::BufMut;
+    use kafka_protocol::messages::TopicName;
+    use kafka_protocol::messages::consumer_protocol_assignment::TopicPartition;
+    use kafka_protocol::protocol::{Encodable, StrBytes};
+
+    #[test]
+    fn a_members_assignment_is_decoded_whatever_its_version() {
+        let assignment = ConsumerProtocolAssignment::default().with_assigned_partitions(vec![
+            TopicPartition::default()
+                .with_topic(TopicName(StrBytes::from_static_str("orders")))
+                .with_partitions(vec![0, 2]),
+        ]);
+        for version in [0i16, 1, 3] {
+            let mut bytes = bytes::BytesMut::new();
+            bytes.put_i16(version);
+            assignment.encode(&mut bytes, version).unwrap();
+            assert_eq!(
+                decode_assignment(&bytes).unwrap(),
+                vec![("orders".to_string(), 0), ("orders".to_string(), 2)]
+            );
+        }
+        assert!(decode_assignment(&[]).unwrap().is_empty());
+        assert!(decode_assignment(&[0]).is_err());
+    }
+}
