@@ -482,6 +482,16 @@ async fn partitions_added_to_an_input_are_read_without_a_restart() {
         .unwrap();
     assert!(grown.iter().all(Result::is_ok), "{grown:?}");
     let added = Instant::now();
+    // A new producer: the first one's metadata still says 3 partitions.
+    let producer = big_producer();
+    wait_until("the producer seeing 6 partitions", SETTLE, || async {
+        use rdkafka::producer::Producer;
+        producer
+            .client()
+            .fetch_metadata(Some(&input), Duration::from_secs(5))
+            .is_ok_and(|m| m.topics()[0].partitions().len() == 6)
+    })
+    .await;
     for n in 30..60 {
         let (id, payload) = record(n);
         produce(

@@ -527,6 +527,9 @@ async fn a_state_dir_full_at_start_up_starts_unready_and_serves_once_it_has_room
 /// every copy of a topic is caught up again, and afterwards no scarce product was confirmed past
 /// its supply, every accepted order has exactly one outcome and re-posted orders get their first
 /// answers.
+/// Units of each of the two scarce products in the state-dir-lost test.
+const SCARCE: i64 = 10;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_state_dir_that_loses_its_files_while_running_is_caught_up_again() {
     use common::flow::{assert_exactly_once, outcomes, stocked, wait_for_outcomes};
@@ -534,6 +537,11 @@ async fn a_state_dir_that_loses_its_files_while_running_is_caught_up_again() {
     let state_dir: PathBuf = tmpfs.path().to_path_buf();
     let mut host = TestPipeline::new(|config| {
         stocked(config);
+        // 30 orders of one unit each for each of these: two thirds must be rejected.
+        let stock = common::stage_mut(config, "stock");
+        let catalog = stock["config"]["catalog"].as_table_mut().unwrap();
+        catalog.insert("fp-18".into(), SCARCE.into());
+        catalog.insert("fp-19".into(), SCARCE.into());
         let state = config["state"].as_table_mut().unwrap();
         state.insert("dir".into(), state_dir.display().to_string().into());
     });
@@ -550,14 +558,10 @@ async fn a_state_dir_that_loses_its_files_while_running_is_caught_up_again() {
     std::fs::remove_dir_all(state_dir.join("store")).unwrap();
     let filler = state_dir.join("filler");
     fill_up(&filler);
-    wait_until(
-        "the store replaced and the pipeline restarting",
-        SETTLE,
-        || async {
-            host.logs().contains("restarting the pipeline in process")
-                || host.logs().contains("came back as another database")
-        },
-    )
+    // The store fails on the full disk (it cannot reopen before it has room again).
+    wait_until("the store failed", SETTLE, || async {
+        host.logs().contains("the local store failed")
+    })
     .await;
     std::fs::remove_file(&filler).unwrap();
     let load = load.await.unwrap();
@@ -566,15 +570,12 @@ async fn a_state_dir_that_loses_its_files_while_running_is_caught_up_again() {
     // and flow no second time.
     let again = common::flow::post_orders("lost".into(), 100, 50.0, targets).await;
     assert_eq!(again.accepted.len(), 100);
+    // Had they flowed again, their second outcomes and deliveries would be counted below.
+    wait_for_outcomes(&common::brokers(), &[&host], &load.accepted).await;
     assert!(host.stop("TERM").success(), "{}", host.logs());
-    let logs = host.logs();
-    assert!(
-        logs.contains("restarting the pipeline in process"),
-        "the host did not restart its pipeline after the store came back empty:\n{logs}"
-    );
     let outcomes = outcomes(&common::brokers(), &host).await;
     assert_exactly_once("state-dir-lost", &load.accepted, &outcomes, heal);
-    // Scarce products (30 units each): never confirmed past their supply.
+    // Scarce products: never confirmed past their supply.
     let confirmed = read_to_end(&host.topic("OrderConfirmed"), Duration::from_secs(60)).await;
     for product in ["fp-18", "fp-19"] {
         let units: u64 = confirmed
@@ -589,8 +590,13 @@ async fn a_state_dir_that_loses_its_files_while_running_is_caught_up_again() {
             .map(|item| item["quantity"].as_u64().unwrap_or(0))
             .sum();
         assert!(
-            units <= 30,
-            "{product}: {units} units confirmed, 30 supplied"
+            units <= SCARCE as u64,
+            "{product}: {units} units confirmed, {SCARCE} supplied"
         );
     }
+    let logs = host.logs();
+    assert!(
+        logs.contains("restarting the pipeline in process"),
+        "the host did not restart its pipeline after the store came back empty:\n{logs}"
+    );
 }

@@ -15,8 +15,8 @@ use crate::event::schema::SchemaRegistry;
 use crate::health::{Health, Reporter};
 use crate::http::{IngressEndpoint, TopicView, ViewEndpoint, ViewShaper};
 use crate::kafka::{
-    KafkaClients, Partitioner, RecordLimits, ensure_changelog, ensure_compacted, partition_count,
-    refuse_lost_topic,
+    KafkaClients, Partitioner, RecordLimits, ensure_changelog, ensure_compacted, ensure_partitions,
+    partition_count, refuse_lost_topic,
 };
 use crate::kpi::{KpiSink, StageKpis};
 use crate::plugin::{InstanceSettings, OutputContract, PluggedInstance, PluginEngine, PluginSlot};
@@ -224,14 +224,14 @@ pub(super) async fn topic_stage(
         let mut partitions = 1;
         let mut replication = 1;
         for input in &inputs {
-            let counted = match config.topics.get(*input) {
-                Some(topic) => {
-                    replication = replication.max(topic.replication);
-                    topic.partitions
-                }
-                None => tokio::task::block_in_place(|| partition_count(&kafka, input))?,
-            };
-            partitions = partitions.max(counted);
+            if let Some(topic) = config.topics.get(*input) {
+                replication = replication.max(topic.replication);
+                partitions = partitions.max(topic.partitions);
+            }
+            // What the topic has now: partitions may have been added since it was declared.
+            if let Ok(counted) = tokio::task::block_in_place(|| partition_count(&kafka, input)) {
+                partitions = partitions.max(counted);
+            }
         }
         if config.kafka.create_topics {
             tokio::task::block_in_place(|| refuse_lost_topic(&kafka, &topic, &group, &inputs))?;
@@ -243,6 +243,9 @@ pub(super) async fn topic_stage(
                 Some(config.state.idempotency_retention),
             )
             .await?;
+            // Partition i keeps the ids of input partition i: an input that gained partitions
+            // needs as many here (the existing ones keep their ids where they are).
+            ensure_partitions(&kafka, &topic, partitions).await?;
         }
         let table = Table::expiring(
             store,

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::types::RDKafkaErrorCode;
@@ -144,5 +144,40 @@ pub fn refuse_lost_topic(
         "topic {topic} is missing, but group {group} has committed offsets on {}: the stage ran before and its state (or processed ids) lived in that topic, which was deleted. The stage does not start again from an empty state: restore the topic, or, to start from nothing on purpose, delete the group's offsets (kafka-consumer-groups --delete-offsets) and restart (see docs/operations.md)",
         inputs.join(", ")
     );
+    Ok(())
+}
+
+/// Grows `topic` to `count` partitions if it has fewer (never shrinks it).
+pub async fn ensure_partitions(
+    kafka: &KafkaClients,
+    topic: &str,
+    count: i32,
+) -> anyhow::Result<()> {
+    let now = tokio::task::block_in_place(|| super::partition_count(kafka, topic))?;
+    if now >= count {
+        return Ok(());
+    }
+    let admin: AdminClient<DefaultClientContext> = kafka
+        .admin()
+        .create()
+        .context("cannot create the Kafka admin client")?;
+    let wanted = usize::try_from(count).unwrap_or(0);
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let results = admin
+        .create_partitions([&NewPartitions::new(topic, wanted)], &options)
+        .await
+        .with_context(|| format!("cannot add partitions to {topic}"))?;
+    for result in results {
+        match result {
+            Ok(_) => tracing::warn!(
+                topic,
+                from = now,
+                to = count,
+                "grew a topic to the partitions of its stage's input"
+            ),
+            Err((_, RDKafkaErrorCode::InvalidPartitions)) => {}
+            Err((name, code)) => anyhow::bail!("cannot add partitions to {name}: {code}"),
+        }
+    }
     Ok(())
 }

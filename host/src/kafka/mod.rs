@@ -12,7 +12,9 @@ pub mod tail;
 mod transaction;
 
 pub use access::{ACCESS_PATIENCE, AccessError, check_access};
-pub use admin::{ensure_changelog, ensure_compacted, ensure_topics, refuse_lost_topic};
+pub use admin::{
+    ensure_changelog, ensure_compacted, ensure_partitions, ensure_topics, refuse_lost_topic,
+};
 pub use clients::{DEFAULT_BROKERS, KafkaClients, Role};
 pub use limits::{RECORD_OVERHEAD, RecordLimits, size_of};
 pub use partitioner::{Partitioner, crc32};
