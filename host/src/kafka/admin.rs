@@ -147,13 +147,17 @@ pub fn refuse_lost_topic(
     Ok(())
 }
 
-/// Grows `topic` to `count` partitions if it has fewer (never shrinks it).
+/// Grows `topic` to `count` partitions if it has fewer (never shrinks it); a topic not in the
+/// metadata yet is left alone.
 pub async fn ensure_partitions(
     kafka: &KafkaClients,
     topic: &str,
     count: i32,
 ) -> anyhow::Result<()> {
-    let now = tokio::task::block_in_place(|| super::partition_count(kafka, topic))?;
+    // A topic created a moment ago (with `count` partitions) may not be in the metadata yet.
+    let Ok(now) = tokio::task::block_in_place(|| super::partition_count(kafka, topic)) else {
+        return Ok(());
+    };
     if now >= count {
         return Ok(());
     }

@@ -318,7 +318,8 @@ impl Worker {
             self.commit(consumer).await?;
         }
         // The last window, closed or not.
-        last_kpi = Instant::now() - self.kpi.as_ref().map_or(Duration::ZERO, |k| k.interval);
+        let interval = self.kpi.as_ref().map_or(Duration::ZERO, |k| k.interval);
+        last_kpi = Instant::now().checked_sub(interval).unwrap_or(last_kpi);
         self.publish_kpis(&mut last_kpi);
         self.committer.finish(consumer);
         tracing::info!(stage = %stage, "stage stopped");

@@ -1,0 +1,96 @@
+//! State that cannot silently reset: a stateful stage whose changelog topic is deleted under
+//! load halts, unready with what was lost, instead of making the topic again empty and starting
+//! its state from nothing (stock back at the catalog's, scarce products oversold). (The state
+//! dir losing its files while the host runs is tested in `storage.rs`, which mounts a tmpfs.)
+
+#![allow(missing_docs, clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::flow::{SETTLE, post_orders, stocked, wait_for_outcomes};
+use common::{TestPipeline, brokers, read_to_end, wait_until};
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions};
+use rdkafka::client::DefaultClientContext;
+
+/// Units of each of the two scarce products.
+const SCARCE: u64 = 10;
+
+/// Units of `product` confirmed in `host`'s OrderConfirmed.
+async fn confirmed_units(host: &TestPipeline, product: &str) -> u64 {
+    read_to_end(&host.topic("OrderConfirmed"), Duration::from_secs(60))
+        .await
+        .iter()
+        .flat_map(|record| {
+            record.value["items"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .filter(|item| item["product_id"] == product)
+        .map(|item| item["quantity"].as_u64().unwrap_or(0))
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_deleted_changelog_halts_its_stage_instead_of_resetting_its_state() {
+    let mut host = TestPipeline::new(|config| {
+        stocked(config);
+        let stock = common::stage_mut(config, "stock");
+        let catalog = stock["config"]["catalog"].as_table_mut().unwrap();
+        catalog.insert("fp-18".into(), (SCARCE as i64).into());
+        catalog.insert("fp-19".into(), (SCARCE as i64).into());
+    });
+    host.start();
+    // 20 orders of one unit for each scarce product: 10 confirmed, 10 rejected, stock 0.
+    let before = post_orders("cl-before".into(), 400, 40.0, vec![host.http.clone()]).await;
+    wait_for_outcomes(&brokers(), &[&host], &before.accepted).await;
+    for product in ["fp-18", "fp-19"] {
+        assert_eq!(confirmed_units(&host, product).await, SCARCE);
+    }
+
+    let changelog = format!("{}stock-changelog", host.prefix);
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .unwrap();
+    let deleted = admin
+        .delete_topics(&[changelog.as_str()], &AdminOptions::new())
+        .await
+        .unwrap();
+    assert!(deleted.iter().all(Result::is_ok), "{deleted:?}");
+
+    // More orders: the stock stage must not take them with its stock starting again from the
+    // catalog's.
+    let after = post_orders("cl-after".into(), 200, 40.0, vec![host.http.clone()]).await;
+    assert_eq!(after.accepted.len(), 200);
+    wait_until("readiness naming the lost changelog", SETTLE, || async {
+        let (status, body) = host.get("/readyz").await;
+        status == 503
+            && body["problems"].as_object().is_some_and(|parts| {
+                parts.iter().any(|(part, problem)| {
+                    part.ends_with("stock")
+                        && problem["reason"]
+                            .as_str()
+                            .is_some_and(|reason| reason.contains(&changelog))
+                })
+            })
+    })
+    .await;
+    assert!(host.stop("TERM").success(), "{}", host.logs());
+    for product in ["fp-18", "fp-19"] {
+        let units = confirmed_units(&host, product).await;
+        assert!(
+            units <= SCARCE,
+            "{product}: {units} units confirmed, {SCARCE} supplied: the stock started again"
+        );
+    }
+    let logs = host.logs();
+    let created = logs
+        .lines()
+        .filter(|line| line.contains("created changelog topic") && line.contains(&changelog))
+        .count();
+    assert_eq!(created, 1, "the changelog was made again empty:\n{logs}");
+}
