@@ -132,9 +132,33 @@ pub fn refuse_lost_topic(
     if partitions.count() == 0 {
         return Ok(());
     }
-    let committed = consumer
-        .committed_offsets(partitions, timeout)
-        .with_context(|| format!("cannot read the committed offsets of group {group}"))?;
+    // A coordinator still loading (a broker just started, a group just moved) answers with a
+    // retriable error: ask again for a while.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let committed = loop {
+        match consumer.committed_offsets(partitions.clone(), timeout) {
+            Ok(committed) => break committed,
+            Err(error)
+                if std::time::Instant::now() < deadline
+                    && error.rdkafka_error_code().is_some_and(|code| {
+                        matches!(
+                            code,
+                            RDKafkaErrorCode::NotCoordinator
+                                | RDKafkaErrorCode::CoordinatorLoadInProgress
+                                | RDKafkaErrorCode::CoordinatorNotAvailable
+                                | RDKafkaErrorCode::RequestTimedOut
+                        )
+                    }) =>
+            {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(error) => {
+                return Err(error).with_context(|| {
+                    format!("cannot read the committed offsets of group {group}")
+                });
+            }
+        }
+    };
     let ran_before = committed
         .elements()
         .iter()
