@@ -12,8 +12,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use common::{
-    Record, SETTLE, TestPipeline, add_stage, add_topic, component, count_by, field, keep_stages,
-    read_to_end, wait_for_records,
+    Record, SETTLE, TestPipeline, add_stage, add_topic, count_by, field, keep_stages, read_to_end,
+    wait_for_records,
 };
 use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -22,16 +22,7 @@ use rdkafka::util::Timeout;
 const TIMEOUT: Duration = Duration::from_secs(90);
 
 fn stage(name: &str, input: &str, output: &str, limits: toml::Table) -> toml::Table {
-    let mut stage = toml::Table::new();
-    stage.insert("name".into(), name.into());
-    stage.insert(
-        "plugin".into(),
-        component("faulty").display().to_string().into(),
-    );
-    stage.insert("input".into(), input.into());
-    let mut outputs = toml::Table::new();
-    outputs.insert("out".into(), output.into());
-    stage.insert("outputs".into(), outputs.into());
+    let mut stage = common::faulty_stage(name, input, output);
     stage.insert("limits".into(), limits.into());
     let mut retry = toml::Table::new();
     retry.insert("max_attempts".into(), 3.into());

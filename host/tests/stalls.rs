@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use common::flow::{
     ReadyWatch, SETTLE, assert_exactly_once, outcomes, post_orders, stocked, wait_for_outcomes,
 };
-use common::{TestPipeline, add_stage, add_topic, brokers, component, keep_stages, wait_until};
+use common::{TestPipeline, add_stage, add_topic, brokers, keep_stages, wait_until};
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions};
 use rdkafka::client::DefaultClientContext;
@@ -254,16 +254,7 @@ async fn a_key_that_keeps_timing_out_does_not_hold_up_the_other_partitions() {
         keep_stages(config, &[]);
         topics[0] = add_topic(config, "Slow", 3);
         topics[1] = add_topic(config, "SlowOut", 3);
-        let mut stage = toml::Table::new();
-        stage.insert("name".into(), "slow".into());
-        stage.insert(
-            "plugin".into(),
-            component("faulty").display().to_string().into(),
-        );
-        stage.insert("input".into(), topics[0].clone().into());
-        let mut outputs = toml::Table::new();
-        outputs.insert("out".into(), topics[1].clone().into());
-        stage.insert("outputs".into(), outputs.into());
+        let mut stage = common::faulty_stage("slow", &topics[0], &topics[1]);
         let mut limits = toml::Table::new();
         limits.insert("max_event_time".into(), "300ms".into());
         stage.insert("limits".into(), limits.into());
@@ -436,17 +427,7 @@ async fn partitions_added_to_an_input_are_read_without_a_restart() {
         keep_stages(config, &[]);
         topics[0] = add_topic(config, "Grows", 3);
         topics[1] = add_topic(config, "GrowsOut", 3);
-        let mut stage = toml::Table::new();
-        stage.insert("name".into(), "pass".into());
-        stage.insert(
-            "plugin".into(),
-            component("faulty").display().to_string().into(),
-        );
-        stage.insert("input".into(), topics[0].clone().into());
-        let mut outputs = toml::Table::new();
-        outputs.insert("out".into(), topics[1].clone().into());
-        stage.insert("outputs".into(), outputs.into());
-        add_stage(config, stage);
+        add_stage(config, common::faulty_stage("pass", &topics[0], &topics[1]));
     });
     let [input, output] = topics;
     host.start();

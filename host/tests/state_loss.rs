@@ -7,32 +7,14 @@
 
 mod common;
 
-use std::time::Duration;
-
-use common::flow::{SETTLE, post_orders, stocked, wait_for_outcomes};
-use common::{TestPipeline, brokers, read_to_end, wait_until};
+use common::flow::{SETTLE, confirmed_units, post_orders, stocked, wait_for_outcomes};
+use common::{TestPipeline, brokers, wait_until};
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions};
 use rdkafka::client::DefaultClientContext;
 
 /// Units of each of the two scarce products.
 const SCARCE: u64 = 10;
-
-/// Units of `product` confirmed in `host`'s OrderConfirmed.
-async fn confirmed_units(host: &TestPipeline, product: &str) -> u64 {
-    read_to_end(&host.topic("OrderConfirmed"), Duration::from_secs(60))
-        .await
-        .iter()
-        .flat_map(|record| {
-            record.value["items"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default()
-        })
-        .filter(|item| item["product_id"] == product)
-        .map(|item| item["quantity"].as_u64().unwrap_or(0))
-        .sum()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_deleted_changelog_halts_its_stage_instead_of_resetting_its_state() {

@@ -532,7 +532,9 @@ const SCARCE: i64 = 10;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_state_dir_that_loses_its_files_while_running_is_caught_up_again() {
-    use common::flow::{assert_exactly_once, outcomes, stocked, wait_for_outcomes};
+    use common::flow::{
+        assert_exactly_once, confirmed_units, outcomes, stocked, wait_for_outcomes,
+    };
     let tmpfs = Tmpfs::mount(TMPFS_SIZE);
     let state_dir: PathBuf = tmpfs.path().to_path_buf();
     let mut host = TestPipeline::new(|config| {
@@ -576,19 +578,8 @@ async fn a_state_dir_that_loses_its_files_while_running_is_caught_up_again() {
     let outcomes = outcomes(&common::brokers(), &host).await;
     assert_exactly_once("state-dir-lost", &load.accepted, &outcomes, heal);
     // Scarce products: never confirmed past their supply.
-    let confirmed = read_to_end(&host.topic("OrderConfirmed"), Duration::from_secs(60)).await;
     for product in ["fp-18", "fp-19"] {
-        let units: u64 = confirmed
-            .iter()
-            .flat_map(|record| {
-                record.value["items"]
-                    .as_array()
-                    .cloned()
-                    .unwrap_or_default()
-            })
-            .filter(|item| item["product_id"] == product)
-            .map(|item| item["quantity"].as_u64().unwrap_or(0))
-            .sum();
+        let units = confirmed_units(&host, product).await;
         assert!(
             units <= SCARCE as u64,
             "{product}: {units} units confirmed, {SCARCE} supplied"

@@ -442,10 +442,11 @@ fn coverage_targets(
                 &config.state.instance_id,
                 stage.mode == crate::config::ProcessingMode::ExactlyOnce,
             );
-            let grace = consumer
+            let session_timeout = consumer
                 .get("session.timeout.ms")
                 .and_then(|ms| ms.parse().ok())
                 .map_or(Duration::from_secs(10), Duration::from_millis);
+            let exactly_once = stage.mode == crate::config::ProcessingMode::ExactlyOnce;
             CoverageTarget {
                 stage: stage.name.clone(),
                 group,
@@ -454,7 +455,9 @@ fn coverage_targets(
                     .get(&stage.name)
                     .is_some_and(|(_, instance)| instance.uses_state()),
                 consumer,
-                grace,
+                // Two looks in a row, well within the session timeout.
+                grace: session_timeout.min(Duration::from_secs(4)),
+                processed: exactly_once.then(|| format!("{}-processed", stage.group_id())),
             }
         })
         .collect()

@@ -52,9 +52,14 @@ pub struct CoverageTarget {
     pub stateful: bool,
     /// Its consumer's settings (the rebalancing member takes them, without the static id).
     pub consumer: ClientConfig,
-    /// How long a partition may be assigned to nobody before it counts: the group's session
-    /// timeout (a member that left is replaced within it).
+    /// How long a partition may be assigned to nobody before it counts. Only a stable group is
+    /// looked at (a rebalance in progress is not), and a static member that went away keeps its
+    /// partitions until its session times out, so a short grace does not mistake a restart
+    /// for lost partitions.
     pub grace: Duration,
+    /// The stage's processed-id topic (exactly-once): partition i keeps the ids of input
+    /// partition i, so it grows with the inputs before the group rebalances onto them.
+    pub processed: Option<String>,
 }
 
 /// What is known of one stage's coverage.
@@ -85,11 +90,11 @@ pub async fn watch_coverage(
             _ = stop.changed() => return,
         }
         for one in &mut watched {
-            let (target, kafka) = (one.target.clone(), kafka.clone());
-            let looked = tokio::task::spawn_blocking(move || unassigned(&kafka, &target)).await;
+            let (target, client) = (one.target.clone(), kafka.clone());
+            let looked = tokio::task::spawn_blocking(move || unassigned(&client, &target)).await;
             match looked {
                 Ok(Ok(Some(missing))) if !missing.is_empty() => {
-                    one.missing(&missing, &health).await;
+                    one.missing(&missing, &health, &kafka).await;
                 }
                 Ok(Ok(Some(_))) => one.covered(),
                 // The group is rebalancing or empty (the stage's own readiness says so), or
@@ -113,7 +118,12 @@ impl Watched {
         }
     }
 
-    async fn missing(&mut self, missing: &BTreeSet<(String, i32)>, health: &Health) {
+    async fn missing(
+        &mut self,
+        missing: &BTreeSet<(String, i32)>,
+        health: &Health,
+        kafka: &KafkaClients,
+    ) {
         let since = *self.unassigned_since.get_or_insert_with(Instant::now);
         if since.elapsed() < self.target.grace {
             return;
@@ -144,6 +154,13 @@ impl Watched {
             .get_or_insert_with(|| health.reporter(&format!("unassigned:{stage}"), "unassigned"))
             .unready(reason);
         if !self.target.stateful {
+            if let Some(processed) = &self.target.processed {
+                let wanted = missing.iter().map(|(_, p)| p + 1).max().unwrap_or(0);
+                if let Err(error) = crate::kafka::ensure_partitions(kafka, processed, wanted).await
+                {
+                    tracing::warn!(stage = %stage, error = format!("{error:#}"), "cannot grow the processed-id topic with the input");
+                }
+            }
             let target = self.target.clone();
             let rebalanced =
                 tokio::task::spawn_blocking(move || make_group_rebalance(&target)).await;

@@ -21,6 +21,22 @@ pub fn stocked(config: &mut toml::Table) {
     }
 }
 
+/// Units of `product` confirmed in `pipeline`'s OrderConfirmed topic.
+pub async fn confirmed_units(pipeline: &TestPipeline, product: &str) -> u64 {
+    super::read_to_end(&pipeline.topic("OrderConfirmed"), Duration::from_secs(60))
+        .await
+        .iter()
+        .flat_map(|record| {
+            record.value["items"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .filter(|item| item["product_id"] == product)
+        .map(|item| item["quantity"].as_u64().unwrap_or(0))
+        .sum()
+}
+
 /// How long the whole pipeline may take to give every accepted order its outcome after a fault.
 pub const SETTLE: Duration = Duration::from_secs(240);
 

@@ -544,6 +544,22 @@ pub fn stagehost(args: &[&str]) -> (bool, String, String) {
     )
 }
 
+/// A stage `name` of the `faulty` test component (it passes an event through unless its payload
+/// asks for a fault) from `input` to `output`.
+pub fn faulty_stage(name: &str, input: &str, output: &str) -> toml::Table {
+    let mut stage = toml::Table::new();
+    stage.insert("name".into(), name.into());
+    stage.insert(
+        "plugin".into(),
+        component("faulty").display().to_string().into(),
+    );
+    stage.insert("input".into(), input.into());
+    let mut outputs = toml::Table::new();
+    outputs.insert("out".into(), output.into());
+    stage.insert("outputs".into(), outputs.into());
+    stage
+}
+
 /// The stage table called `name` in a configuration.
 pub fn stage_mut<'a>(config: &'a mut toml::Table, name: &str) -> &'a mut toml::Table {
     config
