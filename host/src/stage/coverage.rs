@@ -7,8 +7,10 @@
 //! while the ingress keeps accepting orders that land on them. The host therefore compares, for
 //! every topic-fed stage, the partitions of its inputs (the cluster's metadata) with what the
 //! members of its group were assigned (the group's description, each member's assignment
-//! decoded with the Kafka protocol crate). Partitions assigned to nobody for longer than the
-//! group's session timeout are reported (`/readyz` part `unassigned:<stage>`, and the log), and:
+//! decoded with the Kafka protocol crate). Partitions assigned to nobody in a stable group at
+//! two looks in a row (5 s apart; a static member that went away keeps its partitions until its
+//! session times out, so this is not a restart) are reported (`/readyz` part
+//! `unassigned:<stage>`, and the log), and:
 //!
 //! - for a stage without keyed state, the host makes the group rebalance: a short-lived
 //!   dynamic member (no `group.instance.id`, never committing) joins with the stage's
