@@ -305,11 +305,6 @@ impl KpiSink {
         }
     }
 
-    /// KPI records lost since the host started.
-    pub fn lost(&self) -> u64 {
-        self.lost.load(Ordering::Relaxed)
-    }
-
     /// Queues `records` now and counts, in the background, those that are not acknowledged.
     pub fn publish(&self, records: Vec<OutRecord>) {
         if records.is_empty() {

@@ -328,16 +328,8 @@ async fn a_deleted_kpi_topic_never_stops_processing() {
     host.start();
     let first = post_orders("kpi-before".into(), 30, 20.0, vec![host.http.clone()]).await;
     wait_for_outcomes(&brokers(), &[&host], &first.accepted).await;
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
-        .create()
-        .unwrap();
     let kpis = host.topic("KPIs");
-    let deleted = admin
-        .delete_topics(&[kpis.as_str()], &AdminOptions::new())
-        .await
-        .unwrap();
-    assert!(deleted.iter().all(Result::is_ok), "{deleted:?}");
+    common::delete_topic(&kpis).await;
     let second = post_orders("kpi-after".into(), 150, 20.0, vec![host.http.clone()]).await;
     let heal = wait_for_outcomes(&brokers(), &[&host], &second.accepted).await;
     let logs = host.logs();

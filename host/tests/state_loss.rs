@@ -9,9 +9,6 @@ mod common;
 
 use common::flow::{SETTLE, confirmed_units, post_orders, stocked, wait_for_outcomes};
 use common::{TestPipeline, brokers, wait_until};
-use rdkafka::ClientConfig;
-use rdkafka::admin::{AdminClient, AdminOptions};
-use rdkafka::client::DefaultClientContext;
 
 /// Units of each of the two scarce products.
 const SCARCE: u64 = 10;
@@ -34,15 +31,7 @@ async fn a_deleted_changelog_halts_its_stage_instead_of_resetting_its_state() {
     }
 
     let changelog = format!("{}stock-changelog", host.prefix);
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
-        .create()
-        .unwrap();
-    let deleted = admin
-        .delete_topics(&[changelog.as_str()], &AdminOptions::new())
-        .await
-        .unwrap();
-    assert!(deleted.iter().all(Result::is_ok), "{deleted:?}");
+    common::delete_topic(&changelog).await;
 
     // More orders: the stock stage must not take them with its stock starting again from the
     // catalog's.

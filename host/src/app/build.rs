@@ -24,7 +24,7 @@ use crate::stage::{
     Answers, Committer, Deduplicator, Deferred, FusableStage, FusionPlan, Ingress, IngressRoute,
     KpiTarget, ProcessedLog, ProducerFactory, RebalanceTracker, Route, SilentPause, StageConsumer,
     StageContext, StageRunner, StageStateParts, StuckBook, TransactionalAnswers, Watchdog, Worker,
-    not_fusable, rejoin_if_inputs_changed,
+    not_fusable, processed_topic, rejoin_if_inputs_changed,
 };
 use crate::state::{KeyedState, changelog_topic};
 use crate::store::{LocalStore, Scope, Table};
@@ -220,7 +220,7 @@ pub(super) async fn topic_stage(
         None
     };
     let dedup = if exactly_once {
-        let topic = format!("{group}-processed");
+        let topic = processed_topic(&group);
         let mut partitions = 1;
         let mut replication = 1;
         for input in &inputs {
@@ -372,7 +372,7 @@ fn fused_dedup(
             retention,
         );
         Deduplicator::Transactional(ProcessedLog::new(
-            format!("{group}-processed"),
+            processed_topic(&group),
             kafka.clone(),
             table,
         ))

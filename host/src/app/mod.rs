@@ -437,16 +437,13 @@ fn coverage_targets(
         .filter(|stage| !stage.is_http())
         .map(|stage| {
             let group = stage.group_id();
-            let consumer = kafka.consumer(
-                &group,
-                &config.state.instance_id,
-                stage.mode == crate::config::ProcessingMode::ExactlyOnce,
-            );
+            let exactly_once = stage.mode == crate::config::ProcessingMode::ExactlyOnce;
+            let consumer = kafka.consumer(&group, &config.state.instance_id, exactly_once);
+            let processed = exactly_once.then(|| crate::stage::processed_topic(&group));
             let session_timeout = consumer
                 .get("session.timeout.ms")
                 .and_then(|ms| ms.parse().ok())
                 .map_or(Duration::from_secs(10), Duration::from_millis);
-            let exactly_once = stage.mode == crate::config::ProcessingMode::ExactlyOnce;
             CoverageTarget {
                 stage: stage.name.clone(),
                 group,
@@ -457,7 +454,7 @@ fn coverage_targets(
                 consumer,
                 // Two looks in a row, well within the session timeout.
                 grace: session_timeout.min(Duration::from_secs(4)),
-                processed: exactly_once.then(|| format!("{}-processed", stage.group_id())),
+                processed,
             }
         })
         .collect()

@@ -3,7 +3,7 @@
 //! librdkafka's own header list (`OwnedHeaders`) `malloc`s every header, and a producer takes
 //! the list it is given, so a record kept for a possible second send needs a copy per send.
 //! Building, copying and freeing that list was a quarter of a pass-through stage's thread
-//! (README, "Performance"); these headers are built into librdkafka's list once, as the
+//! (docs/performance.md); these headers are built into librdkafka's list once, as the
 //! record is sent.
 
 use std::borrow::Cow;

@@ -21,7 +21,7 @@ const PRODUCER_DEFAULT: usize = 1_000_000;
 const TOPIC_DEFAULT: usize = 1_048_588;
 /// What a record batch of one record adds to the record's key, value and headers (batch
 /// header 61 bytes, record framing and varints), with room to spare.
-pub const RECORD_OVERHEAD: usize = 512;
+const RECORD_OVERHEAD: usize = 512;
 
 /// The largest record each topic takes.
 #[derive(Debug, Clone)]
@@ -59,8 +59,9 @@ impl RecordLimits {
         limits
     }
 
-    /// Limits with the topics' `max.message.bytes` given (for tests).
-    pub fn with(producer_max: usize, topics: impl IntoIterator<Item = (String, usize)>) -> Self {
+    /// Limits with the topics' `max.message.bytes` given.
+    #[cfg(test)]
+    fn with(producer_max: usize, topics: impl IntoIterator<Item = (String, usize)>) -> Self {
         Self {
             producer_max,
             topics: topics.into_iter().collect(),
@@ -95,7 +96,7 @@ impl RecordLimits {
 }
 
 /// The bytes of a record that count against the limits: key, value and headers.
-pub fn size_of(record: &OutRecord) -> usize {
+fn size_of(record: &OutRecord) -> usize {
     record.key.as_ref().map_or(0, String::len)
         + record.payload.as_ref().map_or(0, Vec::len)
         + record.headers.byte_len()

@@ -16,7 +16,7 @@ pub use admin::{
     ensure_changelog, ensure_compacted, ensure_partitions, ensure_topics, refuse_lost_topic,
 };
 pub use clients::{DEFAULT_BROKERS, KafkaClients, Role};
-pub use limits::{RECORD_OVERHEAD, RecordLimits, size_of};
+pub use limits::RecordLimits;
 pub use partitioner::{Partitioner, crc32};
 pub use publish::{
     Ack, Delivery, FailedDelivery, OutRecord, RecordQueue, enqueue, failed_acks, publish_all,

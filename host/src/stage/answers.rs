@@ -317,10 +317,9 @@ impl Restoring {
                 known.clone(),
             );
             let caught_up = tokio::task::spawn_blocking(move || {
-                let all: Vec<i32> = (0..partitions).collect();
                 let mut records = 0;
                 for partition in 0..partitions {
-                    records += catch_up(&kafka, &topic, partition, &all, &table, answer_entry)
+                    records += catch_up(&kafka, &topic, partition, &table, answer_entry)
                         .with_context(|| {
                             format!("cannot read the ingress answers in {topic}/{partition}")
                         })?

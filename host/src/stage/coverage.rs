@@ -21,6 +21,7 @@
 //!   left unready, with what to do, and never reads with a key's state missing.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -86,13 +87,25 @@ pub async fn watch_coverage(
             reporter: None,
         })
         .collect();
+    // One client for every look at every group.
+    let mut client: Option<Arc<BaseConsumer>> = None;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(CHECK_EVERY) => {}
             _ = stop.changed() => return,
         }
+        if client.is_none() {
+            match kafka.reader("stagehost-coverage").create() {
+                Ok(created) => client = Some(Arc::new(created)),
+                Err(error) => {
+                    tracing::debug!(%error, "cannot create the coverage watch's client");
+                    continue;
+                }
+            }
+        }
+        let Some(client) = &client else { continue };
         for one in &mut watched {
-            let (target, client) = (one.target.clone(), kafka.clone());
+            let (target, client) = (one.target.clone(), client.clone());
             let looked = tokio::task::spawn_blocking(move || unassigned(&client, &target)).await;
             match looked {
                 Ok(Ok(Some(missing))) if !missing.is_empty() => {
@@ -182,13 +195,9 @@ impl Watched {
 /// The input partitions of `target` assigned to no member of its group; `None` when the group is
 /// not stable (rebalancing, empty, or not a consumer group).
 fn unassigned(
-    kafka: &KafkaClients,
+    client: &BaseConsumer,
     target: &CoverageTarget,
 ) -> anyhow::Result<Option<BTreeSet<(String, i32)>>> {
-    let client: BaseConsumer = kafka
-        .reader("stagehost-coverage")
-        .create()
-        .context("cannot create a client")?;
     let groups = client
         .fetch_group_list(Some(&target.group), LOOK_TIMEOUT)
         .context("cannot describe the group")?;

@@ -68,6 +68,12 @@ fn digest(id: &str) -> Digest {
     short
 }
 
+/// The compacted topic where an exactly-once stage of group `group` keeps its processed ids
+/// (partition = input partition).
+pub fn processed_topic(group: &str) -> String {
+    format!("{group}-processed")
+}
+
 /// Processed ids of the partitions this instance owns: the committed ones in the local copy
 /// of their topic, the open transaction's in memory.
 pub struct ProcessedLog {
@@ -105,7 +111,6 @@ impl ProcessedLog {
                 &self.kafka,
                 &self.topic,
                 partition,
-                &[partition],
                 &self.table,
                 |message| {
                     let id = std::str::from_utf8(message.key()?).ok()?;

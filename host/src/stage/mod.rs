@@ -21,8 +21,8 @@ mod watchdog;
 pub use answers::{Answers, ProducerFactory, TransactionalAnswers};
 pub use commit::{Committer, InputPositions};
 pub use coverage::{CoverageTarget, watch_coverage};
-pub use dedup::{Deduplicator, ProcessedLog};
-pub use fault::{SILENT_PAUSE_VARIABLE, SilentPause};
+pub use dedup::{Deduplicator, ProcessedLog, processed_topic};
+pub use fault::SilentPause;
 pub use fenced::FencedOut;
 pub use fusion::{
     Deferred, FusableStage, Fusion, FusionPlan, HANDLED_BY_HEADER, fuses_into, handled_upstream,

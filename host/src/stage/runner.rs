@@ -839,7 +839,6 @@ impl Worker {
                 &parts.kafka,
                 &parts.changelog,
                 partition,
-                &[partition],
                 &table,
                 plain_entry,
             )

@@ -48,13 +48,11 @@ pub struct CaughtUp {
 /// system of record of what the table holds (keyed state, processed ids, ingress answers), and
 /// a topic that ends before what was already read from it was deleted and made again (or
 /// truncated): what it held is lost, and a stage that went on would start its state again from
-/// nothing (stock back at the catalog's, orders processed twice). `_partitions` is every
-/// partition of the topic.
+/// nothing (stock back at the catalog's, orders processed twice).
 pub fn catch_up(
     kafka: &KafkaClients,
     topic: &str,
     partition: i32,
-    _partitions: &[i32],
     table: &Table,
     entry: impl Fn(&BorrowedMessage<'_>) -> Option<Entry>,
 ) -> anyhow::Result<CaughtUp> {

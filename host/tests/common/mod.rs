@@ -560,6 +560,20 @@ pub fn faulty_stage(name: &str, input: &str, output: &str) -> toml::Table {
     stage
 }
 
+/// Deletes `topic` from the test broker.
+pub async fn delete_topic(topic: &str) {
+    let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
+        ClientConfig::new()
+            .set("bootstrap.servers", brokers())
+            .create()
+            .unwrap();
+    let deleted = admin
+        .delete_topics(&[topic], &rdkafka::admin::AdminOptions::new())
+        .await
+        .unwrap();
+    assert!(deleted.iter().all(Result::is_ok), "{deleted:?}");
+}
+
 /// The stage table called `name` in a configuration.
 pub fn stage_mut<'a>(config: &'a mut toml::Table, name: &str) -> &'a mut toml::Table {
     config
