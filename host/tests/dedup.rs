@@ -79,7 +79,9 @@ async fn an_event_written_three_times_is_processed_once(mode: &str) {
     );
     let logs = pipeline.logs();
     assert!(
-        logs.matches("duplicate dropped").count() >= 2,
+        logs.matches("repeat of an event already handled: dropped")
+            .count()
+            >= 2,
         "[{mode}] the repeats were not dropped as duplicates"
     );
     let dead = read_to_end(&pipeline.topic("DeadLetterQueue"), SETTLE).await;

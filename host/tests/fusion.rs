@@ -159,7 +159,10 @@ async fn the_shipped_pipeline_runs_warehouse_shipper_and_notification_in_process
     );
     assert!(logs.contains("processed in process (fused)"));
     assert!(logs.contains("skipped: handled in process by the stage that wrote it"));
-    assert!(logs.contains("duplicate dropped") && logs.contains(original.ce_id()));
+    assert!(
+        logs.contains("repeat of an event already handled: dropped")
+            && logs.contains(original.ce_id())
+    );
 
     // After the run: every order reached each of its deliveries exactly once.
     let expected_once = |keys: Vec<String>| keys.into_iter().map(|k| (k, 1)).collect();

@@ -112,8 +112,8 @@ pub(super) async fn ingress_answers(
     let answers = TransactionalAnswers::start(
         &kafka,
         &topic,
-        partitions,
         make,
+        shared_producer.clone(),
         health,
         Table::expiring(
             store,

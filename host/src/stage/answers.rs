@@ -13,26 +13,30 @@
 //!   with each committed group), so a restarted instance knows every answer its predecessor
 //!   committed and memory does not grow with them; answers older than
 //!   `state.idempotency_retention` are forgotten (the topic deletes them, the table reads
-//!   them as absent and prunes them). The
-//!   producer is supervised: after a fatal error, fencing, or a transaction that cannot be
+//!   them as absent and prunes them). A new request first claims its key in the topic and
+//!   goes on only if its claim is the first (see [`super::answer_log`]), so every instance
+//!   gives a key the same one answer. The producer is supervised: after a fatal error, fencing, or a transaction that cannot be
 //!   aborted it is rebuilt (a new `init_transactions`) with backoff, and requests meanwhile
 //!   fail at once with `503` instead of waiting.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use rdkafka::producer::FutureProducer;
 use rdkafka::types::RDKafkaErrorCode;
 use tokio::sync::{mpsc, oneshot};
 
+use super::answer_log::{
+    ANSWER_TYPE, AnswerLog, CLAIM_TYPE, Claim, EntryMaker, Standing, TAKEOVER_WAIT, standing,
+};
 use crate::event::cloudevents::CloudEvent;
 use crate::health::Reporter;
-use crate::kafka::{KafkaClients, OutRecord, Transaction, TxnError, publish_all};
+use crate::kafka::{KafkaClients, OutRecord, Partitioner, Transaction, TxnError, publish_all};
 use crate::state::catch_up;
-use crate::store::{IngressRecord, LocalStore, Table, stamp, unstamp};
+use crate::store::{IngressRecord, LocalStore, Table, stamp, unix_ms};
 
 /// Rounds of re-publishing before an at-least-once request fails.
 const PUBLISH_ROUNDS: u32 = 3;
@@ -52,6 +56,19 @@ pub enum Answers {
     },
     /// Exactly-once: answers in a compacted topic, in the events' transaction.
     Transactional(TransactionalAnswers),
+}
+
+/// What became of a request handed to [`Answers::publish`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Published {
+    /// Its events are published and its answer recorded.
+    Accepted,
+    /// An earlier request with the key was answered first: its answer (the same body gets it
+    /// again, another body `409`). Nothing was published.
+    Earlier(IngressRecord),
+    /// An earlier request with the key and another body claimed it first. Nothing was
+    /// published.
+    Conflict,
 }
 
 /// An answer waiting for its durable write, and who to tell when it is done.
@@ -83,28 +100,23 @@ impl Answers {
                     answers.restored.load(Ordering::Acquire),
                     "the ingress is still restoring its answers"
                 );
-                let Some(value) = answers
-                    .known
-                    .get(0, key.as_bytes())
-                    .context("cannot read the ingress answers")?
-                else {
-                    return Ok(None);
-                };
-                let record = serde_json::from_slice(unstamp(&value))
-                    .with_context(|| format!("the stored answer to request {key} is damaged"))?;
-                Ok(Some(record))
+                match standing(&answers.known, key).context("cannot read the ingress answers")? {
+                    Standing::Answered(record) => Ok(Some(record)),
+                    Standing::Claimed(_) | Standing::Open => Ok(None),
+                }
             }
         }
     }
 
     /// Publishes the request's events and records its answer; both happen or neither does
-    /// (exactly-once), or the answer is recorded only after the events are acknowledged.
+    /// (exactly-once, and only if the request is the first to claim its key on any instance),
+    /// or the answer is recorded only after the events are acknowledged.
     pub async fn publish(
         &self,
         key: &str,
         records: Vec<OutRecord>,
         answer: IngressRecord,
-    ) -> Result<(), String> {
+    ) -> Result<Published, String> {
         match self {
             Answers::Local {
                 producer, writer, ..
@@ -125,7 +137,9 @@ impl Answers {
                 // The events are out but a repeat would not be answered from the record: say so
                 // (never a 202 that was not recorded). A repeat publishes the same ids again,
                 // which the next stage drops.
-                outcome.map_err(|error| format!("cannot record the answer ({error})"))
+                outcome
+                    .map(|()| Published::Accepted)
+                    .map_err(|error| format!("cannot record the answer ({error})"))
             }
             Answers::Transactional(answers) => answers.publish(key, records, answer).await,
         }
@@ -185,6 +199,16 @@ pub struct TransactionalAnswers {
     /// refused instead of publishing the request a second time.
     in_flight: InFlightKeys,
     topic: String,
+    /// The topic's partition count: where a key's claim and answer go.
+    partitions: i32,
+    /// The topic followed into `known`, once it is restored.
+    log: Arc<OnceLock<AnswerLog>>,
+    /// The shared idempotent producer, which writes claims (outside transactions, so every
+    /// instance reads them at once).
+    claims: FutureProducer,
+    /// Random id of this instance's claims, and how many it made.
+    claimant: String,
+    claims_made: AtomicU64,
     submissions: mpsc::Sender<Submission>,
 }
 
@@ -209,21 +233,28 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl TransactionalAnswers {
     /// Makes the first producer with `make`, then, in the background, catches `known` (an
-    /// expiring, topic-scoped table) up with every committed answer of `topic` (all
-    /// `partitions`) and starts the committer, which reports to `health`. Until the answers are
-    /// caught up (a failing store is tried again every second) lookups fail, so requests get
-    /// `503`, and the ingress is unready.
+    /// expiring, topic-scoped table) up with every committed answer and claim of `topic` (all
+    /// its partitions), follows the topic from there on, and starts the committer, which
+    /// reports to `health`. Until the answers are caught up (a failing store is tried again
+    /// every second) lookups fail, so requests get `503`, and the ingress is unready. Claims
+    /// are written with `claims`.
     pub async fn start(
         kafka: &KafkaClients,
         topic: &str,
-        partitions: i32,
         make: ProducerFactory,
+        claims: FutureProducer,
         health: Reporter,
         known: Table,
     ) -> anyhow::Result<Self> {
+        let partitions = {
+            let (kafka, topic) = (kafka.clone(), topic.to_string());
+            tokio::task::spawn_blocking(move || crate::kafka::partition_count(&kafka, &topic))
+                .await??
+        };
         let producer = tokio::task::block_in_place(|| make())?;
         let restored = Arc::new(AtomicBool::new(false));
         let in_flight = Arc::new(Mutex::new(HashSet::new()));
+        let log = Arc::new(OnceLock::new());
         let (submissions, receiver) = mpsc::channel(4096);
         let restoring = Restoring {
             kafka: kafka.clone(),
@@ -232,9 +263,9 @@ impl TransactionalAnswers {
             restored: restored.clone(),
         };
         tokio::spawn({
-            let (known, in_flight) = (known.clone(), in_flight.clone());
+            let (known, in_flight, log) = (known.clone(), in_flight.clone(), log.clone());
             async move {
-                restoring.run(&known, &health).await;
+                restoring.run(&known, &log, &health).await;
                 commit_loop(producer, make, health, known, in_flight, receiver).await;
             }
         });
@@ -243,8 +274,75 @@ impl TransactionalAnswers {
             restored,
             in_flight,
             topic: topic.to_string(),
+            partitions,
+            log,
+            claims,
+            claimant: uuid::Uuid::new_v4().simple().to_string(),
+            claims_made: AtomicU64::new(0),
             submissions,
         })
+    }
+
+    /// The headers of a record of the answers topic.
+    fn headers(kind: &str, id: &str) -> crate::event::headers::RecordHeaders {
+        CloudEvent {
+            id: id.to_string(),
+            event_type: kind.into(),
+            source: "/stagehost/ingress".into(),
+            time: crate::event::cloudevents::now_rfc3339(),
+            plugin_version: None,
+        }
+        .to_headers([])
+    }
+
+    /// Claims `key` for a request with `body_hash` and reads the topic up to the claim: what
+    /// the topic says of the key then.
+    async fn claim(&self, key: &str, body_hash: &str, partition: i32) -> Result<Claimed, String> {
+        let log = self
+            .log
+            .get()
+            .ok_or("the ingress is still restoring its answers")?;
+        let claim = Claim {
+            key: key.to_string(),
+            body_hash: body_hash.to_string(),
+            claim_id: format!(
+                "{}-{}",
+                self.claimant,
+                self.claims_made.fetch_add(1, Ordering::Relaxed)
+            ),
+            recorded_at_ms: unix_ms(SystemTime::now()),
+        };
+        let record = OutRecord {
+            topic: self.topic.clone(),
+            partition: Some(partition),
+            key: Some(claim.claim_id.clone()),
+            payload: Some(serde_json::to_vec(&claim).map_err(|e| e.to_string())?),
+            headers: Self::headers(CLAIM_TYPE, &claim.claim_id),
+            id: claim.claim_id.clone(),
+        };
+        let landed = publish_all(&self.claims, std::slice::from_ref(&record), 1)
+            .await
+            .map_err(|error| format!("cannot claim the request key ({error})"))?;
+        let offset = landed.first().map_or(i64::MAX, |d| d.offset);
+        log.read_past(partition, offset, CLAIM_PATIENCE).await?;
+        let standing = standing(&self.known, key).map_err(|e| format!("{e:#}"))?;
+        Ok(Claimed { claim, standing })
+    }
+
+    /// Waits up to [`TAKEOVER_WAIT`] for the answer to `key`.
+    async fn answer_within_takeover(&self, key: &str) -> Result<Option<IngressRecord>, String> {
+        let deadline = std::time::Instant::now() + TAKEOVER_WAIT;
+        while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+            if let Standing::Answered(record) =
+                standing(&self.known, key).map_err(|e| format!("{e:#}"))?
+            {
+                return Ok(Some(record));
+            }
+            if let Some(log) = self.log.get() {
+                log.read_more(left.min(Duration::from_millis(100))).await;
+            }
+        }
+        Ok(None)
     }
 
     async fn publish(
@@ -252,23 +350,7 @@ impl TransactionalAnswers {
         key: &str,
         mut records: Vec<OutRecord>,
         answer: IngressRecord,
-    ) -> Result<(), String> {
-        let payload = serde_json::to_vec(&answer).map_err(|e| e.to_string())?;
-        records.push(OutRecord {
-            topic: self.topic.clone(),
-            partition: None,
-            key: Some(key.to_string()),
-            payload: Some(payload),
-            headers: CloudEvent {
-                id: format!("answer:{key}"),
-                event_type: "IngressAnswer".into(),
-                source: "/stagehost/ingress".into(),
-                time: crate::event::cloudevents::now_rfc3339(),
-                plugin_version: None,
-            }
-            .to_headers([]),
-            id: format!("answer:{key}"),
-        });
+    ) -> Result<Published, String> {
         let mut marked = InFlight {
             keys: self.in_flight.clone(),
             key: key.to_string(),
@@ -278,6 +360,40 @@ impl TransactionalAnswers {
             marked.handed_over = true; // not ours to unmark
             return Err(IN_FLIGHT.to_string());
         }
+        let partition = Partitioner::default().partition(Some(key), key, self.partitions);
+        let Claimed { claim, standing } = self.claim(key, &answer.body_hash, partition).await?;
+        match standing {
+            Standing::Answered(record) => return Ok(Published::Earlier(record)),
+            Standing::Claimed(first) if first.claim_id == claim.claim_id => {}
+            Standing::Claimed(first) if first.body_hash != claim.body_hash => {
+                tracing::info!(key, claim = %claim.claim_id, first = %first.claim_id,
+                    "request refused: its key was claimed first by a request with another body");
+                return Ok(Published::Conflict);
+            }
+            Standing::Claimed(first) => {
+                if let Some(record) = self.answer_within_takeover(key).await? {
+                    return Ok(Published::Earlier(record));
+                }
+                tracing::info!(key, claim = %claim.claim_id, first = %first.claim_id,
+                    "an earlier claim with the same body was not answered in time; committing the request here");
+            }
+            Standing::Open => {
+                return Err(format!(
+                    "the claim {} on request {key} was not found in the answers topic",
+                    claim.claim_id
+                ));
+            }
+        }
+        let payload = serde_json::to_vec(&answer).map_err(|e| e.to_string())?;
+        let id = format!("answer:{key}");
+        records.push(OutRecord {
+            topic: self.topic.clone(),
+            partition: Some(partition),
+            key: Some(key.to_string()),
+            payload: Some(payload),
+            headers: Self::headers(ANSWER_TYPE, &id),
+            id,
+        });
         let (done, result) = oneshot::channel();
         let submission = Submission {
             records,
@@ -292,8 +408,18 @@ impl TransactionalAnswers {
         result
             .await
             .map_err(|_| "the ingress committer has stopped".to_string())?
+            .map(|()| Published::Accepted)
     }
 }
+
+/// A claim, and what the answers topic said of its key once read up to it.
+struct Claimed {
+    claim: Claim,
+    standing: Standing,
+}
+
+/// How long a request waits for the answers topic to be read up to its claim.
+const CLAIM_PATIENCE: Duration = Duration::from_secs(5);
 
 /// Catching the answers table up with the answers topic at start.
 struct Restoring {
@@ -305,8 +431,9 @@ struct Restoring {
 }
 
 impl Restoring {
-    /// Catches `known` up with every partition, trying again every second while it fails.
-    async fn run(self, known: &Table, health: &Reporter) {
+    /// Catches `known` up with every partition, then follows the topic into it (`log`), trying
+    /// again every second while it fails.
+    async fn run(self, known: &Table, log: &OnceLock<AnswerLog>, health: &Reporter) {
         let started = std::time::Instant::now();
         let mut failures = 0u32;
         loop {
@@ -319,20 +446,23 @@ impl Restoring {
             let caught_up = tokio::task::spawn_blocking(move || {
                 let mut records = 0;
                 for partition in 0..partitions {
-                    records += catch_up(&kafka, &topic, partition, &table, answer_entry)
+                    let maker = EntryMaker::new(&table);
+                    records += catch_up(&kafka, &topic, partition, &table, |m| maker.entry(m))
                         .with_context(|| {
                             format!("cannot read the ingress answers in {topic}/{partition}")
                         })?
                         .records;
                 }
-                anyhow::Ok(records)
+                let following = AnswerLog::follow(&kafka, &topic, partitions, table)?;
+                anyhow::Ok((records, following))
             })
             .await
             .unwrap_or_else(|error| Err(anyhow::anyhow!("catching up panicked: {error}")));
             match caught_up {
-                Ok(records) => {
+                Ok((records, following)) => {
                     tracing::info!(topic = %self.topic, records,
                         elapsed_ms = started.elapsed().as_millis() as u64, "ingress answers caught up");
+                    log.set(following).ok();
                     self.restored.store(true, Ordering::Release);
                     return;
                 }
@@ -348,18 +478,6 @@ impl Restoring {
             }
         }
     }
-}
-
-/// An answers-topic record as a table entry: its key, and the answer stamped with when it was
-/// recorded (so the table forgets it with the retention), or `None` for a tombstone.
-fn answer_entry(message: &rdkafka::message::BorrowedMessage<'_>) -> Option<crate::state::Entry> {
-    use rdkafka::message::Message;
-    let key = message.key()?.to_vec();
-    let Some(payload) = message.payload() else {
-        return Some((key, None));
-    };
-    let answer: IngressRecord = serde_json::from_slice(payload).ok()?;
-    Some((key, Some(stamp(answer.recorded_at_ms, payload))))
 }
 
 /// Why a repeat of a request still being committed is refused.

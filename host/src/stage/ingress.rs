@@ -8,7 +8,7 @@ use rdkafka::producer::FutureProducer;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use super::answers::Answers;
+use super::answers::{Answers, Published};
 use super::processor::{Failure, Input, StageContext};
 use crate::event::cloudevents;
 use crate::event::dead_letter::Origin;
@@ -211,6 +211,12 @@ impl Ingress {
         }
         let key = route.key(id, params);
         let key = key.as_str();
+        if key.chars().any(char::is_control) {
+            return Reply::error(
+                400,
+                format!("{id_field} and path parameters must not contain control characters"),
+            );
+        }
         let body_hash = canonical_hash(&value);
 
         let _guard = self.locks[stripe(key)].lock().await;
@@ -273,19 +279,30 @@ impl Ingress {
             body: answer_body.into(),
         };
         let answer = IngressRecord {
-            body_hash,
+            body_hash: body_hash.clone(),
             status: reply.status,
             response: reply.body.to_string(),
             recorded_at_ms: unix_ms(SystemTime::now()),
         };
-        if let Err(error) = self.answers.publish(key, records, answer).await {
-            // Debug only: while Kafka is away every request fails the same way; the ingress's
-            // readiness (`/readyz`, logged when it changes) says why.
-            tracing::debug!(%error, key, "cannot publish an ingress event");
-            return Reply::error(
-                503,
-                format!("could not publish the event; try again ({error})"),
-            );
+        match self.answers.publish(key, records, answer).await {
+            Ok(Published::Accepted) => {}
+            Ok(Published::Earlier(record)) => {
+                self.kpis.duplicate();
+                return earlier_reply(&record, &body_hash, conflict);
+            }
+            Ok(Published::Conflict) => {
+                self.kpis.duplicate();
+                return Reply::error(409, conflict());
+            }
+            Err(error) => {
+                // Debug only: while Kafka is away every request fails the same way; the
+                // ingress's readiness (`/readyz`, logged when it changes) says why.
+                tracing::debug!(%error, key, "cannot publish an ingress event");
+                return Reply::error(
+                    503,
+                    format!("could not publish the event; try again ({error})"),
+                );
+            }
         }
         self.kpis
             .processed(&version, event_ids.len(), started.elapsed());
@@ -303,11 +320,7 @@ impl Ingress {
         conflict: impl FnOnce() -> String,
     ) -> Option<Reply> {
         match self.answers.lookup(key) {
-            Ok(Some(record)) if record.body_hash == body_hash => Some(Reply {
-                status: record.status,
-                body: serde_json::from_str(&record.response).unwrap_or(json!({})),
-            }),
-            Ok(Some(_)) => Some(Reply::error(409, conflict())),
+            Ok(Some(record)) => Some(earlier_reply(&record, body_hash, conflict)),
             Ok(None) => None,
             Err(error) => {
                 // Debug only: the store logs its failure and recovery once, and `/readyz` names it.
@@ -343,6 +356,23 @@ impl Ingress {
                 "dead_letter_id": published.is_ok().then_some(letter.id),
             }),
         }
+    }
+}
+
+/// The answer to a request whose key was answered before: that answer again for the same
+/// body, `409` with `conflict()` for another.
+fn earlier_reply(
+    record: &IngressRecord,
+    body_hash: &str,
+    conflict: impl FnOnce() -> String,
+) -> Reply {
+    if record.body_hash == body_hash {
+        Reply {
+            status: record.status,
+            body: serde_json::from_str(&record.response).unwrap_or(json!({})),
+        }
+    } else {
+        Reply::error(409, conflict())
     }
 }
 

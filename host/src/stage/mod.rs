@@ -2,6 +2,7 @@
 //! at-least-once), retries that park a partition, stage fusion, the HTTP ingress; how a
 //! stage's consumer keeps its static group membership across a change of its inputs.
 
+mod answer_log;
 mod answers;
 mod commit;
 mod coverage;
@@ -18,7 +19,7 @@ mod runner;
 mod stuck;
 mod watchdog;
 
-pub use answers::{Answers, ProducerFactory, TransactionalAnswers};
+pub use answers::{Answers, ProducerFactory, Published, TransactionalAnswers};
 pub use commit::{Committer, InputPositions};
 pub use coverage::{CoverageTarget, watch_coverage};
 pub use dedup::{Deduplicator, ProcessedLog, processed_topic};

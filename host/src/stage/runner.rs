@@ -596,8 +596,11 @@ impl Worker {
                 || self.committer.work().fresh_ids.contains(key.as_ref())
                 || !seen_in_batch.insert(key.clone());
             let fate = if repeated {
-                tracing::debug!(stage = %self.context.name, id = %input.id, topic = %input.origin.source_topic,
-                    partition = input.origin.partition, offset = input.origin.offset, "duplicate dropped");
+                // Never silent (counted in the KPIs too): an outside producer repeating an id
+                // with another body loses that body here.
+                tracing::info!(stage = %self.context.name, id = %input.id, key = input.key.unwrap_or_default(),
+                    topic = %input.origin.source_topic, partition = input.origin.partition,
+                    offset = input.origin.offset, "repeat of an event already handled: dropped");
                 Fate::Duplicate
             } else if is_for_another_stage(input, &self.context.name) {
                 Fate::NotOurs
