@@ -1,27 +1,118 @@
 //! State that cannot silently reset: a stateful stage whose changelog topic is deleted under
 //! load halts, unready with what was lost, instead of making the topic again empty and starting
-//! its state from nothing (stock back at the catalog's, scarce products oversold). (The state
-//! dir losing its files while the host runs is tested in `storage.rs`, which mounts a tmpfs.)
+//! its state from nothing (stock back at the catalog's, scarce products oversold); partitions
+//! added to a stateful stage's input are refused, loud and unready, instead of being read with
+//! the moved keys' state missing. (The state dir losing its files while the host runs is tested
+//! in `storage.rs`, which mounts a tmpfs.)
 
 #![allow(missing_docs, clippy::unwrap_used)]
 
 mod common;
 
+use std::time::{Duration, Instant};
+
 use common::flow::{SETTLE, confirmed_units, post_orders, stocked, wait_for_outcomes};
 use common::{TestPipeline, brokers, wait_until};
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions};
+use rdkafka::client::DefaultClientContext;
 
 /// Units of each of the two scarce products.
 const SCARCE: u64 = 10;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_deleted_changelog_halts_its_stage_instead_of_resetting_its_state() {
-    let mut host = TestPipeline::new(|config| {
+/// The shipped pipeline with two scarce products of [`SCARCE`] units each.
+fn scarce_pipeline() -> TestPipeline {
+    TestPipeline::new(|config| {
         stocked(config);
         let stock = common::stage_mut(config, "stock");
         let catalog = stock["config"]["catalog"].as_table_mut().unwrap();
         catalog.insert("fp-18".into(), (SCARCE as i64).into());
         catalog.insert("fp-19".into(), (SCARCE as i64).into());
-    });
+    })
+}
+
+/// Waits until `/readyz` names a part ending in `part` with a reason containing `words`.
+async fn unready_with(host: &TestPipeline, part: &str, words: &str) {
+    wait_until(
+        &format!("readiness naming {part}: {words}"),
+        SETTLE,
+        || async {
+            let (status, body) = host.get("/readyz").await;
+            status == 503
+                && body["problems"].as_object().is_some_and(|parts| {
+                    parts.iter().any(|(name, problem)| {
+                        name.ends_with(part)
+                            && problem["reason"]
+                                .as_str()
+                                .is_some_and(|reason| reason.contains(words))
+                    })
+                })
+        },
+    )
+    .await;
+}
+
+async fn assert_not_oversold(host: &TestPipeline) {
+    for product in ["fp-18", "fp-19"] {
+        let units = confirmed_units(host, product).await;
+        assert!(
+            units <= SCARCE,
+            "{product}: {units} units confirmed, {SCARCE} supplied: the stock started again"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn partitions_added_to_a_stateful_input_are_refused_loudly_and_nothing_is_oversold() {
+    let mut host = scarce_pipeline();
+    host.start();
+    let before = post_orders("grow-before".into(), 200, 40.0, vec![host.http.clone()]).await;
+    wait_for_outcomes(&brokers(), &[&host], &before.accepted).await;
+
+    let commands = host.topic("InventoryCommands");
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .unwrap();
+    let grown = admin
+        .create_partitions(&[NewPartitions::new(&commands, 6)], &AdminOptions::new())
+        .await
+        .unwrap();
+    assert!(grown.iter().all(Result::is_ok), "{grown:?}");
+    let added = Instant::now();
+    let after = post_orders("grow-after".into(), 200, 40.0, vec![host.http.clone()]).await;
+    assert_eq!(after.accepted.len(), 200);
+    unready_with(&host, "unassigned:stock", "keyed state").await;
+    eprintln!(
+        "stateful partitions added: readiness named the refusal within {:.1}s",
+        added.elapsed().as_secs_f64()
+    );
+    assert!(host.stop("TERM").success(), "{}", host.logs());
+    assert_not_oversold(&host).await;
+
+    // Started again, the host refuses the stage with what happened and what to do.
+    host.launch();
+    let deadline = Instant::now() + SETTLE;
+    while host.is_running() {
+        assert!(
+            Instant::now() < deadline,
+            "the host ran on:\n{}",
+            host.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let logs = host.logs();
+    assert!(
+        logs.contains("keeps keyed state per input partition")
+            && logs.contains("has 6 partitions while its changelog"),
+        "no clear refusal:\n{logs}"
+    );
+    assert_not_oversold(&host).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_deleted_changelog_halts_its_stage_instead_of_resetting_its_state() {
+    let mut host = scarce_pipeline();
     host.start();
     // 20 orders of one unit for each scarce product: 10 confirmed, 10 rejected, stock 0.
     let before = post_orders("cl-before".into(), 400, 40.0, vec![host.http.clone()]).await;
@@ -37,27 +128,9 @@ async fn a_deleted_changelog_halts_its_stage_instead_of_resetting_its_state() {
     // catalog's.
     let after = post_orders("cl-after".into(), 200, 40.0, vec![host.http.clone()]).await;
     assert_eq!(after.accepted.len(), 200);
-    wait_until("readiness naming the lost changelog", SETTLE, || async {
-        let (status, body) = host.get("/readyz").await;
-        status == 503
-            && body["problems"].as_object().is_some_and(|parts| {
-                parts.iter().any(|(part, problem)| {
-                    part.ends_with("stock")
-                        && problem["reason"]
-                            .as_str()
-                            .is_some_and(|reason| reason.contains(&changelog))
-                })
-            })
-    })
-    .await;
+    unready_with(&host, "stock", &changelog).await;
     assert!(host.stop("TERM").success(), "{}", host.logs());
-    for product in ["fp-18", "fp-19"] {
-        let units = confirmed_units(&host, product).await;
-        assert!(
-            units <= SCARCE,
-            "{product}: {units} units confirmed, {SCARCE} supplied: the stock started again"
-        );
-    }
+    assert_not_oversold(&host).await;
     let logs = host.logs();
     let created = logs
         .lines()

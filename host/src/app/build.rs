@@ -26,7 +26,7 @@ use crate::stage::{
     StageContext, StageRunner, StageStateParts, StuckBook, TransactionalAnswers, Watchdog, Worker,
     not_fusable, processed_topic, rejoin_if_inputs_changed,
 };
-use crate::state::{KeyedState, changelog_topic};
+use crate::state::{KeyedState, changelog_topic, check_layout};
 use crate::store::{LocalStore, Scope, Table};
 
 pub(super) fn settings(stage: &StageConfig) -> InstanceSettings {
@@ -206,6 +206,7 @@ pub(super) async fn topic_stage(
             tokio::task::block_in_place(|| refuse_lost_topic(&kafka, &changelog, &group, &inputs))?;
             ensure_changelog(&kafka, &changelog, first, replication).await?;
         }
+        tokio::task::block_in_place(|| check_layout(&kafka, &stage.name, &changelog, &inputs))?;
         Some(StageStateParts {
             keyed: Arc::new(std::sync::Mutex::new(KeyedState::new(Table::new(
                 store,

@@ -87,17 +87,21 @@ pub async fn run(
             .map(|(stage, (slot, _))| (stage.clone(), slot.clone()))
             .collect(),
     );
-    // The ingress gets the plain handle (a request gets 503 at once while the store is failed);
-    // stages a patient one.
-    let store = LocalStore::open(&config.state.dir)?;
-    let stage_store = store.patient(STORE_PATIENCE);
     let schemas = SchemaRegistry::from_config(&config)?;
     let kafka = KafkaClients::new(&config.kafka);
     // Refused credentials or TLS settings end the start here, with one clear error.
     let checking = kafka.clone();
-    tokio::task::spawn_blocking(move || check_access(&checking, ACCESS_PATIENCE))
-        .await
-        .context("the Kafka access check panicked")??;
+    let cluster = tokio::task::spawn_blocking(move || {
+        check_access(&checking, ACCESS_PATIENCE)?;
+        crate::kafka::cluster_id(&checking)
+    })
+    .await
+    .context("the Kafka access check panicked")??;
+    // The ingress gets the plain handle (a request gets 503 at once while the store is failed);
+    // stages a patient one.
+    let store =
+        tokio::task::block_in_place(|| LocalStore::open_for_cluster(&config.state.dir, &cluster))?;
+    let stage_store = store.patient(STORE_PATIENCE);
     let producer: FutureProducer = kafka
         .producer()
         .create()
@@ -453,7 +457,7 @@ fn coverage_targets(
                     .is_some_and(|(_, instance)| instance.uses_state()),
                 consumer,
                 // Two looks in a row, well within the session timeout.
-                grace: session_timeout.min(Duration::from_secs(4)),
+                grace: session_timeout.min(Duration::from_secs(2)),
                 processed,
             }
         })

@@ -23,8 +23,8 @@ pub use publish::{
     refused_for_good,
 };
 pub use read::{
-    Watermarks, committed_reader, for_each_committed, for_each_committed_since, partition_count,
-    watermarks,
+    Watermarks, cluster_id, committed_reader, for_each_committed, for_each_committed_since,
+    partition_count, watermarks,
 };
 #[cfg(test)]
 pub(crate) use transaction::fake;

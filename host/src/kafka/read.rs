@@ -114,6 +114,19 @@ pub fn committed_reader(kafka: &KafkaClients) -> Result<BaseConsumer, KafkaError
     kafka.reader("stagehost-reader").create()
 }
 
+/// The id of the Kafka cluster the clients reach.
+pub fn cluster_id(kafka: &KafkaClients) -> anyhow::Result<String> {
+    let brokers = kafka.brokers();
+    let consumer: BaseConsumer = kafka
+        .client(Role::Admin)
+        .create()
+        .context("cannot create a Kafka client")?;
+    consumer
+        .client()
+        .fetch_cluster_id(Duration::from_secs(10))
+        .with_context(|| format!("cannot read the cluster id of the Kafka cluster at {brokers}"))
+}
+
 /// The number of partitions of `topic`.
 pub fn partition_count(kafka: &KafkaClients, topic: &str) -> anyhow::Result<i32> {
     let brokers = kafka.brokers();

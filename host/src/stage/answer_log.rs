@@ -99,6 +99,14 @@ pub fn standing(table: &Table, key: &str) -> anyhow::Result<Standing> {
     Ok(Standing::Open)
 }
 
+/// The `ce_type` of a record of the answers topic.
+fn record_kind(message: &BorrowedMessage<'_>) -> Option<String> {
+    cloudevents::header_pairs(message.headers())
+        .into_iter()
+        .find(|(name, _)| name == cloudevents::TYPE)
+        .map(|(_, value)| value)
+}
+
 /// Turns answers-topic records into table entries, keeping only the first claim of each key
 /// (a later claim of a claimed key is skipped, whether the earlier one is in the table or
 /// among the entries made since the last [`EntryMaker::applied`]).
@@ -119,10 +127,7 @@ impl<'t> EntryMaker<'t> {
     /// The entry `message` stands for, if any: an answer (or a tombstone) under its key, a
     /// claim under [`claim_slot`] of its request key when it is the first.
     pub fn entry(&self, message: &BorrowedMessage<'_>) -> Option<Entry> {
-        let kind = cloudevents::header_pairs(message.headers())
-            .into_iter()
-            .find(|(name, _)| name == cloudevents::TYPE)
-            .map(|(_, value)| value);
+        let kind = record_kind(message);
         self.entry_of(message.key()?, message.payload(), kind.as_deref())
     }
 
@@ -154,23 +159,37 @@ impl<'t> EntryMaker<'t> {
 
 /// Follows the answers topic into the table, from the table's checkpoints, for as long as it
 /// lives, and tells waiters how far it has read.
+///
+/// Two readers follow it. Claims are written outside transactions and read at once
+/// (`read_uncommitted`): a transaction left open on a partition (an instance killed while it
+/// committed) holds committed readers back for up to the transaction timeout, and deciding a
+/// claim must not wait for it. Answers are read committed (an aborted answer was never given),
+/// and their reader moves the table's checkpoints.
 pub struct AnswerLog {
-    /// Per partition: the next offset not yet in the table.
+    /// Per partition: the next offset the claims reader has not read.
     positions: Arc<Vec<AtomicI64>>,
     read: Arc<Notify>,
     stop: Arc<AtomicBool>,
     topic: String,
 }
 
+/// Which records a reader of the answers topic takes into the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reads {
+    /// Claims, read uncommitted; no checkpoint.
+    Claims,
+    /// Answers (and tombstones), read committed; moves the checkpoints.
+    Answers,
+}
+
 impl AnswerLog {
-    /// Starts following `topic` (all `partitions`) into `table` on a thread of its own.
+    /// Starts following `topic` (all `partitions`) into `table` on two threads of its own.
     pub fn follow(
         kafka: &KafkaClients,
         topic: &str,
         partitions: i32,
         table: Table,
     ) -> anyhow::Result<Self> {
-        let consumer = committed_reader(kafka).context("cannot create a Kafka reader")?;
         let mut assignment = TopicPartitionList::new();
         let mut positions = Vec::with_capacity(partitions.max(0) as usize);
         for partition in 0..partitions {
@@ -179,25 +198,36 @@ impl AnswerLog {
             assignment.add_partition_offset(topic, partition, offset)?;
             positions.push(AtomicI64::new(checkpoint.unwrap_or(0)));
         }
-        consumer.assign(&assignment)?;
         let log = Self {
             positions: Arc::new(positions),
             read: Arc::new(Notify::new()),
             stop: Arc::new(AtomicBool::new(false)),
             topic: topic.to_string(),
         };
-        let following = Following {
-            consumer,
-            table,
-            positions: log.positions.clone(),
-            read: log.read.clone(),
-            stop: log.stop.clone(),
-            topic: topic.to_string(),
-        };
-        std::thread::Builder::new()
-            .name("answer-log".into())
-            .spawn(move || following.run())
-            .context("cannot start the answers reader")?;
+        for reads in [Reads::Claims, Reads::Answers] {
+            let consumer: BaseConsumer = match reads {
+                Reads::Answers => committed_reader(kafka),
+                Reads::Claims => kafka
+                    .reader("stagehost-reader")
+                    .set("isolation.level", "read_uncommitted")
+                    .create(),
+            }
+            .context("cannot create a Kafka reader")?;
+            consumer.assign(&assignment)?;
+            let following = Following {
+                consumer,
+                reads,
+                table: table.clone(),
+                positions: log.positions.clone(),
+                read: log.read.clone(),
+                stop: log.stop.clone(),
+                topic: topic.to_string(),
+            };
+            std::thread::Builder::new()
+                .name(format!("answer-log-{reads:?}").to_lowercase())
+                .spawn(move || following.run())
+                .context("cannot start the answers reader")?;
+        }
         Ok(log)
     }
 
@@ -244,9 +274,10 @@ impl Drop for AnswerLog {
     }
 }
 
-/// The reading thread.
+/// A reading thread.
 struct Following {
     consumer: BaseConsumer,
+    reads: Reads,
     table: Table,
     positions: Arc<Vec<AtomicI64>>,
     read: Arc<Notify>,
@@ -269,7 +300,12 @@ impl Following {
                         records += 1;
                         let partition = message.partition();
                         let next = message.offset() + 1;
-                        let entry = maker.entry(&message);
+                        let claim = record_kind(&message).as_deref() == Some(CLAIM_TYPE);
+                        let entry = if claim == (self.reads == Reads::Claims) {
+                            maker.entry(&message)
+                        } else {
+                            None
+                        };
                         match batch.iter_mut().find(|(p, _, _)| *p == partition) {
                             Some((_, entries, at)) => {
                                 entries.extend(entry);
@@ -294,8 +330,11 @@ impl Following {
             }
             warned = false;
             for (partition, entries, next) in &batch {
-                self.apply(*partition, entries, *next);
-                if let Some(position) = self.positions.get(*partition as usize) {
+                let checkpoint = (self.reads == Reads::Answers).then_some(*next);
+                self.apply(*partition, entries, checkpoint);
+                if self.reads == Reads::Claims
+                    && let Some(position) = self.positions.get(*partition as usize)
+                {
                     position.store(*next, Ordering::Release);
                 }
             }
@@ -304,13 +343,14 @@ impl Following {
         }
     }
 
-    /// Writes `entries` of `partition` and its checkpoint `next`, trying again while the store
-    /// fails (a store that does not come back restarts the pipeline, and this thread with it).
-    fn apply(&self, partition: i32, entries: &[Entry], next: i64) {
+    /// Writes `entries` of `partition` (and its checkpoint, when given), trying again while the
+    /// store fails (a store that does not come back restarts the pipeline, and this thread with
+    /// it).
+    fn apply(&self, partition: i32, entries: &[Entry], checkpoint: Option<i64>) {
         let mut failures = 0u32;
         while !self.stop.load(Ordering::Acquire) {
             let writes = entries.iter().map(|(k, v)| (k.as_slice(), v.as_deref()));
-            match self.table.apply(partition, writes, Some(next)) {
+            match self.table.apply(partition, writes, checkpoint) {
                 Ok(()) => return,
                 Err(error) => {
                     failures += 1;

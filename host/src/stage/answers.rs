@@ -361,28 +361,48 @@ impl TransactionalAnswers {
             return Err(IN_FLIGHT.to_string());
         }
         let partition = Partitioner::default().partition(Some(key), key, self.partitions);
-        let Claimed { claim, standing } = self.claim(key, &answer.body_hash, partition).await?;
+        // The first claim of a key never changes, so what the local copy already knows of it
+        // is final; only a key without a claim here needs one (a retry must not claim again).
+        let known = standing(&self.known, key).map_err(|e| format!("{e:#}"))?;
+        let standing = match known {
+            Standing::Open => {
+                let Claimed { claim, standing } =
+                    self.claim(key, &answer.body_hash, partition).await?;
+                match standing {
+                    Standing::Claimed(first) if first.claim_id == claim.claim_id => None,
+                    Standing::Open => {
+                        return Err(format!(
+                            "the claim {} on request {key} was not found in the answers topic",
+                            claim.claim_id
+                        ));
+                    }
+                    other => Some(other),
+                }
+            }
+            other => Some(other),
+        };
         match standing {
-            Standing::Answered(record) => return Ok(Published::Earlier(record)),
-            Standing::Claimed(first) if first.claim_id == claim.claim_id => {}
-            Standing::Claimed(first) if first.body_hash != claim.body_hash => {
-                tracing::info!(key, claim = %claim.claim_id, first = %first.claim_id,
+            None => {}
+            Some(Standing::Answered(record)) => return Ok(Published::Earlier(record)),
+            Some(Standing::Claimed(first)) if first.body_hash != answer.body_hash => {
+                tracing::info!(key, first = %first.claim_id,
                     "request refused: its key was claimed first by a request with another body");
                 return Ok(Published::Conflict);
             }
-            Standing::Claimed(first) => {
-                if let Some(record) = self.answer_within_takeover(key).await? {
-                    return Ok(Published::Earlier(record));
+            Some(Standing::Claimed(first)) => {
+                // The same body claimed first. By this instance: that try failed (it is not in
+                // flight), so commit it now. By another: it may be committing it; wait a while
+                // for its answer, then commit it here (the same event ids: the next stage
+                // drops a repeat).
+                if !first.claim_id.starts_with(&self.claimant) {
+                    if let Some(record) = self.answer_within_takeover(key).await? {
+                        return Ok(Published::Earlier(record));
+                    }
+                    tracing::info!(key, first = %first.claim_id,
+                        "an earlier claim with the same body on another instance was not answered in time; committing the request here");
                 }
-                tracing::info!(key, claim = %claim.claim_id, first = %first.claim_id,
-                    "an earlier claim with the same body was not answered in time; committing the request here");
             }
-            Standing::Open => {
-                return Err(format!(
-                    "the claim {} on request {key} was not found in the answers topic",
-                    claim.claim_id
-                ));
-            }
+            Some(Standing::Open) => unreachable!("an open key is claimed above"),
         }
         let payload = serde_json::to_vec(&answer).map_err(|e| e.to_string())?;
         let id = format!("answer:{key}");

@@ -8,7 +8,7 @@
 //! every topic-fed stage, the partitions of its inputs (the cluster's metadata) with what the
 //! members of its group were assigned (the group's description, each member's assignment
 //! decoded with the Kafka protocol crate). Partitions assigned to nobody in a stable group at
-//! two looks in a row (5 s apart; a static member that went away keeps its partitions until its
+//! two looks in a row (2 s apart; a static member that went away keeps its partitions until its
 //! session times out, so this is not a restart) are reported (`/readyz` part
 //! `unassigned:<stage>`, and the log), and:
 //!
@@ -36,7 +36,7 @@ use crate::health::{Health, Reporter};
 use crate::kafka::KafkaClients;
 
 /// How often every stage's group is looked at.
-const CHECK_EVERY: Duration = Duration::from_secs(5);
+const CHECK_EVERY: Duration = Duration::from_secs(2);
 /// How long one look may wait for the broker.
 const LOOK_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the rebalancing member waits for its assignment.

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use rdkafka::message::{BorrowedMessage, Message};
 
-use crate::kafka::{KafkaClients, for_each_committed_since};
+use crate::kafka::{KafkaClients, for_each_committed_since, partition_count};
 use crate::store::Table;
 
 /// How long a catch-up may wait for the topic (an open transaction of a dead instance holds
@@ -21,6 +21,28 @@ const BATCH_RECORDS: usize = 2_000;
 /// The changelog topic of a stage.
 pub fn changelog_topic(group: &str) -> String {
     format!("{group}-changelog")
+}
+
+/// Refuses to run stage `stage` on its keyed state when an input topic's partition count is not
+/// its changelog's. The state is kept per input partition, one changelog partition each, and a
+/// key lives where its record's key hashes to: partitions added to an input (or a changelog
+/// grown by hand) move keys to partitions whose state does not hold them, so their state would
+/// start again from nothing (stock back at the catalog's). Blocking.
+pub fn check_layout(
+    kafka: &KafkaClients,
+    stage: &str,
+    changelog: &str,
+    inputs: &[&str],
+) -> anyhow::Result<()> {
+    let kept = partition_count(kafka, changelog)?;
+    for input in inputs {
+        let now = partition_count(kafka, input)?;
+        anyhow::ensure!(
+            now == kept,
+            "stage {stage} keeps keyed state per input partition, and its input {input} has {now} partitions while its changelog {changelog} has {kept}: partitions were added to the input (or the changelog was grown by hand), so keys now hash to partitions whose state does not hold them and would start again from nothing. The stage does not run on missing state; the host does not re-key state. See \"Partitions added to an input\" in docs/operations.md for what to do"
+        );
+    }
+    Ok(())
 }
 
 /// What a table entry a record stands for: its key, and its value or `None` for a delete.

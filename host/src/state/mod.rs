@@ -3,5 +3,5 @@
 mod changelog;
 mod keyed;
 
-pub use changelog::{CaughtUp, Entry, catch_up, changelog_topic, plain_entry};
+pub use changelog::{CaughtUp, Entry, catch_up, changelog_topic, check_layout, plain_entry};
 pub use keyed::{KeyedState, Write, Writes};

@@ -67,6 +67,8 @@ struct Shared {
     identity: Mutex<Option<String>>,
     /// Set when a reopened database turned out to be another one: the store stays closed.
     replaced: AtomicBool,
+    /// The Kafka cluster the store copies topics of, once known ([`LocalStore::open_for_cluster`]).
+    cluster: Mutex<Option<String>>,
 }
 
 enum State {
@@ -157,9 +159,71 @@ impl LocalStore {
                 expiring: Mutex::new(HashMap::new()),
                 identity: Mutex::new(identity),
                 replaced: AtomicBool::new(false),
+                cluster: Mutex::new(None),
             }),
             patience: Duration::ZERO,
         })
+    }
+
+    /// Opens the store in `dir` as [`LocalStore::open`] does, for the Kafka cluster with id
+    /// `cluster`. A store that holds the copies of another cluster's topics (a state dir moved
+    /// to another cluster, or the cluster rebuilt) is moved aside to `store.cluster-<its
+    /// cluster>` beside it and a new one is made, which every copy is caught up into from this
+    /// cluster's topics: checkpoints are offsets of one cluster's partitions and mean nothing in
+    /// another. A store that cannot be opened yet (a disk refusing writes) is bound when it can.
+    pub fn open_for_cluster(dir: &Path, cluster: &str) -> Result<Self, StoreError> {
+        let store = Self::open(dir)?;
+        *store
+            .shared
+            .cluster
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(cluster.into());
+        let other = match store
+            .shared
+            .attempt(&|keyspaces| keyspaces.bind_cluster(cluster))
+        {
+            Ok(None) | Err(StoreError::Unavailable { .. }) => return Ok(store),
+            Ok(Some(other)) => other,
+            Err(error) => return Err(error),
+        };
+        let path = store.shared.path.clone();
+        drop(store);
+        let safe: String = other
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let mut aside = dir.join(format!("{STORE_DIR}.cluster-{safe}"));
+        if aside.exists() {
+            aside = dir.join(format!(
+                "{STORE_DIR}.cluster-{safe}-{}",
+                super::keyspaces::unix_ms(std::time::SystemTime::now())
+            ));
+        }
+        std::fs::rename(&path, &aside).map_err(|source| StoreError::Open {
+            path: path.clone(),
+            cause: format!(
+                "it holds the copies of Kafka cluster {other}, not of {cluster}, and cannot be moved aside to {}: {source}",
+                aside.display()
+            ),
+        })?;
+        tracing::warn!(path = %path.display(), aside = %aside.display(), was = %other, now = cluster,
+            "the local store held copies of another Kafka cluster's topics; it was moved aside and every copy is caught up from this cluster's topics");
+        let store = Self::open(dir)?;
+        *store
+            .shared
+            .cluster
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(cluster.into());
+        store
+            .shared
+            .attempt(&|keyspaces| keyspaces.bind_cluster(cluster))?;
+        Ok(store)
     }
 
     /// The same store, with calls that wait up to `patience` for it to be reopened when it
@@ -490,6 +554,20 @@ impl Shared {
                         Err("it came back as another database (state.dir lost its files, or was replaced); the pipeline restarts".to_string())
                     }
                     _ => {
+                        let cluster = self.cluster.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                        let other = match &cluster {
+                            Some(cluster) => keyspaces.bind_cluster(cluster).map_err(|error| {
+                                format!("cannot open it again: {}", describe(&error))
+                            })?,
+                            None => None,
+                        };
+                        if let Some(other) = other {
+                            drop(keyspaces);
+                            self.replaced.store(true, Ordering::Relaxed);
+                            tracing::error!(path = %self.path.display(), was = %other,
+                                "the local store came back holding another Kafka cluster's copies; it stays closed and the pipeline restarts");
+                            return Err("it came back holding another Kafka cluster's copies; the pipeline restarts".to_string());
+                        }
                         *known = Some(identity);
                         Ok(keyspaces)
                     }
@@ -630,6 +708,29 @@ mod tests {
         let record = answer(unix_ms(SystemTime::now()));
         store.put_ingress_record("ticket-1", &record).unwrap();
         assert_eq!(store.ingress_record("ticket-1").unwrap(), Some(record));
+    }
+
+    #[test]
+    fn a_store_of_another_kafka_cluster_is_moved_aside_and_a_new_one_made() {
+        let dir = tempfile::tempdir().unwrap();
+        let record = answer(unix_ms(SystemTime::now()));
+        {
+            let store = LocalStore::open_for_cluster(dir.path(), "cluster-a").unwrap();
+            store.put_ingress_record("ticket-1", &record).unwrap();
+        }
+        {
+            let same = LocalStore::open_for_cluster(dir.path(), "cluster-a").unwrap();
+            assert_eq!(
+                same.ingress_record("ticket-1").unwrap(),
+                Some(record.clone())
+            );
+        }
+        let other = LocalStore::open_for_cluster(dir.path(), "cluster-b").unwrap();
+        assert_eq!(other.ingress_record("ticket-1").unwrap(), None);
+        assert!(dir.path().join("store.cluster-cluster-a").is_dir());
+        drop(other);
+        let again = LocalStore::open_for_cluster(dir.path(), "cluster-b").unwrap();
+        assert_eq!(again.ingress_record("ticket-1").unwrap(), None);
     }
 
     #[test]

@@ -21,6 +21,8 @@ const INGRESS: &str = "ingress";
 const CHECKPOINTS: &str = "checkpoints";
 /// Key of the database's identity in the checkpoints keyspace (no table name holds `\x1e`).
 const IDENTITY_KEY: &str = "\x1estore-identity";
+/// Key of the id of the Kafka cluster whose topics the database copies.
+const CLUSTER_KEY: &str = "\x1ekafka-cluster";
 /// Prefix of the keyspace of each table.
 const TABLE_PREFIX: &str = "table:";
 /// Block cache of the store.
@@ -100,6 +102,19 @@ impl Keyspaces {
         self.checkpoints.insert(IDENTITY_KEY, id.as_bytes())?;
         self.db.persist(fjall::PersistMode::SyncAll)?;
         Ok((id, true))
+    }
+
+    /// Binds the database to the Kafka cluster `cluster`: records it if none is recorded
+    /// yet (a new database, or one from before the binding existed); returns the cluster it is
+    /// bound to when that is another one (its copies and checkpoints belong to that cluster).
+    pub(super) fn bind_cluster(&self, cluster: &str) -> fjall::Result<Option<String>> {
+        if let Some(bound) = self.checkpoints.get(CLUSTER_KEY)? {
+            let bound = String::from_utf8_lossy(&bound).into_owned();
+            return Ok((bound != cluster).then_some(bound));
+        }
+        self.checkpoints.insert(CLUSTER_KEY, cluster.as_bytes())?;
+        self.db.persist(fjall::PersistMode::SyncAll)?;
+        Ok(None)
     }
 
     /// The keyspace of table `name`, opened (or created) on first use.
