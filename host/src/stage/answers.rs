@@ -389,19 +389,18 @@ impl TransactionalAnswers {
                     "request refused: its key was claimed first by a request with another body");
                 return Ok(Published::Conflict);
             }
-            Some(Standing::Claimed(first)) => {
-                // The same body claimed first. By this instance: that try failed (it is not in
-                // flight), so commit it now. By another: it may be committing it; wait a while
-                // for its answer, then commit it here (the same event ids: the next stage
-                // drops a repeat).
-                if !first.claim_id.starts_with(&self.claimant) {
-                    if let Some(record) = self.answer_within_takeover(key).await? {
-                        return Ok(Published::Earlier(record));
-                    }
-                    tracing::info!(key, first = %first.claim_id,
-                        "an earlier claim with the same body on another instance was not answered in time; committing the request here");
+            // The same body claimed first by another instance: it may be committing it; wait a
+            // while for its answer, then commit it here (the same event ids: the next stage
+            // drops a repeat). By this instance: that try failed (it is not in flight), so it
+            // is committed now.
+            Some(Standing::Claimed(first)) if !first.claim_id.starts_with(&self.claimant) => {
+                if let Some(record) = self.answer_within_takeover(key).await? {
+                    return Ok(Published::Earlier(record));
                 }
+                tracing::info!(key, first = %first.claim_id,
+                    "an earlier claim with the same body on another instance was not answered in time; committing the request here");
             }
+            Some(Standing::Claimed(_)) => {}
             Some(Standing::Open) => unreachable!("an open key is claimed above"),
         }
         let payload = serde_json::to_vec(&answer).map_err(|e| e.to_string())?;
