@@ -105,6 +105,34 @@ enum Command {
         #[command(subcommand)]
         command: DlqCommand,
     },
+    /// A stateful stage's keyed state, offline (stop the host first).
+    State {
+        /// The pipeline configuration (brokers, `state.dir`, stages).
+        #[arg(
+            long,
+            short,
+            global = true,
+            default_value = "pipeline.toml",
+            env = "STAGEHOST_CONFIG"
+        )]
+        config: PathBuf,
+        #[command(subcommand)]
+        command: StateCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum StateCommand {
+    /// Write a stage's keyed state from the local store back into its changelog topic, after
+    /// the topic was deleted: says what it will do, and does it with `--yes`.
+    Republish {
+        /// The stage.
+        #[arg(long)]
+        stage: String,
+        /// Do it (without: only say what would be done).
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -222,6 +250,17 @@ fn main() -> ExitCode {
             Command::Plugin { admin, command } => plugin(&admin.address, command).await,
             Command::Stuck { admin, command } => stuck(&admin.address, command).await,
             Command::Dlq { config, command } => dlq(&config, command).await,
+            Command::State {
+                config,
+                command: StateCommand::Republish { stage, yes },
+            } => {
+                let config = config::load(&config, &Overrides::from_env())?;
+                print!(
+                    "{}",
+                    stagehost::state::republish::republish(&config, &stage, yes).await?
+                );
+                Ok(())
+            }
             Command::Load { options, json } => {
                 let report = stagehost::load::run(&options).await?;
                 if json {

@@ -111,7 +111,7 @@ async fn partitions_added_to_a_stateful_input_are_refused_loudly_and_nothing_is_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_deleted_changelog_halts_its_stage_instead_of_resetting_its_state() {
+async fn a_deleted_changelog_halts_its_stage_until_it_is_republished_from_the_local_copy() {
     let mut host = scarce_pipeline();
     host.start();
     // 20 orders of one unit for each scarce product: 10 confirmed, 10 rejected, stock 0.
@@ -131,6 +131,34 @@ async fn a_deleted_changelog_halts_its_stage_instead_of_resetting_its_state() {
     unready_with(&host, "stock", &changelog).await;
     assert!(host.stop("TERM").success(), "{}", host.logs());
     assert_not_oversold(&host).await;
+
+    // The documented recovery: the stock copy in the local store written back into the
+    // changelog, said first, done with --yes.
+    let config = host.config_path.display().to_string();
+    let args = [
+        "state",
+        "republish",
+        "--config",
+        &config,
+        "--stage",
+        "stock",
+    ];
+    let (ok, said, errors) = common::stagehost(&args);
+    assert!(
+        ok && said.contains("keys from the local copy"),
+        "{said}{errors}"
+    );
+    let (ok, done, errors) = common::stagehost(&[&args[..], &["--yes"]].concat());
+    assert!(ok && done.contains("keys written"), "{done}{errors}");
+    eprintln!("state republish:\n{said}{done}");
+    // The stage goes on from its stock as it was: every order posted meanwhile gets its one
+    // outcome, and the scarce products stay sold out.
+    host.start();
+    wait_for_outcomes(&brokers(), &[&host], &after.accepted).await;
+    assert!(host.stop("TERM").success(), "{}", host.logs());
+    for product in ["fp-18", "fp-19"] {
+        assert_eq!(confirmed_units(&host, product).await, SCARCE, "{product}");
+    }
     let logs = host.logs();
     let created = logs
         .lines()

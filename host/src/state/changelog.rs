@@ -34,7 +34,16 @@ pub fn check_layout(
     changelog: &str,
     inputs: &[&str],
 ) -> anyhow::Result<()> {
-    let kept = partition_count(kafka, changelog)?;
+    // A changelog made a moment ago may not be in the metadata yet: it has the partitions it
+    // was made with, the inputs' count.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let kept = loop {
+        match partition_count(kafka, changelog) {
+            Ok(kept) => break kept,
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(200)),
+            Err(error) => return Err(error),
+        }
+    };
     for input in inputs {
         let now = partition_count(kafka, input)?;
         anyhow::ensure!(

@@ -388,6 +388,14 @@ impl LocalStore {
         self.run(|keyspaces| keyspaces.table_clear(name, prefix, partitions))
     }
 
+    pub(super) fn table_entries(
+        &self,
+        name: &str,
+        prefix: &[u8],
+    ) -> Result<Vec<super::keyspaces::TableEntry>, StoreError> {
+        self.run(|keyspaces| keyspaces.table_entries(name, prefix))
+    }
+
     pub(super) fn table_size(&self, name: &str) -> Result<(u64, u64), StoreError> {
         self.run(|keyspaces| keyspaces.table_size(name))
     }

@@ -73,6 +73,8 @@ pub(super) struct Keyspaces {
 
 /// A write to a table: a key and its new value, or `None` to delete it.
 pub type TableWrite = (Vec<u8>, Option<Vec<u8>>);
+/// An entry of a table: its key and value.
+pub type TableEntry = (Vec<u8>, Vec<u8>);
 
 impl Keyspaces {
     /// Opens (or creates) the database in `path`, recovering its journal: the writes that were
@@ -195,6 +197,21 @@ impl Keyspaces {
         let removed = batch.len();
         batch.commit()?;
         Ok(removed)
+    }
+
+    /// The entries of table `name` whose key starts with `prefix`, with the prefix cut off.
+    pub(super) fn table_entries(
+        &self,
+        name: &str,
+        prefix: &[u8],
+    ) -> fjall::Result<Vec<TableEntry>> {
+        let table = self.table(name)?;
+        let mut entries = Vec::new();
+        for item in table.prefix(prefix) {
+            let (key, value) = item.into_inner()?;
+            entries.push((key[prefix.len()..].to_vec(), value.to_vec()));
+        }
+        Ok(entries)
     }
 
     /// The entries of table `name` (an estimate: overwritten and deleted keys count until the

@@ -27,6 +27,6 @@ mod upkeep;
 
 pub use error::{StoreError, StoreReplaced};
 pub use handle::{LocalStore, REOPEN_EVERY};
-pub use keyspaces::{IngressRecord, unix_ms};
+pub use keyspaces::{IngressRecord, TableEntry, unix_ms};
 pub use table::{Scope, Table, stamp, unstamp};
 pub use upkeep::upkeep;

@@ -22,7 +22,7 @@ use std::time::{Duration, SystemTime};
 
 use super::error::StoreError;
 use super::handle::LocalStore;
-use super::keyspaces::{TableWrite, decode_ms, unix_ms};
+use super::keyspaces::{TableEntry, TableWrite, decode_ms, unix_ms};
 
 /// How a table's keys are scoped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,6 +122,16 @@ impl Table {
             }
             Scope::Topic => self.store.table_clear(&self.name, &[], partitions),
         }
+    }
+
+    /// Every entry of `partition` (of a partition-scoped table; of the whole table for a
+    /// topic-scoped one), expired ones included.
+    pub fn entries(&self, partition: i32) -> Result<Vec<TableEntry>, StoreError> {
+        let prefix = match self.scope {
+            Scope::Partition => partition.to_be_bytes().to_vec(),
+            Scope::Topic => Vec::new(),
+        };
+        self.store.table_entries(&self.name, &prefix)
     }
 
     /// How many entries the table holds (the store's estimate: overwritten and deleted keys
