@@ -3,7 +3,7 @@
 //! its state from nothing (stock back at the catalog's, scarce products oversold); partitions
 //! added to a stateful stage's input are refused, loud and unready, instead of being read with
 //! the moved keys' state missing. (The state dir losing its files while the host runs is tested
-//! in `storage.rs`, which mounts a tmpfs.)
+//! in `storage.rs`, which mounts a tmpfs; two hosts' state dirs swapped under load here.)
 
 #![allow(missing_docs, clippy::unwrap_used)]
 
@@ -11,7 +11,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::flow::{SETTLE, confirmed_units, post_orders, stocked, wait_for_outcomes};
+use common::flow::{
+    SETTLE, assert_exactly_once, confirmed_units, outcomes, post_orders, stocked, wait_for_outcomes,
+};
 use common::{TestPipeline, brokers, wait_until};
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions};
@@ -165,4 +167,46 @@ async fn a_deleted_changelog_halts_its_stage_until_it_is_republished_from_the_lo
         .filter(|line| line.contains("created changelog topic") && line.contains(&changelog))
         .count();
     assert_eq!(created, 1, "the changelog was made again empty:\n{logs}");
+}
+
+/// The `state.dir` of `host`'s configuration.
+fn state_dir(host: &TestPipeline) -> std::path::PathBuf {
+    let config: toml::Table = std::fs::read_to_string(&host.config_path)
+        .unwrap()
+        .parse()
+        .unwrap();
+    config["state"]["dir"].as_str().unwrap().into()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_hosts_whose_state_dirs_are_swapped_under_load_repeat_and_lose_nothing() {
+    let mut first = scarce_pipeline();
+    let mut second = first.sibling("second");
+    first.start();
+    second.start();
+    let targets = vec![first.http.clone(), second.http.clone()];
+    let load = tokio::spawn(post_orders("swap".into(), 600, 25.0, targets.clone()));
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    // One killed, the other stopped; each comes back with the other's state dir.
+    first.stop("KILL");
+    second.stop("TERM");
+    let (one, two) = (state_dir(&first), state_dir(&second));
+    let aside = one.with_extension("aside");
+    std::fs::rename(&one, &aside).unwrap();
+    std::fs::rename(&two, &one).unwrap();
+    std::fs::rename(&aside, &two).unwrap();
+    first.start();
+    second.start();
+    let load = load.await.unwrap();
+    let heal = wait_for_outcomes(&brokers(), &[&first, &second], &load.accepted).await;
+    // Orders posted again get their first answers (`post_orders` fails on a `409`) and flow no
+    // second time (their outcomes would be counted twice below).
+    let again = post_orders("swap".into(), 100, 50.0, targets).await;
+    assert_eq!(again.accepted.len(), 100);
+    wait_for_outcomes(&brokers(), &[&first, &second], &load.accepted).await;
+    assert!(second.stop("TERM").success(), "{}", second.logs());
+    assert!(first.stop("TERM").success(), "{}", first.logs());
+    let outcomes = outcomes(&brokers(), &first).await;
+    assert_exactly_once("state-dirs-swapped", &load.accepted, &outcomes, heal);
+    assert_not_oversold(&first).await;
 }

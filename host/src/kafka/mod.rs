@@ -24,7 +24,7 @@ pub use publish::{
 };
 pub use read::{
     Watermarks, cluster_id, committed_reader, for_each_committed, for_each_committed_since,
-    partition_count, watermarks,
+    partition_count, partition_count_of_new, watermarks,
 };
 #[cfg(test)]
 pub(crate) use transaction::fake;

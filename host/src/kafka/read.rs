@@ -127,6 +127,18 @@ pub fn cluster_id(kafka: &KafkaClients) -> anyhow::Result<String> {
         .with_context(|| format!("cannot read the cluster id of the Kafka cluster at {brokers}"))
 }
 
+/// The number of partitions of `topic`, asking again for up to [`NEW_TOPIC_GRACE`] while it is
+/// not in the metadata yet (a topic made a moment ago).
+pub fn partition_count_of_new(kafka: &KafkaClients, topic: &str) -> anyhow::Result<i32> {
+    let deadline = Instant::now() + NEW_TOPIC_GRACE;
+    loop {
+        match partition_count(kafka, topic) {
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(200)),
+            counted => return counted,
+        }
+    }
+}
+
 /// The number of partitions of `topic`.
 pub fn partition_count(kafka: &KafkaClients, topic: &str) -> anyhow::Result<i32> {
     let brokers = kafka.brokers();

@@ -248,8 +248,10 @@ impl TransactionalAnswers {
     ) -> anyhow::Result<Self> {
         let partitions = {
             let (kafka, topic) = (kafka.clone(), topic.to_string());
-            tokio::task::spawn_blocking(move || crate::kafka::partition_count(&kafka, &topic))
-                .await??
+            tokio::task::spawn_blocking(move || {
+                crate::kafka::partition_count_of_new(&kafka, &topic)
+            })
+            .await??
         };
         let producer = tokio::task::block_in_place(|| make())?;
         let restored = Arc::new(AtomicBool::new(false));

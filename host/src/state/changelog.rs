@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use rdkafka::message::{BorrowedMessage, Message};
 
-use crate::kafka::{KafkaClients, for_each_committed_since, partition_count};
+use crate::kafka::{
+    KafkaClients, for_each_committed_since, partition_count, partition_count_of_new,
+};
 use crate::store::Table;
 
 /// How long a catch-up may wait for the topic (an open transaction of a dead instance holds
@@ -34,16 +36,8 @@ pub fn check_layout(
     changelog: &str,
     inputs: &[&str],
 ) -> anyhow::Result<()> {
-    // A changelog made a moment ago may not be in the metadata yet: it has the partitions it
-    // was made with, the inputs' count.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let kept = loop {
-        match partition_count(kafka, changelog) {
-            Ok(kept) => break kept,
-            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(200)),
-            Err(error) => return Err(error),
-        }
-    };
+    // A changelog made a moment ago may not be in the metadata yet.
+    let kept = partition_count_of_new(kafka, changelog)?;
     for input in inputs {
         let now = partition_count(kafka, input)?;
         anyhow::ensure!(
