@@ -443,6 +443,37 @@ async fn at_least_once_an_outside_repeat_of_an_id_handled_in_process_is_dropped(
         !records.is_empty()
     })
     .await;
+    // a's batch is done once its input offset is committed: its outputs were acknowledged and
+    // the ids handled in process were marked processed under b's name before that.
+    let (input, group) = (pipeline.topic("In"), format!("{}a", pipeline.prefix));
+    common::wait_until("a's input offset committed", TIMEOUT, || {
+        let (input, group) = (input.clone(), group.clone());
+        async move {
+            tokio::task::spawn_blocking(move || {
+                use rdkafka::consumer::{BaseConsumer, Consumer};
+                let consumer: BaseConsumer = ClientConfig::new()
+                    .set("bootstrap.servers", brokers())
+                    .set("group.id", &group)
+                    .create()
+                    .unwrap();
+                let mut wanted = rdkafka::TopicPartitionList::new();
+                for partition in 0..3 {
+                    wanted.add_partition(&input, partition);
+                }
+                consumer
+                    .committed_offsets(wanted, Duration::from_secs(5))
+                    .is_ok_and(|committed| {
+                        committed
+                            .elements()
+                            .iter()
+                            .any(|e| matches!(e.offset(), rdkafka::Offset::Offset(n) if n >= 1))
+                    })
+            })
+            .await
+            .unwrap()
+        }
+    })
+    .await;
     // The same record from an outside producer, without the header: b's own worker drops it
     // (its id was marked processed under b's name once a's batch was acknowledged).
     let headers: Vec<(&str, &str)> = original
