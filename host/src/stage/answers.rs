@@ -15,9 +15,10 @@
 //!   `state.idempotency_retention` are forgotten (the topic deletes them, the table reads
 //!   them as absent and prunes them). A new request first claims its key in the topic and
 //!   goes on only if its claim is the first (see [`super::answer_log`]), so every instance
-//!   gives a key the same one answer. The producer is supervised: after a fatal error, fencing, or a transaction that cannot be
-//!   aborted it is rebuilt (a new `init_transactions`) with backoff, and requests meanwhile
-//!   fail at once with `503` instead of waiting.
+//!   gives a key the same one answer. The producer is supervised: after a fatal error,
+//!   fencing, or a transaction that cannot be aborted it is rebuilt (a new
+//!   `init_transactions`) with backoff, and requests meanwhile fail at once with `503`
+//!   instead of waiting.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -586,12 +586,17 @@ pub fn stage_mut<'a>(config: &'a mut toml::Table, name: &str) -> &'a mut toml::T
         .unwrap()
 }
 
+/// A port free now, below Linux's ephemeral range (32768 and up): a port the kernel hands out
+/// for `:0` can be taken by an outgoing connection (a Kafka client's) before the host binds it,
+/// which failed a start in `make test` with "Address already in use".
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use rand::Rng;
+    loop {
+        let port = rand::rng().random_range(20_000..32_000);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// One record read back from a topic.
