@@ -93,29 +93,15 @@ enum Command {
     },
     /// List dead letters and replay them to their source topic.
     Dlq {
-        /// The pipeline configuration (brokers, dead-letter topic, stages).
-        #[arg(
-            long,
-            short,
-            global = true,
-            default_value = "pipeline.toml",
-            env = "STAGEHOST_CONFIG"
-        )]
-        config: PathBuf,
+        #[command(flatten)]
+        file: ConfigFile,
         #[command(subcommand)]
         command: DlqCommand,
     },
     /// A stateful stage's keyed state, offline (stop the host first).
     State {
-        /// The pipeline configuration (brokers, `state.dir`, stages).
-        #[arg(
-            long,
-            short,
-            global = true,
-            default_value = "pipeline.toml",
-            env = "STAGEHOST_CONFIG"
-        )]
-        config: PathBuf,
+        #[command(flatten)]
+        file: ConfigFile,
         #[command(subcommand)]
         command: StateCommand,
     },
@@ -155,6 +141,20 @@ enum PluginCommand {
         /// The stage.
         stage: String,
     },
+}
+
+/// The pipeline configuration of commands with subcommands of their own (`dlq`, `state`).
+#[derive(clap::Args)]
+struct ConfigFile {
+    /// The pipeline configuration (brokers, topics, stages, `state.dir`).
+    #[arg(
+        long,
+        short,
+        global = true,
+        default_value = "pipeline.toml",
+        env = "STAGEHOST_CONFIG"
+    )]
+    config: PathBuf,
 }
 
 /// Where a running host's admin API listens (commands that talk to it).
@@ -249,12 +249,12 @@ fn main() -> ExitCode {
             Command::Run { config, watch } => run(&config, watch).await,
             Command::Plugin { admin, command } => plugin(&admin.address, command).await,
             Command::Stuck { admin, command } => stuck(&admin.address, command).await,
-            Command::Dlq { config, command } => dlq(&config, command).await,
+            Command::Dlq { file, command } => dlq(&file.config, command).await,
             Command::State {
-                config,
+                file,
                 command: StateCommand::Republish { stage, yes },
             } => {
-                let config = config::load(&config, &Overrides::from_env())?;
+                let config = config::load(&file.config, &Overrides::from_env())?;
                 print!(
                     "{}",
                     stagehost::state::republish::republish(&config, &stage, yes).await?

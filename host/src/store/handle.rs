@@ -173,15 +173,7 @@ impl LocalStore {
     /// another. A store that cannot be opened yet (a disk refusing writes) is bound when it can.
     pub fn open_for_cluster(dir: &Path, cluster: &str) -> Result<Self, StoreError> {
         let store = Self::open(dir)?;
-        *store
-            .shared
-            .cluster
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = Some(cluster.into());
-        let other = match store
-            .shared
-            .attempt(&|keyspaces| keyspaces.bind_cluster(cluster))
-        {
+        let other = match store.bind_to(cluster) {
             Ok(None) | Err(StoreError::Unavailable { .. }) => return Ok(store),
             Ok(Some(other)) => other,
             Err(error) => return Err(error),
@@ -215,15 +207,20 @@ impl LocalStore {
         tracing::warn!(path = %path.display(), aside = %aside.display(), was = %other, now = cluster,
             "the local store held copies of another Kafka cluster's topics; it was moved aside and every copy is caught up from this cluster's topics");
         let store = Self::open(dir)?;
-        *store
+        store.bind_to(cluster)?;
+        Ok(store)
+    }
+
+    /// Binds the store to `cluster` (also when it is reopened later); the cluster it is bound
+    /// to when that is another one.
+    fn bind_to(&self, cluster: &str) -> Result<Option<String>, StoreError> {
+        *self
             .shared
             .cluster
             .lock()
             .unwrap_or_else(|p| p.into_inner()) = Some(cluster.into());
-        store
-            .shared
-            .attempt(&|keyspaces| keyspaces.bind_cluster(cluster))?;
-        Ok(store)
+        self.shared
+            .attempt(&|keyspaces| keyspaces.bind_cluster(cluster))
     }
 
     /// The same store, with calls that wait up to `patience` for it to be reopened when it
