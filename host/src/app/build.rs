@@ -7,24 +7,25 @@ use std::time::Duration;
 
 use anyhow::Context;
 use rdkafka::consumer::Consumer;
-use rdkafka::producer::{FutureProducer, Producer};
+use rdkafka::producer::FutureProducer;
 
 use crate::admin::Slots;
-use crate::config::{PipelineConfig, ProcessingMode, StageConfig, path_params};
+use crate::config::{PipelineConfig, StageConfig, path_params};
 use crate::event::schema::SchemaRegistry;
 use crate::health::{Health, Reporter};
 use crate::http::{IngressEndpoint, TopicView, ViewEndpoint, ViewShaper};
 use crate::kafka::{
-    KafkaClients, Partitioner, RecordLimits, ensure_changelog, ensure_compacted, ensure_partitions,
-    partition_count, refuse_lost_topic,
+    KafkaClients, Partitioner, RecordLimits, ensure_changelog, partition_count, refuse_lost_topic,
 };
 use crate::kpi::{KpiSink, StageKpis};
 use crate::plugin::{InstanceSettings, OutputContract, PluggedInstance, PluginEngine, PluginSlot};
+/// How the ingress remembers answers: chosen with the stages' guarantees.
+pub(super) use crate::stage::ingress_answers;
 use crate::stage::{
-    Answers, Committer, Deduplicator, Deferred, FusableStage, FusionPlan, Ingress, IngressRoute,
-    KpiTarget, ProcessedLog, ProducerFactory, RebalanceTracker, Route, SilentPause, StageConsumer,
-    StageContext, StageRunner, StageStateParts, StuckBook, TransactionalAnswers, Watchdog, Worker,
-    not_fusable, processed_topic, rejoin_if_inputs_changed,
+    Committer, Deferred, FusableStage, FusionPlan, Ingress, IngressRoute, KpiTarget, LivePlugin,
+    Pacing, RebalanceTracker, Route, Settling, SilentPause, StageConsumer, StageContext,
+    StageGuarantee, StageRunner, StageStateParts, StageTask, StuckBook, Watchdog, Worker,
+    fused_ids, not_fusable, rejoin_if_inputs_changed, stage_guarantee,
 };
 use crate::state::{KeyedState, changelog_topic, check_layout};
 use crate::store::{LocalStore, Scope, Table};
@@ -73,77 +74,6 @@ pub(super) fn context(
     })
 }
 
-/// How the ingress stage remembers answers: in a compacted topic committed with its events
-/// (exactly-once), or in the local store (at-least-once).
-pub(super) async fn ingress_answers(
-    config: &PipelineConfig,
-    stage: &StageConfig,
-    shared_producer: &FutureProducer,
-    store: &LocalStore,
-    health: Reporter,
-) -> anyhow::Result<Answers> {
-    if stage.mode == ProcessingMode::AtLeastOnce {
-        health.ok();
-        return Ok(Answers::local(store.clone(), shared_producer.clone()));
-    }
-    let kafka = KafkaClients::new(&config.kafka);
-    let group = stage.group_id();
-    let topic = format!("{group}-answers");
-    let partitions = stage
-        .outputs
-        .values()
-        .filter_map(|t| config.topics.get(t).map(|t| t.partitions))
-        .max()
-        .unwrap_or(1);
-    if config.kafka.create_topics {
-        ensure_compacted(
-            &kafka,
-            &topic,
-            partitions,
-            1,
-            Some(config.state.idempotency_retention),
-        )
-        .await?;
-    }
-    let transactional_id = format!("{group}.{}", config.state.instance_id);
-    let (factory_config, stage_name) = (config.clone(), stage.name.clone());
-    let make: ProducerFactory =
-        Arc::new(move || transactional_producer(&factory_config, &stage_name, &transactional_id));
-    let answers = TransactionalAnswers::start(
-        &kafka,
-        &topic,
-        make,
-        shared_producer.clone(),
-        health,
-        Table::expiring(
-            store,
-            &format!("answers:{group}"),
-            Scope::Topic,
-            config.state.idempotency_retention,
-        ),
-    )
-    .await?;
-    Ok(Answers::Transactional(answers))
-}
-
-fn transactional_producer(
-    config: &PipelineConfig,
-    stage: &str,
-    transactional_id: &str,
-) -> anyhow::Result<FutureProducer> {
-    let producer: FutureProducer = KafkaClients::new(&config.kafka)
-        .transactional_producer(transactional_id)
-        .create()
-        .with_context(|| format!("cannot create the transactional producer of stage {stage}"))?;
-    tokio::task::block_in_place(|| producer.init_transactions(Duration::from_secs(60)))
-        .with_context(|| {
-            format!(
-                "stage {stage} cannot initialise transactions (transactional.id {transactional_id})"
-            )
-        })?;
-    Ok(producer)
-}
-
 /// What the stages of a host share.
 #[derive(Clone, Copy)]
 pub(super) struct HostParts<'a> {
@@ -181,7 +111,6 @@ pub(super) async fn topic_stage(
         .for_writer(stage)
         .with_context(|| format!("cannot instantiate the stages fused into {}", stage.name))?;
     let group = stage.group_id();
-    let exactly_once = stage.mode == ProcessingMode::ExactlyOnce;
     let inputs = stage.inputs();
     let kafka = KafkaClients::new(&config.kafka);
     let state = if instance.uses_state() {
@@ -220,68 +149,18 @@ pub(super) async fn topic_stage(
     } else {
         None
     };
-    let dedup = if exactly_once {
-        let topic = processed_topic(&group);
-        let mut partitions = 1;
-        let mut replication = 1;
-        for input in &inputs {
-            if let Some(topic) = config.topics.get(*input) {
-                replication = replication.max(topic.replication);
-                partitions = partitions.max(topic.partitions);
-            }
-            // What the topic has now: partitions may have been added since it was declared.
-            if let Ok(counted) = tokio::task::block_in_place(|| partition_count(&kafka, input)) {
-                partitions = partitions.max(counted);
-            }
-        }
-        if config.kafka.create_topics {
-            tokio::task::block_in_place(|| refuse_lost_topic(&kafka, &topic, &group, &inputs))?;
-            ensure_compacted(
-                &kafka,
-                &topic,
-                partitions,
-                replication,
-                Some(config.state.idempotency_retention),
-            )
-            .await?;
-            // Partition i keeps the ids of input partition i: an input that gained partitions
-            // needs as many here (the existing ones keep their ids where they are).
-            ensure_partitions(&kafka, &topic, partitions).await?;
-        }
-        let table = Table::expiring(
-            store,
-            &format!("processed:{group}"),
-            Scope::Partition,
-            config.state.idempotency_retention,
-        );
-        Deduplicator::Transactional(ProcessedLog::new(topic, kafka.clone(), table))
-    } else {
-        Deduplicator::Local {
-            store: store.clone(),
-            stage: stage.name.clone(),
-        }
-    };
-    let committer = if exactly_once {
-        let producer = transactional_producer(
-            config,
-            &stage.name,
-            &format!("{group}.{}", config.state.instance_id),
-        )?;
-        Committer::transactional(
-            producer,
-            &stage.name,
-            &context.dead_letter.topic,
-            stuck.clone(),
-        )
-    } else {
-        Committer::acknowledging(
-            shared_producer.clone(),
-            &stage.name,
-            &context.dead_letter.topic,
-            stuck.clone(),
-        )
-    };
-    let mut consumer_settings = kafka.consumer(&group, &config.state.instance_id, exactly_once);
+    let StageGuarantee {
+        way,
+        dedup,
+        consumer: mut consumer_settings,
+    } = stage_guarantee(config, stage, shared_producer, store).await?;
+    let committer = Committer::new(
+        way,
+        stage.commit_interval,
+        &stage.name,
+        &context.dead_letter.topic,
+        stuck.clone(),
+    );
     if state.is_some() && inputs.len() > 1 {
         // State is scoped by partition number across the inputs: partition i of every input
         // must go to the same instance, which the range assignor guarantees.
@@ -318,65 +197,31 @@ pub(super) async fn topic_stage(
     Ok(StageRunner {
         consumer,
         worker: Worker {
-            context,
-            instance,
+            task: StageTask {
+                context,
+                plugin: LivePlugin::new(instance),
+                dedup,
+                state,
+                fusion,
+                pacing: Pacing::new(stage.retry.clone()),
+                stuck: stuck.clone(),
+                settling: Settling::new(host.fusion.deferred(&stage.name)),
+                kpis: kpis
+                    .get(&stage.name)
+                    .cloned()
+                    .unwrap_or_else(|| StageKpis::new(&stage.name)),
+            },
             committer,
-            dedup,
-            kpis: kpis
-                .get(&stage.name)
-                .cloned()
-                .unwrap_or_else(|| StageKpis::new(&stage.name)),
             kpi,
             input_event_types: inputs
                 .iter()
                 .map(|topic| (topic.to_string(), event_type(config, topic)))
                 .collect(),
             max_batch: stage.max_batch,
-            commit_interval: stage.commit_interval,
-            state,
-            retry: stage.retry.clone(),
-            retries: Default::default(),
             health: health.clone(),
-            stuck: stuck.clone(),
-            deferred: host.fusion.deferred(&stage.name),
-            fusion,
-            settled: Vec::new(),
             watchdog: Watchdog::new(stage.stall_timeout),
-            slow: HashMap::new(),
             fault: SilentPause::from_env(&stage.name),
         },
-    })
-}
-
-/// The deduplicator a fused stage's ids go through in a writer's worker: the stage's own
-/// processed-id topic and its local copy (exactly-once), or the local store under its name.
-fn fused_dedup(
-    config: &PipelineConfig,
-    stage: &StageConfig,
-    store: &LocalStore,
-) -> Arc<dyn Fn() -> Deduplicator + Send + Sync> {
-    let group = stage.group_id();
-    let (name, store) = (stage.name.clone(), store.clone());
-    if stage.mode == ProcessingMode::AtLeastOnce {
-        return Arc::new(move || Deduplicator::Local {
-            store: store.clone(),
-            stage: name.clone(),
-        });
-    }
-    let kafka = KafkaClients::new(&config.kafka);
-    let retention = config.state.idempotency_retention;
-    Arc::new(move || {
-        let table = Table::expiring(
-            &store,
-            &format!("processed:{group}"),
-            Scope::Partition,
-            retention,
-        );
-        Deduplicator::Transactional(ProcessedLog::new(
-            processed_topic(&group),
-            kafka.clone(),
-            table,
-        ))
     })
 }
 
@@ -432,7 +277,7 @@ pub(super) async fn fusion_plan(
             context: context.clone(),
             slot: slot.clone(),
             kpis: recorder.clone(),
-            dedup: fused_dedup(config, stage, store),
+            dedup: fused_ids(config, stage, store),
             deferred: Arc::new(Deferred::new(Deferred::patience_for(
                 stage.retry.max_attempts,
                 stage.retry.max_delay,

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use rdkafka::consumer::Consumer;
 
-use super::runner::StageConsumer;
+use super::positions::StageConsumer;
 
 /// The environment variable that asks for the fault.
 pub const SILENT_PAUSE_VARIABLE: &str = "STAGEHOST_FAULT_SILENT_PAUSE";

@@ -33,12 +33,15 @@
 //!    writers of this host run B in process on partition `q` again only after B's worker has
 //!    handled it (see [`Deferred`]), so a later event cannot overtake one B's worker retries.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::dedup::{Deduplicator, dedup_key};
+use super::dedup::dedup_key;
+use super::guarantee::{FusedIds, ProcessedIds};
+use super::participant::{Committed, Participant};
 use super::processor::{Input, StageContext};
+use super::retry::TopicPartition;
 use crate::config::StageConfig;
 use crate::event::cloudevents;
 use crate::event::dead_letter::Origin;
@@ -83,7 +86,7 @@ pub struct FusableStage {
     /// Its KPI recorder, shared with its own worker.
     pub kpis: StageKpis,
     /// Makes the deduplicator that records the ids it processed in process.
-    pub dedup: Arc<dyn Fn() -> Deduplicator + Send + Sync>,
+    pub dedup: FusedIds,
     /// Records left to its own worker, shared by the writers and that worker.
     pub deferred: Arc<Deferred>,
 }
@@ -266,7 +269,6 @@ impl FusionPlan {
                 dedup: (stage.dedup)(),
                 deferred: stage.deferred.clone(),
                 left: Vec::new(),
-                fresh: HashSet::new(),
                 done: Vec::new(),
                 duplicates: 0,
             });
@@ -295,13 +297,11 @@ struct FusedStage {
     /// The stage's recorder (shared with its own worker).
     kpis: StageKpis,
     /// Records the ids the stage processed in process, as the stage's own worker would.
-    dedup: Deduplicator,
+    dedup: Box<dyn ProcessedIds>,
     /// Records left to the stage's own worker (by every writer of this host).
     deferred: Arc<Deferred>,
     /// Records the open work left to the stage's own worker: withdrawn if the work is dropped.
     left: Vec<(i32, String)>,
-    /// At-least-once: ids processed in the open work, marked when it is safe.
-    fresh: HashSet<String>,
     /// Inputs processed in the open work: the plugin and how many outputs it made.
     done: Vec<(Arc<LoadedPlugin>, usize)>,
     /// At-least-once: inputs of the open work the stage had processed before.
@@ -385,7 +385,6 @@ impl Fusion {
                 let name = stage.context.name.clone();
                 let key = dedup_key(&id).into_owned();
                 downstream.extend(stage.dedup.record(partition, &key));
-                stage.fresh.insert(key);
                 handled_by.push(name.clone());
                 chain.push(index);
                 self.expand_into(&name, outputs, chain, &mut downstream);
@@ -419,14 +418,13 @@ impl Fusion {
             return None;
         }
         let key = dedup_key(id);
-        if let Deduplicator::Local { .. } = stage.dedup {
-            let before = stage.fresh.contains(key.as_ref())
-                || stage
-                    .dedup
-                    .seen(&[(partition, key.clone())])
-                    .ok()
-                    .and_then(|seen| seen.first().copied())
-                    .unwrap_or(false);
+        if stage.dedup.knows_every_partition() {
+            let before = stage
+                .dedup
+                .seen(&[(partition, key.clone())])
+                .ok()
+                .and_then(|seen| seen.first().copied())
+                .unwrap_or(false);
             if before {
                 stage.duplicates += 1;
                 return Some(Vec::new());
@@ -475,8 +473,7 @@ impl Fusion {
     /// The open work is safe (committed, or acknowledged): the fused stages' ids are processed.
     pub fn commit(&mut self) -> anyhow::Result<()> {
         for stage in &mut self.stages {
-            let fresh = std::mem::take(&mut stage.fresh);
-            stage.dedup.commit(&fresh)?;
+            stage.dedup.commit()?;
             // Left records are on their way to the stage's worker, which settles them.
             stage.left.clear();
         }
@@ -502,10 +499,25 @@ impl Fusion {
             for (partition, id) in stage.left.drain(..) {
                 stage.deferred.withdraw(partition, &id);
             }
-            stage.fresh.clear();
             stage.done.clear();
             stage.duplicates = 0;
         }
+    }
+}
+
+/// The fused stages' share of the open work follows it: their ids become processed when it is
+/// safe, their KPIs count when it is committed, and nothing of it stays when it is dropped.
+impl Participant for Fusion {
+    fn on_safe(&mut self) -> anyhow::Result<()> {
+        self.commit()
+    }
+
+    fn on_committed(&mut self, work: &Committed) {
+        self.count(work.latency);
+    }
+
+    fn on_dropped(&mut self, _revoked: &[TopicPartition]) {
+        self.rollback();
     }
 }
 

@@ -1,6 +1,7 @@
-//! Running stages: the shared per-event processing, the topic consume loop (exactly-once or
-//! at-least-once), retries that park a partition, stage fusion, the HTTP ingress; how a
-//! stage's consumer keeps its static group membership across a change of its inputs.
+//! Running stages: the shared per-event processing, the topic stages' poll loop, stage task
+//! and committer, the processing guarantees (exactly-once, at-least-once), retries that park a
+//! partition, stage fusion, the HTTP ingress; how a stage's consumer keeps its static group
+//! membership across a change of its inputs.
 
 mod answer_log;
 mod answers;
@@ -10,32 +11,45 @@ mod dedup;
 mod fault;
 mod fenced;
 mod fusion;
+mod guarantee;
 mod ingress;
 mod membership;
+mod outcome;
+mod participant;
+mod positions;
 mod processor;
 mod rebalance;
 mod retry;
 mod runner;
 mod stuck;
+mod task;
 mod watchdog;
 
 pub use answers::{Answers, ProducerFactory, Published, TransactionalAnswers};
-pub use commit::{Committer, InputPositions};
+pub use commit::Committer;
 pub use coverage::{CoverageTarget, watch_coverage};
-pub use dedup::{Deduplicator, ProcessedLog, processed_topic};
+pub use dedup::dedup_key;
 pub use fault::SilentPause;
 pub use fenced::FencedOut;
 pub use fusion::{
     Deferred, FusableStage, Fusion, FusionPlan, HANDLED_BY_HEADER, fuses_into, handled_upstream,
     not_fusable,
 };
+pub use guarantee::{
+    AtLeastOnce, ExactlyOnce, FusedIds, Guarantee, LocalIds, ProcessedIds, ProcessedLog,
+    StageGuarantee, fused_ids, ingress_answers, processed_topic, stage_guarantee,
+};
 pub use ingress::{Ingress, IngressRoute, PATH_HEADER_PREFIX, Reply};
 pub use membership::{InputsRecord, REJOIN_PATIENCE, move_subscription, rejoin_if_inputs_changed};
+pub use outcome::{Done, Fate, Handled, Move};
+pub use participant::{Committed, Participant, Participants};
+pub use positions::{InputPositions, StageConsumer};
 pub use processor::{Failure, Input, Processed, Route, StageContext};
 pub use rebalance::RebalanceTracker;
 pub use retry::{ATTEMPT_HEADER, RetryBook};
-pub use runner::{
-    KpiTarget, StageConsumer, StageRunner, StageStateParts, TARGET_STAGE_HEADER, Worker,
-};
+pub use runner::{KpiTarget, StageRunner, Worker};
 pub use stuck::{Decision, StuckBook, StuckRecord, Verdict};
+pub use task::{
+    LivePlugin, Pacing, Plugin, Settling, StageStateParts, StageTask, TARGET_STAGE_HEADER,
+};
 pub use watchdog::Watchdog;

@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 use rdkafka::Offset;
 use rdkafka::consumer::Consumer;
 
+use super::positions::StageConsumer;
 use super::retry::TopicPartition;
-use super::runner::StageConsumer;
 
 /// How long reading a partition's end may take during a check.
 const END_TIMEOUT: Duration = Duration::from_secs(5);

@@ -1,0 +1,13 @@
+//! The processing guarantee of a stage, chosen once ([`stage_guarantee`]): exactly-once and
+//! at-least-once implement the same [`Guarantee`] (how open work reaches Kafka and becomes
+//! safe) and [`ProcessedIds`] (where repeats are found), one file each.
+
+mod at_least_once;
+mod choose;
+mod contract;
+mod exactly_once;
+
+pub use at_least_once::{AtLeastOnce, LocalIds};
+pub use choose::{FusedIds, StageGuarantee, fused_ids, ingress_answers, stage_guarantee};
+pub use contract::{Guarantee, ProcessedIds, Settle};
+pub use exactly_once::{ExactlyOnce, ProcessedLog, processed_topic};

@@ -1,0 +1,875 @@
+//! The stage task: what a topic-fed stage does with one batch of decoded inputs — restore their
+//! partitions' state, drop repeats, call the plugin, decide each input's fate (published,
+//! dead-lettered, parked for a retry, held, skipped) — without touching Kafka. It returns a
+//! [`Handled`] for the committer and the poll loop, and its parts follow the end of the open
+//! work as the committer's [`Participant`]s.
+
+use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+
+use super::dedup::dedup_key;
+use super::fusion::{Deferred, Fusion, handled_upstream};
+use super::guarantee::ProcessedIds;
+use super::outcome::{Done, Fate, Handled, Move};
+use super::participant::{Committed, Participant, Participants};
+use super::processor::{Failure, Input, Processed, StageContext};
+use super::retry::{ATTEMPT_HEADER, RetryBook, RetryDecision, TopicPartition};
+use super::stuck::{StuckBook, Verdict};
+use crate::config::RetryConfig;
+use crate::event::cloudevents;
+use crate::kafka::{KafkaClients, OutRecord};
+use crate::kpi::StageKpis;
+use crate::plugin::{LoadedPlugin, PluggedInstance};
+use crate::state::{KeyedState, Writes, catch_up, plain_entry};
+
+/// Input header of a replayed dead letter: only the stage it names handles it; the other
+/// stages reading the same topic skip it.
+pub const TARGET_STAGE_HEADER: &str = "stagehost-target-stage";
+
+/// How often a partition held at a record that cannot be dead-lettered looks whether an
+/// operator decided.
+const HELD_RECHECK: Duration = Duration::from_secs(1);
+
+/// The plugin as the task calls it.
+pub trait Plugin: Send {
+    /// Processes `input` with the live version; that version, and what it made.
+    fn process(
+        &mut self,
+        context: &StageContext,
+        input: &Input<'_>,
+        state: Option<&Arc<Mutex<KeyedState>>>,
+    ) -> (Arc<str>, Result<Processed, Failure>);
+}
+
+/// A stage's own plugin instance, following hot swaps between two events.
+pub struct LivePlugin {
+    instance: PluggedInstance,
+    /// The version last called, shared by the fates of its events.
+    version: Option<(Arc<LoadedPlugin>, Arc<str>)>,
+}
+
+impl LivePlugin {
+    /// Calls `instance`.
+    pub fn new(instance: PluggedInstance) -> Self {
+        Self {
+            instance,
+            version: None,
+        }
+    }
+
+    /// The live version.
+    pub fn version(&self) -> &str {
+        self.instance.version()
+    }
+}
+
+impl Plugin for LivePlugin {
+    fn process(
+        &mut self,
+        context: &StageContext,
+        input: &Input<'_>,
+        state: Option<&Arc<Mutex<KeyedState>>>,
+    ) -> (Arc<str>, Result<Processed, Failure>) {
+        let instance = self.instance.current();
+        let version = match &self.version {
+            Some((plugin, version)) if Arc::ptr_eq(plugin, instance.plugin()) => version.clone(),
+            _ => {
+                let version: Arc<str> = Arc::from(instance.plugin().version.as_str());
+                self.version = Some((instance.plugin().clone(), version.clone()));
+                version
+            }
+        };
+        (version, context.process(instance, input, true, state))
+    }
+}
+
+/// State of a stateful stage.
+pub struct StageStateParts {
+    /// The keyed state of the partitions this instance owns.
+    pub keyed: Arc<Mutex<KeyedState>>,
+    /// The changelog topic.
+    pub changelog: String,
+    /// Brokers, for catching up.
+    pub kafka: KafkaClients,
+    /// Most entries the state may hold (`state_max_keys`); an event that writes a value while
+    /// it holds that many is dead-lettered.
+    pub max_keys: Option<u64>,
+}
+
+/// The retry book of a stage and what paces its partitions.
+pub struct Pacing {
+    /// Retry settings.
+    pub retry: RetryConfig,
+    /// Events waiting for their next attempt.
+    pub retries: RetryBook,
+    /// Partitions whose last events ran into `max_event_time`, with how many did in a row:
+    /// such a partition cools down (parked like a retry) before its next event, so one slow
+    /// key cannot take the stage's one thread from every other partition.
+    pub slow: HashMap<TopicPartition, u32>,
+}
+
+impl Pacing {
+    /// Pacing with `retry` settings and nothing parked.
+    pub fn new(retry: RetryConfig) -> Self {
+        Self {
+            retry,
+            retries: RetryBook::default(),
+            slow: HashMap::new(),
+        }
+    }
+}
+
+/// Records a fused stage's writers left to this stage's own worker, settled once this worker
+/// committed their handling (see [`Deferred`]).
+#[derive(Default)]
+pub struct Settling {
+    /// The book shared with the writers, if this stage is fused into others.
+    pub deferred: Option<Arc<Deferred>>,
+    /// Such records in the open work: `(partition, id)`.
+    settled: Vec<(i32, String)>,
+}
+
+impl Settling {
+    /// Settles what the writers left in `deferred`.
+    pub fn new(deferred: Option<Arc<Deferred>>) -> Self {
+        Self {
+            deferred,
+            settled: Vec::new(),
+        }
+    }
+}
+
+/// Everything a topic-fed stage needs to handle a batch.
+pub struct StageTask<P> {
+    /// Routing, schemas and naming.
+    pub context: Arc<StageContext>,
+    /// The plugin.
+    pub plugin: P,
+    /// Where the stage finds out it processed an event id before.
+    pub dedup: Box<dyn ProcessedIds>,
+    /// Keyed state, for stages whose plugin imports it.
+    pub state: Option<StageStateParts>,
+    /// The stages run in process on the records this stage makes for them.
+    pub fusion: Fusion,
+    /// Retries and slow partitions.
+    pub pacing: Pacing,
+    /// Records that cannot be dead-lettered, held until an operator decides.
+    pub stuck: StuckBook,
+    /// Records writers left to this (fused) stage.
+    pub settling: Settling,
+    /// The stage's KPI recorder.
+    pub kpis: StageKpis,
+}
+
+impl<P: Plugin> StageTask<P> {
+    /// Handles a batch of inputs (in order), each with the attempt it gets.
+    pub fn handle(&mut self, inputs: &mut [Input<'_>]) -> anyhow::Result<Handled> {
+        let mut attempts = Vec::with_capacity(inputs.len());
+        for input in inputs.iter_mut() {
+            self.ensure_restored(input.origin.partition)?;
+            let attempt = self
+                .pacing
+                .retries
+                .attempt(&topic_partition(input), input.origin.offset);
+            if attempt > 1 {
+                input
+                    .headers
+                    .push((ATTEMPT_HEADER.to_string(), attempt.to_string()));
+            }
+            attempts.push(attempt);
+        }
+        // Records a writer handled in process for this stage are skipped whatever their id, so
+        // their ids are not looked up (in a fused stage's own worker that is nearly every input).
+        let skipped: Vec<bool> = inputs
+            .iter()
+            .map(|input| handled_upstream(&input.headers, &self.context.name))
+            .collect();
+        let keys: Vec<(i32, Cow<'_, str>)> = inputs
+            .iter()
+            .zip(&skipped)
+            .filter(|(_, skipped)| !**skipped)
+            .map(|(input, _)| (input.origin.partition, dedup_key(&input.id)))
+            .collect();
+        let mut looked_up = self.dedup.seen(&keys)?.into_iter();
+        let already: Vec<bool> = skipped
+            .iter()
+            .map(|skipped| !skipped && looked_up.next().unwrap_or(false))
+            .collect();
+        // Plugins may do WASI I/O (a panic message to stderr), which wasmtime-wasi's sync
+        // bindings run with `block_on`: allowed off the async worker threads only.
+        let handled = tokio::task::block_in_place(|| {
+            self.handle_inputs(inputs, &attempts, &skipped, &already)
+        });
+        if let Some(parts) = &self.state
+            && let Some(error) = lock(&parts.keyed).take_failure()
+        {
+            // A plugin read its state while the store failed and saw nothing: what it made of
+            // that is not published. The stage is rebuilt and reads the batch again.
+            anyhow::bail!(
+                "stage {} cannot read its state: {error}; the batch is handled again once the store is back",
+                self.context.name
+            );
+        }
+        Ok(handled)
+    }
+
+    /// Handles the inputs of a batch in order. `skipped[i]` says a writer already ran this
+    /// stage on input `i`; `already[i]` that its id was processed before.
+    fn handle_inputs(
+        &mut self,
+        inputs: &[Input<'_>],
+        attempts: &[u32],
+        skipped: &[bool],
+        already: &[bool],
+    ) -> Handled {
+        let mut handled = Handled::default();
+        let mut seen_in_batch = HashSet::new();
+        for (index, input) in inputs.iter().enumerate() {
+            let partition = topic_partition(input);
+            let offset = input.origin.offset;
+            if !self.admit(&partition, offset, &mut handled.moves) {
+                // Waits behind an event of its partition that is being retried; it is fetched
+                // again when that one is settled.
+                continue;
+            }
+            match self.passed_over(input, skipped[index], &mut handled) {
+                Some(Some(fate)) => {
+                    self.pacing.retries.settled(&partition, offset);
+                    handled.done.push(Done {
+                        partition,
+                        next: offset + 1,
+                        fate: Some(fate),
+                    });
+                    continue;
+                }
+                // Parked where it is.
+                Some(None) => continue,
+                None => {}
+            }
+            let key = dedup_key(&input.id);
+            let fate = if already[index] || !seen_in_batch.insert(key.clone()) {
+                // Never silent (counted in the KPIs too): an outside producer repeating an id
+                // with another body loses that body here.
+                tracing::info!(stage = %self.context.name, id = %input.id, key = input.key.unwrap_or_default(),
+                    topic = %input.origin.source_topic, partition = input.origin.partition,
+                    offset, "repeat of an event already handled: dropped");
+                Fate::Duplicate
+            } else if is_for_another_stage(input, &self.context.name) {
+                Fate::NotOurs
+            } else {
+                let Some(fate) = self.handle_one(input, attempts[index], &mut handled) else {
+                    continue;
+                };
+                handled
+                    .records
+                    .extend(self.dedup.record(input.origin.partition, &key));
+                fate
+            };
+            if let Some(deferred) = &self.settling.deferred
+                && deferred.contains(input.origin.partition, &input.id)
+            {
+                self.settling
+                    .settled
+                    .push((input.origin.partition, input.id.clone()));
+            }
+            self.pacing.retries.settled(&partition, offset);
+            handled.done.push(Done {
+                partition,
+                next: offset + 1,
+                fate: Some(fate),
+            });
+        }
+        handled
+    }
+
+    /// An input the stage does not process: held at a record that cannot be dead-lettered
+    /// (`Some(None)`: parked), meant for this stage by an operator's skip or handled upstream
+    /// (`Some(Some(fate))`); `None` when it is processed.
+    fn passed_over(
+        &mut self,
+        input: &Input<'_>,
+        skipped: bool,
+        handled: &mut Handled,
+    ) -> Option<Option<Fate>> {
+        let partition = topic_partition(input);
+        let offset = input.origin.offset;
+        match self
+            .stuck
+            .verdict(&self.context.name, &partition.0, partition.1, offset)
+        {
+            Verdict::Go => {}
+            Verdict::Hold => {
+                // Looked at again after a pause, until an operator decides.
+                self.pacing.retries.hold(&partition, offset, HELD_RECHECK);
+                park_at(handled, partition, offset);
+                return Some(None);
+            }
+            Verdict::Skip => return Some(Some(Fate::NotOurs)),
+        }
+        if skipped {
+            tracing::debug!(stage = %self.context.name, id = %input.id, topic = %input.origin.source_topic,
+                partition = input.origin.partition, offset,
+                writer = cloudevents::find(&input.headers, cloudevents::SOURCE).unwrap_or_default(),
+                "skipped: handled in process by the stage that wrote it");
+            return Some(Some(Fate::HandledUpstream));
+        }
+        None
+    }
+
+    /// Calls the plugin for one input and adds what it produced to `handled` (outputs and
+    /// state changelog, or a dead letter). `None` when the input was parked for a retry.
+    fn handle_one(
+        &mut self,
+        input: &Input<'_>,
+        attempt: u32,
+        handled: &mut Handled,
+    ) -> Option<Fate> {
+        let partition = topic_partition(input);
+        let keyed = self.state.as_ref().map(|s| s.keyed.clone());
+        let (version, processed) = self.plugin.process(&self.context, input, keyed.as_ref());
+        let processed = processed.and_then(|processed| {
+            match self
+                .state_is_full(&processed.writes)
+                .or_else(|| self.state_too_large(&processed.writes))
+            {
+                Some(refused) => Err(refused),
+                None => Ok(processed),
+            }
+        });
+        let failure = match processed {
+            Ok(Processed {
+                records: outputs,
+                writes,
+            }) => {
+                self.pacing.slow.remove(&partition);
+                tracing::debug!(stage = %self.context.name, id = %input.id, topic = %input.origin.source_topic,
+                    partition = input.origin.partition, offset = input.origin.offset,
+                    key = input.key.unwrap_or_default(), outputs = outputs.len(), "processed");
+                let fate = Fate::Published(outputs.len(), version);
+                handled.records.extend(self.fusion.expand(outputs));
+                if let Some(parts) = &self.state
+                    && !writes.is_empty()
+                {
+                    handled.state.extend(changelog_records(
+                        &parts.changelog,
+                        input.origin.partition,
+                        &writes,
+                    ));
+                    // Later inputs of the batch see these writes; they become committed
+                    // state once the batch is published (or its transaction commits).
+                    lock(&parts.keyed).stage(input.origin.partition, writes);
+                }
+                return Some(fate);
+            }
+            Err(Failure::Retry(message)) => {
+                match self.pacing.retries.failed(
+                    &self.pacing.retry,
+                    &partition,
+                    input.origin.offset,
+                    attempt,
+                ) {
+                    RetryDecision::Park { delay } => {
+                        self.kpis.retried(&version);
+                        tracing::info!(stage = %self.context.name, id = %input.id, topic = %input.origin.source_topic,
+                            partition = input.origin.partition, offset = input.origin.offset, attempt, %message, ?delay,
+                            "plugin asked for a retry; pausing the partition");
+                        // Committed with its attempt count, so the count survives a move.
+                        park_at(handled, partition, input.origin.offset);
+                        return None;
+                    }
+                    RetryDecision::GiveUp => {
+                        Failure::Retry(format!("{message} (gave up after {attempt} attempts)"))
+                    }
+                }
+            }
+            Err(failure) => failure,
+        };
+        tracing::warn!(stage = %self.context.name, id = %input.id, topic = %input.origin.source_topic,
+            partition = input.origin.partition, offset = input.origin.offset,
+            key = input.key.unwrap_or_default(), error = %failure.reason(), attempt, "dead-lettering event");
+        if matches!(&failure, Failure::Trap(reason) if reason.starts_with("timeout:")) {
+            self.cool_down(
+                partition.clone(),
+                input.origin.offset + 1,
+                &mut handled.moves,
+            );
+        }
+        handled
+            .dead_letters
+            .push((handled.records.len(), partition, input.origin.offset));
+        handled
+            .records
+            .push(self.context.dead_letter(input, &failure, &version, attempt));
+        Some(Fate::DeadLettered(version))
+    }
+
+    /// Why `writes` may not be applied: the stage's state holds `state_max_keys` entries (the
+    /// store's estimate) and they write a value. `None` when they may.
+    fn state_is_full(&self, writes: &Writes) -> Option<Failure> {
+        let parts = self.state.as_ref()?;
+        let cap = parts.max_keys?;
+        if !writes.values().any(Option::is_some) {
+            return None;
+        }
+        let table = lock(&parts.keyed).table().clone();
+        let (held, _) = table.size().ok()?;
+        (held >= cap).then(|| {
+            Failure::StateFull(format!(
+                "the stage's keyed state holds about {held} entries, its state_max_keys is {cap}; raise the cap or have the plugin delete keys it no longer needs"
+            ))
+        })
+    }
+
+    /// Why `writes` may not be applied: a value with its key is larger than the changelog
+    /// topic takes (it would fail every transaction that carries it). `None` when they may.
+    fn state_too_large(&self, writes: &Writes) -> Option<Failure> {
+        let parts = self.state.as_ref()?;
+        let limit = self.context.limits.limit(&parts.changelog);
+        writes.iter().find_map(|(key, value)| {
+            let size = key.len() + value.as_ref().map_or(0, Vec::len);
+            (size > limit).then(|| {
+                Failure::TooLarge(format!(
+                    "the state value of key {:?} is {size} bytes with its key; the changelog topic {} takes at most {limit}",
+                    key.chars().take(256).collect::<String>(),
+                    parts.changelog
+                ))
+            })
+        })
+    }
+
+    /// An event of `partition` ran into the plugin's time limit: the partition waits before
+    /// its next event at `next` (the stage's retry delays, growing with each timeout in a
+    /// row), and the stage's other partitions go on meanwhile.
+    fn cool_down(&mut self, partition: TopicPartition, next: i64, moves: &mut Vec<Move>) {
+        let timeouts = self.pacing.slow.entry(partition.clone()).or_default();
+        *timeouts += 1;
+        let delay = self.pacing.retry.delay_before(*timeouts + 1);
+        tracing::warn!(stage = %self.context.name, topic = %partition.0, partition = partition.1,
+            timeouts_in_a_row = *timeouts, ?delay,
+            "an event ran into max_event_time; its partition waits before the next event so the other partitions go on");
+        self.pacing.retries.hold(&partition, next, delay);
+        moves.push(Move::Park(partition, next));
+    }
+
+    /// Whether the input at `offset` of `partition` may be handled now. An event of a parked
+    /// partition waits; one that overtook the parked event after its partition resumed (a
+    /// message fetched before the seek) sends the consumer back to the parked event.
+    fn admit(&self, partition: &TopicPartition, offset: i64, moves: &mut Vec<Move>) -> bool {
+        let retries = &self.pacing.retries;
+        if retries.is_waiting(partition) {
+            return false;
+        }
+        match retries.parked_offset(partition) {
+            Some(parked) if offset > parked => {
+                moves.push(Move::Seek(partition.clone(), parked));
+                false
+            }
+            _ => true,
+        }
+    }
+
+    /// Loads a partition's state from the changelog the first time the partition is seen.
+    fn ensure_restored(&self, partition: i32) -> anyhow::Result<()> {
+        let Some(parts) = &self.state else {
+            return Ok(());
+        };
+        if lock(&parts.keyed).has(partition) {
+            return Ok(());
+        }
+        let table = lock(&parts.keyed).table().clone();
+        let caught_up = tokio::task::block_in_place(|| {
+            catch_up(
+                &parts.kafka,
+                &parts.changelog,
+                partition,
+                &table,
+                plain_entry,
+            )
+        })
+        .with_context(|| format!("cannot restore the state of partition {partition}"))?;
+        tracing::info!(stage = %self.context.name, partition, records = caught_up.records,
+            from = ?caught_up.from, to = caught_up.to,
+            elapsed_ms = caught_up.elapsed.as_millis() as u64, "state caught up with its changelog");
+        lock(&parts.keyed).restored(partition);
+        Ok(())
+    }
+}
+
+impl<P: Plugin> Participants for StageTask<P> {
+    fn retries(&self) -> &RetryBook {
+        &self.pacing.retries
+    }
+
+    fn participants(&mut self) -> Vec<&mut dyn Participant> {
+        let mut all: Vec<&mut dyn Participant> = Vec::with_capacity(6);
+        if let Some(state) = &mut self.state {
+            all.push(state);
+        }
+        all.push(&mut self.dedup);
+        all.push(&mut self.fusion);
+        all.push(&mut self.settling);
+        all.push(&mut self.kpis);
+        all.push(&mut self.pacing);
+        all
+    }
+}
+
+/// The work's state writes go into the local copy of the changelog (a copy that cannot take
+/// them is caught up before it is read again); dropped work's writes are undone.
+impl Participant for StageStateParts {
+    fn on_safe(&mut self) -> anyhow::Result<()> {
+        if let Err(error) = lock(&self.keyed).commit() {
+            tracing::warn!(changelog = %self.changelog, %error,
+                "cannot write committed state into the local store; it is read back from the changelog");
+        }
+        Ok(())
+    }
+
+    fn on_dropped(&mut self, revoked: &[TopicPartition]) {
+        let mut keyed = lock(&self.keyed);
+        keyed.rollback();
+        for (_, partition) in revoked {
+            keyed.forget(*partition);
+        }
+    }
+}
+
+/// The work's inputs become processed ids.
+impl Participant for Box<dyn ProcessedIds> {
+    fn on_safe(&mut self) -> anyhow::Result<()> {
+        self.commit()
+    }
+
+    fn on_dropped(&mut self, revoked: &[TopicPartition]) {
+        self.rollback();
+        for (_, partition) in revoked {
+            self.forget(*partition);
+        }
+    }
+}
+
+impl Participant for Settling {
+    fn on_committed(&mut self, _work: &Committed) {
+        if let Some(deferred) = &self.deferred
+            && !self.settled.is_empty()
+        {
+            deferred.handled(self.settled.iter().map(|(p, id)| (*p, id.as_str())));
+        }
+        self.settled.clear();
+    }
+
+    fn on_dropped(&mut self, _revoked: &[TopicPartition]) {
+        self.settled.clear();
+    }
+}
+
+/// What the work's inputs became counts in the stage's KPIs.
+impl Participant for StageKpis {
+    fn on_committed(&mut self, work: &Committed) {
+        for fate in &work.fates {
+            match fate {
+                Fate::Duplicate => self.duplicate(),
+                Fate::NotOurs => {}
+                Fate::HandledUpstream => self.handled_upstream(),
+                Fate::DeadLettered(version) => self.dead_lettered(version),
+                Fate::Published(outputs, version) => {
+                    self.processed(version, *outputs, work.latency)
+                }
+            }
+        }
+    }
+}
+
+/// Revoked partitions' retries and slowness are the next owner's.
+impl Participant for Pacing {
+    fn on_dropped(&mut self, revoked: &[TopicPartition]) {
+        self.retries.forget(revoked);
+        self.slow
+            .retain(|partition, _| !revoked.contains(partition));
+    }
+}
+
+/// Parks `partition` at `offset` and makes that offset what the open work commits for it, so
+/// the event is read again by whoever owns the partition next.
+fn park_at(handled: &mut Handled, partition: TopicPartition, offset: i64) {
+    handled.moves.push(Move::Park(partition.clone(), offset));
+    handled.done.push(Done {
+        partition,
+        next: offset,
+        fate: None,
+    });
+}
+
+/// The keyed state, even if a plugin call panicked while holding it.
+pub(super) fn lock(state: &Mutex<KeyedState>) -> std::sync::MutexGuard<'_, KeyedState> {
+    state.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The changelog records of one input's state writes.
+fn changelog_records(topic: &str, partition: i32, writes: &Writes) -> Vec<OutRecord> {
+    writes
+        .iter()
+        .map(|(key, value)| OutRecord {
+            topic: topic.to_string(),
+            partition: Some(partition),
+            key: Some(key.clone()),
+            payload: value.clone(),
+            headers: crate::event::headers::RecordHeaders::new(),
+            id: format!("state:{key}"),
+        })
+        .collect()
+}
+
+fn topic_partition(input: &Input<'_>) -> TopicPartition {
+    (input.origin.source_topic.clone(), input.origin.partition)
+}
+
+/// Whether `input` is a replayed dead letter meant for another stage than `stage`.
+fn is_for_another_stage(input: &Input<'_>, stage: &str) -> bool {
+    cloudevents::find(&input.headers, TARGET_STAGE_HEADER).is_some_and(|target| target != stage)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::event::dead_letter::Origin;
+    use crate::health::Health;
+    use crate::kafka::fake::record;
+    use crate::stage::fusion::Fusion;
+    use crate::stage::processor::Route;
+
+    /// Processed ids in memory: committed ones, and the open work's.
+    #[derive(Default)]
+    struct Ids {
+        committed: HashSet<String>,
+        open: HashSet<String>,
+    }
+
+    impl ProcessedIds for Ids {
+        fn seen(&mut self, inputs: &[(i32, Cow<'_, str>)]) -> anyhow::Result<Vec<bool>> {
+            Ok(inputs
+                .iter()
+                .map(|(_, id)| {
+                    self.committed.contains(id.as_ref()) || self.open.contains(id.as_ref())
+                })
+                .collect())
+        }
+
+        fn record(&mut self, _partition: i32, id: &str) -> Option<OutRecord> {
+            self.open.insert(id.to_string());
+            Some(record(&format!("processed:{id}")))
+        }
+
+        fn commit(&mut self) -> anyhow::Result<()> {
+            self.committed.extend(self.open.drain());
+            Ok(())
+        }
+
+        fn rollback(&mut self) {
+            self.open.clear();
+        }
+
+        fn forget(&mut self, _partition: i32) {}
+
+        fn knows_every_partition(&self) -> bool {
+            true
+        }
+    }
+
+    /// A plugin that answers by the input's body: `ok` makes one output, `retry` asks for a
+    /// retry, anything else is rejected. It counts its calls.
+    #[derive(Default)]
+    struct Scripted {
+        calls: Vec<String>,
+    }
+
+    impl Plugin for Scripted {
+        fn process(
+            &mut self,
+            _context: &StageContext,
+            input: &Input<'_>,
+            _state: Option<&Arc<Mutex<KeyedState>>>,
+        ) -> (Arc<str>, Result<Processed, Failure>) {
+            self.calls.push(input.id.clone());
+            let outcome = match input.payload {
+                b"ok" => Ok(Processed {
+                    records: vec![record(&format!("out-{}", input.id))],
+                    writes: Writes::default(),
+                }),
+                b"retry" => Err(Failure::Retry("later".into())),
+                _ => Err(Failure::Rejected("no".into())),
+            };
+            (Arc::from("v1"), outcome)
+        }
+    }
+
+    fn task() -> StageTask<Scripted> {
+        let route = |topic: &str| Route {
+            topic: topic.into(),
+            event_type: topic.into(),
+        };
+        StageTask {
+            context: Arc::new(StageContext {
+                name: Arc::from("s"),
+                routes: BTreeMap::from([("out".to_string(), route("Out"))]),
+                dead_letter: route("DLQ"),
+                schemas: Default::default(),
+                limits: Default::default(),
+            }),
+            plugin: Scripted::default(),
+            dedup: Box::new(Ids::default()),
+            state: None,
+            fusion: Fusion::none("s"),
+            pacing: Pacing::new(RetryConfig {
+                max_attempts: 3,
+                initial_delay: Duration::from_secs(60),
+                max_delay: Duration::from_secs(60),
+            }),
+            stuck: StuckBook::new(Health::default()),
+            settling: Settling::default(),
+            kpis: StageKpis::new("s"),
+        }
+    }
+
+    /// Input `id` at `offset` of partition `partition` of topic `In`, with body `body`.
+    fn input<'a>(id: &str, partition: i32, offset: i64, body: &'a [u8]) -> Input<'a> {
+        Input {
+            id: id.into(),
+            event_type: "In".into(),
+            key: None,
+            payload: body,
+            headers: Vec::new(),
+            origin: Origin {
+                stage: "s".into(),
+                source_topic: "In".into(),
+                partition,
+                offset,
+            },
+        }
+    }
+
+    fn ids(handled: &Handled) -> Vec<&str> {
+        handled.records.iter().map(|r| r.id.as_str()).collect()
+    }
+
+    fn done(partition: i32, next: i64, fate: Option<Fate>) -> Done {
+        Done {
+            partition: ("In".into(), partition),
+            next,
+            fate,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_published_input_makes_its_outputs_and_its_processed_id() {
+        let mut task = task();
+        let handled = task.handle(&mut [input("a", 0, 7, b"ok")]).unwrap();
+        assert_eq!(ids(&handled), ["out-a", "processed:a"]);
+        assert_eq!(
+            handled.done,
+            [done(0, 8, Some(Fate::Published(1, Arc::from("v1"))))]
+        );
+        assert!(handled.moves.is_empty() && handled.dead_letters.is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_repeat_is_dropped_without_calling_the_plugin_in_the_batch_and_after() {
+        let mut task = task();
+        let handled = task
+            .handle(&mut [input("a", 0, 0, b"ok"), input("a", 0, 1, b"ok")])
+            .unwrap();
+        assert_eq!(handled.done[1], done(0, 2, Some(Fate::Duplicate)));
+        // A later batch of the same open work sees it too, and so does one after the commit.
+        let later = task.handle(&mut [input("a", 1, 5, b"ok")]).unwrap();
+        assert_eq!(later.done, [done(1, 6, Some(Fate::Duplicate))]);
+        task.participants()
+            .into_iter()
+            .try_for_each(|p| p.on_safe())
+            .unwrap();
+        let after = task.handle(&mut [input("a", 1, 6, b"ok")]).unwrap();
+        assert_eq!(after.done, [done(1, 7, Some(Fate::Duplicate))]);
+        assert_eq!(task.plugin.calls, ["a"]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_retry_parks_its_partition_and_the_events_behind_it_while_others_go_on() {
+        let mut task = task();
+        let handled = task
+            .handle(&mut [
+                input("a", 0, 3, b"retry"),
+                input("b", 0, 4, b"ok"),
+                input("c", 1, 9, b"ok"),
+            ])
+            .unwrap();
+        assert_eq!(
+            handled.moves,
+            [Move::Park(("In".into(), 0), 3)],
+            "back to the event to retry"
+        );
+        assert_eq!(
+            handled.done,
+            [
+                done(0, 3, None),
+                done(1, 10, Some(Fate::Published(1, Arc::from("v1"))))
+            ]
+        );
+        assert_eq!(task.plugin.calls, ["a", "c"], "b waits behind a");
+        assert_eq!(task.pacing.retries.attempt(&("In".into(), 0), 3), 2);
+        // The partition's next attempt carries its count in the offset's metadata.
+        assert!(task.retries().metadata(&("In".into(), 0), 3).is_some());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_rejected_input_is_dead_lettered_and_its_letter_marked() {
+        let mut task = task();
+        let handled = task
+            .handle(&mut [input("a", 0, 0, b"ok"), input("b", 2, 4, b"bad")])
+            .unwrap();
+        assert_eq!(
+            handled.records[2].topic,
+            "DLQ",
+            "after a's output and id: {:?}",
+            ids(&handled)
+        );
+        assert_eq!(handled.dead_letters, [(2, ("In".into(), 2), 4)]);
+        assert_eq!(
+            handled.done[1],
+            done(2, 5, Some(Fate::DeadLettered(Arc::from("v1"))))
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn dropped_work_forgets_its_ids_and_the_revoked_partitions_retries() {
+        let mut task = task();
+        task.handle(&mut [input("a", 0, 0, b"ok"), input("r", 1, 0, b"retry")])
+            .unwrap();
+        for participant in task.participants() {
+            participant.on_dropped(&[("In".into(), 1)]);
+        }
+        assert!(task.pacing.retries.is_empty(), "partition 1 is not ours");
+        let again = task.handle(&mut [input("a", 0, 0, b"ok")]).unwrap();
+        assert_eq!(
+            again.done,
+            [done(0, 1, Some(Fate::Published(1, Arc::from("v1"))))],
+            "a is handled again"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_replayed_dead_letter_for_another_stage_is_not_ours() {
+        let mut task = task();
+        let mut replayed = input("a", 0, 0, b"ok");
+        replayed
+            .headers
+            .push((TARGET_STAGE_HEADER.into(), "other".into()));
+        let handled = task.handle(&mut [replayed]).unwrap();
+        assert_eq!(handled.done, [done(0, 1, Some(Fate::NotOurs))]);
+        assert!(task.plugin.calls.is_empty());
+    }
+}
