@@ -17,6 +17,8 @@
 //!   stage's open work (a transaction, or outputs awaiting acknowledgement), stage fusion (a
 //!   stateless stage run in process in the workers that write its input), the HTTP ingress.
 //! - [`kpi`]: windowed KPIs published to the KPI topic.
+//! - [`observe`]: the host's observable events, one struct each, whose `emit` logs with the
+//!   common fields and counts a `stagehost_*_total` metric.
 //! - [`http`]: the HTTP server (declared routes and read models, health, readiness).
 //! - [`health`]: what each part of the host reports for `/readyz` (stages, ingress, Kafka).
 //! - [`admin`]: the admin API (plugin list, hot swap, rollback, held records) and its client.
@@ -44,6 +46,7 @@ pub mod http;
 pub mod kafka;
 pub mod kpi;
 pub mod load;
+pub mod observe;
 pub mod plugin;
 pub mod stage;
 pub mod state;

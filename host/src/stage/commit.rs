@@ -22,6 +22,7 @@ use super::positions::InputPositions;
 use super::retry::{RetryBook, TopicPartition};
 use super::stuck::StuckBook;
 use crate::kafka::{FailedDelivery, refused_for_good};
+use crate::observe::{HostEvent, OpenWorkDropped};
 
 /// The open work: what was handled since the last commit.
 #[derive(Default)]
@@ -185,8 +186,12 @@ impl<G: Sync> Committer<G> {
         revoked: &[TopicPartition],
         stage: &mut dyn Participants,
     ) -> anyhow::Result<()> {
-        tracing::info!(stage = %self.stage, revoked = revoked.len(), open = self.is_open(),
-            "partitions revoked; dropping the open work");
+        OpenWorkDropped {
+            stage: &self.stage,
+            revoked: revoked.len(),
+            open: self.is_open(),
+        }
+        .emit();
         for participant in stage.participants() {
             participant.on_dropped(revoked);
         }

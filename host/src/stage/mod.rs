@@ -12,6 +12,7 @@ mod fault;
 mod fenced;
 mod fusion;
 mod guarantee;
+mod handover;
 mod ingress;
 mod membership;
 mod outcome;
@@ -31,14 +32,12 @@ pub use coverage::{CoverageTarget, watch_coverage};
 pub use dedup::dedup_key;
 pub use fault::SilentPause;
 pub use fenced::FencedOut;
-pub use fusion::{
-    Deferred, FusableStage, Fusion, FusionPlan, HANDLED_BY_HEADER, fuses_into, handled_upstream,
-    not_fusable,
-};
+pub use fusion::{FusableStage, Fusion, FusionPlan, fuses_into, not_fusable};
 pub use guarantee::{
     AtLeastOnce, ExactlyOnce, FusedIds, Guarantee, LocalIds, ProcessedIds, ProcessedLog,
     StageGuarantee, fused_ids, ingress_answers, processed_topic, stage_guarantee,
 };
+pub use handover::{Deferred, HANDLED_BY_HEADER, handled_upstream};
 pub use ingress::{Ingress, IngressRoute, PATH_HEADER_PREFIX, Reply};
 pub use membership::{InputsRecord, REJOIN_PATIENCE, move_subscription, rejoin_if_inputs_changed};
 pub use outcome::{Done, Fate, Handled, Move};

@@ -32,6 +32,7 @@ use crate::event::cloudevents;
 use crate::event::dead_letter::Origin;
 use crate::health::Reporter;
 use crate::kpi::{KpiSink, kpi_record};
+use crate::observe::{ConsumerFailed, HostEvent, StageStalled, StageStarted, StageStopped};
 
 /// Where a stage publishes its own KPI windows.
 pub struct KpiTarget {
@@ -115,8 +116,14 @@ impl Worker {
         consumer: &StageConsumer,
         mut shutdown: watch::Receiver<bool>,
     ) -> anyhow::Result<()> {
-        tracing::info!(stage = %self.name(), version = %self.task.plugin.version(), mode = self.committer.mode_name(),
-            stateful = self.task.state.is_some(), fused = self.task.fusion.names().join(","), "stage started");
+        StageStarted {
+            stage: self.name(),
+            version: self.task.plugin.version(),
+            mode: self.committer.mode_name(),
+            stateful: self.task.state.is_some(),
+            fused: self.task.fusion.names().join(","),
+        }
+        .emit();
         self.health.idle();
         let mut pace = Pace {
             last_kpi: Instant::now(),
@@ -280,7 +287,7 @@ impl Worker {
             .unwrap_or(pace.last_kpi);
         self.publish_kpis(&mut pace.last_kpi);
         self.committer.finish(consumer);
-        tracing::info!(stage = %self.name(), "stage stopped");
+        StageStopped { stage: self.name() }.emit();
         Ok(())
     }
 
@@ -294,7 +301,11 @@ impl Worker {
         });
         match stalled {
             Some(reason) => {
-                tracing::error!(stage = %stage, %reason, "stage stalled");
+                StageStalled {
+                    stage,
+                    reason: &reason,
+                }
+                .emit();
                 anyhow::bail!("stage {stage} stalled: {reason}")
             }
             None => Ok(()),
@@ -407,7 +418,12 @@ async fn consumer_failed(
         pace.consumer_errors,
     );
     pace.consumer_errors = pace.consumer_errors.saturating_add(1);
-    tracing::warn!(stage = %stage, %error, ?pause, "consumer error; polling again after a pause");
+    ConsumerFailed {
+        stage,
+        error,
+        pause,
+    }
+    .emit();
     tokio::time::sleep(pause).await;
     Ok(())
 }

@@ -12,8 +12,9 @@ use std::time::Duration;
 use anyhow::Context;
 
 use super::dedup::dedup_key;
-use super::fusion::{Deferred, Fusion, handled_upstream};
+use super::fusion::Fusion;
 use super::guarantee::ProcessedIds;
+use super::handover::{Deferred, handled_upstream};
 use super::outcome::{Done, Fate, Handled, Move};
 use super::participant::{Committed, Participant, Participants};
 use super::processor::{Failure, Input, Processed, StageContext};
@@ -23,6 +24,9 @@ use crate::config::RetryConfig;
 use crate::event::cloudevents;
 use crate::kafka::{KafkaClients, OutRecord};
 use crate::kpi::StageKpis;
+use crate::observe::{
+    HostEvent, RecordAt, RecordDeadLettered, RepeatDropped, RetryParked, SlowPartition,
+};
 use crate::plugin::{LoadedPlugin, PluggedInstance};
 use crate::state::{KeyedState, Writes, catch_up, plain_entry};
 
@@ -252,11 +256,10 @@ impl<P: Plugin> StageTask<P> {
             }
             let key = dedup_key(&input.id);
             let fate = if already[index] || !seen_in_batch.insert(key.clone()) {
-                // Never silent (counted in the KPIs too): an outside producer repeating an id
-                // with another body loses that body here.
-                tracing::info!(stage = %self.context.name, id = %input.id, key = input.key.unwrap_or_default(),
-                    topic = %input.origin.source_topic, partition = input.origin.partition,
-                    offset, "repeat of an event already handled: dropped");
+                RepeatDropped {
+                    at: RecordAt::of(&self.context.name, input),
+                }
+                .emit();
                 Fate::Duplicate
             } else if is_for_another_stage(input, &self.context.name) {
                 Fate::NotOurs
@@ -374,9 +377,13 @@ impl<P: Plugin> StageTask<P> {
                 ) {
                     RetryDecision::Park { delay } => {
                         self.kpis.retried(&version);
-                        tracing::info!(stage = %self.context.name, id = %input.id, topic = %input.origin.source_topic,
-                            partition = input.origin.partition, offset = input.origin.offset, attempt, %message, ?delay,
-                            "plugin asked for a retry; pausing the partition");
+                        RetryParked {
+                            at: RecordAt::of(&self.context.name, input),
+                            attempt,
+                            message: &message,
+                            delay,
+                        }
+                        .emit();
                         // Committed with its attempt count, so the count survives a move.
                         park_at(handled, partition, input.origin.offset);
                         return None;
@@ -388,9 +395,12 @@ impl<P: Plugin> StageTask<P> {
             }
             Err(failure) => failure,
         };
-        tracing::warn!(stage = %self.context.name, id = %input.id, topic = %input.origin.source_topic,
-            partition = input.origin.partition, offset = input.origin.offset,
-            key = input.key.unwrap_or_default(), error = %failure.reason(), attempt, "dead-lettering event");
+        RecordDeadLettered {
+            at: RecordAt::of(&self.context.name, input),
+            reason: &failure.reason(),
+            attempt,
+        }
+        .emit();
         if matches!(&failure, Failure::Trap(reason) if reason.starts_with("timeout:")) {
             self.cool_down(
                 partition.clone(),
@@ -448,9 +458,14 @@ impl<P: Plugin> StageTask<P> {
         let timeouts = self.pacing.slow.entry(partition.clone()).or_default();
         *timeouts += 1;
         let delay = self.pacing.retry.delay_before(*timeouts + 1);
-        tracing::warn!(stage = %self.context.name, topic = %partition.0, partition = partition.1,
-            timeouts_in_a_row = *timeouts, ?delay,
-            "an event ran into max_event_time; its partition waits before the next event so the other partitions go on");
+        SlowPartition {
+            stage: &self.context.name,
+            topic: &partition.0,
+            partition: partition.1,
+            timeouts_in_a_row: *timeouts,
+            delay,
+        }
+        .emit();
         self.pacing.retries.hold(&partition, next, delay);
         moves.push(Move::Park(partition, next));
     }

@@ -217,3 +217,29 @@ impl ProcessedIds for LocalIds {
         true
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys<'a>(ids: &[&'a str]) -> Vec<(i32, Cow<'a, str>)> {
+        ids.iter().map(|id| (0, Cow::Borrowed(*id))).collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn ids_are_seen_in_the_open_work_and_in_the_store_once_it_is_safe() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path()).unwrap();
+        let mut ids = LocalIds::new(store.clone(), "s");
+        assert!(ids.record(0, "a").is_none(), "nothing to publish");
+        assert_eq!(ids.seen(&keys(&["a", "b"])).unwrap(), [true, false]);
+        ids.rollback();
+        assert_eq!(ids.seen(&keys(&["a"])).unwrap(), [false], "dropped work");
+        ids.record(3, "a");
+        ids.commit().unwrap();
+        // Another deduplicator of the stage (a fused call in a writer's worker) sees it.
+        let mut other = LocalIds::new(store, "s");
+        assert_eq!(other.seen(&keys(&["a", "b"])).unwrap(), [true, false]);
+        assert!(other.knows_every_partition());
+    }
+}

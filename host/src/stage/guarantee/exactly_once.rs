@@ -26,6 +26,7 @@ use rdkafka::message::Message;
 use super::contract::{Guarantee, ProcessedIds, Settle};
 use crate::event::headers::RecordHeaders;
 use crate::kafka::{KafkaClients, OutRecord, Transaction, TransactionalProducer, TxnError};
+use crate::observe::{HostEvent, TransactionAborted};
 use crate::stage::fenced::FencedOut;
 use crate::stage::positions::InputPositions;
 use crate::state::catch_up;
@@ -118,7 +119,7 @@ where
 
     fn abandon(&mut self) -> anyhow::Result<()> {
         if self.txn.is_open() {
-            tracing::info!(stage = %self.stage, "aborting the open transaction");
+            TransactionAborted { stage: &self.stage }.emit();
         }
         self.txn
             .abort()
