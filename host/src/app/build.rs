@@ -22,10 +22,10 @@ use crate::plugin::{InstanceSettings, OutputContract, PluggedInstance, PluginEng
 /// How the ingress remembers answers: chosen with the stages' guarantees.
 pub(super) use crate::stage::ingress_answers;
 use crate::stage::{
-    Committer, Deferred, FusableStage, FusionPlan, Ingress, IngressRoute, KpiTarget, LivePlugin,
-    Pacing, RebalanceTracker, Route, Settling, SilentPause, StageConsumer, StageContext,
-    StageGuarantee, StageRunner, StageStateParts, StageTask, StuckBook, Watchdog, Worker,
-    fused_ids, not_fusable, rejoin_if_inputs_changed, stage_guarantee,
+    Committer, Counting, Deferred, FusableStage, FusionPlan, Ingress, IngressRoute, KpiTarget,
+    LivePlugin, Pacing, RebalanceTracker, Route, Settling, SilentPause, StageConsumer,
+    StageContext, StageGuarantee, StageRunner, StageStateParts, StageTask, StuckBook, Watchdog,
+    Worker, fused_ids, not_fusable, rejoin_if_inputs_changed, stage_guarantee,
 };
 use crate::state::{KeyedState, changelog_topic, check_layout};
 use crate::store::{LocalStore, Scope, Table};
@@ -108,7 +108,7 @@ pub(super) async fn topic_stage(
         kpis,
     } = host;
     let fusion = fusion
-        .for_writer(stage)
+        .for_writer(stage, stuck)
         .with_context(|| format!("cannot instantiate the stages fused into {}", stage.name))?;
     let group = stage.group_id();
     let inputs = stage.inputs();
@@ -202,14 +202,15 @@ pub(super) async fn topic_stage(
                 plugin: LivePlugin::new(instance),
                 dedup,
                 state,
-                fusion,
+                fusion: Box::new(fusion),
                 pacing: Pacing::new(stage.retry.clone()),
                 stuck: stuck.clone(),
                 settling: Settling::new(host.fusion.deferred(&stage.name)),
-                kpis: kpis
-                    .get(&stage.name)
-                    .cloned()
-                    .unwrap_or_else(|| StageKpis::new(&stage.name)),
+                counting: Counting::new(
+                    kpis.get(&stage.name)
+                        .cloned()
+                        .unwrap_or_else(|| StageKpis::new(&stage.name)),
+                ),
             },
             committer,
             kpi,

@@ -36,18 +36,19 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use super::dedup::dedup_key;
-use super::guarantee::{FusedIds, ProcessedIds};
+use super::guarantee::FusedIds;
 use super::handover::{Deferred, HANDLED_BY_HEADER};
-use super::participant::{Committed, Participant};
+use super::participant::{Committed, Participant, Participants};
 use super::processor::{Input, StageContext};
 use super::retry::TopicPartition;
+use super::stuck::StuckBook;
+use super::task::{Counting, InProcess, LivePlugin, NothingInProcess, Pacing, Settling, StageTask};
 use crate::config::StageConfig;
 use crate::event::cloudevents;
 use crate::event::dead_letter::Origin;
 use crate::kafka::{OutRecord, Partitioner};
 use crate::kpi::StageKpis;
-use crate::plugin::{LoadedPlugin, PluggedInstance, PluginError, PluginSlot};
+use crate::plugin::{PluginError, PluginSlot};
 
 /// Why a stage is not fusable (`None` when it is).
 pub fn not_fusable(stage: &StageConfig, uses_state: bool) -> Option<&'static str> {
@@ -163,25 +164,33 @@ impl FusionPlan {
         names
     }
 
-    /// The fusion of `writer`'s worker: its own instance of every stage it runs in process.
-    pub fn for_writer(&self, writer: &StageConfig) -> Result<Fusion, PluginError> {
+    /// The fusion of `writer`'s worker: its own task of every stage it runs in process
+    /// (records the broker refuses to take as dead letters hold their input in `stuck`).
+    pub fn for_writer(
+        &self,
+        writer: &StageConfig,
+        stuck: &StuckBook,
+    ) -> Result<Fusion, PluginError> {
         let mut stages = Vec::new();
         for stage in self.reachable_from(writer) {
             stages.push(FusedStage {
-                context: stage.context.clone(),
                 input: stage
                     .config
                     .inputs()
                     .first()
                     .map(|t| t.to_string())
                     .unwrap_or_default(),
-                instance: stage.slot.instance()?,
-                kpis: stage.kpis.clone(),
-                dedup: (stage.dedup)(),
-                deferred: stage.deferred.clone(),
-                left: Vec::new(),
-                done: Vec::new(),
-                duplicates: 0,
+                task: StageTask {
+                    context: stage.context.clone(),
+                    plugin: LivePlugin::new(stage.slot.instance()?),
+                    dedup: (stage.dedup)(),
+                    state: None,
+                    fusion: Box::new(NothingInProcess),
+                    pacing: Pacing::new(stage.config.retry.clone()),
+                    stuck: stuck.clone(),
+                    settling: Settling::new(Some(stage.deferred.clone())),
+                    counting: Counting::new(stage.kpis.clone()),
+                },
             });
         }
         let mut by_topic: HashMap<String, Vec<usize>> = HashMap::new();
@@ -198,25 +207,14 @@ impl FusionPlan {
     }
 }
 
-/// A stage running in process in a writer's worker.
+/// A stage running in process in a writer's worker: the same [`StageTask`] its own worker
+/// runs (its dedup, ids, KPIs and rollback), with the worker's own instance of its plugin,
+/// which follows the stage's swaps.
 struct FusedStage {
-    context: Arc<StageContext>,
     /// Its input topic.
     input: String,
-    /// The worker's own instance of the stage's plugin; it follows the stage's swaps.
-    instance: PluggedInstance,
-    /// The stage's recorder (shared with its own worker).
-    kpis: StageKpis,
-    /// Records the ids the stage processed in process, as the stage's own worker would.
-    dedup: Box<dyn ProcessedIds>,
-    /// Records left to the stage's own worker (by every writer of this host).
-    deferred: Arc<Deferred>,
-    /// Records the open work left to the stage's own worker: withdrawn if the work is dropped.
-    left: Vec<(i32, String)>,
-    /// Inputs processed in the open work: the plugin and how many outputs it made.
-    done: Vec<(Arc<LoadedPlugin>, usize)>,
-    /// At-least-once: inputs of the open work the stage had processed before.
-    duplicates: u64,
+    /// Runs it on the records the writer makes for it.
+    task: StageTask<LivePlugin>,
 }
 
 /// The stages a worker runs in process, and the open work's share of them.
@@ -231,35 +229,6 @@ pub struct Fusion {
 }
 
 impl Fusion {
-    /// No fused stage.
-    pub fn none(writer: &str) -> Self {
-        Self {
-            writer: Arc::from(writer),
-            stages: Vec::new(),
-            by_topic: HashMap::new(),
-            partitions: HashMap::new(),
-            partitioner: Partitioner::default(),
-        }
-    }
-
-    /// The names of the stages this worker runs in process.
-    pub fn names(&self) -> Vec<&str> {
-        self.stages.iter().map(|s| &*s.context.name).collect()
-    }
-
-    /// The records to publish for the outputs a worker's plugin made: each record for a fused
-    /// stage's input is handled by that stage in process and followed by what it made (and
-    /// its processed-id record), recursively.
-    pub fn expand(&mut self, records: Vec<OutRecord>) -> Vec<OutRecord> {
-        if self.stages.is_empty() {
-            return records;
-        }
-        let mut out = Vec::with_capacity(records.len() * 2);
-        let writer = self.writer.clone();
-        self.expand_into(&writer, records, &mut Vec::new(), &mut out);
-        out
-    }
-
     fn expand_into(
         &mut self,
         writer: &str,
@@ -289,16 +258,16 @@ impl Fusion {
             let mut handled_by = Vec::new();
             let mut downstream = Vec::new();
             for index in targets {
-                let Some(outputs) = self.call(index, writer, &record, &id, partition) else {
+                let task = &mut self.stages[index].task;
+                let Some(run) = task.run_in_process(writer, &as_input(&record, &id, partition))
+                else {
                     continue;
                 };
-                let stage = &mut self.stages[index];
-                let name = stage.context.name.clone();
-                let key = dedup_key(&id).into_owned();
-                downstream.extend(stage.dedup.record(partition, &key));
+                let name = task.context.name.clone();
+                downstream.extend(run.processed_id);
                 handled_by.push(name.clone());
                 chain.push(index);
-                self.expand_into(&name, outputs, chain, &mut downstream);
+                self.expand_into(&name, run.outputs, chain, &mut downstream);
                 chain.pop();
             }
             if !handled_by.is_empty() {
@@ -309,126 +278,81 @@ impl Fusion {
         }
     }
 
-    /// Calls fused stage `index` on `record`: its outputs when it simply succeeded, `None`
-    /// when its own worker must handle the record (and an empty list when it processed the
-    /// record's id before: at-least-once only).
-    fn call(
-        &mut self,
-        index: usize,
-        writer: &str,
-        record: &OutRecord,
-        id: &str,
-        partition: i32,
-    ) -> Option<Vec<OutRecord>> {
-        let stage = &mut self.stages[index];
-        if stage.deferred.is_waiting(partition) {
-            tracing::debug!(stage = %stage.context.name, writer, id, topic = %record.topic, partition,
-                "an earlier record of the partition is left to the stage's own worker; so is this one");
-            stage.deferred.leave(partition, id);
-            stage.left.push((partition, id.to_string()));
-            return None;
+    /// Every participant of every fused stage's task.
+    fn participants(&mut self) -> impl Iterator<Item = &mut dyn Participant> {
+        self.stages
+            .iter_mut()
+            .flat_map(|stage| stage.task.participants())
+    }
+}
+
+impl InProcess for Fusion {
+    fn names(&self) -> Vec<&str> {
+        self.stages.iter().map(|s| &*s.task.context.name).collect()
+    }
+
+    /// Each record for a fused stage's input is handled by that stage in process and followed
+    /// by what it made (and its processed-id record), recursively.
+    fn expand(&mut self, records: Vec<OutRecord>) -> Vec<OutRecord> {
+        if self.stages.is_empty() {
+            return records;
         }
-        let key = dedup_key(id);
-        if stage.dedup.knows_every_partition() {
-            let before = stage
-                .dedup
-                .seen(&[(partition, key.clone())])
-                .ok()
-                .and_then(|seen| seen.first().copied())
-                .unwrap_or(false);
-            if before {
-                stage.duplicates += 1;
-                return Some(Vec::new());
-            }
-        }
-        let headers: Vec<(String, String)> = record
-            .headers
-            .iter()
-            .map(|(name, value)| (name.to_string(), value.to_string()))
-            .collect();
-        let event_type = cloudevents::find(&headers, cloudevents::TYPE)
-            .map(str::to_string)
-            .unwrap_or_else(|| record.topic.clone());
-        let input = Input {
-            id: id.to_string(),
-            event_type,
-            key: record.key.as_deref(),
-            payload: record.payload.as_deref().unwrap_or_default(),
-            headers,
-            origin: Origin {
-                stage: stage.context.name.to_string(),
-                source_topic: record.topic.clone(),
-                partition,
-                offset: -1,
-            },
+        let mut out = Vec::with_capacity(records.len() * 2);
+        let writer = self.writer.clone();
+        self.expand_into(&writer, records, &mut Vec::new(), &mut out);
+        out
+    }
+}
+
+/// The fused stages' share of the open work follows it through their own tasks'
+/// participants: their ids become processed when it is safe, their KPIs count when it is
+/// committed, and nothing of it stays when it is dropped (the revoked partitions are the
+/// writer's, not theirs).
+impl Participant for Fusion {
+    fn on_safe(&mut self) -> anyhow::Result<()> {
+        self.participants()
+            .try_for_each(|participant| participant.on_safe())
+    }
+
+    fn on_committed(&mut self, work: &Committed) {
+        let theirs = Committed {
+            fates: Vec::new(),
+            latency: work.latency,
         };
-        let instance = stage.instance.current();
-        let plugin = instance.plugin().clone();
-        match stage.context.process(instance, &input, true, None) {
-            Ok(processed) => {
-                tracing::debug!(stage = %stage.context.name, writer, id, topic = %record.topic, partition,
-                    outputs = processed.records.len(), "processed in process (fused)");
-                stage.done.push((plugin, processed.records.len()));
-                Some(processed.records)
-            }
-            Err(failure) => {
-                tracing::debug!(stage = %stage.context.name, writer, id, topic = %record.topic, partition,
-                    error = %failure.reason(), "fused call did not succeed; the stage's own worker handles the record");
-                stage.deferred.leave(partition, id);
-                stage.left.push((partition, id.to_string()));
-                None
-            }
+        for participant in self.participants() {
+            participant.on_committed(&theirs);
         }
     }
 
-    /// The open work is safe (committed, or acknowledged): the fused stages' ids are processed.
-    pub fn commit(&mut self) -> anyhow::Result<()> {
-        for stage in &mut self.stages {
-            stage.dedup.commit()?;
-            // Left records are on their way to the stage's worker, which settles them.
-            stage.left.clear();
-        }
-        Ok(())
-    }
-
-    /// Counts the committed work in the fused stages' KPIs, with the work's latency.
-    pub fn count(&mut self, latency: std::time::Duration) {
-        for stage in &mut self.stages {
-            for (plugin, outputs) in stage.done.drain(..) {
-                stage.kpis.processed(&plugin.version, outputs, latency);
-            }
-            for _ in 0..std::mem::take(&mut stage.duplicates) {
-                stage.kpis.duplicate();
-            }
-        }
-    }
-
-    /// The open work was dropped: nothing of it happened.
-    pub fn rollback(&mut self) {
-        for stage in &mut self.stages {
-            stage.dedup.rollback();
-            for (partition, id) in stage.left.drain(..) {
-                stage.deferred.withdraw(partition, &id);
-            }
-            stage.done.clear();
-            stage.duplicates = 0;
+    fn on_dropped(&mut self, _revoked: &[TopicPartition]) {
+        for participant in self.participants() {
+            participant.on_dropped(&[]);
         }
     }
 }
 
-/// The fused stages' share of the open work follows it: their ids become processed when it is
-/// safe, their KPIs count when it is committed, and nothing of it stays when it is dropped.
-impl Participant for Fusion {
-    fn on_safe(&mut self) -> anyhow::Result<()> {
-        self.commit()
-    }
-
-    fn on_committed(&mut self, work: &Committed) {
-        self.count(work.latency);
-    }
-
-    fn on_dropped(&mut self, _revoked: &[TopicPartition]) {
-        self.rollback();
+/// The input a record the writer made is to the fused stage reading its topic.
+fn as_input<'r>(record: &'r OutRecord, id: &str, partition: i32) -> Input<'r> {
+    let headers: Vec<(String, String)> = record
+        .headers
+        .iter()
+        .map(|(name, value)| (name.to_string(), value.to_string()))
+        .collect();
+    let event_type = cloudevents::find(&headers, cloudevents::TYPE)
+        .map(str::to_string)
+        .unwrap_or_else(|| record.topic.clone());
+    Input {
+        id: id.to_string(),
+        event_type,
+        key: record.key.as_deref(),
+        payload: record.payload.as_deref().unwrap_or_default(),
+        headers,
+        origin: Origin {
+            stage: String::new(),
+            source_topic: record.topic.clone(),
+            partition,
+            offset: -1,
+        },
     }
 }
 

@@ -49,6 +49,7 @@ pub use retry::{ATTEMPT_HEADER, RetryBook};
 pub use runner::{KpiTarget, StageRunner, Worker};
 pub use stuck::{Decision, StuckBook, StuckRecord, Verdict};
 pub use task::{
-    LivePlugin, Pacing, Plugin, Settling, StageStateParts, StageTask, TARGET_STAGE_HEADER,
+    Counting, InProcess, InProcessRun, LivePlugin, NothingInProcess, Pacing, Plugin, Settling,
+    StageStateParts, StageTask, TARGET_STAGE_HEADER,
 };
 pub use watchdog::Watchdog;

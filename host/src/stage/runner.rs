@@ -321,7 +321,7 @@ impl Worker {
             return;
         }
         *last = Instant::now();
-        let kpis = &self.task.kpis;
+        let kpis = &self.task.counting.kpis;
         let mut events = kpis.drain(target.interval);
         // Windows in which the stage did something also report the size of its state.
         if !events.is_empty()

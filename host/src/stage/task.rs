@@ -12,7 +12,6 @@ use std::time::Duration;
 use anyhow::Context;
 
 use super::dedup::dedup_key;
-use super::fusion::Fusion;
 use super::guarantee::ProcessedIds;
 use super::handover::{Deferred, handled_upstream};
 use super::outcome::{Done, Fate, Handled, Move};
@@ -127,24 +126,105 @@ impl Pacing {
     }
 }
 
-/// Records a fused stage's writers left to this stage's own worker, settled once this worker
-/// committed their handling (see [`Deferred`]).
+/// The book of records a fused stage's writers left to the stage's own worker (see
+/// [`Deferred`]), as the open work uses it: run in process, the stage leaves records (withdrawn
+/// if the work is dropped); run by its own worker, it settles them once its work is committed.
 #[derive(Default)]
 pub struct Settling {
     /// The book shared with the writers, if this stage is fused into others.
     pub deferred: Option<Arc<Deferred>>,
-    /// Such records in the open work: `(partition, id)`.
+    /// Records the open work settled for the writers: `(partition, id)`.
     settled: Vec<(i32, String)>,
+    /// Records the open work (in process) left to the stage's own worker: `(partition, id)`.
+    left: Vec<(i32, String)>,
 }
 
 impl Settling {
-    /// Settles what the writers left in `deferred`.
+    /// Settles and leaves records in `deferred`.
     pub fn new(deferred: Option<Arc<Deferred>>) -> Self {
         Self {
             deferred,
             settled: Vec::new(),
+            left: Vec::new(),
         }
     }
+
+    /// Whether records of `partition` must go to the stage's own worker (one left before is
+    /// not handled yet).
+    fn must_leave(&self, partition: i32) -> bool {
+        self.deferred
+            .as_ref()
+            .is_some_and(|deferred| deferred.is_waiting(partition))
+    }
+
+    /// Leaves the record `id` of `partition` to the stage's own worker.
+    fn leave(&mut self, partition: i32, id: &str) {
+        if let Some(deferred) = &self.deferred {
+            deferred.leave(partition, id);
+            self.left.push((partition, id.to_string()));
+        }
+    }
+}
+
+/// A stage's KPI recorder, and the fates of the events it handled in process in the open work
+/// of a writer (its own work's fates come with the commit).
+pub struct Counting {
+    /// The recorder, shared by the stage's worker and the writers it is fused into.
+    pub kpis: StageKpis,
+    in_process: Vec<Fate>,
+}
+
+impl Counting {
+    /// Counts in `kpis`.
+    pub fn new(kpis: StageKpis) -> Self {
+        Self {
+            kpis,
+            in_process: Vec::new(),
+        }
+    }
+
+    fn count(&self, fate: &Fate, latency: Duration) {
+        match fate {
+            Fate::Duplicate => self.kpis.duplicate(),
+            Fate::NotOurs => {}
+            Fate::HandledUpstream => self.kpis.handled_upstream(),
+            Fate::DeadLettered(version) => self.kpis.dead_lettered(version),
+            Fate::Published(outputs, version) => self.kpis.processed(version, *outputs, latency),
+        }
+    }
+}
+
+/// The stages a worker runs in process on the records it makes for them (see
+/// [`super::fusion`]).
+pub trait InProcess: Participant {
+    /// The names of the stages run in process.
+    fn names(&self) -> Vec<&str>;
+    /// The records to publish for the outputs the worker's plugin made.
+    fn expand(&mut self, records: Vec<OutRecord>) -> Vec<OutRecord>;
+}
+
+/// No stage run in process.
+pub struct NothingInProcess;
+
+impl Participant for NothingInProcess {}
+
+impl InProcess for NothingInProcess {
+    fn names(&self) -> Vec<&str> {
+        Vec::new()
+    }
+
+    fn expand(&mut self, records: Vec<OutRecord>) -> Vec<OutRecord> {
+        records
+    }
+}
+
+/// What a stage run in process made of a record: its outputs, and the record of its id that
+/// the guarantee writes (if any).
+pub struct InProcessRun {
+    /// The outputs (none when the stage had processed the id before).
+    pub outputs: Vec<OutRecord>,
+    /// The processed-id record.
+    pub processed_id: Option<OutRecord>,
 }
 
 /// Everything a topic-fed stage needs to handle a batch.
@@ -158,7 +238,7 @@ pub struct StageTask<P> {
     /// Keyed state, for stages whose plugin imports it.
     pub state: Option<StageStateParts>,
     /// The stages run in process on the records this stage makes for them.
-    pub fusion: Fusion,
+    pub fusion: Box<dyn InProcess>,
     /// Retries and slow partitions.
     pub pacing: Pacing,
     /// Records that cannot be dead-lettered, held until an operator decides.
@@ -166,7 +246,7 @@ pub struct StageTask<P> {
     /// Records writers left to this (fused) stage.
     pub settling: Settling,
     /// The stage's KPI recorder.
-    pub kpis: StageKpis,
+    pub counting: Counting,
 }
 
 impl<P: Plugin> StageTask<P> {
@@ -376,7 +456,7 @@ impl<P: Plugin> StageTask<P> {
                     attempt,
                 ) {
                     RetryDecision::Park { delay } => {
-                        self.kpis.retried(&version);
+                        self.counting.kpis.retried(&version);
                         RetryParked {
                             at: RecordAt::of(&self.context.name, input),
                             attempt,
@@ -415,6 +495,56 @@ impl<P: Plugin> StageTask<P> {
             .records
             .push(self.context.dead_letter(input, &failure, &version, attempt));
         Some(Fate::DeadLettered(version))
+    }
+
+    /// Runs the stage in process on `input`, a record `writer` made for it (see
+    /// [`super::fusion`]): what it made when the plugin simply succeeded (nothing when it
+    /// processed the id before); `None` when the stage's own worker must handle the record
+    /// (a retry, a reject, a trap, or an earlier record of its partition left to the worker),
+    /// which the record is then left to.
+    pub fn run_in_process(&mut self, writer: &str, input: &Input<'_>) -> Option<InProcessRun> {
+        let partition = input.origin.partition;
+        let stage = &self.context.name;
+        if self.settling.must_leave(partition) {
+            tracing::debug!(stage = %stage, writer, id = %input.id, topic = %input.origin.source_topic, partition,
+                "an earlier record of the partition is left to the stage's own worker; so is this one");
+            self.settling.leave(partition, &input.id);
+            return None;
+        }
+        let key = dedup_key(&input.id);
+        let processed = if self.dedup.knows_every_partition()
+            && self
+                .dedup
+                .seen(&[(partition, key.clone())])
+                .ok()
+                .and_then(|seen| seen.first().copied())
+                .unwrap_or(false)
+        {
+            self.counting.in_process.push(Fate::Duplicate);
+            Vec::new()
+        } else {
+            let (version, processed) = self.plugin.process(&self.context, input, None);
+            match processed {
+                Ok(processed) => {
+                    tracing::debug!(stage = %stage, writer, id = %input.id, topic = %input.origin.source_topic, partition,
+                        outputs = processed.records.len(), "processed in process (fused)");
+                    self.counting
+                        .in_process
+                        .push(Fate::Published(processed.records.len(), version));
+                    processed.records
+                }
+                Err(failure) => {
+                    tracing::debug!(stage = %stage, writer, id = %input.id, topic = %input.origin.source_topic, partition,
+                        error = %failure.reason(), "fused call did not succeed; the stage's own worker handles the record");
+                    self.settling.leave(partition, &input.id);
+                    return None;
+                }
+            }
+        };
+        Some(InProcessRun {
+            processed_id: self.dedup.record(partition, &key),
+            outputs: processed,
+        })
     }
 
     /// Why `writes` may not be applied: the stage's state holds `state_max_keys` entries (the
@@ -525,9 +655,9 @@ impl<P: Plugin> Participants for StageTask<P> {
             all.push(state);
         }
         all.push(&mut self.dedup);
-        all.push(&mut self.fusion);
+        all.push(&mut *self.fusion);
         all.push(&mut self.settling);
-        all.push(&mut self.kpis);
+        all.push(&mut self.counting);
         all.push(&mut self.pacing);
         all
     }
@@ -567,6 +697,9 @@ impl Participant for Box<dyn ProcessedIds> {
     }
 }
 
+/// Records settled for the writers are handled once the work is committed; records left to
+/// the stage's worker are on their way to it then (it settles them), and withdrawn when the
+/// work is dropped.
 impl Participant for Settling {
     fn on_committed(&mut self, _work: &Committed) {
         if let Some(deferred) = &self.deferred
@@ -575,27 +708,30 @@ impl Participant for Settling {
             deferred.handled(self.settled.iter().map(|(p, id)| (*p, id.as_str())));
         }
         self.settled.clear();
+        self.left.clear();
     }
 
     fn on_dropped(&mut self, _revoked: &[TopicPartition]) {
         self.settled.clear();
+        if let Some(deferred) = &self.deferred {
+            for (partition, id) in self.left.drain(..) {
+                deferred.withdraw(partition, &id);
+            }
+        }
     }
 }
 
 /// What the work's inputs became counts in the stage's KPIs.
-impl Participant for StageKpis {
+impl Participant for Counting {
     fn on_committed(&mut self, work: &Committed) {
-        for fate in &work.fates {
-            match fate {
-                Fate::Duplicate => self.duplicate(),
-                Fate::NotOurs => {}
-                Fate::HandledUpstream => self.handled_upstream(),
-                Fate::DeadLettered(version) => self.dead_lettered(version),
-                Fate::Published(outputs, version) => {
-                    self.processed(version, *outputs, work.latency)
-                }
-            }
+        for fate in work.fates.iter().chain(&self.in_process) {
+            self.count(fate, work.latency);
         }
+        self.in_process.clear();
+    }
+
+    fn on_dropped(&mut self, _revoked: &[TopicPartition]) {
+        self.in_process.clear();
     }
 }
 
@@ -656,7 +792,6 @@ mod tests {
     use crate::event::dead_letter::Origin;
     use crate::health::Health;
     use crate::kafka::fake::record;
-    use crate::stage::fusion::Fusion;
     use crate::stage::processor::Route;
 
     /// Processed ids in memory: committed ones, and the open work's.
@@ -740,7 +875,7 @@ mod tests {
             plugin: Scripted::default(),
             dedup: Box::new(Ids::default()),
             state: None,
-            fusion: Fusion::none("s"),
+            fusion: Box::new(NothingInProcess),
             pacing: Pacing::new(RetryConfig {
                 max_attempts: 3,
                 initial_delay: Duration::from_secs(60),
@@ -748,7 +883,7 @@ mod tests {
             }),
             stuck: StuckBook::new(Health::default()),
             settling: Settling::default(),
-            kpis: StageKpis::new("s"),
+            counting: Counting::new(StageKpis::new("s")),
         }
     }
 
@@ -886,5 +1021,46 @@ mod tests {
         let handled = task.handle(&mut [replayed]).unwrap();
         assert_eq!(handled.done, [done(0, 1, Some(Fate::NotOurs))]);
         assert!(task.plugin.calls.is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn run_in_process_a_stage_makes_its_outputs_or_leaves_the_record_to_its_worker() {
+        let mut fused = task();
+        let book = Arc::new(Deferred::new(Duration::from_secs(60)));
+        fused.settling = Settling::new(Some(book.clone()));
+        let run = fused
+            .run_in_process("writer", &input("a", 0, -1, b"ok"))
+            .expect("it simply succeeds");
+        assert_eq!(run.outputs[0].id, "out-a");
+        assert_eq!(run.processed_id.unwrap().id, "processed:a");
+        // A repeat of a processed id makes nothing, and is counted as a repeat.
+        let repeat = fused
+            .run_in_process("writer", &input("a", 0, -1, b"ok"))
+            .unwrap();
+        assert!(repeat.outputs.is_empty());
+        // A retry is the worker's: left to it, and so is every later record of its partition.
+        assert!(
+            fused
+                .run_in_process("writer", &input("r", 1, -1, b"retry"))
+                .is_none()
+        );
+        assert!(book.contains(1, "r"));
+        assert!(
+            fused
+                .run_in_process("writer", &input("b", 1, -1, b"ok"))
+                .is_none()
+        );
+        assert_eq!(fused.plugin.calls, ["a", "r"], "b is not called");
+        // The writer's work is dropped: nothing is left to the worker any more.
+        for participant in fused.participants() {
+            participant.on_dropped(&[]);
+        }
+        assert!(!book.is_waiting(1));
+        assert!(
+            fused
+                .run_in_process("writer", &input("a", 0, -1, b"ok"))
+                .is_some_and(|run| !run.outputs.is_empty()),
+            "a was never processed"
+        );
     }
 }
