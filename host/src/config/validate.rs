@@ -1,25 +1,10 @@
 //! Semantic checks of a parsed pipeline: every problem is collected, none stops the others.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::Path;
 
 use super::model::{HTTP_INPUT, PipelineConfig, template_names};
-
-/// One thing wrong with the configuration, with the path of the offending key.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    /// Dotted path of the key, e.g. `stages[enricher].outputs.confirmed`.
-    pub key: String,
-    /// What is wrong and, where it helps, how to fix it.
-    pub message: String,
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.key, self.message)
-    }
-}
+use super::problem::Problem;
 
 /// Collects problems while walking the configuration.
 #[derive(Default)]

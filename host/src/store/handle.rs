@@ -336,7 +336,7 @@ impl LocalStore {
             .collect();
         for (name, retention) in tables {
             removed += self.run(|keyspaces| {
-                keyspaces.table_prune(&name, &|value| super::table::kept(value, retention))
+                keyspaces.table_prune(&name, &|value| super::stamp::kept(value, retention))
             })?;
         }
         Ok(removed)
