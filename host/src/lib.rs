@@ -25,8 +25,9 @@
 //! - [`dlq`]: listing and replaying dead letters.
 //! - [`backoff`]: exponential backoff with jitter.
 //! - [`load`]: the load generator of `stagehost load` (any pipeline: body template, done topic).
-//! - [`app`]: wiring and orderly shutdown ([`app::run`] is the entry point); building stages
-//!   from the configuration; restarting a stage that fails; the dev-mode plugin watch.
+//! - [`app`]: wiring and orderly shutdown ([`app::Host`]: start, run until shutdown, stop in
+//!   order; [`app::run`] is the entry point); building stages from the configuration;
+//!   restarting a stage that fails; the dev-mode plugin watch.
 //!
 //! Where does an event get deduplicated? In [`stage`]'s deduplicator (`stage/dedup.rs`), which
 //! the consume loop asks before calling the plugin: processed ids in a transactional topic

@@ -58,16 +58,7 @@ pub(super) async fn supervise(
     );
     loop {
         let started = std::time::Instant::now();
-        let run = runner.run(stop.clone());
-        tokio::pin!(run);
-        let outcome = tokio::select! {
-            outcome = &mut run => outcome,
-            _ = tokio::time::sleep(STABLE_AFTER), if restarts.in_loop() => {
-                restarts.stable();
-                run.await
-            }
-        };
-        match outcome {
+        match run_once(runner, &stop, &mut restarts).await {
             Ok(()) => {
                 restart.health.remove();
                 restarts.remove();
@@ -94,43 +85,72 @@ pub(super) async fn supervise(
         if started.elapsed() > MAX_RESTART_DELAY {
             delay = Duration::from_millis(500);
         }
-        loop {
-            tokio::time::sleep(crate::backoff::equal_jitter(delay)).await;
-            delay = (delay * 2).min(MAX_RESTART_DELAY);
-            if *stop.borrow() {
-                return Ok(());
+        match rebuild(&restart, &stop, &mut delay).await {
+            Some(next) => runner = next,
+            None => return Ok(()),
+        }
+    }
+}
+
+/// Runs `runner` until it ends; once it has run [`STABLE_AFTER`] the restart loop it may be
+/// in is over.
+async fn run_once(
+    runner: StageRunner,
+    stop: &watch::Receiver<bool>,
+    restarts: &mut RestartLoop,
+) -> anyhow::Result<()> {
+    let run = runner.run(stop.clone());
+    tokio::pin!(run);
+    tokio::select! {
+        outcome = &mut run => outcome,
+        _ = tokio::time::sleep(STABLE_AFTER), if restarts.in_loop() => {
+            restarts.stable();
+            run.await
+        }
+    }
+}
+
+/// Builds the stage again after a pause of about `delay` (doubled, up to
+/// [`MAX_RESTART_DELAY`], for each attempt), until it builds; `None` once stopping.
+async fn rebuild(
+    restart: &Restart,
+    stop: &watch::Receiver<bool>,
+    delay: &mut Duration,
+) -> Option<StageRunner> {
+    let name = &restart.stage.name;
+    loop {
+        tokio::time::sleep(crate::backoff::equal_jitter(*delay)).await;
+        *delay = (*delay * 2).min(MAX_RESTART_DELAY);
+        if *stop.borrow() {
+            return None;
+        }
+        let rebuilt = match restart.slot.instance() {
+            Ok(instance) => {
+                topic_stage(
+                    &restart.config,
+                    &restart.stage,
+                    restart.context.clone(),
+                    instance,
+                    HostParts {
+                        producer: &restart.producer,
+                        store: &restart.store,
+                        stuck: &restart.stuck,
+                        fusion: &restart.fusion,
+                        kpis: &restart.kpis,
+                    },
+                    &restart.health,
+                )
+                .await
             }
-            let rebuilt = match restart.slot.instance() {
-                Ok(instance) => {
-                    topic_stage(
-                        &restart.config,
-                        &restart.stage,
-                        restart.context.clone(),
-                        instance,
-                        HostParts {
-                            producer: &restart.producer,
-                            store: &restart.store,
-                            stuck: &restart.stuck,
-                            fusion: &restart.fusion,
-                            kpis: &restart.kpis,
-                        },
-                        &restart.health,
-                    )
-                    .await
-                }
-                Err(error) => Err(error.into()),
-            };
-            match rebuilt {
-                Ok(next) => {
-                    runner = next;
-                    break;
-                }
-                Err(error) => {
-                    tracing::warn!(stage = %name, error = format!("{error:#}"), "stage cannot restart yet");
-                    restart
-                        .health
-                        .unready(format!("cannot restart yet: {error:#}"));
-                }
+            Err(error) => Err(error.into()),
+        };
+        match rebuilt {
+            Ok(next) => return Some(next),
+            Err(error) => {
+                tracing::warn!(stage = %name, error = format!("{error:#}"), "stage cannot restart yet");
+                restart
+                    .health
+                    .unready(format!("cannot restart yet: {error:#}"));
             }
         }
     }

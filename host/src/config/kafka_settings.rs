@@ -7,7 +7,7 @@ use std::fmt;
 
 use serde::{Deserialize, Deserializer};
 
-use super::validate::Problem;
+use super::problem::Problem;
 
 /// librdkafka properties by their dotted name (`security.protocol`, `sasl.password`, …).
 ///

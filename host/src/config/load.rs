@@ -4,7 +4,8 @@ use std::path::{Path, PathBuf};
 
 use super::kafka_settings::interpolate;
 use super::model::{KafkaConfig, PipelineConfig};
-use super::validate::{Problem, validate};
+use super::problem::Problem;
+use super::validate::validate;
 
 /// Why a configuration could not be used.
 #[derive(Debug, thiserror::Error)]

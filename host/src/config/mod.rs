@@ -3,9 +3,10 @@
 mod kafka_settings;
 mod load;
 mod model;
+mod problem;
 mod validate;
 
 pub use kafka_settings::{KafkaSettings, REDACTED, is_secret};
 pub use load::{ConfigError, Overrides, load, parse};
 pub use model::*;
-pub use validate::Problem;
+pub use problem::Problem;

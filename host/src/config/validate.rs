@@ -1,25 +1,10 @@
 //! Semantic checks of a parsed pipeline: every problem is collected, none stops the others.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::Path;
 
-use super::model::{HTTP_INPUT, PipelineConfig, template_names};
-
-/// One thing wrong with the configuration, with the path of the offending key.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    /// Dotted path of the key, e.g. `stages[enricher].outputs.confirmed`.
-    pub key: String,
-    /// What is wrong and, where it helps, how to fix it.
-    pub message: String,
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.key, self.message)
-    }
-}
+use super::model::{HTTP_INPUT, PipelineConfig, StageConfig, template_names};
+use super::problem::Problem;
 
 /// Collects problems while walking the configuration.
 #[derive(Default)]
@@ -388,126 +373,164 @@ fn check_stages(config: &PipelineConfig, problems: &mut Problems) {
         } else {
             format!("stages[{}]", stage.name)
         };
-        if stage.name.is_empty() {
-            problems.push(format!("{key}.name"), "is empty");
-        } else if !stage
-            .name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        {
+        check_stage_identity(&key, index, stage, &mut seen, problems);
+        check_stage_inputs(config, &key, stage, &mut groups, problems);
+        check_stage_tuning(&key, stage, problems);
+        check_stage_reach(config, &key, stage, problems);
+    }
+}
+
+/// A stage's name (well-formed, unique; `seen` holds the names before it) and plugin file.
+fn check_stage_identity<'a>(
+    key: &str,
+    index: usize,
+    stage: &'a StageConfig,
+    seen: &mut BTreeMap<&'a str, usize>,
+    problems: &mut Problems,
+) {
+    if stage.name.is_empty() {
+        problems.push(format!("{key}.name"), "is empty");
+    } else if !stage
+        .name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        problems.push(
+            format!("{key}.name"),
+            "may only contain letters, digits, '-' and '_'",
+        );
+    }
+    if let Some(first) = seen.insert(&stage.name, index) {
+        problems.push(
+            format!("{key}.name"),
+            format!(
+                "duplicate stage '{}' (also declared as stages entry {first}); stage names must be unique",
+                stage.name
+            ),
+        );
+    }
+    if !stage.plugin.is_file() {
+        problems.push(
+            format!("{key}.plugin"),
+            format!(
+                "plugin file {} does not exist; build the plugins with `make plugins`",
+                stage.plugin.display()
+            ),
+        );
+    }
+}
+
+/// A stage's inputs (declared topics, or `http` alone), its consumer group (unique; `groups`
+/// holds those of the stages before it) and whether it can be fused.
+fn check_stage_inputs<'a>(
+    config: &PipelineConfig,
+    key: &str,
+    stage: &'a StageConfig,
+    groups: &mut BTreeMap<String, &'a str>,
+    problems: &mut Problems,
+) {
+    let inputs = stage.inputs();
+    if inputs.is_empty() {
+        problems.push(format!("{key}.input"), "names no topic");
+    }
+    if inputs.contains(&HTTP_INPUT) {
+        if inputs.len() > 1 {
             problems.push(
-                format!("{key}.name"),
-                "may only contain letters, digits, '-' and '_'",
+                format!("{key}.input"),
+                "\"http\" cannot be combined with topics",
             );
         }
-        if let Some(first) = seen.insert(&stage.name, index) {
-            problems.push(
-                format!("{key}.name"),
-                format!(
-                    "duplicate stage '{}' (also declared as stages entry {first}); stage names must be unique",
-                    stage.name
-                ),
-            );
-        }
-        if !stage.plugin.is_file() {
-            problems.push(
-                format!("{key}.plugin"),
-                format!(
-                    "plugin file {} does not exist; build the plugins with `make plugins`",
-                    stage.plugin.display()
-                ),
-            );
-        }
-        let inputs = stage.inputs();
-        if inputs.is_empty() {
-            problems.push(format!("{key}.input"), "names no topic");
-        }
-        if inputs.contains(&HTTP_INPUT) {
-            if inputs.len() > 1 {
+    } else {
+        for input in &inputs {
+            if !config.topics.contains_key(*input) {
                 problems.push(
                     format!("{key}.input"),
-                    "\"http\" cannot be combined with topics",
-                );
-            }
-        } else {
-            for input in &inputs {
-                if !config.topics.contains_key(*input) {
-                    problems.push(
-                        format!("{key}.input"),
-                        format!(
-                            "topic '{input}' is not declared in [topics] (use \"http\" for the HTTP ingress)"
-                        ),
-                    );
-                }
-            }
-            let group = stage.group_id();
-            if let Some(other) = groups.insert(group.clone(), &stage.name) {
-                problems.push(
-                    format!("{key}.group"),
-                    format!("consumer group '{group}' is already used by stage '{other}'"),
+                    format!(
+                        "topic '{input}' is not declared in [topics] (use \"http\" for the HTTP ingress)"
+                    ),
                 );
             }
         }
-        if stage.fuse == Some(true) && (inputs.len() != 1 || inputs.contains(&HTTP_INPUT)) {
+        let group = stage.group_id();
+        if let Some(other) = groups.insert(group.clone(), &stage.name) {
             problems.push(
-                format!("{key}.fuse"),
-                "only a stage fed by exactly one topic can be fused; leave fuse out",
+                format!("{key}.group"),
+                format!("consumer group '{group}' is already used by stage '{other}'"),
             );
         }
-        if stage.commit_interval.is_zero() {
-            problems.push(format!("{key}.commit_interval"), "must be longer than zero");
-        }
-        if stage.max_batch == 0 {
-            problems.push(format!("{key}.max_batch"), "must be at least 1");
-        }
-        if stage.limits.max_event_time.is_zero() {
+    }
+    if stage.fuse == Some(true) && (inputs.len() != 1 || inputs.contains(&HTTP_INPUT)) {
+        problems.push(
+            format!("{key}.fuse"),
+            "only a stage fed by exactly one topic can be fused; leave fuse out",
+        );
+    }
+}
+
+/// A stage's commit interval, batch size, plugin limits and retry settings.
+fn check_stage_tuning(key: &str, stage: &StageConfig, problems: &mut Problems) {
+    if stage.commit_interval.is_zero() {
+        problems.push(format!("{key}.commit_interval"), "must be longer than zero");
+    }
+    if stage.max_batch == 0 {
+        problems.push(format!("{key}.max_batch"), "must be at least 1");
+    }
+    if stage.limits.max_event_time.is_zero() {
+        problems.push(
+            format!("{key}.limits.max_event_time"),
+            "must be longer than zero",
+        );
+    }
+    if stage.limits.max_memory_bytes < 1024 * 1024 {
+        problems.push(
+            format!("{key}.limits.max_memory_bytes"),
+            "must be at least 1 MiB (1048576)",
+        );
+    }
+    if stage.limits.fuel == Some(0) {
+        problems.push(
+            format!("{key}.limits.fuel"),
+            "must be at least 1 (leave it out to meter no fuel)",
+        );
+    }
+    if stage.retry.max_attempts == 0 {
+        problems.push(
+            format!("{key}.retry.max_attempts"),
+            "must be at least 1 (the first attempt counts)",
+        );
+    }
+    if stage.retry.max_delay < stage.retry.initial_delay {
+        problems.push(
+            format!("{key}.retry.max_delay"),
+            format!(
+                "must not be shorter than retry.initial_delay ({:?})",
+                stage.retry.initial_delay
+            ),
+        );
+    }
+}
+
+/// What a stage may read (its `read_dirs`) and where it writes (declared output topics).
+fn check_stage_reach(
+    config: &PipelineConfig,
+    key: &str,
+    stage: &StageConfig,
+    problems: &mut Problems,
+) {
+    for dir in &stage.capabilities.read_dirs {
+        if !dir.is_dir() {
             problems.push(
-                format!("{key}.limits.max_event_time"),
-                "must be longer than zero",
+                format!("{key}.capabilities.read_dirs"),
+                format!("{} is not a directory", dir.display()),
             );
         }
-        if stage.limits.max_memory_bytes < 1024 * 1024 {
+    }
+    for (output, topic) in &stage.outputs {
+        if !config.topics.contains_key(topic) {
             problems.push(
-                format!("{key}.limits.max_memory_bytes"),
-                "must be at least 1 MiB (1048576)",
+                format!("{key}.outputs.{output}"),
+                format!("unknown output topic '{topic}': it is not declared in [topics]"),
             );
-        }
-        if stage.limits.fuel == Some(0) {
-            problems.push(
-                format!("{key}.limits.fuel"),
-                "must be at least 1 (leave it out to meter no fuel)",
-            );
-        }
-        if stage.retry.max_attempts == 0 {
-            problems.push(
-                format!("{key}.retry.max_attempts"),
-                "must be at least 1 (the first attempt counts)",
-            );
-        }
-        if stage.retry.max_delay < stage.retry.initial_delay {
-            problems.push(
-                format!("{key}.retry.max_delay"),
-                format!(
-                    "must not be shorter than retry.initial_delay ({:?})",
-                    stage.retry.initial_delay
-                ),
-            );
-        }
-        for dir in &stage.capabilities.read_dirs {
-            if !dir.is_dir() {
-                problems.push(
-                    format!("{key}.capabilities.read_dirs"),
-                    format!("{} is not a directory", dir.display()),
-                );
-            }
-        }
-        for (output, topic) in &stage.outputs {
-            if !config.topics.contains_key(topic) {
-                problems.push(
-                    format!("{key}.outputs.{output}"),
-                    format!("unknown output topic '{topic}': it is not declared in [topics]"),
-                );
-            }
         }
     }
 }

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use futures::FutureExt;
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::Message;
+use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::health::Reporter;
@@ -142,6 +142,44 @@ async fn tail(
     restoring: &mut bool,
 ) -> anyhow::Result<()> {
     let consumer = reader(kafka)?;
+    let (assignment, pending_ends) = assignment(topic, table, partitions, ends, *restoring)?;
+    consumer.assign(&assignment)?;
+    let mut last_check = Instant::now() - CATCH_UP_CHECK;
+    let mut records = 0u64;
+    let started = Instant::now();
+    loop {
+        if *restoring && last_check.elapsed() >= CATCH_UP_CHECK {
+            last_check = Instant::now();
+            if caught_up(&consumer, topic, &pending_ends) {
+                *restoring = false;
+                tracing::info!(
+                    topic,
+                    records,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "view restored"
+                );
+                health.ok();
+            }
+        }
+        let Some(batch) = next_batch(&consumer, topic, *restoring).await else {
+            continue;
+        };
+        records += batch.len() as u64;
+        write(table, &batch)?;
+    }
+}
+
+/// Where to read each partition from: its checkpoint in `table`, or the beginning. When
+/// restoring and a checkpoint is past its partition's end (the topic was deleted and made
+/// again) the table is cleared and every partition read from the beginning. Also returns the
+/// partitions still to read up to their end in `ends`.
+fn assignment(
+    topic: &str,
+    table: &Table,
+    partitions: &[i32],
+    ends: &HashMap<i32, i64>,
+    restoring: bool,
+) -> anyhow::Result<(TopicPartitionList, HashMap<i32, i64>)> {
     let mut assignment = TopicPartitionList::new();
     let mut cleared = false;
     // Partitions still to read up to their end at start: one whose checkpoint is at its end
@@ -152,7 +190,7 @@ async fn tail(
         let end = ends.get(&partition).copied().unwrap_or(0);
         let offset = match checkpoint {
             // Past the end: the topic was deleted and made again; read it all again.
-            Some(at) if at > end && !cleared && *restoring => {
+            Some(at) if at > end && !cleared && restoring => {
                 table.clear(partition, partitions)?;
                 cleared = true;
                 Offset::Beginning
@@ -178,65 +216,58 @@ async fn tail(
             assignment.add_partition_offset(topic, partition, Offset::Beginning)?;
         }
     }
-    consumer.assign(&assignment)?;
-    let mut last_check = Instant::now() - CATCH_UP_CHECK;
-    let mut records = 0u64;
-    let started = Instant::now();
-    loop {
-        if *restoring && last_check.elapsed() >= CATCH_UP_CHECK {
-            last_check = Instant::now();
-            if caught_up(&consumer, topic, &pending_ends) {
-                *restoring = false;
-                tracing::info!(
-                    topic,
-                    records,
-                    elapsed_ms = started.elapsed().as_millis() as u64,
-                    "view restored"
-                );
-                health.ok();
-            }
+    Ok((assignment, pending_ends))
+}
+
+/// The next records: one awaited (while `restoring`, for at most [`CATCH_UP_CHECK`]), and
+/// what is already fetched, up to [`MAX_BATCH`]. `None` when nothing came in time or the
+/// reader failed (logged, after a pause).
+async fn next_batch<'a>(
+    consumer: &'a StreamConsumer,
+    topic: &str,
+    restoring: bool,
+) -> Option<Vec<BorrowedMessage<'a>>> {
+    let first = if restoring {
+        tokio::time::timeout(CATCH_UP_CHECK, consumer.recv())
+            .await
+            .ok()?
+    } else {
+        consumer.recv().await
+    };
+    let first = match first {
+        Ok(message) => message,
+        Err(error) => {
+            tracing::warn!(topic, %error, "view reader error");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            return None;
         }
-        let first = if *restoring {
-            match tokio::time::timeout(CATCH_UP_CHECK, consumer.recv()).await {
-                Ok(received) => received,
-                Err(_) => continue,
-            }
-        } else {
-            consumer.recv().await
-        };
-        let first = match first {
-            Ok(message) => message,
-            Err(error) => {
-                tracing::warn!(topic, %error, "view reader error");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                continue;
-            }
-        };
-        // What is already fetched goes into the same batch.
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match consumer.recv().now_or_never() {
-                Some(Ok(message)) => batch.push(message),
-                _ => break,
-            }
+    };
+    // What is already fetched goes into the same batch.
+    let mut batch = vec![first];
+    while batch.len() < MAX_BATCH {
+        match consumer.recv().now_or_never() {
+            Some(Ok(message)) => batch.push(message),
+            _ => break,
         }
-        records += batch.len() as u64;
-        let mut by_partition: HashMap<i32, PartitionBatch<'_>> = HashMap::new();
-        for message in &batch {
-            let entry = by_partition.entry(message.partition()).or_default();
-            entry.1 = message.offset() + 1;
-            if let Some(key) = message.key() {
-                entry.0.push((key, message.payload()));
-            }
-        }
-        tokio::task::block_in_place(|| {
-            by_partition
-                .into_iter()
-                .try_for_each(|(partition, (writes, next))| {
-                    table.apply(partition, writes, Some(next))
-                })
-        })?;
     }
+    Some(batch)
+}
+
+/// Writes `batch` into `table`: each partition's latest values and its new checkpoint.
+fn write(table: &Table, batch: &[BorrowedMessage<'_>]) -> Result<(), StoreError> {
+    let mut by_partition: HashMap<i32, PartitionBatch<'_>> = HashMap::new();
+    for message in batch {
+        let entry = by_partition.entry(message.partition()).or_default();
+        entry.1 = message.offset() + 1;
+        if let Some(key) = message.key() {
+            entry.0.push((key, message.payload()));
+        }
+    }
+    tokio::task::block_in_place(|| {
+        by_partition
+            .into_iter()
+            .try_for_each(|(partition, (writes, next))| table.apply(partition, writes, Some(next)))
+    })
 }
 
 /// Whether `consumer` has read every partition of `topic` up to its end in `ends`.

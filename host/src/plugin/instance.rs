@@ -299,7 +299,7 @@ mod tests {
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
     use super::*;
-    use crate::plugin::SPIN_MODULE;
+    use crate::plugin::test_modules::SPIN_MODULE;
 
     /// Spins under a deadline of one tick with `host_wait` already waited; returns the trap and
     /// how many ticks the epoch had moved when it came.

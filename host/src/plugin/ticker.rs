@@ -107,7 +107,7 @@ mod tests {
     use std::time::Instant;
 
     use super::*;
-    use crate::plugin::SPIN_MODULE;
+    use crate::plugin::test_modules::SPIN_MODULE;
 
     fn wait_for(what: &str, condition: impl Fn() -> bool) {
         let started = Instant::now();

@@ -58,24 +58,13 @@ pub async fn republish(
         .with_context(|| format!("there is no stage {stage} in the configuration"))?;
     let group = stage_config.group_id();
     let changelog = changelog_topic(&group);
-    let inputs: Vec<String> = stage_config
+    let first_input = stage_config
         .inputs()
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    let first_input = inputs
         .first()
-        .with_context(|| format!("stage {stage} reads no topic"))?
-        .clone();
+        .map(|s| s.to_string())
+        .with_context(|| format!("stage {stage} reads no topic"))?;
     let kafka = KafkaClients::new(&config.kafka);
-    let (cluster, partitions) = {
-        let (kafka, input) = (kafka.clone(), first_input.clone());
-        tokio::task::spawn_blocking(move || {
-            check_access(&kafka, ACCESS_PATIENCE)?;
-            anyhow::Ok((cluster_id(&kafka)?, partition_count(&kafka, &input)?))
-        })
-        .await??
-    };
+    let (cluster, partitions) = cluster_and_partitions(&kafka, &first_input).await?;
     let store = LocalStore::open_for_cluster(&config.state.dir, &cluster).with_context(|| {
         format!(
             "cannot open the local store in {} (stop the host that uses it first)",
@@ -91,27 +80,8 @@ pub async fn republish(
         let (kafka, changelog, table) = (kafka.clone(), changelog.clone(), table.clone());
         tokio::task::spawn_blocking(move || plan(&kafka, &changelog, partitions, &table)).await??
     };
-    let mut report = String::new();
-    writeln!(
-        report,
-        "stage {stage}: changelog {changelog}, {partitions} partitions; local copy in {}",
-        config.state.dir.display()
-    )?;
+    let mut report = describe(config, stage, &changelog, partitions, &plans)?;
     let lost: Vec<&PartitionPlan> = plans.iter().filter(|p| p.lost).collect();
-    for plan in &plans {
-        let what = if plan.lost {
-            format!(
-                "{} keys from the local copy (caught up to offset {} of the lost topic); the topic partition ends at {}",
-                plan.keys, plan.checkpoint, plan.end
-            )
-        } else {
-            format!(
-                "intact (the topic ends at {}, the copy was caught up to {}): left alone",
-                plan.end, plan.checkpoint
-            )
-        };
-        writeln!(report, "  partition {}: {what}", plan.partition)?;
-    }
     if lost.is_empty() {
         writeln!(report, "nothing to republish")?;
         return Ok(report);
@@ -129,41 +99,99 @@ pub async fn republish(
         .create()
         .context("cannot create the Kafka producer")?;
     for plan in lost {
-        let records: Vec<OutRecord> = table
-            .entries(plan.partition)?
-            .into_iter()
-            .map(|(key, value)| {
-                let key = String::from_utf8_lossy(&key).into_owned();
-                OutRecord {
-                    topic: changelog.clone(),
-                    partition: Some(plan.partition),
-                    id: format!("state:{key}"),
-                    key: Some(key),
-                    payload: Some(value),
-                    headers: RecordHeaders::new(),
-                }
-            })
-            .collect();
-        publish_all(&producer, &records, 5).await.map_err(|error| {
-            anyhow::anyhow!("cannot write {changelog}/{}: {error}", plan.partition)
-        })?;
-        let end = {
-            let (kafka, changelog, partition) = (kafka.clone(), changelog.clone(), plan.partition);
-            tokio::task::spawn_blocking(move || {
-                let reader = committed_reader(&kafka)?;
-                anyhow::Ok(watermarks(&reader, &changelog, partition)?.1)
-            })
-            .await??
-        };
-        table.apply(plan.partition, std::iter::empty(), Some(end))?;
+        let (written, end) = write_back(&kafka, &producer, &table, &changelog, plan).await?;
         writeln!(
             report,
-            "  partition {}: {} keys written; the local copy now goes on from offset {end}",
+            "  partition {}: {written} keys written; the local copy now goes on from offset {end}",
             plan.partition,
-            records.len()
         )?;
     }
     Ok(report)
+}
+
+/// Checks that the brokers accept the host, and returns the cluster's id and how many
+/// partitions `input` has.
+async fn cluster_and_partitions(
+    kafka: &KafkaClients,
+    input: &str,
+) -> anyhow::Result<(String, i32)> {
+    let (kafka, input) = (kafka.clone(), input.to_string());
+    tokio::task::spawn_blocking(move || {
+        check_access(&kafka, ACCESS_PATIENCE)?;
+        anyhow::Ok((cluster_id(&kafka)?, partition_count(&kafka, &input)?))
+    })
+    .await?
+}
+
+/// The report's beginning: the stage, its changelog, and what each partition's plan is.
+fn describe(
+    config: &PipelineConfig,
+    stage: &str,
+    changelog: &str,
+    partitions: i32,
+    plans: &[PartitionPlan],
+) -> anyhow::Result<String> {
+    let mut report = String::new();
+    writeln!(
+        report,
+        "stage {stage}: changelog {changelog}, {partitions} partitions; local copy in {}",
+        config.state.dir.display()
+    )?;
+    for plan in plans {
+        let what = if plan.lost {
+            format!(
+                "{} keys from the local copy (caught up to offset {} of the lost topic); the topic partition ends at {}",
+                plan.keys, plan.checkpoint, plan.end
+            )
+        } else {
+            format!(
+                "intact (the topic ends at {}, the copy was caught up to {}): left alone",
+                plan.end, plan.checkpoint
+            )
+        };
+        writeln!(report, "  partition {}: {what}", plan.partition)?;
+    }
+    Ok(report)
+}
+
+/// Writes every key the local copy holds of `plan`'s partition into `changelog`, then moves
+/// the copy's checkpoint to the partition's new end; returns how many keys were written and
+/// that end.
+async fn write_back(
+    kafka: &KafkaClients,
+    producer: &FutureProducer,
+    table: &Table,
+    changelog: &str,
+    plan: &PartitionPlan,
+) -> anyhow::Result<(usize, i64)> {
+    let records: Vec<OutRecord> = table
+        .entries(plan.partition)?
+        .into_iter()
+        .map(|(key, value)| {
+            let key = String::from_utf8_lossy(&key).into_owned();
+            OutRecord {
+                topic: changelog.to_string(),
+                partition: Some(plan.partition),
+                id: format!("state:{key}"),
+                key: Some(key),
+                payload: Some(value),
+                headers: RecordHeaders::new(),
+            }
+        })
+        .collect();
+    publish_all(producer, &records, 5)
+        .await
+        .map_err(|error| anyhow::anyhow!("cannot write {changelog}/{}: {error}", plan.partition))?;
+    let end = {
+        let (kafka, changelog, partition) = (kafka.clone(), changelog.to_string(), plan.partition);
+        tokio::task::spawn_blocking(move || {
+            let reader = committed_reader(&kafka)?;
+            anyhow::Ok(watermarks(&reader, &changelog, partition)?.1)
+        })
+        .await??
+    };
+    table.apply(plan.partition, std::iter::empty(), Some(end))?;
+    Ok((records.len(), end))
 }
 
 /// What the local copy and the topic hold of each partition the copy was caught up on.

@@ -336,7 +336,7 @@ impl LocalStore {
             .collect();
         for (name, retention) in tables {
             removed += self.run(|keyspaces| {
-                keyspaces.table_prune(&name, &|value| super::table::kept(value, retention))
+                keyspaces.table_prune(&name, &|value| super::stamp::kept(value, retention))
             })?;
         }
         Ok(removed)
@@ -523,18 +523,9 @@ impl Shared {
     }
 
     fn reopen_if_due(&self) -> bool {
-        let generation = {
-            let mut state = self.write();
-            match &mut *state {
-                State::Open { .. } => return true,
-                State::Down(outage) => {
-                    if outage.last_attempt.elapsed() < REOPEN_EVERY {
-                        return false;
-                    }
-                    outage.last_attempt = Instant::now();
-                    outage.generation
-                }
-            }
+        let generation = match self.attempt_due() {
+            Ok(generation) => generation,
+            Err(open) => return open,
         };
         if self.replaced.load(Ordering::Relaxed) {
             return false;
@@ -547,37 +538,68 @@ impl Shared {
                     .and_then(|keyspaces| Ok((keyspaces.identity()?, keyspaces)))
                     .map_err(|error| format!("cannot open it again: {}", describe(&error)))
             })
-            .and_then(|((identity, _), keyspaces)| {
-                let mut known = self.identity.lock().unwrap_or_else(|p| p.into_inner());
-                match known.as_ref() {
-                    Some(first) if *first != identity => {
-                        // Dropping the database releases it; it stays closed.
-                        drop(keyspaces);
-                        self.replaced.store(true, Ordering::Relaxed);
-                        tracing::error!(path = %self.path.display(), was = %first, now = %identity,
-                            "the local store came back as another database (state.dir lost its files while the host ran, or was replaced); it stays closed and the pipeline restarts, so that every copy of a topic is caught up again before its stage processes");
-                        Err("it came back as another database (state.dir lost its files, or was replaced); the pipeline restarts".to_string())
-                    }
-                    _ => {
-                        let cluster = self.cluster.lock().unwrap_or_else(|p| p.into_inner()).clone();
-                        let other = match &cluster {
-                            Some(cluster) => keyspaces.bind_cluster(cluster).map_err(|error| {
-                                format!("cannot open it again: {}", describe(&error))
-                            })?,
-                            None => None,
-                        };
-                        if let Some(other) = other {
-                            drop(keyspaces);
-                            self.replaced.store(true, Ordering::Relaxed);
-                            tracing::error!(path = %self.path.display(), was = %other,
-                                "the local store came back holding another Kafka cluster's copies; it stays closed and the pipeline restarts");
-                            return Err("it came back holding another Kafka cluster's copies; the pipeline restarts".to_string());
-                        }
-                        *known = Some(identity);
-                        Ok(keyspaces)
-                    }
+            .and_then(|((identity, _), keyspaces)| self.same_database(identity, keyspaces));
+        self.settle_reopen(generation, reopened)
+    }
+
+    /// Whether a reopen is due: the failed database's generation when it is (the attempt is
+    /// recorded), or else whether the store is open.
+    fn attempt_due(&self) -> Result<u64, bool> {
+        let mut state = self.write();
+        match &mut *state {
+            State::Open { .. } => Err(true),
+            State::Down(outage) => {
+                if outage.last_attempt.elapsed() < REOPEN_EVERY {
+                    return Err(false);
                 }
-            });
+                outage.last_attempt = Instant::now();
+                Ok(outage.generation)
+            }
+        }
+    }
+
+    /// `keyspaces`, reopened, if it is the database the store opened first (`identity`) and
+    /// holds the copies of the store's Kafka cluster; otherwise it stays closed, the store is
+    /// marked replaced, and the error says why.
+    fn same_database(&self, identity: String, keyspaces: Keyspaces) -> Result<Keyspaces, String> {
+        let mut known = self.identity.lock().unwrap_or_else(|p| p.into_inner());
+        match known.as_ref() {
+            Some(first) if *first != identity => {
+                // Dropping the database releases it; it stays closed.
+                drop(keyspaces);
+                self.replaced.store(true, Ordering::Relaxed);
+                tracing::error!(path = %self.path.display(), was = %first, now = %identity,
+                    "the local store came back as another database (state.dir lost its files while the host ran, or was replaced); it stays closed and the pipeline restarts, so that every copy of a topic is caught up again before its stage processes");
+                Err("it came back as another database (state.dir lost its files, or was replaced); the pipeline restarts".to_string())
+            }
+            _ => {
+                let cluster = self
+                    .cluster
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone();
+                let other = match &cluster {
+                    Some(cluster) => keyspaces
+                        .bind_cluster(cluster)
+                        .map_err(|error| format!("cannot open it again: {}", describe(&error)))?,
+                    None => None,
+                };
+                if let Some(other) = other {
+                    drop(keyspaces);
+                    self.replaced.store(true, Ordering::Relaxed);
+                    tracing::error!(path = %self.path.display(), was = %other,
+                        "the local store came back holding another Kafka cluster's copies; it stays closed and the pipeline restarts");
+                    return Err("it came back holding another Kafka cluster's copies; the pipeline restarts".to_string());
+                }
+                *known = Some(identity);
+                Ok(keyspaces)
+            }
+        }
+    }
+
+    /// Puts the outcome of reopening the database of `generation` in place, unless the
+    /// store's state moved on meanwhile; whether the store is open now.
+    fn settle_reopen(&self, generation: u64, reopened: Result<Keyspaces, String>) -> bool {
         let mut state = self.write();
         let State::Down(outage) = &mut *state else {
             return true;

@@ -16,17 +16,20 @@
 //! - `keyspaces`: the `fjall` database, its keyspaces and the operations on them.
 //! - `handle`: [`LocalStore`], the shared handle that closes a failed database and reopens it.
 //! - `table`: [`Table`], the latest value per key of a topic, with a checkpoint per partition.
+//! - `stamp`: the write time that begins each value of an expiring table ([`stamp()`]).
 //! - `upkeep`: the background task that reopens a failed store and prunes old records.
 //! - `error`: [`StoreError`].
 
 mod error;
 mod handle;
 mod keyspaces;
+mod stamp;
 mod table;
 mod upkeep;
 
 pub use error::{StoreError, StoreReplaced};
 pub use handle::{LocalStore, REOPEN_EVERY};
 pub use keyspaces::{IngressRecord, TableEntry, unix_ms};
-pub use table::{Scope, Table, stamp, unstamp};
+pub use stamp::{stamp, unstamp};
+pub use table::{Scope, Table};
 pub use upkeep::upkeep;

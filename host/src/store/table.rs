@@ -14,15 +14,16 @@
 //! Keys are scoped per partition ([`Scope::Partition`]: keyed state and processed ids, which
 //! follow their input partition) or per topic ([`Scope::Topic`]: a read model or the ingress
 //! answers, looked up by key alone). An expiring table ([`Table::expiring`]) stores values
-//! that begin with the unix-ms time they were written (see [`stamp`]): older than its
+//! that begin with the unix-ms time they were written (see [`stamp`](super::stamp())): older than its
 //! retention, a value reads as absent and the store's upkeep removes it.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use super::error::StoreError;
 use super::handle::LocalStore;
-use super::keyspaces::{TableEntry, TableWrite, decode_ms, unix_ms};
+use super::keyspaces::{TableEntry, TableWrite};
+use super::stamp::kept;
 
 /// How a table's keys are scoped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,7 +54,7 @@ impl Table {
         }
     }
 
-    /// The table `name` whose values begin with the time they were written ([`stamp`]) and
+    /// The table `name` whose values begin with the time they were written ([`stamp`](super::stamp())) and
     /// are forgotten `retention` after it; the store's upkeep prunes it.
     pub fn expiring(store: &LocalStore, name: &str, scope: Scope, retention: Duration) -> Self {
         store.register_expiring(name, retention);
@@ -155,43 +156,17 @@ impl Table {
     fn is_live(&self, value: &[u8]) -> bool {
         match self.retention {
             None => true,
-            Some(retention) => decode_ms(stamp_of(value)) >= oldest_kept(retention),
+            Some(retention) => kept(value, retention),
         }
     }
 }
 
-/// A value of an expiring table: the time it was written (unix ms, 8 bytes big-endian) and
-/// then `payload`.
-pub fn stamp(at_ms: u64, payload: &[u8]) -> Vec<u8> {
-    let mut value = Vec::with_capacity(8 + payload.len());
-    value.extend_from_slice(&at_ms.to_be_bytes());
-    value.extend_from_slice(payload);
-    value
-}
-
-/// The payload of a value made by [`stamp`].
-pub fn unstamp(value: &[u8]) -> &[u8] {
-    value.get(8..).unwrap_or_default()
-}
-
-fn stamp_of(value: &[u8]) -> &[u8] {
-    value.get(..8).unwrap_or(value)
-}
-
-/// The oldest write time still kept under `retention`.
-pub(super) fn oldest_kept(retention: Duration) -> u64 {
-    unix_ms(SystemTime::now())
-        .saturating_sub(u64::try_from(retention.as_millis()).unwrap_or(u64::MAX))
-}
-
-/// Whether a value of an expiring table is still kept under `retention`.
-pub(super) fn kept(value: &[u8], retention: Duration) -> bool {
-    decode_ms(stamp_of(value)) >= oldest_kept(retention)
-}
-
 #[cfg(test)]
 mod tests {
+    use std::time::SystemTime;
+
     use super::*;
+    use crate::store::{stamp, unix_ms, unstamp};
 
     #[test]
     fn partition_scoped_keys_are_apart_and_topic_scoped_are_not() {
