@@ -44,6 +44,7 @@ pub mod dlq;
 pub mod event;
 pub mod health;
 pub mod http;
+pub mod ingress;
 pub mod kafka;
 pub mod kpi;
 pub mod load;

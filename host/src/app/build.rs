@@ -14,6 +14,7 @@ use crate::config::{PipelineConfig, StageConfig, path_params};
 use crate::event::schema::SchemaRegistry;
 use crate::health::{Health, Reporter};
 use crate::http::{IngressEndpoint, TopicView, ViewEndpoint, ViewShaper};
+use crate::ingress::{Ingress, IngressRoute, RouteIngress};
 use crate::kafka::{
     KafkaClients, Partitioner, RecordLimits, ensure_changelog, partition_count, refuse_lost_topic,
 };
@@ -22,10 +23,10 @@ use crate::plugin::{InstanceSettings, OutputContract, PluggedInstance, PluginEng
 /// How the ingress remembers answers: chosen with the stages' guarantees.
 pub(super) use crate::stage::ingress_answers;
 use crate::stage::{
-    Committer, Counting, Deferred, FusableStage, FusionPlan, Ingress, IngressRoute, KpiTarget,
-    LivePlugin, Pacing, RebalanceTracker, Route, Settling, SilentPause, StageConsumer,
-    StageContext, StageGuarantee, StageRunner, StageStateParts, StageTask, StuckBook, Watchdog,
-    Worker, fused_ids, not_fusable, rejoin_if_inputs_changed, stage_guarantee,
+    Committer, Counting, Deferred, FusableStage, FusionPlan, KpiTarget, LivePlugin, Pacing,
+    RebalanceTracker, Route, Settling, SilentPause, StageConsumer, StageContext, StageGuarantee,
+    StageRunner, StageStateParts, StageTask, StuckBook, Watchdog, Worker, fused_ids, not_fusable,
+    rejoin_if_inputs_changed, stage_guarantee,
 };
 use crate::state::{KeyedState, changelog_topic, check_layout};
 use crate::store::{LocalStore, Scope, Table};
@@ -398,13 +399,15 @@ pub(super) fn ingress_endpoints(
             method: route.method.clone(),
             path: route.path.clone(),
             params: path_params(&route.path),
-            ingress: ingress.clone(),
-            route: IngressRoute {
-                name: route.name(),
-                id_field: route.id_field.clone(),
-                key_template: route.key_template(),
-                event_type: route.event_type.clone(),
-            },
+            handler: Arc::new(RouteIngress {
+                ingress: ingress.clone(),
+                route: IngressRoute {
+                    name: route.name(),
+                    id_field: route.id_field.clone(),
+                    key_template: route.key_template(),
+                    event_type: route.event_type.clone(),
+                },
+            }),
         })
         .collect()
 }

@@ -100,7 +100,7 @@ impl Host {
             health,
             kpis: KpiHub::default(),
         };
-        let coverage = coverage_targets(&config, &kafka, &plugins);
+        let coverage = coverage_targets(&config, &plugins);
         let Stages { tasks, ingress } =
             start_stages(&config, plugins, &schemas, &limits, &shared, &stop_rx).await?;
 

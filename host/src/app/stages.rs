@@ -20,10 +20,11 @@ use crate::config::{PipelineConfig, StageConfig};
 use crate::event::schema::SchemaRegistry;
 use crate::health::Health;
 use crate::http::IngressEndpoint;
-use crate::kafka::{KafkaClients, RecordLimits};
+use crate::ingress::Ingress;
+use crate::kafka::RecordLimits;
 use crate::kpi::{KpiHub, StageKpis};
 use crate::plugin::{PluggedInstance, PluginSlot};
-use crate::stage::{CoverageTarget, FusionPlan, Ingress, StageContext, StageRunner, StuckBook};
+use crate::stage::{CoverageTarget, FusionPlan, StageContext, StageRunner, StuckBook};
 use crate::store::LocalStore;
 
 /// Every stage's plugin slot and its first instance, by stage name.
@@ -254,20 +255,15 @@ fn on_own_thread(
 }
 
 /// What the coverage watch looks at: every topic-fed stage's group and inputs.
-pub(super) fn coverage_targets(
-    config: &PipelineConfig,
-    kafka: &KafkaClients,
-    plugins: &Plugins,
-) -> Vec<CoverageTarget> {
+pub(super) fn coverage_targets(config: &PipelineConfig, plugins: &Plugins) -> Vec<CoverageTarget> {
     config
         .stages
         .iter()
         .filter(|stage| !stage.is_http())
         .map(|stage| {
             let group = stage.group_id();
-            let exactly_once = stage.mode == crate::config::ProcessingMode::ExactlyOnce;
-            let consumer = kafka.consumer(&group, &config.state.instance_id, exactly_once);
-            let processed = exactly_once.then(|| crate::stage::processed_topic(&group));
+            let consumer = crate::stage::consumer_settings(config, stage);
+            let processed = crate::stage::processed_ids_topic(stage);
             let session_timeout = consumer
                 .get("session.timeout.ms")
                 .and_then(|ms| ms.parse().ok())

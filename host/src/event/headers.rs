@@ -6,6 +6,10 @@
 //! (docs/performance.md); these headers are built into librdkafka's list once, as the
 //! record is sent.
 
+/// Prefix of the input headers that carry an HTTP route's path parameters
+/// (`stagehost-path-<name>: <value>`).
+pub const PATH_HEADER_PREFIX: &str = "stagehost-path-";
+
 use std::borrow::Cow;
 
 use rdkafka::message::{Header, OwnedHeaders};

@@ -8,9 +8,19 @@ use serde_json::json;
 
 use super::TopicView;
 use crate::plugin::{CallError, Header, InputEvent, PluggedInstance};
-use crate::stage::{Ingress, IngressRoute, PATH_HEADER_PREFIX, Reply};
+use futures::future::BoxFuture;
 
-/// One `[[http.routes]]` entry, bound to its stage's ingress.
+use super::Reply;
+use crate::event::headers::PATH_HEADER_PREFIX;
+
+/// What handles the requests of a declared route (its stage's ingress).
+pub trait Submit: Send + Sync {
+    /// The answer to a request with these path parameters and body.
+    fn submit<'a>(&'a self, params: &'a [(String, String)], body: &'a [u8])
+    -> BoxFuture<'a, Reply>;
+}
+
+/// One `[[http.routes]]` entry, bound to what handles its requests.
 pub struct IngressEndpoint {
     /// HTTP method (`POST`, `PUT`, `PATCH` or `DELETE`).
     pub method: String,
@@ -18,10 +28,8 @@ pub struct IngressEndpoint {
     pub path: String,
     /// The path's parameters: when there are none the handler extracts none.
     pub params: Vec<String>,
-    /// The ingress of the route's stage (shared by every route of that stage).
-    pub ingress: Arc<Ingress>,
-    /// Schema, id field, idempotency key and event type of the route.
-    pub route: IngressRoute,
+    /// Handles its requests.
+    pub handler: Arc<dyn Submit>,
 }
 
 /// A stage's plugin that shapes a read model's answers (`http.views.stage`).

@@ -3,9 +3,11 @@
 //! the last two: every path comes from pipeline.toml.
 
 mod endpoints;
+mod reply;
 mod server;
 mod views;
 
-pub use endpoints::{IngressEndpoint, ViewEndpoint, ViewShaper};
+pub use endpoints::{IngressEndpoint, Submit, ViewEndpoint, ViewShaper};
+pub use reply::Reply;
 pub use server::{HttpState, bind, router, serve};
 pub use views::TopicView;

@@ -14,8 +14,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter, get, on};
 use serde_json::json;
 
+use super::Reply;
 use super::endpoints::{IngressEndpoint, ViewEndpoint};
-use crate::stage::Reply;
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -143,12 +143,7 @@ async fn submit(
             });
         }
     };
-    json_response(
-        endpoint
-            .ingress
-            .submit(&endpoint.route, &params, &bytes)
-            .await,
-    )
+    json_response(endpoint.handler.submit(&params, &bytes).await)
 }
 
 async fn healthz() -> Response {

@@ -148,13 +148,12 @@ impl KafkaClients {
         config
     }
 
-    /// Settings of one stage's consumer. At-least-once: offsets are stored by the host only
-    /// after the input's outputs are acknowledged and committed in the background (and on
-    /// shutdown and revoke). Exactly-once: offsets are committed only inside the stage's
-    /// transactions. `instance` makes the consumer a static member of its group
+    /// Settings of one stage's consumer. Offsets are stored by the host only after the input's
+    /// outputs are safe; with `auto_commit` they are committed in the background (and on
+    /// shutdown and revoke), without it only by the host (inside a stage's transactions). `instance` makes the consumer a static member of its group
     /// (`group.instance.id`): a restarted instance gets its partitions back at once instead
     /// of after a rebalance.
-    pub fn consumer(&self, group: &str, instance: &str, exactly_once: bool) -> ClientConfig {
+    pub fn consumer(&self, group: &str, instance: &str, auto_commit: bool) -> ClientConfig {
         let client_id = format!("stagehost-{group}");
         let mut config = self.layered(
             Role::Consumer,
@@ -162,7 +161,7 @@ impl KafkaClients {
                 ("client.id", &client_id),
                 (
                     "enable.auto.commit",
-                    if exactly_once { "false" } else { "true" },
+                    if auto_commit { "true" } else { "false" },
                 ),
                 ("auto.commit.interval.ms", "1000"),
                 ("enable.auto.offset.store", "false"),
@@ -314,7 +313,7 @@ mod tests {
     #[test]
     fn the_host_decides_ids() {
         let clients = clients();
-        let consumer = clients.consumer("g", "i", true);
+        let consumer = clients.consumer("g", "i", false);
         assert_eq!(consumer.get("group.id"), Some("g"));
         assert_eq!(consumer.get("group.instance.id"), Some("g.i"));
         assert_eq!(consumer.get("enable.auto.commit"), Some("false"));

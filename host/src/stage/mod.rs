@@ -1,10 +1,8 @@
-//! Running stages: the shared per-event processing, the topic stages' poll loop, stage task
-//! and committer, the processing guarantees (exactly-once, at-least-once), retries that park a
-//! partition, stage fusion, the HTTP ingress; how a stage's consumer keeps its static group
-//! membership across a change of its inputs.
+//! Running stages: the per-event processing shared with the HTTP ingress ([`crate::ingress`]),
+//! the topic stages' poll loop, stage task and committer, the processing guarantees
+//! (exactly-once, at-least-once), retries that park a partition, stage fusion; how a stage's
+//! consumer keeps its static group membership across a change of its inputs.
 
-mod answer_log;
-mod answers;
 mod commit;
 mod coverage;
 mod dedup;
@@ -13,7 +11,6 @@ mod fenced;
 mod fusion;
 mod guarantee;
 mod handover;
-mod ingress;
 mod membership;
 mod outcome;
 mod participant;
@@ -26,7 +23,6 @@ mod stuck;
 mod task;
 mod watchdog;
 
-pub use answers::{Answers, ProducerFactory, Published, TransactionalAnswers};
 pub use commit::Committer;
 pub use coverage::{CoverageTarget, watch_coverage};
 pub use dedup::dedup_key;
@@ -35,10 +31,10 @@ pub use fenced::FencedOut;
 pub use fusion::{FusableStage, Fusion, FusionPlan, fuses_into, not_fusable};
 pub use guarantee::{
     AtLeastOnce, ExactlyOnce, FusedIds, Guarantee, LocalIds, ProcessedIds, ProcessedLog,
-    StageGuarantee, fused_ids, ingress_answers, processed_topic, stage_guarantee,
+    StageGuarantee, consumer_settings, fused_ids, ingress_answers, processed_ids_topic,
+    processed_topic, stage_guarantee,
 };
 pub use handover::{Deferred, HANDLED_BY_HEADER, handled_upstream};
-pub use ingress::{Ingress, IngressRoute, PATH_HEADER_PREFIX, Reply};
 pub use membership::{InputsRecord, REJOIN_PATIENCE, move_subscription, rejoin_if_inputs_changed};
 pub use outcome::{Done, Fate, Handled, Move};
 pub use participant::{Committed, Participant, Participants};

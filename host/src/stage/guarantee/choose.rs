@@ -15,10 +15,10 @@ use super::contract::{Guarantee, ProcessedIds};
 use super::exactly_once::{ExactlyOnce, ProcessedLog, processed_topic};
 use crate::config::{PipelineConfig, ProcessingMode, StageConfig};
 use crate::health::Reporter;
+use crate::ingress::{AnswerBook, LocalAnswers, ProducerFactory, TransactionalAnswers};
 use crate::kafka::{
     KafkaClients, ensure_compacted, ensure_partitions, partition_count, refuse_lost_topic,
 };
-use crate::stage::{Answers, ProducerFactory, TransactionalAnswers};
 use crate::store::{LocalStore, Scope, Table};
 
 /// What a topic-fed stage's processing mode decides.
@@ -47,7 +47,7 @@ pub async fn stage_guarantee(
         ProcessingMode::AtLeastOnce => Ok(StageGuarantee {
             way: Box::new(AtLeastOnce::new(shared_producer.clone(), &stage.name)),
             dedup: Box::new(LocalIds::new(store.clone(), &stage.name)),
-            consumer: kafka.consumer(&group, instance, false),
+            consumer: consumer_settings(config, stage),
         }),
         ProcessingMode::ExactlyOnce => {
             let dedup = processed_log(config, stage, &kafka, store).await?;
@@ -56,9 +56,32 @@ pub async fn stage_guarantee(
             Ok(StageGuarantee {
                 way: Box::new(ExactlyOnce::new(producer, &stage.name)),
                 dedup: Box::new(dedup),
-                consumer: kafka.consumer(&group, instance, true),
+                consumer: consumer_settings(config, stage),
             })
         }
+    }
+}
+
+/// The consumer settings of the topic-fed `stage` (before the stage's own additions):
+/// at-least-once commits the offsets it stores in the background; exactly-once commits offsets
+/// only in its transactions.
+pub fn consumer_settings(config: &PipelineConfig, stage: &StageConfig) -> ClientConfig {
+    let auto_commit = match stage.mode {
+        ProcessingMode::AtLeastOnce => true,
+        ProcessingMode::ExactlyOnce => false,
+    };
+    KafkaClients::new(&config.kafka).consumer(
+        &stage.group_id(),
+        &config.state.instance_id,
+        auto_commit,
+    )
+}
+
+/// The topic where `stage` keeps its processed ids, if it keeps them in one (exactly-once).
+pub fn processed_ids_topic(stage: &StageConfig) -> Option<String> {
+    match stage.mode {
+        ProcessingMode::AtLeastOnce => None,
+        ProcessingMode::ExactlyOnce => Some(processed_topic(&stage.group_id())),
     }
 }
 
@@ -102,10 +125,13 @@ pub async fn ingress_answers(
     shared_producer: &FutureProducer,
     store: &LocalStore,
     health: Reporter,
-) -> anyhow::Result<Answers> {
+) -> anyhow::Result<Box<dyn AnswerBook>> {
     if stage.mode == ProcessingMode::AtLeastOnce {
         health.ok();
-        return Ok(Answers::local(store.clone(), shared_producer.clone()));
+        return Ok(Box::new(LocalAnswers::new(
+            store.clone(),
+            shared_producer.clone(),
+        )));
     }
     let kafka = KafkaClients::new(&config.kafka);
     let group = stage.group_id();
@@ -144,7 +170,7 @@ pub async fn ingress_answers(
         ),
     )
     .await?;
-    Ok(Answers::Transactional(answers))
+    Ok(Box::new(answers))
 }
 
 /// The processed-id log of the exactly-once `stage`: its compacted topic (made, or grown to

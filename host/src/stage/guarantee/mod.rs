@@ -8,6 +8,9 @@ mod contract;
 mod exactly_once;
 
 pub use at_least_once::{AtLeastOnce, LocalIds};
-pub use choose::{FusedIds, StageGuarantee, fused_ids, ingress_answers, stage_guarantee};
+pub use choose::{
+    FusedIds, StageGuarantee, consumer_settings, fused_ids, ingress_answers, processed_ids_topic,
+    stage_guarantee,
+};
 pub use contract::{Guarantee, ProcessedIds, Settle};
 pub use exactly_once::{ExactlyOnce, ProcessedLog, processed_topic};

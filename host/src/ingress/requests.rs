@@ -8,13 +8,18 @@ use rdkafka::producer::FutureProducer;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use super::answers::{Answers, Published};
-use super::processor::{Failure, Input, StageContext};
+use futures::FutureExt;
+use futures::future::BoxFuture;
+
+use super::answer_book::{AnswerBook, Published};
 use crate::event::cloudevents;
 use crate::event::dead_letter::Origin;
+use crate::event::headers::PATH_HEADER_PREFIX;
+use crate::http::{Reply, Submit};
 use crate::kafka::publish_all;
 use crate::kpi::StageKpis;
 use crate::plugin::PluggedInstance;
+use crate::stage::{Failure, Input, StageContext};
 use crate::store::{IngressRecord, unix_ms};
 
 /// Stripes of the per-request-key lock: two requests with the same key never race.
@@ -25,28 +30,6 @@ const PUBLISH_ROUNDS: u32 = 3;
 const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default of `http.max_id_bytes`.
 const DEFAULT_MAX_ID_BYTES: usize = 256;
-
-/// An HTTP answer: status and JSON body.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Reply {
-    /// HTTP status code.
-    pub status: u16,
-    /// JSON body.
-    pub body: serde_json::Value,
-}
-
-impl Reply {
-    fn error(status: u16, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            body: json!({ "error": message.into() }),
-        }
-    }
-}
-
-/// Prefix of the input headers that carry a route's path parameters
-/// (`stagehost-path-<name>: <value>`).
-pub const PATH_HEADER_PREFIX: &str = "stagehost-path-";
 
 /// What an ingress needs to know about the route a request came by.
 #[derive(Debug, Clone)]
@@ -103,7 +86,7 @@ pub struct Ingress {
     /// The shared producer (dead letters).
     pub producer: FutureProducer,
     /// Durable record of answers, and how events are published.
-    pub answers: Answers,
+    pub answers: Box<dyn AnswerBook>,
     /// KPI recorder of the stage.
     pub kpis: StageKpis,
     /// Longest a request waits for its events to be committed before it gets `503`.
@@ -119,7 +102,7 @@ impl Ingress {
         context: Arc<StageContext>,
         instance: PluggedInstance,
         producer: FutureProducer,
-        answers: Answers,
+        answers: Box<dyn AnswerBook>,
         kpis: StageKpis,
     ) -> Self {
         Self {
@@ -388,6 +371,24 @@ fn canonical_hash(value: &serde_json::Value) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+/// A route bound to its stage's ingress: what the HTTP server hands a request to.
+pub struct RouteIngress {
+    /// The ingress of the route's stage (shared by every route of that stage).
+    pub ingress: Arc<Ingress>,
+    /// Schema, id field, idempotency key and event type of the route.
+    pub route: IngressRoute,
+}
+
+impl Submit for RouteIngress {
+    fn submit<'a>(
+        &'a self,
+        params: &'a [(String, String)],
+        body: &'a [u8],
+    ) -> BoxFuture<'a, Reply> {
+        self.ingress.submit(&self.route, params, body).boxed()
+    }
 }
 
 #[cfg(test)]

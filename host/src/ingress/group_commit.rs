@@ -1,0 +1,265 @@
+//! The exactly-once ingress's commit loop: requests queued while a transaction runs are
+//! committed together in the next one (group commit), events and answers in one transaction
+//! of one transactional producer. The producer is supervised: after a fatal error, fencing,
+//! or a transaction that cannot be aborted it is rebuilt (a new `init_transactions`) with
+//! backoff, and requests meanwhile fail at once with `503` instead of waiting.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rdkafka::producer::FutureProducer;
+use rdkafka::types::RDKafkaErrorCode;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::health::Reporter;
+use crate::kafka::{OutRecord, Transaction, TxnError};
+use crate::store::{IngressRecord, Table, stamp};
+
+/// Most requests committed in one transaction.
+const MAX_GROUP: usize = 512;
+
+/// Makes a transactional producer with its transactions initialised (blocking).
+pub type ProducerFactory = Arc<dyn Fn() -> anyhow::Result<FutureProducer> + Send + Sync>;
+
+/// Keys of requests handed to the committer and not finished yet.
+pub(super) type InFlightKeys = Arc<Mutex<HashSet<String>>>;
+
+/// The guarded value, even if a holder panicked.
+pub(super) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A request handed to the commit loop: its events, its answer, who to tell.
+pub(super) struct Submission {
+    pub(super) records: Vec<OutRecord>,
+    pub(super) answer: (String, IngressRecord),
+    pub(super) done: oneshot::Sender<Result<(), String>>,
+}
+
+/// Why a repeat of a request still being committed is refused.
+pub(super) const IN_FLIGHT: &str =
+    "an earlier request with this key is still being committed; try again shortly";
+
+/// The committer's producer: working, or being rebuilt in the background.
+enum Link {
+    Up(Transaction<FutureProducer>),
+    Down {
+        rebuilding: tokio::task::JoinHandle<anyhow::Result<FutureProducer>>,
+        failures: u32,
+    },
+}
+
+/// Commits queued requests together: one transaction for everything waiting. A transaction
+/// that fails and cannot be cleanly aborted (or a fatal, fenced producer) takes the producer
+/// down; it is rebuilt with backoff while requests are refused at once.
+pub(super) async fn commit_loop(
+    producer: FutureProducer,
+    make: ProducerFactory,
+    health: Reporter,
+    known: Table,
+    in_flight: InFlightKeys,
+    mut receiver: mpsc::Receiver<Submission>,
+) {
+    health.ok();
+    let mut link = Link::Up(Transaction::new(producer));
+    loop {
+        match &mut link {
+            Link::Up(txn) => {
+                let Some(first) = receiver.recv().await else {
+                    break;
+                };
+                let mut group = vec![first];
+                while group.len() < MAX_GROUP {
+                    match receiver.try_recv() {
+                        Ok(next) => group.push(next),
+                        Err(_) => break,
+                    }
+                }
+                health.busy();
+                let committing = std::time::Instant::now();
+                let result = commit_group(txn, &group).await;
+                health.idle();
+                tracing::debug!(
+                    requests = group.len(),
+                    commit_ms = committing.elapsed().as_secs_f64() * 1000.0,
+                    "ingress transaction ended"
+                );
+                let outcome = match result {
+                    Ok(()) => {
+                        remember(&known, &group).await;
+                        Ok(())
+                    }
+                    Err(failure) => {
+                        tracing::warn!(error = %failure.message, kind = ?failure.kind, requests = group.len(), "ingress transaction failed");
+                        if needs_new_producer(&failure) {
+                            health.unready(format!(
+                                "cannot publish: {}; reconnecting",
+                                failure.message
+                            ));
+                            let Link::Up(broken) = std::mem::replace(
+                                &mut link,
+                                Link::Down {
+                                    rebuilding: rebuild(make.clone(), 0),
+                                    failures: 0,
+                                },
+                            ) else {
+                                unreachable!("the link was up")
+                            };
+                            tokio::task::spawn_blocking(move || drop(broken));
+                        }
+                        Err(failure.message)
+                    }
+                };
+                let mut flying = lock(&in_flight);
+                for submission in group {
+                    flying.remove(&submission.answer.0);
+                    submission.done.send(outcome.clone()).ok();
+                }
+            }
+            Link::Down {
+                rebuilding,
+                failures,
+            } => {
+                tokio::select! {
+                    built = &mut *rebuilding => match built {
+                        Ok(Ok(producer)) => {
+                            tracing::info!("ingress producer rebuilt");
+                            health.ok();
+                            link = Link::Up(Transaction::new(producer));
+                        }
+                        result => {
+                            let error = match result {
+                                Ok(Err(error)) => format!("{error:#}"),
+                                Err(error) => error.to_string(),
+                                Ok(Ok(_)) => unreachable!("handled above"),
+                            };
+                            *failures += 1;
+                            tracing::warn!(%error, failures = *failures, "cannot rebuild the ingress producer yet");
+                            health.unready(format!("cannot publish: {error}; reconnecting"));
+                            *rebuilding = rebuild(make.clone(), *failures);
+                        }
+                    },
+                    submission = receiver.recv() => match submission {
+                        Some(submission) => {
+                            lock(&in_flight).remove(&submission.answer.0);
+                            submission.done.send(Err(
+                                "the ingress is reconnecting to Kafka; try again".to_string(),
+                            )).ok();
+                        }
+                        None => break,
+                    },
+                }
+            }
+        }
+    }
+}
+
+/// Writes the answers of a committed group into the local copy of the answers topic. One
+/// that cannot be written is only missing locally: a repeat of its request is published again
+/// (with the same event ids, which the stages downstream drop).
+async fn remember(known: &Table, group: &[Submission]) {
+    let entries: Vec<(Vec<u8>, Vec<u8>)> = group
+        .iter()
+        .filter_map(|submission| {
+            let (key, answer) = &submission.answer;
+            let json = serde_json::to_vec(answer).ok()?;
+            Some((key.as_bytes().to_vec(), stamp(answer.recorded_at_ms, &json)))
+        })
+        .collect();
+    let table = known.clone();
+    let written = tokio::task::spawn_blocking(move || {
+        table.apply(
+            0,
+            entries
+                .iter()
+                .map(|(key, value)| (key.as_slice(), Some(value.as_slice()))),
+            None,
+        )
+    })
+    .await;
+    match written {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => tracing::warn!(%error, requests = group.len(),
+            "cannot write committed ingress answers into the local store; a repeat of these requests is published again and dropped downstream"),
+        Err(error) => tracing::warn!(%error, "writing ingress answers panicked"),
+    }
+}
+
+/// Makes a new producer in the background, after a backoff that grows with `failures`.
+fn rebuild(
+    make: ProducerFactory,
+    failures: u32,
+) -> tokio::task::JoinHandle<anyhow::Result<FutureProducer>> {
+    let pause = crate::backoff::jittered(
+        Duration::from_millis(200),
+        Duration::from_secs(10),
+        failures,
+    );
+    tokio::spawn(async move {
+        tokio::time::sleep(pause).await;
+        tokio::task::spawn_blocking(move || make())
+            .await
+            .map_err(|error| anyhow::anyhow!("building the producer panicked: {error}"))?
+    })
+}
+
+/// Whether the ingress replaces its producer after `failure`: when librdkafka says it cannot
+/// go on, and also when records of the transaction timed out. An aborted transaction leaves
+/// the producer usable by the book, but one whose records could not reach their leaders for
+/// the whole transaction timeout keeps failing the same way: after a broker restart under load
+/// (`make chaos`, two instances) both instances' ingress producers timed out every
+/// transaction for five minutes while every stage, which starts a new producer after any
+/// failed transaction, was back within seconds. A new producer reads fresh metadata; a record
+/// the broker refused (too large, say) does not need one.
+fn needs_new_producer(failure: &TxnError) -> bool {
+    !failure.producer_usable()
+        || failure
+            .failed
+            .iter()
+            .any(|(_, code, _)| *code == Some(RDKafkaErrorCode::MessageTimedOut))
+}
+
+/// Publishes the events of a group of requests in one transaction.
+async fn commit_group(
+    txn: &mut Transaction<FutureProducer>,
+    group: &[Submission],
+) -> Result<(), TxnError> {
+    for record in group.iter().flat_map(|s| &s.records) {
+        txn.send(record).await?;
+    }
+    txn.commit(None).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kafka::TxnErrorKind;
+
+    fn failure(kind: TxnErrorKind, codes: &[RDKafkaErrorCode]) -> TxnError {
+        TxnError {
+            kind,
+            message: "failed".into(),
+            failed: codes
+                .iter()
+                .enumerate()
+                .map(|(at, code)| (at, Some(*code), code.to_string()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn the_producer_is_replaced_when_it_cannot_go_on_or_its_records_timed_out() {
+        assert!(needs_new_producer(&failure(TxnErrorKind::Fatal, &[])));
+        assert!(needs_new_producer(&failure(TxnErrorKind::Fenced, &[])));
+        assert!(needs_new_producer(&failure(
+            TxnErrorKind::Retriable,
+            &[RDKafkaErrorCode::MessageTimedOut]
+        )));
+        assert!(!needs_new_producer(&failure(
+            TxnErrorKind::Retriable,
+            &[RDKafkaErrorCode::MessageSizeTooLarge]
+        )));
+        assert!(!needs_new_producer(&failure(TxnErrorKind::Retriable, &[])));
+    }
+}
