@@ -3,11 +3,12 @@
 
 use std::time::Duration;
 
-use rdkafka::producer::{FutureProducer, Producer};
+use rdkafka::producer::FutureProducer;
 use tokio::sync::watch;
 
 use super::declared::DeclaredTopics;
 use crate::health::Health;
+use crate::kafka::existing_topics;
 
 /// How often readiness re-checks that Kafka answers.
 const READINESS_EVERY: Duration = Duration::from_secs(2);
@@ -30,18 +31,7 @@ pub(super) async fn watch_readiness(
             last_check = Some(std::time::Instant::now());
             let client = producer.clone();
             let existing = tokio::task::spawn_blocking(move || {
-                client
-                    .client()
-                    .fetch_metadata(None, Duration::from_secs(2))
-                    .ok()
-                    .map(|metadata| {
-                        metadata
-                            .topics()
-                            .iter()
-                            .filter(|topic| topic.error().is_none())
-                            .map(|topic| topic.name().to_string())
-                            .collect::<std::collections::BTreeSet<String>>()
-                    })
+                existing_topics(&client, Duration::from_secs(2))
             })
             .await
             .unwrap_or(None);

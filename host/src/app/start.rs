@@ -93,10 +93,7 @@ pub(super) async fn producer_and_topics(
     config: &PipelineConfig,
     kafka: &KafkaClients,
 ) -> anyhow::Result<FutureProducer> {
-    let producer: FutureProducer = kafka
-        .producer()
-        .create()
-        .context("cannot create the Kafka producer")?;
+    let producer = kafka.shared_producer()?;
     if config.kafka.create_topics {
         ensure_topics(kafka, config).await?;
     }

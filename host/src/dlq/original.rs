@@ -2,14 +2,10 @@
 //! record: read back from the source topic, partition and offset the letter names, and checked
 //! against the size and SHA-256 digest the letter recorded.
 
-use std::time::{Duration, Instant};
-
-use rdkafka::consumer::Consumer;
-use rdkafka::message::Message;
-use rdkafka::{Offset, TopicPartitionList};
+use std::time::Duration;
 
 use crate::event::dead_letter::{Cut, DeadLetter};
-use crate::kafka::{KafkaClients, committed_reader};
+use crate::kafka::{KafkaClients, committed_payload_at};
 
 /// The failed event's body, exactly as the stage read it, or why it cannot be had (gone with
 /// the topic's retention, or not the record the letter describes). Blocking.
@@ -26,7 +22,7 @@ pub fn read(
     let Some(expected) = letter.truncated.get("original_event") else {
         return Err("the letter does not say which event it cut".into());
     };
-    let payload = fetch(
+    let payload = committed_payload_at(
         kafka,
         &origin.source_topic,
         origin.partition,
@@ -56,49 +52,6 @@ fn check(payload: &[u8], expected: &Cut) -> Result<(), String> {
             actual.size_bytes, actual.sha256, expected.size_bytes, expected.sha256
         ))
     }
-}
-
-/// The body of the committed record at `offset` of `topic`/`partition`.
-fn fetch(
-    kafka: &KafkaClients,
-    topic: &str,
-    partition: i32,
-    offset: i64,
-    timeout: Duration,
-) -> Result<Vec<u8>, String> {
-    let consumer = committed_reader(kafka)
-        .map_err(|error| format!("cannot create a Kafka reader: {error}"))?;
-    let (low, high) = consumer
-        .fetch_watermarks(topic, partition, timeout)
-        .map_err(|error| format!("cannot read the partition's offsets: {error}"))?;
-    if offset < low || offset >= high {
-        return Err(format!(
-            "the partition now holds offsets {low}..{high} (the record was removed by the \
-             topic's retention, or the topic was recreated)"
-        ));
-    }
-    let mut assignment = TopicPartitionList::new();
-    assignment
-        .add_partition_offset(topic, partition, Offset::Offset(offset))
-        .and_then(|()| consumer.assign(&assignment))
-        .map_err(|error| format!("cannot read the partition: {error}"))?;
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        match consumer.poll(Duration::from_millis(200)) {
-            Some(Ok(message)) if message.offset() == offset => {
-                return Ok(message.payload().unwrap_or_default().to_vec());
-            }
-            Some(Ok(message)) if message.offset() > offset => {
-                return Err(format!(
-                    "no committed record at that offset (the next one is at {})",
-                    message.offset()
-                ));
-            }
-            Some(Ok(_)) | None => {}
-            Some(Err(error)) => return Err(error.to_string()),
-        }
-    }
-    Err(format!("no record within {timeout:?}"))
 }
 
 #[cfg(test)]

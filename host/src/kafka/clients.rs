@@ -12,7 +12,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context;
 use rdkafka::ClientConfig;
+use rdkafka::producer::FutureProducer;
 
 use crate::config::{self, KafkaConfig, KafkaSettings, Overrides};
 
@@ -127,6 +129,13 @@ impl KafkaClients {
         let mut defaults = PRODUCER_DEFAULTS.to_vec();
         defaults.push(("message.timeout.ms", "60000"));
         self.layered(Role::Producer, &defaults)
+    }
+
+    /// The one shared producer (see [`KafkaClients::producer`]).
+    pub fn shared_producer(&self) -> anyhow::Result<FutureProducer> {
+        self.producer()
+            .create()
+            .context("cannot create the Kafka producer")
     }
 
     /// Settings of a stage's own transactional producer; `transactional_id` must be stable

@@ -23,8 +23,9 @@ pub use publish::{
     refused_for_good,
 };
 pub use read::{
-    Watermarks, cluster_id, committed_reader, for_each_committed, for_each_committed_since,
-    partition_count, partition_count_of_new, watermarks,
+    Watermarks, cluster_id, committed_payload_at, committed_reader, existing_topics,
+    for_each_committed, for_each_committed_since, partition_count, partition_count_of_new,
+    watermarks,
 };
 #[cfg(test)]
 pub(crate) use transaction::fake;

@@ -1,12 +1,15 @@
 //! Reading a partition's committed records from the beginning up to its end as of now:
-//! state restore, dead-letter listing, replay bookkeeping.
+//! state restore, dead-letter listing, replay bookkeeping; one record at an offset; which
+//! topics exist.
 
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::BorrowedMessage;
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::producer::{FutureProducer, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
@@ -157,4 +160,65 @@ pub fn partition_count(kafka: &KafkaClients, topic: &str) -> anyhow::Result<i32>
         .unwrap_or(0);
     anyhow::ensure!(partitions > 0, "topic {topic} does not exist at {brokers}");
     Ok(i32::try_from(partitions).unwrap_or(i32::MAX))
+}
+
+/// The body of the committed record at `offset` of `topic`/`partition`, or why it cannot be
+/// had (removed by retention, not committed, no answer within `timeout`). Blocking.
+pub fn committed_payload_at(
+    kafka: &KafkaClients,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+    timeout: Duration,
+) -> Result<Vec<u8>, String> {
+    let consumer = committed_reader(kafka)
+        .map_err(|error| format!("cannot create a Kafka reader: {error}"))?;
+    let (low, high) = consumer
+        .fetch_watermarks(topic, partition, timeout)
+        .map_err(|error| format!("cannot read the partition's offsets: {error}"))?;
+    if offset < low || offset >= high {
+        return Err(format!(
+            "the partition now holds offsets {low}..{high} (the record was removed by the \
+             topic's retention, or the topic was recreated)"
+        ));
+    }
+    let mut assignment = TopicPartitionList::new();
+    assignment
+        .add_partition_offset(topic, partition, Offset::Offset(offset))
+        .and_then(|()| consumer.assign(&assignment))
+        .map_err(|error| format!("cannot read the partition: {error}"))?;
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(message)) if message.offset() == offset => {
+                return Ok(message.payload().unwrap_or_default().to_vec());
+            }
+            Some(Ok(message)) if message.offset() > offset => {
+                return Err(format!(
+                    "no committed record at that offset (the next one is at {})",
+                    message.offset()
+                ));
+            }
+            Some(Ok(_)) | None => {}
+            Some(Err(error)) => return Err(error.to_string()),
+        }
+    }
+    Err(format!("no record within {timeout:?}"))
+}
+
+/// The names of the topics the cluster has now, as `producer` sees them; `None` when the
+/// brokers do not answer within `timeout`. Blocking.
+pub fn existing_topics(producer: &FutureProducer, timeout: Duration) -> Option<BTreeSet<String>> {
+    producer
+        .client()
+        .fetch_metadata(None, timeout)
+        .ok()
+        .map(|metadata| {
+            metadata
+                .topics()
+                .iter()
+                .filter(|topic| topic.error().is_none())
+                .map(|topic| topic.name().to_string())
+                .collect()
+        })
 }

@@ -17,13 +17,12 @@
 use std::fmt::Write as _;
 
 use anyhow::Context;
-use rdkafka::producer::FutureProducer;
 
 use crate::config::PipelineConfig;
 use crate::event::headers::RecordHeaders;
 use crate::kafka::{
-    ACCESS_PATIENCE, KafkaClients, OutRecord, check_access, cluster_id, committed_reader,
-    ensure_changelog, partition_count, publish_all, watermarks,
+    ACCESS_PATIENCE, KafkaClients, OutRecord, RecordQueue, check_access, cluster_id,
+    committed_reader, ensure_changelog, partition_count, publish_all, watermarks,
 };
 use crate::state::changelog_topic;
 use crate::store::{LocalStore, Scope, Table};
@@ -94,10 +93,7 @@ pub async fn republish(
         return Ok(report);
     }
     ensure_changelog(&kafka, &changelog, partitions, replication).await?;
-    let producer: FutureProducer = kafka
-        .producer()
-        .create()
-        .context("cannot create the Kafka producer")?;
+    let producer = kafka.shared_producer()?;
     for plan in lost {
         let (written, end) = write_back(&kafka, &producer, &table, &changelog, plan).await?;
         writeln!(
@@ -159,7 +155,7 @@ fn describe(
 /// that end.
 async fn write_back(
     kafka: &KafkaClients,
-    producer: &FutureProducer,
+    producer: &impl RecordQueue,
     table: &Table,
     changelog: &str,
     plan: &PartitionPlan,
