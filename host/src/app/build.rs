@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use rdkafka::ClientConfig;
 use rdkafka::consumer::Consumer;
 use rdkafka::producer::FutureProducer;
 
@@ -91,8 +92,8 @@ pub(super) struct HostParts<'a> {
     pub(super) kpis: &'a BTreeMap<String, StageKpis>,
 }
 
-/// Builds the runner of a topic-fed stage: its consumer, its producer (its own transactional
-/// one in exactly-once mode), its changelog when the plugin keeps state.
+/// Builds the runner of a topic-fed stage: its consumer, its guarantee (its own
+/// transactional producer in exactly-once mode), its changelog when the plugin keeps state.
 pub(super) async fn topic_stage(
     config: &PipelineConfig,
     stage: &StageConfig,
@@ -101,100 +102,34 @@ pub(super) async fn topic_stage(
     host: HostParts<'_>,
     health: &Reporter,
 ) -> anyhow::Result<StageRunner> {
-    let HostParts {
-        producer: shared_producer,
-        store,
-        stuck,
-        fusion,
-        kpis,
-    } = host;
-    let fusion = fusion
-        .for_writer(stage, stuck)
+    let fusion = host
+        .fusion
+        .for_writer(stage, host.stuck)
         .with_context(|| format!("cannot instantiate the stages fused into {}", stage.name))?;
-    let group = stage.group_id();
-    let inputs = stage.inputs();
-    let kafka = KafkaClients::new(&config.kafka);
     let state = if instance.uses_state() {
-        let partitions: Vec<i32> = inputs
-            .iter()
-            .filter_map(|topic| config.topics.get(*topic).map(|t| t.partitions))
-            .collect();
-        let first = partitions.first().copied().unwrap_or(1);
-        anyhow::ensure!(
-            partitions.iter().all(|&p| p == first),
-            "stage {} keeps state, so its input topics must have the same number of partitions ({})",
-            stage.name,
-            inputs.join(", ")
-        );
-        let replication = inputs
-            .iter()
-            .filter_map(|topic| config.topics.get(*topic).map(|t| t.replication))
-            .max()
-            .unwrap_or(1);
-        let changelog = changelog_topic(&group);
-        if config.kafka.create_topics {
-            tokio::task::block_in_place(|| refuse_lost_topic(&kafka, &changelog, &group, &inputs))?;
-            ensure_changelog(&kafka, &changelog, first, replication).await?;
-        }
-        tokio::task::block_in_place(|| check_layout(&kafka, &stage.name, &changelog, &inputs))?;
-        Some(StageStateParts {
-            keyed: Arc::new(std::sync::Mutex::new(KeyedState::new(Table::new(
-                store,
-                &format!("state:{group}"),
-                Scope::Partition,
-            )))),
-            changelog,
-            kafka: kafka.clone(),
-            max_keys: stage.state_max_keys,
-        })
+        Some(stage_state(config, stage, host.store).await?)
     } else {
         None
     };
     let StageGuarantee {
         way,
         dedup,
-        consumer: mut consumer_settings,
-    } = stage_guarantee(config, stage, shared_producer, store).await?;
+        consumer: settings,
+    } = stage_guarantee(config, stage, host.producer, host.store).await?;
     let committer = Committer::new(
         way,
         stage.commit_interval,
         &stage.name,
         &context.dead_letter.topic,
-        stuck.clone(),
+        host.stuck.clone(),
     );
-    if state.is_some() && inputs.len() > 1 {
-        // State is scoped by partition number across the inputs: partition i of every input
-        // must go to the same instance, which the range assignor guarantees.
-        consumer_settings.set("partition.assignment.strategy", "range");
-    }
-    // A static member rejoining with other inputs than last time would keep its old
-    // assignment (KAFKA-12759): make its group rebalance first.
-    tokio::task::block_in_place(|| {
-        rejoin_if_inputs_changed(&consumer_settings, &config.state.dir, &inputs, &stage.name)
-    });
-    let strategy = consumer_settings
-        .get("partition.assignment.strategy")
-        .unwrap_or_default()
-        .to_string();
-    let consumer: StageConsumer = consumer_settings
-        .create_with_context(RebalanceTracker::for_strategy(&strategy).with_health(health.clone()))
-        .with_context(|| format!("cannot create the consumer of stage {}", stage.name))?;
-    consumer.subscribe(&inputs).with_context(|| {
-        format!(
-            "stage {} cannot subscribe to {}",
-            stage.name,
-            inputs.join(", ")
-        )
-    })?;
-    let kpi = config.kpi.enabled.then(|| KpiTarget {
-        route: Route {
-            topic: config.kpi.topic.clone(),
-            event_type: event_type(config, &config.kpi.topic),
-        },
-        interval: config.kpi.interval,
-        instance: config.state.instance_id.clone(),
-        sink: KpiSink::new(shared_producer.clone()),
-    });
+    let consumer = stage_consumer(config, stage, settings, state.is_some(), health)?;
+    let inputs = stage.inputs();
+    let kpis = host
+        .kpis
+        .get(&stage.name)
+        .cloned()
+        .unwrap_or_else(|| StageKpis::new(&stage.name));
     Ok(StageRunner {
         consumer,
         worker: Worker {
@@ -205,16 +140,12 @@ pub(super) async fn topic_stage(
                 state,
                 fusion: Box::new(fusion),
                 pacing: Pacing::new(stage.retry.clone()),
-                stuck: stuck.clone(),
+                stuck: host.stuck.clone(),
                 settling: Settling::new(host.fusion.deferred(&stage.name)),
-                counting: Counting::new(
-                    kpis.get(&stage.name)
-                        .cloned()
-                        .unwrap_or_else(|| StageKpis::new(&stage.name)),
-                ),
+                counting: Counting::new(kpis),
             },
             committer,
-            kpi,
+            kpi: kpi_target(config, host.producer),
             input_event_types: inputs
                 .iter()
                 .map(|topic| (topic.to_string(), event_type(config, topic)))
@@ -224,6 +155,99 @@ pub(super) async fn topic_stage(
             watchdog: Watchdog::new(stage.stall_timeout),
             fault: SilentPause::from_env(&stage.name),
         },
+    })
+}
+
+/// The keyed state of the stateful `stage`: its changelog (made when missing, refused when
+/// lost or laid out unlike the inputs) and its local copy.
+async fn stage_state(
+    config: &PipelineConfig,
+    stage: &StageConfig,
+    store: &LocalStore,
+) -> anyhow::Result<StageStateParts> {
+    let group = stage.group_id();
+    let inputs = stage.inputs();
+    let kafka = KafkaClients::new(&config.kafka);
+    let partitions: Vec<i32> = inputs
+        .iter()
+        .filter_map(|topic| config.topics.get(*topic).map(|t| t.partitions))
+        .collect();
+    let first = partitions.first().copied().unwrap_or(1);
+    anyhow::ensure!(
+        partitions.iter().all(|&p| p == first),
+        "stage {} keeps state, so its input topics must have the same number of partitions ({})",
+        stage.name,
+        inputs.join(", ")
+    );
+    let replication = inputs
+        .iter()
+        .filter_map(|topic| config.topics.get(*topic).map(|t| t.replication))
+        .max()
+        .unwrap_or(1);
+    let changelog = changelog_topic(&group);
+    if config.kafka.create_topics {
+        tokio::task::block_in_place(|| refuse_lost_topic(&kafka, &changelog, &group, &inputs))?;
+        ensure_changelog(&kafka, &changelog, first, replication).await?;
+    }
+    tokio::task::block_in_place(|| check_layout(&kafka, &stage.name, &changelog, &inputs))?;
+    Ok(StageStateParts {
+        keyed: Arc::new(std::sync::Mutex::new(KeyedState::new(Table::new(
+            store,
+            &format!("state:{group}"),
+            Scope::Partition,
+        )))),
+        changelog,
+        kafka,
+        max_keys: stage.state_max_keys,
+    })
+}
+
+/// The consumer of `stage` with `settings` (from its guarantee), subscribed to its inputs.
+fn stage_consumer(
+    config: &PipelineConfig,
+    stage: &StageConfig,
+    mut settings: ClientConfig,
+    stateful: bool,
+    health: &Reporter,
+) -> anyhow::Result<StageConsumer> {
+    let inputs = stage.inputs();
+    if stateful && inputs.len() > 1 {
+        // State is scoped by partition number across the inputs: partition i of every input
+        // must go to the same instance, which the range assignor guarantees.
+        settings.set("partition.assignment.strategy", "range");
+    }
+    // A static member rejoining with other inputs than last time would keep its old
+    // assignment (KAFKA-12759): make its group rebalance first.
+    tokio::task::block_in_place(|| {
+        rejoin_if_inputs_changed(&settings, &config.state.dir, &inputs, &stage.name)
+    });
+    let strategy = settings
+        .get("partition.assignment.strategy")
+        .unwrap_or_default()
+        .to_string();
+    let consumer: StageConsumer = settings
+        .create_with_context(RebalanceTracker::for_strategy(&strategy).with_health(health.clone()))
+        .with_context(|| format!("cannot create the consumer of stage {}", stage.name))?;
+    consumer.subscribe(&inputs).with_context(|| {
+        format!(
+            "stage {} cannot subscribe to {}",
+            stage.name,
+            inputs.join(", ")
+        )
+    })?;
+    Ok(consumer)
+}
+
+/// Where a stage publishes its KPI windows, if KPIs are enabled.
+fn kpi_target(config: &PipelineConfig, producer: &FutureProducer) -> Option<KpiTarget> {
+    config.kpi.enabled.then(|| KpiTarget {
+        route: Route {
+            topic: config.kpi.topic.clone(),
+            event_type: event_type(config, &config.kpi.topic),
+        },
+        interval: config.kpi.interval,
+        instance: config.state.instance_id.clone(),
+        sink: KpiSink::new(producer.clone()),
     })
 }
 

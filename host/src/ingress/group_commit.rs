@@ -59,98 +59,134 @@ pub(super) async fn commit_loop(
     health: Reporter,
     known: Table,
     in_flight: InFlightKeys,
-    mut receiver: mpsc::Receiver<Submission>,
+    receiver: mpsc::Receiver<Submission>,
 ) {
     health.ok();
+    let mut committer = GroupCommitter {
+        make,
+        health,
+        known,
+        in_flight,
+        receiver,
+    };
     let mut link = Link::Up(Transaction::new(producer));
     loop {
-        match &mut link {
-            Link::Up(txn) => {
-                let Some(first) = receiver.recv().await else {
-                    break;
-                };
-                let mut group = vec![first];
-                while group.len() < MAX_GROUP {
-                    match receiver.try_recv() {
-                        Ok(next) => group.push(next),
-                        Err(_) => break,
-                    }
-                }
-                health.busy();
-                let committing = std::time::Instant::now();
-                let result = commit_group(txn, &group).await;
-                health.idle();
-                tracing::debug!(
-                    requests = group.len(),
-                    commit_ms = committing.elapsed().as_secs_f64() * 1000.0,
-                    "ingress transaction ended"
-                );
-                let outcome = match result {
-                    Ok(()) => {
-                        remember(&known, &group).await;
-                        Ok(())
-                    }
-                    Err(failure) => {
-                        tracing::warn!(error = %failure.message, kind = ?failure.kind, requests = group.len(), "ingress transaction failed");
-                        if needs_new_producer(&failure) {
-                            health.unready(format!(
-                                "cannot publish: {}; reconnecting",
-                                failure.message
-                            ));
-                            let Link::Up(broken) = std::mem::replace(
-                                &mut link,
-                                Link::Down {
-                                    rebuilding: rebuild(make.clone(), 0),
-                                    failures: 0,
-                                },
-                            ) else {
-                                unreachable!("the link was up")
-                            };
-                            tokio::task::spawn_blocking(move || drop(broken));
-                        }
-                        Err(failure.message)
-                    }
-                };
-                let mut flying = lock(&in_flight);
-                for submission in group {
-                    flying.remove(&submission.answer.0);
-                    submission.done.send(outcome.clone()).ok();
-                }
-            }
+        let next = match link {
+            Link::Up(txn) => committer.commit_next(txn).await,
             Link::Down {
                 rebuilding,
                 failures,
-            } => {
-                tokio::select! {
-                    built = &mut *rebuilding => match built {
-                        Ok(Ok(producer)) => {
-                            tracing::info!("ingress producer rebuilt");
-                            health.ok();
-                            link = Link::Up(Transaction::new(producer));
-                        }
-                        result => {
-                            let error = match result {
-                                Ok(Err(error)) => format!("{error:#}"),
-                                Err(error) => error.to_string(),
-                                Ok(Ok(_)) => unreachable!("handled above"),
-                            };
-                            *failures += 1;
-                            tracing::warn!(%error, failures = *failures, "cannot rebuild the ingress producer yet");
-                            health.unready(format!("cannot publish: {error}; reconnecting"));
-                            *rebuilding = rebuild(make.clone(), *failures);
-                        }
-                    },
-                    submission = receiver.recv() => match submission {
-                        Some(submission) => {
-                            lock(&in_flight).remove(&submission.answer.0);
-                            submission.done.send(Err(
-                                "the ingress is reconnecting to Kafka; try again".to_string(),
-                            )).ok();
-                        }
-                        None => break,
-                    },
-                }
+            } => committer.while_down(rebuilding, failures).await,
+        };
+        match next {
+            Some(next) => link = next,
+            None => break,
+        }
+    }
+}
+
+/// What the commit loop works with besides its producer.
+struct GroupCommitter {
+    /// Makes a new producer after one fails.
+    make: ProducerFactory,
+    /// The ingress's readiness.
+    health: Reporter,
+    /// Committed answers (the local copy of the answers topic).
+    known: Table,
+    /// Requests handed over and not finished yet.
+    in_flight: InFlightKeys,
+    /// Requests to commit.
+    receiver: mpsc::Receiver<Submission>,
+}
+
+impl GroupCommitter {
+    /// Commits every request waiting (after waiting for the first) in one transaction of
+    /// `txn`; the link after it (down when the producer must be replaced), `None` when no
+    /// request can come any more.
+    async fn commit_next(&mut self, mut txn: Transaction<FutureProducer>) -> Option<Link> {
+        let first = self.receiver.recv().await?;
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match self.receiver.try_recv() {
+                Ok(next) => group.push(next),
+                Err(_) => break,
             }
+        }
+        self.health.busy();
+        let committing = std::time::Instant::now();
+        let result = commit_group(&mut txn, &group).await;
+        self.health.idle();
+        tracing::debug!(
+            requests = group.len(),
+            commit_ms = committing.elapsed().as_secs_f64() * 1000.0,
+            "ingress transaction ended"
+        );
+        let (outcome, link) = match result {
+            Ok(()) => {
+                remember(&self.known, &group).await;
+                (Ok(()), Link::Up(txn))
+            }
+            Err(failure) => {
+                tracing::warn!(error = %failure.message, kind = ?failure.kind, requests = group.len(), "ingress transaction failed");
+                let link = if needs_new_producer(&failure) {
+                    self.health
+                        .unready(format!("cannot publish: {}; reconnecting", failure.message));
+                    tokio::task::spawn_blocking(move || drop(txn));
+                    Link::Down {
+                        rebuilding: rebuild(self.make.clone(), 0),
+                        failures: 0,
+                    }
+                } else {
+                    Link::Up(txn)
+                };
+                (Err(failure.message), link)
+            }
+        };
+        let mut flying = lock(&self.in_flight);
+        for submission in group {
+            flying.remove(&submission.answer.0);
+            submission.done.send(outcome.clone()).ok();
+        }
+        Some(link)
+    }
+
+    /// While the producer is rebuilt, requests are refused at once; the link once the rebuild
+    /// ends (up, or down with the next attempt), `None` when no request can come any more.
+    async fn while_down(
+        &mut self,
+        mut rebuilding: tokio::task::JoinHandle<anyhow::Result<FutureProducer>>,
+        failures: u32,
+    ) -> Option<Link> {
+        tokio::select! {
+            built = &mut rebuilding => Some(match built {
+                Ok(Ok(producer)) => {
+                    tracing::info!("ingress producer rebuilt");
+                    self.health.ok();
+                    Link::Up(Transaction::new(producer))
+                }
+                Ok(Err(error)) => self.rebuild_failed(format!("{error:#}"), failures + 1),
+                Err(error) => self.rebuild_failed(error.to_string(), failures + 1),
+            }),
+            submission = self.receiver.recv() => {
+                let submission = submission?;
+                lock(&self.in_flight).remove(&submission.answer.0);
+                submission
+                    .done
+                    .send(Err("the ingress is reconnecting to Kafka; try again".to_string()))
+                    .ok();
+                Some(Link::Down { rebuilding, failures })
+            }
+        }
+    }
+
+    /// The producer could not be rebuilt (the `failures`th time in a row): try again later.
+    fn rebuild_failed(&self, error: String, failures: u32) -> Link {
+        tracing::warn!(%error, failures, "cannot rebuild the ingress producer yet");
+        self.health
+            .unready(format!("cannot publish: {error}; reconnecting"));
+        Link::Down {
+            rebuilding: rebuild(self.make.clone(), failures),
+            failures,
         }
     }
 }

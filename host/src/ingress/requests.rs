@@ -4,19 +4,18 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use futures::FutureExt;
+use futures::future::BoxFuture;
 use rdkafka::producer::FutureProducer;
 use serde_json::json;
 use sha2::{Digest, Sha256};
-
-use futures::FutureExt;
-use futures::future::BoxFuture;
 
 use super::answer_book::{AnswerBook, Published};
 use crate::event::cloudevents;
 use crate::event::dead_letter::Origin;
 use crate::event::headers::PATH_HEADER_PREFIX;
 use crate::http::{Reply, Submit};
-use crate::kafka::publish_all;
+use crate::kafka::{OutRecord, publish_all};
 use crate::kpi::StageKpis;
 use crate::plugin::PluggedInstance;
 use crate::stage::{Failure, Input, StageContext};
@@ -161,58 +160,26 @@ impl Ingress {
         body: &[u8],
     ) -> Reply {
         let started = Instant::now();
-        let value: serde_json::Value = match serde_json::from_slice(body) {
-            Ok(value) => value,
-            Err(error) => return Reply::error(400, format!("body is not valid JSON: {error}")),
+        let request = match self.parse(route, params, body) {
+            Ok(request) => request,
+            Err(reply) => return reply,
         };
-        if let Err(error) = self.context.schemas.validate_ingress(&route.name, &value) {
-            return Reply::error(
-                400,
-                format!("body violates the schema of {}: {error}", route.name),
-            );
-        }
-        let id_field = route.id_field.as_str();
-        let Some(id) = value
-            .get(id_field)
-            .and_then(|v| v.as_str())
-            .filter(|v| !v.is_empty())
-        else {
-            return Reply::error(400, format!("{id_field} is missing or empty"));
-        };
-        if id.len() > self.max_id_bytes {
-            return Reply::error(
-                400,
-                format!(
-                    "{id_field} is {} bytes long; at most {} are accepted (http.max_id_bytes)",
-                    id.len(),
-                    self.max_id_bytes
-                ),
-            );
-        }
-        if let Some((name, _)) = params.iter().find(|(_, value)| value.is_empty()) {
-            return Reply::error(400, format!("path parameter {name} is empty"));
-        }
-        let key = route.key(id, params);
-        let key = key.as_str();
-        if key.chars().any(char::is_control) {
-            return Reply::error(
-                400,
-                format!("{id_field} and path parameters must not contain control characters"),
-            );
-        }
-        let body_hash = canonical_hash(&value);
-
+        let key = request.key.as_str();
         let _guard = self.locks[stripe(key)].lock().await;
-        let conflict = || format!("{id_field} {id} was already submitted with a different body");
-        if let Some(reply) = self.earlier_answer(key, &body_hash, conflict) {
+        let conflict = || {
+            format!(
+                "{} {} was already submitted with a different body",
+                route.id_field, request.id
+            )
+        };
+        if let Some(reply) = self.earlier_answer(key, &request.body_hash, conflict) {
             self.kpis.duplicate();
             return reply;
         }
-
         let input = Input {
             id: cloudevents::ingress_id(key),
             event_type: route.event_type.clone(),
-            key: Some(id),
+            key: Some(&request.id),
             payload: body,
             headers: params
                 .iter()
@@ -225,72 +192,147 @@ impl Ingress {
                 offset: -1,
             },
         };
+        let (records, version) = match self.run_plugin(&input, route, &request).await {
+            Ok(made) => made,
+            Err(reply) => return reply,
+        };
+        let events = records.len();
+        let reply = accepted(params, &route.id_field, &request.id, &records);
+        let answer = IngressRecord {
+            body_hash: request.body_hash.clone(),
+            status: reply.status,
+            response: reply.body.to_string(),
+            recorded_at_ms: unix_ms(SystemTime::now()),
+        };
+        if let Some(refused) = self
+            .publish(key, records, answer, &request.body_hash, conflict)
+            .await
+        {
+            return refused;
+        }
+        self.kpis.processed(&version, events, started.elapsed());
+        tracing::debug!(stage = %self.context.name, key, "accepted");
+        reply
+    }
+
+    /// The request `body` to `route` with path parameters `params`, checked: valid JSON that
+    /// fits the route's schema, with an id and an idempotency key it accepts; or the `400`.
+    fn parse(
+        &self,
+        route: &IngressRoute,
+        params: &[(String, String)],
+        body: &[u8],
+    ) -> Result<Request, Reply> {
+        let value: serde_json::Value = serde_json::from_slice(body)
+            .map_err(|error| Reply::error(400, format!("body is not valid JSON: {error}")))?;
+        if let Err(error) = self.context.schemas.validate_ingress(&route.name, &value) {
+            return Err(Reply::error(
+                400,
+                format!("body violates the schema of {}: {error}", route.name),
+            ));
+        }
+        let id_field = route.id_field.as_str();
+        let Some(id) = value
+            .get(id_field)
+            .and_then(|v| v.as_str())
+            .filter(|v| !v.is_empty())
+        else {
+            return Err(Reply::error(400, format!("{id_field} is missing or empty")));
+        };
+        if id.len() > self.max_id_bytes {
+            return Err(Reply::error(
+                400,
+                format!(
+                    "{id_field} is {} bytes long; at most {} are accepted (http.max_id_bytes)",
+                    id.len(),
+                    self.max_id_bytes
+                ),
+            ));
+        }
+        if let Some((name, _)) = params.iter().find(|(_, value)| value.is_empty()) {
+            return Err(Reply::error(400, format!("path parameter {name} is empty")));
+        }
+        let key = route.key(id, params);
+        if key.chars().any(char::is_control) {
+            return Err(Reply::error(
+                400,
+                format!("{id_field} and path parameters must not contain control characters"),
+            ));
+        }
+        Ok(Request {
+            id: id.to_string(),
+            key,
+            body_hash: canonical_hash(&value),
+        })
+    }
+
+    /// Runs the stage's plugin on `input`: the records to publish and the plugin's version;
+    /// or the answer when the plugin refused the request (`400`) or failed (dead-lettered).
+    async fn run_plugin(
+        &self,
+        input: &Input<'_>,
+        route: &IngressRoute,
+        request: &Request,
+    ) -> Result<(Vec<OutRecord>, String), Reply> {
         // Off the async worker: a plugin's WASI I/O runs `block_on` (see the runner).
         let called = tokio::task::block_in_place(|| match self.instance.lock() {
             Ok(mut plugged) => {
                 let instance = plugged.current();
                 Some((
-                    self.context.process(instance, &input, false, None),
+                    self.context.process(instance, input, false, None),
                     instance.version().to_string(),
                 ))
             }
             Err(_) => None,
         });
         let Some((result, version)) = called else {
-            return Reply::error(500, "the stage's plugin instance is unavailable");
+            return Err(Reply::error(
+                500,
+                "the stage's plugin instance is unavailable",
+            ));
         };
-        let records = match result {
-            Ok(processed) => processed.records,
-            Err(failure) if failure.is_client_error() => {
-                return Reply {
-                    status: 400,
-                    body: json!({ "error": failure.reason(), id_field: id }),
-                };
-            }
-            Err(failure) => return self.dead_letter(&input, &failure, &version, key).await,
-        };
-        let event_ids: Vec<String> = records.iter().map(|r| r.id.clone()).collect();
-        let mut answer_body = serde_json::Map::new();
-        for (name, value) in params {
-            answer_body.insert(name.clone(), json!(value));
+        match result {
+            Ok(processed) => Ok((processed.records, version)),
+            Err(failure) if failure.is_client_error() => Err(Reply {
+                status: 400,
+                body: json!({ "error": failure.reason(), route.id_field.as_str(): request.id }),
+            }),
+            Err(failure) => Err(self
+                .dead_letter(input, &failure, &version, &request.key)
+                .await),
         }
-        answer_body.insert(id_field.to_string(), json!(id));
-        answer_body.insert("status".into(), json!("accepted"));
-        answer_body.insert("event_ids".into(), json!(event_ids));
-        let reply = Reply {
-            status: 202,
-            body: answer_body.into(),
-        };
-        let answer = IngressRecord {
-            body_hash: body_hash.clone(),
-            status: reply.status,
-            response: reply.body.to_string(),
-            recorded_at_ms: unix_ms(SystemTime::now()),
-        };
+    }
+
+    /// Publishes the request's events with its `answer`; the answer to give instead when an
+    /// earlier request with the key was answered first, or publishing failed (`503`).
+    async fn publish(
+        &self,
+        key: &str,
+        records: Vec<OutRecord>,
+        answer: IngressRecord,
+        body_hash: &str,
+        conflict: impl FnOnce() -> String,
+    ) -> Option<Reply> {
         match self.answers.publish(key, records, answer).await {
-            Ok(Published::Accepted) => {}
+            Ok(Published::Accepted) => None,
             Ok(Published::Earlier(record)) => {
                 self.kpis.duplicate();
-                return earlier_reply(&record, &body_hash, conflict);
+                Some(earlier_reply(&record, body_hash, conflict))
             }
             Ok(Published::Conflict) => {
                 self.kpis.duplicate();
-                return Reply::error(409, conflict());
+                Some(Reply::error(409, conflict()))
             }
             Err(error) => {
                 // Debug only: while Kafka is away every request fails the same way; the
                 // ingress's readiness (`/readyz`, logged when it changes) says why.
                 tracing::debug!(%error, key, "cannot publish an ingress event");
-                return Reply::error(
+                Some(Reply::error(
                     503,
                     format!("could not publish the event; try again ({error})"),
-                );
+                ))
             }
         }
-        self.kpis
-            .processed(&version, event_ids.len(), started.elapsed());
-        tracing::debug!(stage = %self.context.name, key, "accepted");
-        reply
     }
 
     /// The answer to give a request that was seen before: the first answer again for the same
@@ -371,6 +413,32 @@ fn canonical_hash(value: &serde_json::Value) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+/// A request that passed its checks.
+struct Request {
+    /// Its id (the route's id field).
+    id: String,
+    /// Its idempotency key.
+    key: String,
+    /// The hash of its body, whatever the key order and whitespace.
+    body_hash: String,
+}
+
+/// The `202` of an accepted request: its path parameters, its id, and its events' ids.
+fn accepted(params: &[(String, String)], id_field: &str, id: &str, records: &[OutRecord]) -> Reply {
+    let event_ids: Vec<&str> = records.iter().map(|r| r.id.as_str()).collect();
+    let mut body = serde_json::Map::new();
+    for (name, value) in params {
+        body.insert(name.clone(), json!(value));
+    }
+    body.insert(id_field.to_string(), json!(id));
+    body.insert("status".into(), json!("accepted"));
+    body.insert("event_ids".into(), json!(event_ids));
+    Reply {
+        status: 202,
+        body: body.into(),
+    }
 }
 
 /// A route bound to its stage's ingress: what the HTTP server hands a request to.

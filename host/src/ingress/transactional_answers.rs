@@ -202,47 +202,8 @@ impl TransactionalAnswers {
             return Err(IN_FLIGHT.to_string());
         }
         let partition = Partitioner::default().partition(Some(key), key, self.partitions);
-        // The first claim of a key never changes, so what the local copy already knows of it
-        // is final; only a key without a claim here needs one (a retry must not claim again).
-        let known = standing(&self.known, key).map_err(|e| format!("{e:#}"))?;
-        let standing = match known {
-            Standing::Open => {
-                let Claimed { claim, standing } =
-                    self.claim(key, &answer.body_hash, partition).await?;
-                match standing {
-                    Standing::Claimed(first) if first.claim_id == claim.claim_id => None,
-                    Standing::Open => {
-                        return Err(format!(
-                            "the claim {} on request {key} was not found in the answers topic",
-                            claim.claim_id
-                        ));
-                    }
-                    other => Some(other),
-                }
-            }
-            other => Some(other),
-        };
-        match standing {
-            None => {}
-            Some(Standing::Answered(record)) => return Ok(Published::Earlier(record)),
-            Some(Standing::Claimed(first)) if first.body_hash != answer.body_hash => {
-                tracing::info!(key, first = %first.claim_id,
-                    "request refused: its key was claimed first by a request with another body");
-                return Ok(Published::Conflict);
-            }
-            // The same body claimed first by another instance: it may be committing it; wait a
-            // while for its answer, then commit it here (the same event ids: the next stage
-            // drops a repeat). By this instance: that try failed (it is not in flight), so it
-            // is committed now.
-            Some(Standing::Claimed(first)) if !first.claim_id.starts_with(&self.claimant) => {
-                if let Some(record) = self.answer_within_takeover(key).await? {
-                    return Ok(Published::Earlier(record));
-                }
-                tracing::info!(key, first = %first.claim_id,
-                    "an earlier claim with the same body on another instance was not answered in time; committing the request here");
-            }
-            Some(Standing::Claimed(_)) => {}
-            Some(Standing::Open) => unreachable!("an open key is claimed above"),
+        if let Some(earlier) = self.first_claim(key, &answer.body_hash, partition).await? {
+            return Ok(earlier);
         }
         let payload = serde_json::to_vec(&answer).map_err(|e| e.to_string())?;
         let id = format!("answer:{key}");
@@ -269,6 +230,61 @@ impl TransactionalAnswers {
             .await
             .map_err(|_| "the ingress committer has stopped".to_string())?
             .map(|()| Published::Accepted)
+    }
+
+    /// Whether this request may commit the key: `None` when its claim (or an earlier one of
+    /// this instance with the same body, or one of another instance left unanswered) is the
+    /// first; otherwise what became of the request (answered earlier, or claimed by another
+    /// body).
+    async fn first_claim(
+        &self,
+        key: &str,
+        body_hash: &str,
+        partition: i32,
+    ) -> Result<Option<Published>, String> {
+        // The first claim of a key never changes, so what the local copy already knows of it
+        // is final; only a key without a claim here needs one (a retry must not claim again).
+        let known = standing(&self.known, key).map_err(|e| format!("{e:#}"))?;
+        let standing = match known {
+            Standing::Open => {
+                let Claimed { claim, standing } = self.claim(key, body_hash, partition).await?;
+                match standing {
+                    Standing::Claimed(first) if first.claim_id == claim.claim_id => {
+                        return Ok(None);
+                    }
+                    Standing::Open => {
+                        return Err(format!(
+                            "the claim {} on request {key} was not found in the answers topic",
+                            claim.claim_id
+                        ));
+                    }
+                    other => other,
+                }
+            }
+            other => other,
+        };
+        match standing {
+            Standing::Answered(record) => Ok(Some(Published::Earlier(record))),
+            Standing::Claimed(first) if first.body_hash != body_hash => {
+                tracing::info!(key, first = %first.claim_id,
+                    "request refused: its key was claimed first by a request with another body");
+                Ok(Some(Published::Conflict))
+            }
+            // The same body claimed first by another instance: it may be committing it; wait a
+            // while for its answer, then commit it here (the same event ids: the next stage
+            // drops a repeat). By this instance: that try failed (it is not in flight), so it
+            // is committed now.
+            Standing::Claimed(first) if !first.claim_id.starts_with(&self.claimant) => {
+                if let Some(record) = self.answer_within_takeover(key).await? {
+                    return Ok(Some(Published::Earlier(record)));
+                }
+                tracing::info!(key, first = %first.claim_id,
+                    "an earlier claim with the same body on another instance was not answered in time; committing the request here");
+                Ok(None)
+            }
+            Standing::Claimed(_) => Ok(None),
+            Standing::Open => unreachable!("an open key is claimed above"),
+        }
     }
 }
 

@@ -8,7 +8,7 @@ use crate::event::cloudevents::{self, CloudEvent};
 use crate::event::dead_letter::{DeadLetter, Origin};
 use crate::event::schema::SchemaRegistry;
 use crate::kafka::{OutRecord, RecordLimits};
-use crate::plugin::{CallError, Header, InputEvent, StageInstance};
+use crate::plugin::{CallError, Header, InputEvent, OutputEvent, StageInstance};
 use crate::state::{KeyedState, Writes};
 
 /// Longest event id (`ce_id`) a stage accepts; a longer one is dead-lettered (ids are kept
@@ -173,74 +173,98 @@ impl StageContext {
         let records = outputs
             .into_iter()
             .enumerate()
-            .map(|(position, output)| {
-                let route = self.routes.get(&output.output).ok_or_else(|| {
-                    Failure::BadOutput(format!(
-                        "output #{position} names '{}', which is not in the stage's outputs ({})",
-                        output.output,
-                        self.routes.keys().cloned().collect::<Vec<_>>().join(", ")
-                    ))
-                })?;
-                let not_json = |error: serde_json::Error| {
-                    Failure::BadOutput(format!(
-                        "output #{position} to '{}' is not JSON: {error}",
-                        output.output
-                    ))
-                };
-                if self.schemas.has_topic_schema(&route.topic) {
-                    let json: serde_json::Value =
-                        serde_json::from_str(&output.payload).map_err(not_json)?;
-                    self.schemas
-                        .validate_topic(&route.topic, &json)
-                        .map_err(|error| {
-                            Failure::BadOutput(format!(
-                                "output #{position} to '{}' violates the schema of topic {}: {error}",
-                                output.output, route.topic
-                            ))
-                        })?;
-                } else {
-                    // Only whether it is JSON: checked without building a document.
-                    serde_json::from_str::<serde::de::IgnoredAny>(&output.payload)
-                        .map_err(not_json)?;
-                }
-                if let Some(key) = &output.key
-                    && key.len() > MAX_KEY_BYTES
-                {
-                    return Err(Failure::BadOutput(format!(
-                        "output #{position} to '{}' has a key of {} bytes; at most {MAX_KEY_BYTES} are accepted",
-                        output.output,
-                        key.len()
-                    )));
-                }
-                let id = cloudevents::output_id(&input.id, &self.name, position);
-                let attributes = CloudEvent {
-                    id: id.clone(),
-                    event_type: route.event_type.clone(),
-                    source: cloudevents::stage_source(&self.name),
-                    time: time.clone(),
-                    plugin_version: Some(version.clone()),
-                };
-                let headers = attributes.to_headers(
-                    output
-                        .headers
-                        .iter()
-                        .map(|h| (h.name.as_str(), h.value.as_str())),
-                );
-                let record = OutRecord {
-                    topic: route.topic.clone(),
-                    partition: None,
-                    key: output.key.or_else(|| input.key.map(str::to_string)),
-                    payload: Some(output.payload.into_bytes()),
-                    headers,
-                    id,
-                };
-                self.limits.check(&record).map_err(|error| {
-                    Failure::TooLarge(format!("output #{position} to '{}': {error}", output.output))
-                })?;
-                Ok(record)
-            })
+            .map(|(position, output)| self.output_record(input, position, output, &version, &time))
             .collect::<Result<Vec<_>, Failure>>()?;
         Ok(Processed { records, writes })
+    }
+
+    /// The record of output #`position` of `input`, checked: a route the stage has, JSON
+    /// (fitting the topic's schema if it has one), a key and a size the topic takes.
+    fn output_record(
+        &self,
+        input: &Input<'_>,
+        position: usize,
+        output: OutputEvent,
+        version: &str,
+        time: &str,
+    ) -> Result<OutRecord, Failure> {
+        let route = self.routes.get(&output.output).ok_or_else(|| {
+            Failure::BadOutput(format!(
+                "output #{position} names '{}', which is not in the stage's outputs ({})",
+                output.output,
+                self.routes.keys().cloned().collect::<Vec<_>>().join(", ")
+            ))
+        })?;
+        self.check_payload(position, &output, route)?;
+        if let Some(key) = &output.key
+            && key.len() > MAX_KEY_BYTES
+        {
+            return Err(Failure::BadOutput(format!(
+                "output #{position} to '{}' has a key of {} bytes; at most {MAX_KEY_BYTES} are accepted",
+                output.output,
+                key.len()
+            )));
+        }
+        let id = cloudevents::output_id(&input.id, &self.name, position);
+        let attributes = CloudEvent {
+            id: id.clone(),
+            event_type: route.event_type.clone(),
+            source: cloudevents::stage_source(&self.name),
+            time: time.to_string(),
+            plugin_version: Some(version.to_string()),
+        };
+        let headers = attributes.to_headers(
+            output
+                .headers
+                .iter()
+                .map(|h| (h.name.as_str(), h.value.as_str())),
+        );
+        let record = OutRecord {
+            topic: route.topic.clone(),
+            partition: None,
+            key: output.key.or_else(|| input.key.map(str::to_string)),
+            payload: Some(output.payload.into_bytes()),
+            headers,
+            id,
+        };
+        self.limits.check(&record).map_err(|error| {
+            Failure::TooLarge(format!(
+                "output #{position} to '{}': {error}",
+                output.output
+            ))
+        })?;
+        Ok(record)
+    }
+
+    /// Whether output #`position` is JSON, fitting the schema of `route`'s topic if it has one.
+    fn check_payload(
+        &self,
+        position: usize,
+        output: &OutputEvent,
+        route: &Route,
+    ) -> Result<(), Failure> {
+        let not_json = |error: serde_json::Error| {
+            Failure::BadOutput(format!(
+                "output #{position} to '{}' is not JSON: {error}",
+                output.output
+            ))
+        };
+        if self.schemas.has_topic_schema(&route.topic) {
+            let json: serde_json::Value =
+                serde_json::from_str(&output.payload).map_err(not_json)?;
+            self.schemas
+                .validate_topic(&route.topic, &json)
+                .map_err(|error| {
+                    Failure::BadOutput(format!(
+                        "output #{position} to '{}' violates the schema of topic {}: {error}",
+                        output.output, route.topic
+                    ))
+                })?;
+        } else {
+            // Only whether it is JSON: checked without building a document.
+            serde_json::from_str::<serde::de::IgnoredAny>(&output.payload).map_err(not_json)?;
+        }
+        Ok(())
     }
 
     /// The dead-letter record for an input that failed with `failure` after `attempts` tries.

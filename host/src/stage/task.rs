@@ -411,7 +411,24 @@ impl<P: Plugin> StageTask<P> {
         attempt: u32,
         handled: &mut Handled,
     ) -> Option<Fate> {
-        let partition = topic_partition(input);
+        let (version, processed) = self.call_plugin(input);
+        let failure = match processed {
+            Ok(processed) => {
+                let outputs = self.published(input, processed, handled);
+                return Some(Fate::Published(outputs, version));
+            }
+            Err(Failure::Retry(message)) => {
+                self.retry_or_give_up(input, attempt, message, &version, handled)?
+            }
+            Err(failure) => failure,
+        };
+        self.dead_letter(input, &failure, attempt, &version, handled);
+        Some(Fate::DeadLettered(version))
+    }
+
+    /// Calls the plugin (with the input partition's state): the version that ran, and what it
+    /// made, refused when its state writes may not be applied.
+    fn call_plugin(&mut self, input: &Input<'_>) -> (Arc<str>, Result<Processed, Failure>) {
         let keyed = self.state.as_ref().map(|s| s.keyed.clone());
         let (version, processed) = self.plugin.process(&self.context, input, keyed.as_ref());
         let processed = processed.and_then(|processed| {
@@ -423,65 +440,95 @@ impl<P: Plugin> StageTask<P> {
                 None => Ok(processed),
             }
         });
-        let failure = match processed {
-            Ok(Processed {
-                records: outputs,
-                writes,
-            }) => {
-                self.pacing.slow.remove(&partition);
-                tracing::debug!(stage = %self.context.name, id = %input.id, topic = %input.origin.source_topic,
-                    partition = input.origin.partition, offset = input.origin.offset,
-                    key = input.key.unwrap_or_default(), outputs = outputs.len(), "processed");
-                let fate = Fate::Published(outputs.len(), version);
-                handled.records.extend(self.fusion.expand(outputs));
-                if let Some(parts) = &self.state
-                    && !writes.is_empty()
-                {
-                    handled.state.extend(changelog_records(
-                        &parts.changelog,
-                        input.origin.partition,
-                        &writes,
-                    ));
-                    // Later inputs of the batch see these writes; they become committed
-                    // state once the batch is published (or its transaction commits).
-                    lock(&parts.keyed).stage(input.origin.partition, writes);
-                }
-                return Some(fate);
-            }
-            Err(Failure::Retry(message)) => {
-                match self.pacing.retries.failed(
-                    &self.pacing.retry,
-                    &partition,
-                    input.origin.offset,
+        (version, processed)
+    }
+
+    /// Adds what the plugin made of `input` to `handled`: its outputs (run through the fused
+    /// stages) and its state changelog; how many outputs it made.
+    fn published(
+        &mut self,
+        input: &Input<'_>,
+        processed: Processed,
+        handled: &mut Handled,
+    ) -> usize {
+        let Processed {
+            records: outputs,
+            writes,
+        } = processed;
+        let partition = input.origin.partition;
+        self.pacing.slow.remove(&topic_partition(input));
+        tracing::debug!(stage = %self.context.name, id = %input.id, topic = %input.origin.source_topic,
+            partition, offset = input.origin.offset,
+            key = input.key.unwrap_or_default(), outputs = outputs.len(), "processed");
+        let made = outputs.len();
+        handled.records.extend(self.fusion.expand(outputs));
+        if let Some(parts) = &self.state
+            && !writes.is_empty()
+        {
+            handled
+                .state
+                .extend(changelog_records(&parts.changelog, partition, &writes));
+            // Later inputs of the batch see these writes; they become committed state once
+            // the batch is published (or its transaction commits).
+            lock(&parts.keyed).stage(partition, writes);
+        }
+        made
+    }
+
+    /// The plugin asked for a retry of `input`: its partition is parked until the next
+    /// attempt (`None`), or, its attempts used up, the failure to dead-letter it with.
+    fn retry_or_give_up(
+        &mut self,
+        input: &Input<'_>,
+        attempt: u32,
+        message: String,
+        version: &str,
+        handled: &mut Handled,
+    ) -> Option<Failure> {
+        let partition = topic_partition(input);
+        let offset = input.origin.offset;
+        match self
+            .pacing
+            .retries
+            .failed(&self.pacing.retry, &partition, offset, attempt)
+        {
+            RetryDecision::Park { delay } => {
+                self.counting.kpis.retried(version);
+                RetryParked {
+                    at: RecordAt::of(&self.context.name, input),
                     attempt,
-                ) {
-                    RetryDecision::Park { delay } => {
-                        self.counting.kpis.retried(&version);
-                        RetryParked {
-                            at: RecordAt::of(&self.context.name, input),
-                            attempt,
-                            message: &message,
-                            delay,
-                        }
-                        .emit();
-                        // Committed with its attempt count, so the count survives a move.
-                        park_at(handled, partition, input.origin.offset);
-                        return None;
-                    }
-                    RetryDecision::GiveUp => {
-                        Failure::Retry(format!("{message} (gave up after {attempt} attempts)"))
-                    }
+                    message: &message,
+                    delay,
                 }
+                .emit();
+                // Committed with its attempt count, so the count survives a move.
+                park_at(handled, partition, offset);
+                None
             }
-            Err(failure) => failure,
-        };
+            RetryDecision::GiveUp => Some(Failure::Retry(format!(
+                "{message} (gave up after {attempt} attempts)"
+            ))),
+        }
+    }
+
+    /// Adds the dead letter of `input` to `handled`, marked as standing for it; a plugin that
+    /// ran out of time also cools its partition down.
+    fn dead_letter(
+        &mut self,
+        input: &Input<'_>,
+        failure: &Failure,
+        attempt: u32,
+        version: &str,
+        handled: &mut Handled,
+    ) {
         RecordDeadLettered {
             at: RecordAt::of(&self.context.name, input),
             reason: &failure.reason(),
             attempt,
         }
         .emit();
-        if matches!(&failure, Failure::Trap(reason) if reason.starts_with("timeout:")) {
+        let partition = topic_partition(input);
+        if matches!(failure, Failure::Trap(reason) if reason.starts_with("timeout:")) {
             self.cool_down(
                 partition.clone(),
                 input.origin.offset + 1,
@@ -493,8 +540,7 @@ impl<P: Plugin> StageTask<P> {
             .push((handled.records.len(), partition, input.origin.offset));
         handled
             .records
-            .push(self.context.dead_letter(input, &failure, &version, attempt));
-        Some(Fate::DeadLettered(version))
+            .push(self.context.dead_letter(input, failure, version, attempt));
     }
 
     /// Runs the stage in process on `input`, a record `writer` made for it (see
