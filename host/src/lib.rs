@@ -13,9 +13,13 @@
 //! - [`store`]: the local store (`fjall`) — at-least-once processed ids and answers, and the
 //!   tables (keyed state, exactly-once processed ids and answers, read models) that keep on
 //!   disk, as copies of their topics, what would otherwise grow in memory.
-//! - [`stage`]: per-event processing, the topic consume loop, the committer that owns a
-//!   stage's open work (a transaction, or outputs awaiting acknowledgement), stage fusion (a
-//!   stateless stage run in process in the workers that write its input), the HTTP ingress.
+//! - [`stage`]: the per-event processing shared with the ingress, and topic-fed stages: the
+//!   poll loop, the stage task (one batch), the committer that owns the open work and tells
+//!   its participants how it ended, the two guarantees (exactly-once, at-least-once: the one
+//!   place the mode is read), stage fusion (a stateless stage run in process, as its own task,
+//!   in the workers that write its input).
+//! - [`ingress`]: the HTTP trigger — a request's checks, plugin call and publishing; its answer
+//!   book; the exactly-once group-commit loop.
 //! - [`kpi`]: windowed KPIs published to the KPI topic.
 //! - [`observe`]: the host's observable events, one struct each, whose `emit` logs with the
 //!   common fields and counts a `stagehost_*_total` metric.
@@ -29,9 +33,9 @@
 //!   order; [`app::run`] is the entry point); building stages from the configuration;
 //!   restarting a stage that fails; the dev-mode plugin watch.
 //!
-//! Where does an event get deduplicated? In [`stage`]'s deduplicator (`stage/dedup.rs`), which
-//! the consume loop asks before calling the plugin: processed ids in a transactional topic
-//! (exactly-once) or in [`store`] (at-least-once). Where do failures go? [`stage`]'s processor
+//! Where does an event get deduplicated? In the stage task (`stage/task.rs`), which asks its
+//! guarantee's `ProcessedIds` (`stage/guarantee/`) before calling the plugin: processed ids in
+//! a transactional topic (exactly-once) or in [`store`] (at-least-once). Where do failures go? [`stage`]'s processor
 //! builds an [`event::dead_letter`]; a record whose letter the broker refuses for good holds
 //! its partition ([`stage::StuckBook`]). What does `/readyz` know? What each part reports to
 //! [`health`].

@@ -12,6 +12,7 @@ use super::restarts::{RestartLoop, STABLE_AFTER};
 use crate::config::{PipelineConfig, StageConfig};
 use crate::health::{Health, Reporter};
 use crate::kpi::StageKpis;
+use crate::observe::{HostEvent, StageRebuilt};
 use crate::plugin::PluginSlot;
 use crate::stage::{FusionPlan, StuckBook};
 use crate::stage::{StageContext, StageRunner};
@@ -75,7 +76,12 @@ pub(super) async fn supervise(
                 return Ok(());
             }
             Err(error) => {
-                tracing::error!(stage = %name, error = format!("{error:#}"), ?delay, "stage failed; restarting it");
+                StageRebuilt {
+                    stage: &name,
+                    error: &error,
+                    delay,
+                }
+                .emit();
                 restart
                     .health
                     .unready(format!("failed, restarting: {error:#}"));

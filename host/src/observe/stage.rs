@@ -60,16 +60,14 @@ pub struct StageRebuilt<'a> {
     pub stage: &'a str,
     /// Why the incarnation ended.
     pub error: &'a anyhow::Error,
-    /// Failures in a row, this one included.
-    pub failures: u32,
     /// The pause before the rebuild.
-    pub pause: Duration,
+    pub delay: Duration,
 }
 
 impl HostEvent for StageRebuilt<'_> {
     fn emit(self) {
         tracing::error!(stage = %self.stage, error = format!("{:#}", self.error),
-            failures = self.failures, pause = ?self.pause, "stage failed; rebuilding it");
+            delay = ?self.delay, "stage failed; restarting it");
         count("stagehost_stage_rebuilds_total", self.stage);
     }
 }

@@ -189,7 +189,7 @@ impl TestPipeline {
         self.starts += 1;
         let log = std::fs::File::create(self.dir.path().join(format!("host-{}.log", self.starts)))
             .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_stagehost"))
+        let child = Command::new(host_binary())
             .args(["run", "--config"])
             .arg(&self.config_path)
             .args(&self.run_args)
@@ -525,6 +525,14 @@ pub fn component(stem: &str) -> PathBuf {
         path.display()
     );
     path
+}
+
+/// The host binary the tests run: this build's, or the one `STAGEHOST_BIN` names (to measure
+/// an earlier build with the same benchmark).
+pub fn host_binary() -> std::path::PathBuf {
+    std::env::var_os("STAGEHOST_BIN")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_stagehost").into())
 }
 
 /// Runs the `stagehost` binary with `args`; returns whether it succeeded, stdout and stderr.
