@@ -38,11 +38,13 @@ use std::sync::Arc;
 
 use super::guarantee::FusedIds;
 use super::handover::{Deferred, HANDLED_BY_HEADER};
+use super::live_plugin::LivePlugin;
 use super::participant::{Committed, Participant, Participants};
 use super::processor::{Input, StageContext};
 use super::retry::TopicPartition;
+use super::stage_parts::{Counting, Pacing, Settling};
 use super::stuck::StuckBook;
-use super::task::{Counting, InProcess, LivePlugin, NothingInProcess, Pacing, Settling, StageTask};
+use super::task::{InProcess, NothingInProcess, StageTask};
 use crate::config::StageConfig;
 use crate::event::cloudevents;
 use crate::event::dead_letter::Origin;

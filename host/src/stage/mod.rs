@@ -11,6 +11,7 @@ mod fenced;
 mod fusion;
 mod guarantee;
 mod handover;
+mod live_plugin;
 mod membership;
 mod outcome;
 mod participant;
@@ -19,6 +20,7 @@ mod processor;
 mod rebalance;
 mod retry;
 mod runner;
+mod stage_parts;
 mod stuck;
 mod task;
 mod watchdog;
@@ -35,6 +37,7 @@ pub use guarantee::{
     processed_topic, stage_guarantee,
 };
 pub use handover::{Deferred, HANDLED_BY_HEADER, handled_upstream};
+pub use live_plugin::{LivePlugin, Plugin};
 pub use membership::{InputsRecord, REJOIN_PATIENCE, move_subscription, rejoin_if_inputs_changed};
 pub use outcome::{Done, Fate, Handled, Move};
 pub use participant::{Committed, Participant, Participants};
@@ -43,9 +46,7 @@ pub use processor::{Failure, Input, Processed, Route, StageContext};
 pub use rebalance::RebalanceTracker;
 pub use retry::{ATTEMPT_HEADER, RetryBook};
 pub use runner::{KpiTarget, StageRunner, Worker};
+pub use stage_parts::{Counting, Pacing, Settling, StageStateParts};
 pub use stuck::{Decision, StuckBook, StuckRecord, Verdict};
-pub use task::{
-    Counting, InProcess, InProcessRun, LivePlugin, NothingInProcess, Pacing, Plugin, Settling,
-    StageStateParts, StageTask, TARGET_STAGE_HEADER,
-};
+pub use task::{InProcess, InProcessRun, NothingInProcess, StageTask, TARGET_STAGE_HEADER};
 pub use watchdog::Watchdog;

@@ -5,29 +5,28 @@
 //! work as the committer's [`Participant`]s.
 
 use std::borrow::Cow;
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 
 use super::dedup::dedup_key;
 use super::guarantee::ProcessedIds;
-use super::handover::{Deferred, handled_upstream};
+use super::handover::handled_upstream;
+use super::live_plugin::Plugin;
 use super::outcome::{Done, Fate, Handled, Move};
-use super::participant::{Committed, Participant, Participants};
+use super::participant::{Participant, Participants};
 use super::processor::{Failure, Input, Processed, StageContext};
 use super::retry::{ATTEMPT_HEADER, RetryBook, RetryDecision, TopicPartition};
+use super::stage_parts::{Counting, Pacing, Settling, StageStateParts, lock};
 use super::stuck::{StuckBook, Verdict};
-use crate::config::RetryConfig;
 use crate::event::cloudevents;
-use crate::kafka::{KafkaClients, OutRecord};
-use crate::kpi::StageKpis;
+use crate::kafka::OutRecord;
 use crate::observe::{
     HostEvent, RecordAt, RecordDeadLettered, RepeatDropped, RetryParked, SlowPartition,
 };
-use crate::plugin::{LoadedPlugin, PluggedInstance};
-use crate::state::{KeyedState, Writes, catch_up, plain_entry};
+use crate::state::{Writes, catch_up, plain_entry};
 
 /// Input header of a replayed dead letter: only the stage it names handles it; the other
 /// stages reading the same topic skip it.
@@ -36,163 +35,6 @@ pub const TARGET_STAGE_HEADER: &str = "stagehost-target-stage";
 /// How often a partition held at a record that cannot be dead-lettered looks whether an
 /// operator decided.
 const HELD_RECHECK: Duration = Duration::from_secs(1);
-
-/// The plugin as the task calls it.
-pub trait Plugin: Send {
-    /// Processes `input` with the live version; that version, and what it made.
-    fn process(
-        &mut self,
-        context: &StageContext,
-        input: &Input<'_>,
-        state: Option<&Arc<Mutex<KeyedState>>>,
-    ) -> (Arc<str>, Result<Processed, Failure>);
-}
-
-/// A stage's own plugin instance, following hot swaps between two events.
-pub struct LivePlugin {
-    instance: PluggedInstance,
-    /// The version last called, shared by the fates of its events.
-    version: Option<(Arc<LoadedPlugin>, Arc<str>)>,
-}
-
-impl LivePlugin {
-    /// Calls `instance`.
-    pub fn new(instance: PluggedInstance) -> Self {
-        Self {
-            instance,
-            version: None,
-        }
-    }
-
-    /// The live version.
-    pub fn version(&self) -> &str {
-        self.instance.version()
-    }
-}
-
-impl Plugin for LivePlugin {
-    fn process(
-        &mut self,
-        context: &StageContext,
-        input: &Input<'_>,
-        state: Option<&Arc<Mutex<KeyedState>>>,
-    ) -> (Arc<str>, Result<Processed, Failure>) {
-        let instance = self.instance.current();
-        let version = match &self.version {
-            Some((plugin, version)) if Arc::ptr_eq(plugin, instance.plugin()) => version.clone(),
-            _ => {
-                let version: Arc<str> = Arc::from(instance.plugin().version.as_str());
-                self.version = Some((instance.plugin().clone(), version.clone()));
-                version
-            }
-        };
-        (version, context.process(instance, input, true, state))
-    }
-}
-
-/// State of a stateful stage.
-pub struct StageStateParts {
-    /// The keyed state of the partitions this instance owns.
-    pub keyed: Arc<Mutex<KeyedState>>,
-    /// The changelog topic.
-    pub changelog: String,
-    /// Brokers, for catching up.
-    pub kafka: KafkaClients,
-    /// Most entries the state may hold (`state_max_keys`); an event that writes a value while
-    /// it holds that many is dead-lettered.
-    pub max_keys: Option<u64>,
-}
-
-/// The retry book of a stage and what paces its partitions.
-pub struct Pacing {
-    /// Retry settings.
-    pub retry: RetryConfig,
-    /// Events waiting for their next attempt.
-    pub retries: RetryBook,
-    /// Partitions whose last events ran into `max_event_time`, with how many did in a row:
-    /// such a partition cools down (parked like a retry) before its next event, so one slow
-    /// key cannot take the stage's one thread from every other partition.
-    pub slow: HashMap<TopicPartition, u32>,
-}
-
-impl Pacing {
-    /// Pacing with `retry` settings and nothing parked.
-    pub fn new(retry: RetryConfig) -> Self {
-        Self {
-            retry,
-            retries: RetryBook::default(),
-            slow: HashMap::new(),
-        }
-    }
-}
-
-/// The book of records a fused stage's writers left to the stage's own worker (see
-/// [`Deferred`]), as the open work uses it: run in process, the stage leaves records (withdrawn
-/// if the work is dropped); run by its own worker, it settles them once its work is committed.
-#[derive(Default)]
-pub struct Settling {
-    /// The book shared with the writers, if this stage is fused into others.
-    pub deferred: Option<Arc<Deferred>>,
-    /// Records the open work settled for the writers: `(partition, id)`.
-    settled: Vec<(i32, String)>,
-    /// Records the open work (in process) left to the stage's own worker: `(partition, id)`.
-    left: Vec<(i32, String)>,
-}
-
-impl Settling {
-    /// Settles and leaves records in `deferred`.
-    pub fn new(deferred: Option<Arc<Deferred>>) -> Self {
-        Self {
-            deferred,
-            settled: Vec::new(),
-            left: Vec::new(),
-        }
-    }
-
-    /// Whether records of `partition` must go to the stage's own worker (one left before is
-    /// not handled yet).
-    fn must_leave(&self, partition: i32) -> bool {
-        self.deferred
-            .as_ref()
-            .is_some_and(|deferred| deferred.is_waiting(partition))
-    }
-
-    /// Leaves the record `id` of `partition` to the stage's own worker.
-    fn leave(&mut self, partition: i32, id: &str) {
-        if let Some(deferred) = &self.deferred {
-            deferred.leave(partition, id);
-            self.left.push((partition, id.to_string()));
-        }
-    }
-}
-
-/// A stage's KPI recorder, and the fates of the events it handled in process in the open work
-/// of a writer (its own work's fates come with the commit).
-pub struct Counting {
-    /// The recorder, shared by the stage's worker and the writers it is fused into.
-    pub kpis: StageKpis,
-    in_process: Vec<Fate>,
-}
-
-impl Counting {
-    /// Counts in `kpis`.
-    pub fn new(kpis: StageKpis) -> Self {
-        Self {
-            kpis,
-            in_process: Vec::new(),
-        }
-    }
-
-    fn count(&self, fate: &Fate, latency: Duration) {
-        match fate {
-            Fate::Duplicate => self.kpis.duplicate(),
-            Fate::NotOurs => {}
-            Fate::HandledUpstream => self.kpis.handled_upstream(),
-            Fate::DeadLettered(version) => self.kpis.dead_lettered(version),
-            Fate::Published(outputs, version) => self.kpis.processed(version, *outputs, latency),
-        }
-    }
-}
 
 /// The stages a worker runs in process on the records it makes for them (see
 /// [`super::fusion`]).
@@ -352,13 +194,7 @@ impl<P: Plugin> StageTask<P> {
                     .extend(self.dedup.record(input.origin.partition, &key));
                 fate
             };
-            if let Some(deferred) = &self.settling.deferred
-                && deferred.contains(input.origin.partition, &input.id)
-            {
-                self.settling
-                    .settled
-                    .push((input.origin.partition, input.id.clone()));
-            }
+            self.settling.settle(input.origin.partition, &input.id);
             self.pacing.retries.settled(&partition, offset);
             handled.done.push(Done {
                 partition,
@@ -566,7 +402,7 @@ impl<P: Plugin> StageTask<P> {
                 .and_then(|seen| seen.first().copied())
                 .unwrap_or(false)
         {
-            self.counting.in_process.push(Fate::Duplicate);
+            self.counting.in_process(Fate::Duplicate);
             Vec::new()
         } else {
             let (version, processed) = self.plugin.process(&self.context, input, None);
@@ -575,8 +411,7 @@ impl<P: Plugin> StageTask<P> {
                     tracing::debug!(stage = %stage, writer, id = %input.id, topic = %input.origin.source_topic, partition,
                         outputs = processed.records.len(), "processed in process (fused)");
                     self.counting
-                        .in_process
-                        .push(Fate::Published(processed.records.len(), version));
+                        .in_process(Fate::Published(processed.records.len(), version));
                     processed.records
                 }
                 Err(failure) => {
@@ -709,26 +544,6 @@ impl<P: Plugin> Participants for StageTask<P> {
     }
 }
 
-/// The work's state writes go into the local copy of the changelog (a copy that cannot take
-/// them is caught up before it is read again); dropped work's writes are undone.
-impl Participant for StageStateParts {
-    fn on_safe(&mut self) -> anyhow::Result<()> {
-        if let Err(error) = lock(&self.keyed).commit() {
-            tracing::warn!(changelog = %self.changelog, %error,
-                "cannot write committed state into the local store; it is read back from the changelog");
-        }
-        Ok(())
-    }
-
-    fn on_dropped(&mut self, revoked: &[TopicPartition]) {
-        let mut keyed = lock(&self.keyed);
-        keyed.rollback();
-        for (_, partition) in revoked {
-            keyed.forget(*partition);
-        }
-    }
-}
-
 /// The work's inputs become processed ids.
 impl Participant for Box<dyn ProcessedIds> {
     fn on_safe(&mut self) -> anyhow::Result<()> {
@@ -743,53 +558,6 @@ impl Participant for Box<dyn ProcessedIds> {
     }
 }
 
-/// Records settled for the writers are handled once the work is committed; records left to
-/// the stage's worker are on their way to it then (it settles them), and withdrawn when the
-/// work is dropped.
-impl Participant for Settling {
-    fn on_committed(&mut self, _work: &Committed) {
-        if let Some(deferred) = &self.deferred
-            && !self.settled.is_empty()
-        {
-            deferred.handled(self.settled.iter().map(|(p, id)| (*p, id.as_str())));
-        }
-        self.settled.clear();
-        self.left.clear();
-    }
-
-    fn on_dropped(&mut self, _revoked: &[TopicPartition]) {
-        self.settled.clear();
-        if let Some(deferred) = &self.deferred {
-            for (partition, id) in self.left.drain(..) {
-                deferred.withdraw(partition, &id);
-            }
-        }
-    }
-}
-
-/// What the work's inputs became counts in the stage's KPIs.
-impl Participant for Counting {
-    fn on_committed(&mut self, work: &Committed) {
-        for fate in work.fates.iter().chain(&self.in_process) {
-            self.count(fate, work.latency);
-        }
-        self.in_process.clear();
-    }
-
-    fn on_dropped(&mut self, _revoked: &[TopicPartition]) {
-        self.in_process.clear();
-    }
-}
-
-/// Revoked partitions' retries and slowness are the next owner's.
-impl Participant for Pacing {
-    fn on_dropped(&mut self, revoked: &[TopicPartition]) {
-        self.retries.forget(revoked);
-        self.slow
-            .retain(|partition, _| !revoked.contains(partition));
-    }
-}
-
 /// Parks `partition` at `offset` and makes that offset what the open work commits for it, so
 /// the event is read again by whoever owns the partition next.
 fn park_at(handled: &mut Handled, partition: TopicPartition, offset: i64) {
@@ -799,11 +567,6 @@ fn park_at(handled: &mut Handled, partition: TopicPartition, offset: i64) {
         next: offset,
         fate: None,
     });
-}
-
-/// The keyed state, even if a plugin call panicked while holding it.
-pub(super) fn lock(state: &Mutex<KeyedState>) -> std::sync::MutexGuard<'_, KeyedState> {
-    state.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// The changelog records of one input's state writes.
@@ -833,12 +596,17 @@ fn is_for_another_stage(input: &Input<'_>, stage: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
+    use std::sync::Mutex;
 
     use super::*;
+    use crate::config::RetryConfig;
     use crate::event::dead_letter::Origin;
     use crate::health::Health;
     use crate::kafka::fake::record;
+    use crate::kpi::StageKpis;
+    use crate::stage::handover::Deferred;
     use crate::stage::processor::Route;
+    use crate::state::KeyedState;
 
     /// Processed ids in memory: committed ones, and the open work's.
     #[derive(Default)]
