@@ -51,6 +51,7 @@ lint:
 	cd plugins && $(CARGO) fmt --all -- --check
 	$(CARGO) clippy --release --all-targets -- -D warnings
 	cd plugins && $(CARGO) clippy --workspace --all-targets -- -D warnings
+	python3 scripts/import_cycles.py
 
 fmt:
 	$(CARGO) fmt --all

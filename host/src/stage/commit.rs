@@ -125,7 +125,7 @@ impl<G: Sync> Committer<G> {
         } = handled;
         let mut dead_letters = dead_letters.into_iter().peekable();
         for (index, record) in records.into_iter().enumerate() {
-            let position = self.way.send(&record).await?;
+            let position = self.way.send(record).await?;
             if let Some((_, partition, offset)) = dead_letters.next_if(|(at, _, _)| *at == index) {
                 self.work.dead_letters.push((position, partition, offset));
             }

@@ -292,7 +292,9 @@ impl<P: Plugin> StageTask<P> {
             writes,
         } = processed;
         let partition = input.origin.partition;
-        self.pacing.slow.remove(&topic_partition(input));
+        if !self.pacing.slow.is_empty() {
+            self.pacing.slow.remove(&topic_partition(input));
+        }
         tracing::debug!(stage = %self.context.name, id = %input.id, topic = %input.origin.source_topic,
             partition, offset = input.origin.offset,
             key = input.key.unwrap_or_default(), outputs = outputs.len(), "processed");

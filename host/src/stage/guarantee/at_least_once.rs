@@ -61,15 +61,15 @@ where
         Ok(())
     }
 
-    fn send<'a>(&'a mut self, record: &'a OutRecord) -> BoxFuture<'a, anyhow::Result<usize>> {
+    fn send(&mut self, record: OutRecord) -> BoxFuture<'_, anyhow::Result<usize>> {
         async move {
             let ack = self
                 .producer
-                .queue(record)
+                .queue(&record)
                 .await
                 .with_context(|| format!("cannot send {} to {}", record.id, record.topic))?;
             self.acks.push(ack);
-            self.records.push(record.clone());
+            self.records.push(record);
             Ok(self.acks.len() - 1)
         }
         .boxed()

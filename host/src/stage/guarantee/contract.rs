@@ -22,7 +22,7 @@ pub trait Guarantee<G>: Send {
 
     /// Queues an output or a dead letter of the open work; its position among the work's
     /// records, by which a refused dead letter is found again.
-    fn send<'a>(&'a mut self, record: &'a OutRecord) -> BoxFuture<'a, anyhow::Result<usize>>;
+    fn send(&mut self, record: OutRecord) -> BoxFuture<'_, anyhow::Result<usize>>;
 
     /// Queues a state changelog record of the open work (at-least-once holds it back until
     /// every output of the work is acknowledged).

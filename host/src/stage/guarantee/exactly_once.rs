@@ -65,10 +65,10 @@ where
             .map_err(|error| failed(&self.stage, "cannot begin a transaction", &error))
     }
 
-    fn send<'a>(&'a mut self, record: &'a OutRecord) -> BoxFuture<'a, anyhow::Result<usize>> {
+    fn send(&mut self, record: OutRecord) -> BoxFuture<'_, anyhow::Result<usize>> {
         async move {
             self.txn
-                .send(record)
+                .send(&record)
                 .await
                 .map_err(|error| failed(&self.stage, "cannot queue a record", &error))
         }
