@@ -8,9 +8,10 @@
 //! not set `fuse = false`; it is fused into a writer A (A's worker calls B) when A is topic-fed
 //! with the same `mode`. When A makes a record `r` for B's input topic:
 //!
-//! 1. A's worker calls its own instance of B (made from B's plugin slot, so it follows B's hot
-//!    swaps and rollbacks) with B's [`StageContext`]; B's outputs are handled the same way,
-//!    recursively, and all of them go into A's open work;
+//! 1. A's worker runs B as a [`StageTask`] of its own (B's context, deduplicator, KPI recorder
+//!    and deferred book, and an instance made from B's plugin slot, so it follows B's hot swaps
+//!    and rollbacks); B's outputs are handled the same way, recursively, and all of them go
+//!    into A's open work, whose end B's task follows as a participant;
 //! 2. `r` is written with the header [`HANDLED_BY_HEADER`] naming B, and B's own worker (which
 //!    still consumes its topic, for outside producers and dead-letter replays) skips it: its
 //!    offset advances, nothing is published. In `exactly_once` the record is visible if and
