@@ -101,11 +101,6 @@ impl<G: Sync> Committer<G> {
         (drained && self.way.commits_when_drained()) || interval_over
     }
 
-    /// How long the open work has been open.
-    pub fn open_for(&self) -> Option<Duration> {
-        self.work.opened.map(|opened| opened.elapsed())
-    }
-
     /// Opens work for a batch (and, exactly-once, a transaction).
     pub fn open(&mut self) -> anyhow::Result<()> {
         self.way.begin()?;
@@ -634,7 +629,7 @@ mod tests {
         assert!(!committer.is_open());
         assert_eq!(producer.calls().last(), Some(&Call::Abort));
         assert_eq!(journal.entries(), ["first dropped 1", "second dropped 1"]);
-        // Nothing open: abandoning again aborts nothing, and the next commit commits nothing.
+        // Nothing open: abandoning again aborts nothing.
         committer.abandon(&[], &mut stage).unwrap();
         assert_eq!(
             producer

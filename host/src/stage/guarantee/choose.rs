@@ -31,7 +31,7 @@ pub struct StageGuarantee {
     pub consumer: ClientConfig,
 }
 
-/// The guarantee of the topic-fed `stage` reading `inputs`: exactly-once makes its processed-id
+/// The guarantee of the topic-fed `stage`: exactly-once makes its processed-id
 /// topic and its transactional producer; at-least-once uses the shared producer and the
 /// local store.
 pub async fn stage_guarantee(
@@ -40,9 +40,6 @@ pub async fn stage_guarantee(
     shared_producer: &FutureProducer,
     store: &LocalStore,
 ) -> anyhow::Result<StageGuarantee> {
-    let kafka = KafkaClients::new(&config.kafka);
-    let group = stage.group_id();
-    let instance = &config.state.instance_id;
     match stage.mode {
         ProcessingMode::AtLeastOnce => Ok(StageGuarantee {
             way: Box::new(AtLeastOnce::new(shared_producer.clone(), &stage.name)),
@@ -50,9 +47,10 @@ pub async fn stage_guarantee(
             consumer: consumer_settings(config, stage),
         }),
         ProcessingMode::ExactlyOnce => {
+            let kafka = KafkaClients::new(&config.kafka);
             let dedup = processed_log(config, stage, &kafka, store).await?;
             let producer =
-                transactional_producer(config, &stage.name, &format!("{group}.{instance}"))?;
+                transactional_producer(config, &stage.name, &transactional_id(config, stage))?;
             Ok(StageGuarantee {
                 way: Box::new(ExactlyOnce::new(producer, &stage.name)),
                 dedup: Box::new(dedup),
@@ -152,7 +150,7 @@ pub async fn ingress_answers(
         )
         .await?;
     }
-    let transactional_id = format!("{group}.{}", config.state.instance_id);
+    let transactional_id = transactional_id(config, stage);
     let (factory_config, stage_name) = (config.clone(), stage.name.clone());
     let make: ProducerFactory =
         Arc::new(move || transactional_producer(&factory_config, &stage_name, &transactional_id));
@@ -217,6 +215,12 @@ async fn processed_log(
         config.state.idempotency_retention,
     );
     Ok(ProcessedLog::new(topic, kafka.clone(), table))
+}
+
+/// The `transactional.id` of `stage` on this instance: stable across restarts, so a restarted
+/// instance fences its predecessor.
+fn transactional_id(config: &PipelineConfig, stage: &StageConfig) -> String {
+    format!("{}.{}", stage.group_id(), config.state.instance_id)
 }
 
 /// The transactional producer of `stage`, its transactions initialised.
