@@ -4,6 +4,7 @@
 //! stage. The metrics go to whatever `metrics` recorder the binary installs (none: counting
 //! costs nothing).
 
+pub mod catalogue;
 mod emit;
 mod stage;
 
