@@ -27,6 +27,7 @@
 //! - [`health`]: what each part of the host reports for `/readyz` (stages, ingress, Kafka).
 //! - [`admin`]: the admin API (plugin list, hot swap, rollback, held records) and its client.
 //! - [`dlq`]: listing and replaying dead letters.
+//! - [`trace`]: one key's events on every topic of the pipeline, in time order, with hops.
 //! - [`backoff`]: exponential backoff with jitter.
 //! - [`load`]: the load generator of `stagehost load` (any pipeline: body template, done topic).
 //! - [`app`]: wiring and orderly shutdown ([`app::Host`]: start, run until shutdown, stop in
@@ -57,3 +58,4 @@ pub mod plugin;
 pub mod stage;
 pub mod state;
 pub mod store;
+pub mod trace;

@@ -1,5 +1,6 @@
 //! The `stagehost` command line: run a pipeline, check its configuration, tail a topic,
-//! swap plugins of a running host, list and replay dead letters.
+//! trace one key through the pipeline, swap plugins of a running host, list and replay dead
+//! letters.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -65,6 +66,22 @@ enum Command {
         /// Stop after this long without an event (e.g. `5s`).
         #[arg(long, value_parser = humantime::parse_duration)]
         idle_timeout: Option<Duration>,
+    },
+    /// Every event one key (an order id) produced on every topic of the pipeline, in time
+    /// order with the hop between consecutive events, and its dead letters.
+    Trace {
+        /// The key: a record key, or the value of a route's `id_field` in an event's body
+        /// (an order id in the shipped pipeline).
+        key: String,
+        /// The pipeline configuration (brokers, topics, stages).
+        #[arg(long, short, default_value = "pipeline.toml", env = "STAGEHOST_CONFIG")]
+        config: PathBuf,
+        /// Kafka bootstrap servers; default: the configuration's `kafka.brokers`.
+        #[arg(long)]
+        brokers: Option<String>,
+        /// Print the trace as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Inspect and hot-swap the plugins of a running host (through its admin API).
     Plugin {
@@ -271,6 +288,12 @@ fn main() -> ExitCode {
                 Ok(())
             }
             Command::Check { config } => check(&config),
+            Command::Trace {
+                key,
+                config,
+                brokers,
+                json,
+            } => trace(&config, brokers, key, json).await,
             Command::Tail {
                 topic,
                 brokers,
@@ -349,6 +372,31 @@ fn check(path: &Path) -> anyhow::Result<()> {
             plugin.path.display(),
             plugin.version
         );
+    }
+    Ok(())
+}
+
+async fn trace(
+    path: &Path,
+    brokers: Option<String>,
+    key: String,
+    json: bool,
+) -> anyhow::Result<()> {
+    let mut config = config::load(path, &Overrides::from_env())?;
+    if let Some(brokers) = brokers {
+        config.kafka.brokers = brokers;
+    }
+    let kafka = stagehost::kafka::KafkaClients::new(&config.kafka);
+    tokio::task::spawn_blocking(move || {
+        stagehost::kafka::check_access(&kafka, stagehost::kafka::ACCESS_PATIENCE)
+    })
+    .await??;
+    let trace =
+        tokio::task::spawn_blocking(move || stagehost::trace::lookup(&config, &key)).await??;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&trace)?);
+    } else {
+        print!("{}", stagehost::trace::render(&trace));
     }
     Ok(())
 }

@@ -23,6 +23,8 @@ pub struct DeadLetterEntry {
     pub id: String,
     /// Record key (the failed event's key).
     pub key: Option<String>,
+    /// The kind of failure ([`DeadLetter::reason`]).
+    pub reason: String,
     /// The envelope.
     #[serde(flatten)]
     pub letter: DeadLetter,
@@ -127,6 +129,7 @@ fn read_dead_letters(config: &PipelineConfig) -> anyhow::Result<Vec<DeadLetterEn
                 key: message
                     .key()
                     .map(|key| String::from_utf8_lossy(key).into_owned()),
+                reason: letter.reason().to_string(),
                 letter,
                 replayed_at: None,
             });
@@ -219,6 +222,7 @@ pub(super) mod tests {
         DeadLetterEntry {
             id: "dl-1".into(),
             key: Some("o-1".into()),
+            reason: letter.reason().to_string(),
             letter,
             replayed_at: None,
         }

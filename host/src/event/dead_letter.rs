@@ -118,6 +118,22 @@ impl DeadLetter {
         }
     }
 
+    /// The kind of failure, for tables and metric labels: the error's lowercase prefix before
+    /// its first `": "` (`rejected`, `schema violation`, `trap`, `timeout`, `memory limit`,
+    /// `undecodable`, …), or `other` when the error has none.
+    pub fn reason(&self) -> &str {
+        match self.error.split_once(": ") {
+            Some((prefix, _))
+                if !prefix.is_empty()
+                    && prefix.len() <= 32
+                    && prefix.chars().all(|c| c.is_ascii_lowercase() || c == ' ') =>
+            {
+                prefix
+            }
+            _ => "other",
+        }
+    }
+
     /// Whether `original_event` holds only the beginning of the failed event.
     pub fn is_original_truncated(&self) -> bool {
         self.truncated.contains_key(ORIGINAL_EVENT)
@@ -363,6 +379,23 @@ mod tests {
         assert_eq!(json["event_id"], "id-1");
         assert!(json["timestamp"].as_str().unwrap().ends_with('Z'));
         assert!(json.get("truncated").is_none(), "{json}");
+    }
+
+    #[test]
+    fn the_reason_is_the_errors_prefix() {
+        let reason = |error: &str| {
+            DeadLetter::new(b"{}", error.into(), origin(), "v", "id")
+                .reason()
+                .to_string()
+        };
+        assert_eq!(reason("rejected: no stock"), "rejected");
+        assert_eq!(
+            reason("schema violation: \"x\" is not an object"),
+            "schema violation"
+        );
+        assert_eq!(reason("trap: wasm `unreachable`"), "trap");
+        assert_eq!(reason("something odd"), "other");
+        assert_eq!(reason("Weird Prefix: x"), "other");
     }
 
     #[test]

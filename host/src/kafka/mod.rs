@@ -24,8 +24,8 @@ pub use publish::{
 };
 pub use read::{
     Watermarks, cluster_id, committed_payload_at, committed_reader, existing_topics,
-    for_each_committed, for_each_committed_since, partition_count, partition_count_of_new,
-    watermarks,
+    for_each_committed, for_each_committed_in, for_each_committed_since, partition_count,
+    partition_count_of_new, watermarks,
 };
 #[cfg(test)]
 pub(crate) use transaction::fake;

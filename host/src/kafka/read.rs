@@ -1,8 +1,8 @@
 //! Reading a partition's committed records from the beginning up to its end as of now:
-//! state restore, dead-letter listing, replay bookkeeping; one record at an offset; which
-//! topics exist.
+//! state restore, dead-letter listing, replay bookkeeping; the same for whole topics at once
+//! (`stagehost trace`); one record at an offset; which topics exist.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -77,6 +77,70 @@ pub fn for_each_committed_since(
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(message)) => each(&message),
             Some(Err(error)) => return Err(error).context(format!("reading {topic}/{partition}")),
+            None => {}
+        }
+    }
+}
+
+/// Calls `each` for every committed record of every partition of `topics`, from the
+/// beginning up to the ends (high watermarks) read when it starts, in the order they arrive
+/// (oldest first within a partition); gives up after `timeout`. Topics the cluster does not
+/// have are skipped and returned. Blocking: call it off the async threads.
+pub fn for_each_committed_in(
+    kafka: &KafkaClients,
+    topics: &[String],
+    timeout: Duration,
+    mut each: impl FnMut(&BorrowedMessage<'_>),
+) -> anyhow::Result<Vec<String>> {
+    let consumer = committed_reader(kafka).context("cannot create a Kafka reader")?;
+    let metadata = consumer
+        .fetch_metadata(None, Duration::from_secs(10))
+        .with_context(|| format!("cannot reach Kafka at {}", kafka.brokers()))?;
+    let mut missing = Vec::new();
+    let mut ends = BTreeMap::new();
+    let mut assignment = TopicPartitionList::new();
+    for topic in topics {
+        let Some(found) = metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty())
+        else {
+            missing.push(topic.clone());
+            continue;
+        };
+        for partition in found.partitions() {
+            let (low, high) = watermarks(&consumer, topic, partition.id())?;
+            if high > low {
+                ends.insert((topic.clone(), partition.id()), high);
+                assignment.add_partition_offset(topic, partition.id(), Offset::Beginning)?;
+            }
+        }
+    }
+    if ends.is_empty() {
+        return Ok(missing);
+    }
+    consumer.assign(&assignment)?;
+    let deadline = Instant::now() + timeout;
+    loop {
+        let positions = consumer.position()?;
+        let behind = ends.iter().find(|((topic, partition), end)| {
+            positions
+                .find_partition(topic, *partition)
+                .and_then(|p| p.offset().to_raw())
+                .is_none_or(|at| at < **end)
+        });
+        let Some(((topic, partition), end)) = behind else {
+            return Ok(missing);
+        };
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "reading {topic}/{partition} did not reach offset {end} in {timeout:?}: a \
+             transaction may be open that long (the writer's host stopped mid-transaction; it \
+             ends within kafka.transaction_timeout), or the brokers are slow; try again"
+        );
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(message)) => each(&message),
+            Some(Err(error)) => return Err(error).context("reading the pipeline's topics"),
             None => {}
         }
     }
