@@ -26,6 +26,8 @@
 //! - [`http`]: the HTTP server (declared routes and read models, health, readiness).
 //! - [`health`]: what each part of the host reports for `/readyz` (stages, ingress, Kafka).
 //! - [`admin`]: the admin API (plugin list, hot swap, rollback, held records) and its client.
+//! - [`console`]: the page on the admin listener that shows the pipeline live, and its JSON
+//!   endpoints (topology, pending dead letters and replay, trace).
 //! - [`dlq`]: listing and replaying dead letters.
 //! - [`trace`]: one key's events on every topic of the pipeline, in time order, with hops.
 //! - [`backoff`]: exponential backoff with jitter.
@@ -45,6 +47,7 @@ pub mod admin;
 pub mod app;
 pub mod backoff;
 pub mod config;
+pub mod console;
 pub mod dlq;
 pub mod event;
 pub mod health;

@@ -187,7 +187,7 @@ pub(super) fn start_watches(
     }
 }
 
-/// Starts the admin API on its own listener, when it is enabled.
+/// Starts the admin API and the console on their own listener, when it is enabled.
 pub(super) async fn start_admin(
     config: &PipelineConfig,
     slots: &Slots,
@@ -203,7 +203,8 @@ pub(super) async fn start_admin(
         slots.clone(),
         shared.stuck.clone(),
         config.admin.max_plugin_bytes,
-    );
+    )
+    .merge(crate::console::router(Arc::new(config.clone())));
     let mut stop = stop.clone();
     Ok(Some(tokio::spawn(crate::http::serve(
         listener,
