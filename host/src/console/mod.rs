@@ -4,7 +4,7 @@
 //! lookup drawn as a timeline. The page is vanilla JS and SVG, embedded in the binary
 //! ([`page`]); it polls the admin API, and its actions use the same endpoints as the CLI.
 //!
-//! - `GET /` and `GET /console`: the page; `GET /console/app.js`, `GET /console/app.css`.
+//! - `GET /` and `GET /console`: the page; `GET /console/<file>`: its style and ES modules.
 //! - `GET /api/topology`: the stages (inputs, outputs, mode), the ingress routes as sources,
 //!   the topics ([`topology`]).
 //! - `GET /api/dlq`: the dead letters not replayed yet, newest first, with their age.

@@ -1,40 +1,55 @@
-//! The console page and its script and style, embedded in the binary (no CDN, nothing to
+//! The console page and its modules and style, embedded in the binary (no CDN, nothing to
 //! install next to the host).
 
 use axum::Router;
-use axum::http::header;
+use axum::extract::Path;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 /// The page.
 const INDEX_HTML: &str = include_str!("assets/index.html");
-/// Its script: polling, the topology drawing, the panels.
-const APP_JS: &str = include_str!("assets/app.js");
-/// Its style.
-const APP_CSS: &str = include_str!("assets/app.css");
+
+/// The files under `/console/`: name, content type, body. `app.js` imports the others.
+const ASSETS: &[(&str, &str, &str)] = &[
+    ("app.css", CSS, include_str!("assets/app.css")),
+    ("app.js", JS, include_str!("assets/app.js")),
+    ("util.js", JS, include_str!("assets/util.js")),
+    ("state.js", JS, include_str!("assets/state.js")),
+    ("metrics.js", JS, include_str!("assets/metrics.js")),
+    ("graph.js", JS, include_str!("assets/graph.js")),
+    ("topology.js", JS, include_str!("assets/topology.js")),
+    ("plugins.js", JS, include_str!("assets/plugins.js")),
+    ("deadletters.js", JS, include_str!("assets/deadletters.js")),
+    ("trace.js", JS, include_str!("assets/trace.js")),
+];
+const JS: &str = "text/javascript; charset=utf-8";
+const CSS: &str = "text/css; charset=utf-8";
 
 /// The routes of the page and its assets.
 pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
         .route("/", get(index))
         .route("/console", get(index))
-        .route("/console/app.js", get(script))
-        .route("/console/app.css", get(style))
+        .route("/console/{file}", get(asset))
 }
 
 async fn index() -> Response {
-    asset("text/html; charset=utf-8", INDEX_HTML)
+    answer("text/html; charset=utf-8", INDEX_HTML)
 }
 
-async fn script() -> Response {
-    asset("text/javascript; charset=utf-8", APP_JS)
+async fn asset(Path(file): Path<String>) -> Response {
+    match ASSETS.iter().find(|(name, _, _)| *name == file) {
+        Some((_, content_type, body)) => answer(content_type, body),
+        None => (
+            StatusCode::NOT_FOUND,
+            format!("no console file {file}; the console is at /console"),
+        )
+            .into_response(),
+    }
 }
 
-async fn style() -> Response {
-    asset("text/css; charset=utf-8", APP_CSS)
-}
-
-fn asset(content_type: &'static str, body: &'static str) -> Response {
+fn answer(content_type: &'static str, body: &'static str) -> Response {
     (
         [
             (header::CONTENT_TYPE, content_type),
@@ -43,4 +58,27 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
         body,
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_module_the_page_imports_is_served() {
+        let names: Vec<&str> = ASSETS.iter().map(|(name, _, _)| *name).collect();
+        for (_, _, body) in ASSETS {
+            for line in body.lines().filter(|l| l.starts_with("import ")) {
+                let module = line
+                    .rsplit_once("'./")
+                    .and_then(|(_, rest)| rest.split_once('\''))
+                    .map(|(module, _)| module);
+                assert!(
+                    module.is_some_and(|m| names.contains(&m)),
+                    "{line} imports a file not served"
+                );
+            }
+        }
+        assert!(INDEX_HTML.contains(r#"src="/console/app.js""#));
+    }
 }
