@@ -88,6 +88,17 @@ impl Health {
         (busy > STALL_AFTER).then_some(busy)
     }
 
+    /// Every part, and whether it is working (and not stalled).
+    pub fn parts(&self) -> Vec<(String, bool)> {
+        self.lock()
+            .iter()
+            .map(|(part, entry)| {
+                let ok = entry.condition == Condition::Ok && self.stalled(entry).is_none();
+                (part.clone(), ok)
+            })
+            .collect()
+    }
+
     /// The parts that are not working, with their reason and for how long, as JSON.
     pub fn problems(&self) -> serde_json::Value {
         let parts = self.lock();

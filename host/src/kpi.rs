@@ -71,6 +71,11 @@ impl StageKpis {
         }
     }
 
+    /// The stage it counts for.
+    pub fn stage(&self) -> &str {
+        &self.stage
+    }
+
     /// Closes the current window (of length `window`) and returns its KPI events; none when
     /// nothing happened in it.
     pub fn drain(&self, window: Duration) -> Vec<KpiEvent> {

@@ -10,8 +10,11 @@
 //!   [`crate::stage::StuckBook`]).
 //! - `POST /stuck/{stage}/{topic}/{partition}/skip` or `…/retry`: the operator's decision on
 //!   the record held there; `404` naming what is held when nothing is.
+//! - `GET /metrics`: every metric in the Prometheus text format (when `telemetry.metrics`).
 
 pub mod client;
+mod metrics;
 mod server;
 
+pub use metrics::MetricsEndpoint;
 pub use server::{PATH_HEADER, Slots, router};

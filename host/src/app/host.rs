@@ -20,6 +20,7 @@ use crate::event::schema::SchemaRegistry;
 use crate::health::Health;
 use crate::kafka::KafkaClients;
 use crate::kpi::KpiHub;
+use crate::observe::Exporter;
 use crate::plugin::PluginEngine;
 use crate::stage::StuckBook;
 use crate::store::{LocalStore, StoreReplaced};
@@ -76,6 +77,12 @@ impl Host {
     /// the admin API and the HTTP server. Fails on a first start that cannot work.
     pub async fn start(config: PipelineConfig, options: RunOptions) -> anyhow::Result<Host> {
         let started = Instant::now();
+        // Before anything makes a metric handle: one made earlier would count nowhere.
+        let exporter = if config.telemetry.metrics {
+            Some(Exporter::install()?)
+        } else {
+            None
+        };
         let engine = engine(&config)?;
         let plugins = load_logged(&engine, &config, started)?;
         let slots = slots_of(&plugins);
@@ -113,7 +120,7 @@ impl Host {
             started,
         };
         start_watches(&config, watched, &shared, &stop_rx);
-        let admin_task = start_admin(&config, &slots, &shared, &stop_rx).await?;
+        let admin_task = start_admin(&config, &slots, &shared, exporter, &stop_rx).await?;
         let http = start_http(&config, ingress, &slots, &shared.health, &shared.store).await?;
         Ok(Host {
             _engine: engine,

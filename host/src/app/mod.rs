@@ -6,11 +6,13 @@
 //! - `stages`: building every stage at once and starting the topic-fed ones supervised.
 //! - `build` (the parts of a stage from its configuration), `supervise` and `restarts` (a
 //!   failed stage is rebuilt), `readiness` (the `/readyz` Kafka and topic checks),
-//!   `declared` (declared topics that disappear), `plugin_watch` (development mode).
+//!   `declared` (declared topics that disappear), `plugin_watch` (development mode),
+//!   `lag_watch` (each stage's lag, for `/metrics`).
 
 mod build;
 mod declared;
 mod host;
+mod lag_watch;
 mod plugin_watch;
 mod readiness;
 mod restarts;

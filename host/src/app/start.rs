@@ -12,15 +12,17 @@ use tokio::task::JoinHandle;
 
 use super::build::{event_type, load_plugins, views};
 use super::declared::DeclaredTopics;
+use super::lag_watch::watch_lag;
 use super::plugin_watch::watch_plugins;
 use super::readiness::watch_readiness;
 use super::stages::{Plugins, Shared};
-use crate::admin::Slots;
+use crate::admin::{MetricsEndpoint, Slots};
 use crate::config::PipelineConfig;
 use crate::health::Health;
 use crate::http::IngressEndpoint;
 use crate::kafka::{ACCESS_PATIENCE, KafkaClients, RecordLimits, check_access, ensure_topics};
 use crate::kpi::{KpiSink, publish_loop};
+use crate::observe::Exporter;
 use crate::plugin::PluginEngine;
 use crate::stage::{CoverageTarget, watch_coverage};
 use crate::state::changelog_topic;
@@ -151,8 +153,8 @@ pub(super) struct Watched {
     pub(super) started: Instant,
 }
 
-/// Starts the watches that run until the stop: partition coverage, readiness, the store's
-/// upkeep, and (in development mode) the plugin files.
+/// Starts the watches that run until the stop: partition coverage, readiness, the stages' lag
+/// (with metrics on), the store's upkeep, and (in development mode) the plugin files.
 pub(super) fn start_watches(
     config: &PipelineConfig,
     watched: Watched,
@@ -172,6 +174,10 @@ pub(super) fn start_watches(
         stop.clone(),
         watched.started,
     ));
+    if config.telemetry.metrics {
+        let (config, kafka, stop) = (config.clone(), watched.kafka.clone(), stop.clone());
+        tokio::spawn(async move { watch_lag(&config, kafka, stop).await });
+    }
     tokio::spawn(crate::store::upkeep(
         shared.store.clone(),
         config.state.idempotency_retention,
@@ -187,24 +193,29 @@ pub(super) fn start_watches(
     }
 }
 
-/// Starts the admin API and the console on their own listener, when it is enabled.
+/// Starts the admin API, `/metrics` and the console on their own listener, when it is enabled.
 pub(super) async fn start_admin(
     config: &PipelineConfig,
     slots: &Slots,
     shared: &Shared,
+    exporter: Option<&'static Exporter>,
     stop: &watch::Receiver<bool>,
 ) -> anyhow::Result<Option<JoinHandle<anyhow::Result<()>>>> {
     if !config.admin.enabled {
         return Ok(None);
     }
     let listener = crate::http::bind(&config.admin.listen).await?;
-    tracing::info!(address = %config.admin.listen, "admin API listening");
-    let router = crate::admin::router(
+    tracing::info!(address = %config.admin.listen, metrics = exporter.is_some(), "admin API listening");
+    let mut router = crate::admin::router(
         slots.clone(),
         shared.stuck.clone(),
         config.admin.max_plugin_bytes,
     )
     .merge(crate::console::router(Arc::new(config.clone())));
+    if let Some(exporter) = exporter {
+        let endpoint = MetricsEndpoint::new(exporter, shared.health.clone(), slots.clone());
+        router = router.merge(endpoint.router());
+    }
     let mut stop = stop.clone();
     Ok(Some(tokio::spawn(crate::http::serve(
         listener,

@@ -57,6 +57,8 @@ pub struct Overrides {
     pub state_dir: Option<PathBuf>,
     /// `STAGEHOST_INSTANCE`: replaces `state.instance_id`.
     pub instance_id: Option<String>,
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`: replaces `telemetry.otlp_endpoint`.
+    pub otlp_endpoint: Option<String>,
 }
 
 impl Overrides {
@@ -69,6 +71,7 @@ impl Overrides {
             admin_listen: var("STAGEHOST_ADMIN_ADDR"),
             state_dir: var("STAGEHOST_STATE_DIR").map(PathBuf::from),
             instance_id: var("STAGEHOST_INSTANCE"),
+            otlp_endpoint: var("OTEL_EXPORTER_OTLP_ENDPOINT"),
         }
     }
 }
@@ -114,6 +117,9 @@ pub fn parse(
 fn apply(config: &mut PipelineConfig, overrides: &Overrides) {
     if let Some(brokers) = &overrides.brokers {
         config.kafka.brokers.clone_from(brokers);
+    }
+    if let Some(endpoint) = &overrides.otlp_endpoint {
+        config.telemetry.otlp_endpoint = Some(endpoint.clone());
     }
     if let Some(listen) = &overrides.http_listen {
         config.http.listen.clone_from(listen);

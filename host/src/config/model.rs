@@ -26,6 +26,9 @@ pub struct PipelineConfig {
     /// The admin API (plugin swaps): `stagehost plugin …` talks to it.
     #[serde(default)]
     pub admin: AdminConfig,
+    /// Metrics and traces: what the host exports about itself.
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
     /// Where events that cannot be processed are sent.
     pub dead_letter: DeadLetterConfig,
     /// Every topic the pipeline reads or writes, by name.
@@ -228,6 +231,29 @@ impl Default for AdminConfig {
             enabled: true,
             listen: "127.0.0.1:9091".into(),
             max_plugin_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// Metrics (`GET /metrics` on the admin listener) and traces (OpenTelemetry over OTLP).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// Record metrics and serve them at `GET /metrics` (off: no recorder, nothing counted).
+    pub metrics: bool,
+    /// Where to send trace spans over OTLP/HTTP (e.g. `http://127.0.0.1:4318`); none: no
+    /// spans are made. The `OTEL_EXPORTER_OTLP_ENDPOINT` environment variable sets it.
+    pub otlp_endpoint: Option<String>,
+    /// The `service.name` of the spans.
+    pub service_name: String,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            metrics: true,
+            otlp_endpoint: None,
+            service_name: "stagehost".into(),
         }
     }
 }

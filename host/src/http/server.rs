@@ -4,18 +4,21 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use anyhow::Context;
 use axum::Router;
 use axum::body::{Body, to_bytes};
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Request, State};
 use axum::http::{StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter, get, on};
 use serde_json::json;
 
 use super::Reply;
 use super::endpoints::{IngressEndpoint, ViewEndpoint};
+use crate::observe::{HostEvent, RequestAnswered};
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -71,8 +74,29 @@ pub fn router(
     Ok(router
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route_layer(axum::middleware::from_fn(measured))
         .layer(DefaultBodyLimit::disable())
         .with_state(state))
+}
+
+/// Reports each answered request (route, method, status, time) as a [`RequestAnswered`].
+async fn measured(request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|path| path.as_str().to_string())
+        .unwrap_or_default();
+    let method = request.method().clone();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    RequestAnswered {
+        route: &route,
+        method: method.as_str(),
+        status: response.status().as_u16(),
+        took: started.elapsed(),
+    }
+    .emit();
+    response
 }
 
 fn method_filter(method: &str) -> anyhow::Result<MethodFilter> {

@@ -17,6 +17,7 @@ use crate::event::headers::PATH_HEADER_PREFIX;
 use crate::http::{Reply, Submit};
 use crate::kafka::{OutRecord, publish_all};
 use crate::kpi::StageKpis;
+use crate::observe::{HostEvent, RepeatRequest};
 use crate::plugin::PluggedInstance;
 use crate::stage::{Failure, Input, StageContext};
 use crate::store::{IngressRecord, unix_ms};
@@ -174,6 +175,7 @@ impl Ingress {
         };
         if let Some(reply) = self.earlier_answer(key, &request.body_hash, conflict) {
             self.kpis.duplicate();
+            answered_as_repeat(route, key, &reply);
             return reply;
         }
         let input = Input {
@@ -208,6 +210,7 @@ impl Ingress {
             .publish(key, records, answer, &request.body_hash, conflict)
             .await
         {
+            answered_as_repeat(route, key, &refused);
             return refused;
         }
         self.kpis.processed(&version, events, started.elapsed());
@@ -381,6 +384,23 @@ impl Ingress {
                 "dead_letter_id": published.is_ok().then_some(letter.id),
             }),
         }
+    }
+}
+
+/// Reports `reply` to a request whose key was answered before: the earlier answer, or `409`
+/// (`503` is no answer: the record could not be read or written).
+fn answered_as_repeat(route: &IngressRoute, key: &str, reply: &Reply) {
+    if reply.status != 503 {
+        let path = route
+            .name
+            .split_once(' ')
+            .map_or(route.name.as_str(), |(_, path)| path);
+        RepeatRequest {
+            route: path,
+            key,
+            conflict: reply.status == 409,
+        }
+        .emit();
     }
 }
 

@@ -47,7 +47,7 @@ use Kind::{Counter, Gauge, Histogram};
 
 /// Events a stage finished (committed, dead-lettered or dropped as repeats).
 pub const STAGE_EVENTS_IN: &str = "stagehost_stage_events_in_total";
-/// Records a stage wrote, by output topic.
+/// Records a stage wrote (outputs, not dead letters).
 pub const STAGE_EVENTS_OUT: &str = "stagehost_stage_events_out_total";
 /// Events a stage sent to the dead-letter queue, by reason.
 pub const STAGE_DEAD_LETTERS: &str = "stagehost_stage_dead_letters_total";
@@ -117,8 +117,8 @@ pub const METRICS: &[Metric] = &[
     metric(
         STAGE_EVENTS_OUT,
         Counter,
-        &["stage", "topic"],
-        "Records a stage wrote, by output topic.",
+        &["stage"],
+        "Records a stage wrote (outputs, not dead letters).",
     ),
     metric(
         STAGE_DEAD_LETTERS,
@@ -238,7 +238,7 @@ pub const METRICS: &[Metric] = &[
         PLUGIN_SWAPS,
         Counter,
         &["stage", "outcome"],
-        "Plugin swaps by outcome: swapped, rolled_back or refused.",
+        "Plugin swaps and rollbacks by outcome: accepted or refused.",
     ),
     metric(
         STATE_KEYS,

@@ -1,15 +1,22 @@
 //! Observable events of the host, one typed struct each (after Vector's `internal_events`):
-//! its [`HostEvent::emit`] writes one log line with the common fields (stage, event id, topic,
-//! partition, offset) and counts it in a metric named `stagehost_<noun>_total` labelled by
-//! stage. The metrics go to whatever `metrics` recorder the binary installs (none: counting
-//! costs nothing).
+//! its [`HostEvent::emit`] writes its log line (with the common fields of a record: stage,
+//! event id, topic, partition, offset) and records its metrics. Every metric is listed in
+//! [`catalogue`]; the [`Exporter`] (installed when `telemetry.metrics` is on) is the
+//! `metrics` recorder that `GET /metrics` renders. Without it, recording costs nothing.
 
 pub mod catalogue;
 mod emit;
+mod exporter;
+mod ingress;
+mod measure;
 mod stage;
 
 pub use emit::{HostEvent, RecordAt};
+pub use exporter::Exporter;
+pub use ingress::{RepeatRequest, RequestAnswered};
+pub use measure::{LagMeasured, StateMeasured};
 pub use stage::{
-    ConsumerFailed, OpenWorkDropped, RecordDeadLettered, RepeatDropped, RetryParked, SlowPartition,
-    StageRebuilt, StageStalled, StageStarted, StageStopped, TransactionAborted,
+    ConsumerFailed, EventsFinished, OpenWorkDropped, RecordDeadLettered, RepeatDropped,
+    RetryParked, SlowPartition, StageRebuilt, StageStalled, StageStarted, StageStopped,
+    TransactionAborted, WorkCommitted,
 };

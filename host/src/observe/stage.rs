@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
+use super::catalogue;
 use super::emit::{HostEvent, RecordAt, count, log_at_record};
+use crate::stage::Fate;
 
 /// A stage's worker started (after a start, a rebuild or a swap of its inputs).
 pub struct StageStarted<'a> {
@@ -23,7 +25,7 @@ impl HostEvent for StageStarted<'_> {
     fn emit(self) {
         tracing::info!(stage = %self.stage, version = %self.version, mode = self.mode,
             stateful = self.stateful, fused = self.fused, "stage started");
-        count("stagehost_stage_starts_total", self.stage);
+        count(catalogue::STAGE_STARTS, self.stage);
     }
 }
 
@@ -50,7 +52,7 @@ pub struct StageStalled<'a> {
 impl HostEvent for StageStalled<'_> {
     fn emit(self) {
         tracing::error!(stage = %self.stage, reason = %self.reason, "stage stalled");
-        count("stagehost_stage_stalls_total", self.stage);
+        count(catalogue::STAGE_STALLS, self.stage);
     }
 }
 
@@ -68,7 +70,7 @@ impl HostEvent for StageRebuilt<'_> {
     fn emit(self) {
         tracing::error!(stage = %self.stage, error = format!("{:#}", self.error),
             delay = ?self.delay, "stage failed; restarting it");
-        count("stagehost_stage_rebuilds_total", self.stage);
+        count(catalogue::STAGE_REBUILDS, self.stage);
     }
 }
 
@@ -82,11 +84,73 @@ pub struct RepeatDropped<'a> {
 impl HostEvent for RepeatDropped<'_> {
     fn emit(self) {
         log_at_record!(info, self.at, "repeat of an event already handled: dropped");
-        count("stagehost_repeats_dropped_total", self.at.stage);
+        count(catalogue::STAGE_REPEATS_DROPPED, self.at.stage);
     }
 }
 
-/// An event was dead-lettered.
+/// A stage's work was committed: what became of its events (its own, and those it handled in
+/// a writer's work as a fused stage), and how long the work was open. Events a writer handled
+/// for it, and replayed dead letters of other stages, are not its events.
+pub struct EventsFinished<'a, I> {
+    /// The stage.
+    pub stage: &'a str,
+    /// What became of each event.
+    pub fates: I,
+    /// How long the work was open (from its first poll to its commit).
+    pub open_for: Duration,
+}
+
+impl<'a, I: Iterator<Item = &'a Fate>> HostEvent for EventsFinished<'_, I> {
+    fn emit(self) {
+        let (mut events, mut outputs) = (0u64, 0u64);
+        let mut dead_letters: Vec<(&'static str, u64)> = Vec::new();
+        for fate in self.fates {
+            events += 1;
+            match fate {
+                // Not handled here: by a writer upstream (counted there), or another stage's.
+                Fate::HandledUpstream | Fate::NotOurs => events -= 1,
+                Fate::Published(made, _) => outputs += *made as u64,
+                Fate::DeadLettered(_, reason) => {
+                    match dead_letters.iter_mut().find(|(r, _)| r == reason) {
+                        Some((_, n)) => *n += 1,
+                        None => dead_letters.push((reason, 1)),
+                    }
+                }
+                Fate::Duplicate => {}
+            }
+        }
+        if events == 0 {
+            return;
+        }
+        let stage = self.stage.to_string();
+        metrics::counter!(catalogue::STAGE_EVENTS_IN, "stage" => stage.clone()).increment(events);
+        metrics::counter!(catalogue::STAGE_EVENTS_OUT, "stage" => stage.clone()).increment(outputs);
+        for (reason, n) in dead_letters {
+            metrics::counter!(catalogue::STAGE_DEAD_LETTERS, "stage" => stage.clone(), "reason" => reason)
+                .increment(n);
+        }
+        metrics::histogram!(catalogue::STAGE_PROCESSING_SECONDS, "stage" => stage)
+            .record_many(self.open_for.as_secs_f64(), events as usize);
+    }
+}
+
+/// A stage committed its open work (a transaction, or a flush and an offset commit).
+pub struct WorkCommitted<'a> {
+    /// The stage.
+    pub stage: &'a str,
+    /// How long the commit took.
+    pub took: Duration,
+}
+
+impl HostEvent for WorkCommitted<'_> {
+    fn emit(self) {
+        metrics::histogram!(catalogue::STAGE_COMMIT_SECONDS, "stage" => self.stage.to_string())
+            .record(self.took.as_secs_f64());
+    }
+}
+
+/// An event was dead-lettered (counted by reason once its work is committed: see
+/// [`EventsFinished`]).
 pub struct RecordDeadLettered<'a> {
     /// The event.
     pub at: RecordAt<'a>,
@@ -99,7 +163,6 @@ pub struct RecordDeadLettered<'a> {
 impl HostEvent for RecordDeadLettered<'_> {
     fn emit(self) {
         log_at_record!(warn, self.at, error = %self.reason, attempt = self.attempt, "dead-lettering event");
-        count("stagehost_records_dead_lettered_total", self.at.stage);
     }
 }
 
@@ -119,7 +182,7 @@ impl HostEvent for RetryParked<'_> {
     fn emit(self) {
         log_at_record!(info, self.at, attempt = self.attempt, message = %self.message, delay = ?self.delay,
             "plugin asked for a retry; pausing the partition");
-        count("stagehost_retries_total", self.at.stage);
+        count(catalogue::STAGE_RETRIES, self.at.stage);
     }
 }
 
@@ -143,7 +206,7 @@ impl HostEvent for SlowPartition<'_> {
         tracing::warn!(stage = %self.stage, topic = %self.topic, partition = self.partition,
             timeouts_in_a_row = self.timeouts_in_a_row, delay = ?self.delay,
             "an event ran into max_event_time; its partition waits before the next event so the other partitions go on");
-        count("stagehost_event_timeouts_total", self.stage);
+        count(catalogue::STAGE_EVENT_TIMEOUTS, self.stage);
     }
 }
 
@@ -162,7 +225,7 @@ impl HostEvent for OpenWorkDropped<'_> {
     fn emit(self) {
         tracing::info!(stage = %self.stage, revoked = self.revoked, open = self.open,
             "partitions revoked; dropping the open work");
-        count("stagehost_open_work_dropped_total", self.stage);
+        count(catalogue::STAGE_OPEN_WORK_DROPPED, self.stage);
     }
 }
 
@@ -175,7 +238,7 @@ pub struct TransactionAborted<'a> {
 impl HostEvent for TransactionAborted<'_> {
     fn emit(self) {
         tracing::info!(stage = %self.stage, "aborting the open transaction");
-        count("stagehost_transactions_aborted_total", self.stage);
+        count(catalogue::STAGE_TRANSACTIONS_ABORTED, self.stage);
     }
 }
 
@@ -193,7 +256,7 @@ impl HostEvent for ConsumerFailed<'_> {
     fn emit(self) {
         tracing::warn!(stage = %self.stage, error = %self.error, pause = ?self.pause,
             "consumer error; polling again after a pause");
-        count("stagehost_consumer_errors_total", self.stage);
+        count(catalogue::STAGE_CONSUMER_ERRORS, self.stage);
     }
 }
 
@@ -203,7 +266,7 @@ mod tests {
 
     use super::*;
 
-    /// The counters `emit` adds to, by name and stage label.
+    /// The counters `emit` adds to, by name and stage label (and reason, after a `/`).
     fn counted(emit: impl FnOnce()) -> Vec<(String, String, u64)> {
         let recorder = DebuggingRecorder::new();
         let snapshotter = recorder.snapshotter();
@@ -214,13 +277,19 @@ mod tests {
             .into_iter()
             .map(|(key, _, _, value)| {
                 let (_, key) = key.into_parts();
-                let stage = key
-                    .labels()
-                    .find(|label| label.key() == "stage")
-                    .map(|label| label.value().to_string())
-                    .unwrap_or_default();
-                let DebugValue::Counter(value) = value else {
-                    panic!("not a counter: {}", key.name())
+                let label = |name: &str| {
+                    key.labels()
+                        .find(|label| label.key() == name)
+                        .map(|label| label.value().to_string())
+                };
+                let mut stage = label("stage").unwrap_or_default();
+                if let Some(reason) = label("reason") {
+                    stage = format!("{stage}/{reason}");
+                }
+                let value = match value {
+                    DebugValue::Counter(value) => value,
+                    DebugValue::Histogram(values) => values.len() as u64,
+                    DebugValue::Gauge(_) => panic!("a gauge: {}", key.name()),
                 };
                 (key.name().to_string(), stage, value)
             })
@@ -228,7 +297,16 @@ mod tests {
     }
 
     #[test]
-    fn a_dead_letter_is_counted_for_its_stage() {
+    fn committed_events_are_counted_with_dead_letters_by_reason() {
+        let version: std::sync::Arc<str> = "v1".into();
+        let fates = [
+            Fate::Published(2, version.clone()),
+            Fate::DeadLettered(version.clone(), "schema"),
+            Fate::DeadLettered(version.clone(), "schema"),
+            Fate::DeadLettered(version, "trap"),
+            Fate::Duplicate,
+            Fate::HandledUpstream,
+        ];
         let at = RecordAt {
             stage: "pack",
             id: "o-1",
@@ -238,25 +316,33 @@ mod tests {
             offset: 7,
         };
         let counts = counted(|| {
-            RecordDeadLettered {
-                at,
-                reason: "no",
-                attempt: 1,
-            }
-            .emit();
-            RecordDeadLettered {
-                at,
-                reason: "no",
-                attempt: 2,
+            EventsFinished {
+                stage: "pack",
+                fates: fates.iter(),
+                open_for: Duration::from_millis(3),
             }
             .emit();
             RepeatDropped { at }.emit();
         });
-        assert!(counts.contains(&(
-            "stagehost_records_dead_lettered_total".into(),
-            "pack".into(),
-            2
-        )));
-        assert!(counts.contains(&("stagehost_repeats_dropped_total".into(), "pack".into(), 1)));
+        let has =
+            |name: &str, stage: &str, n: u64| counts.contains(&(name.into(), stage.into(), n));
+        assert!(has(catalogue::STAGE_EVENTS_IN, "pack", 5), "{counts:?}");
+        assert!(has(catalogue::STAGE_EVENTS_OUT, "pack", 2), "{counts:?}");
+        assert!(
+            has(catalogue::STAGE_DEAD_LETTERS, "pack/schema", 2),
+            "{counts:?}"
+        );
+        assert!(
+            has(catalogue::STAGE_DEAD_LETTERS, "pack/trap", 1),
+            "{counts:?}"
+        );
+        assert!(
+            has(catalogue::STAGE_PROCESSING_SECONDS, "pack", 5),
+            "{counts:?}"
+        );
+        assert!(
+            has(catalogue::STAGE_REPEATS_DROPPED, "pack", 1),
+            "{counts:?}"
+        );
     }
 }

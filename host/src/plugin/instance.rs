@@ -2,7 +2,7 @@
 //! and replaces the instance after a trap (a trapped store cannot be entered again).
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use wasmtime::{Store, StoreLimitsBuilder, Trap};
 
@@ -12,6 +12,7 @@ use super::bindings::{
 use super::engine::{EPOCH_TICK, LoadedPlugin, PluginEngine, PluginError};
 use super::host_state::{PluginState, StateScope, wasi_context};
 use crate::config::{CapabilitiesConfig, LimitsConfig};
+use crate::observe::catalogue;
 use crate::state::{KeyedState, Writes};
 
 /// Why a call produced no outputs.
@@ -61,6 +62,8 @@ pub struct StageInstance {
     plugin: Arc<LoadedPlugin>,
     settings: InstanceSettings,
     live: Option<Live>,
+    /// The time of each handler call, labelled with the stage and the plugin's version.
+    call_time: metrics::Histogram,
 }
 
 impl StageInstance {
@@ -71,11 +74,14 @@ impl StageInstance {
         settings: InstanceSettings,
     ) -> Result<Self, PluginError> {
         let live = instantiate(engine, &plugin, &settings)?;
+        let call_time = metrics::histogram!(catalogue::PLUGIN_CALL_SECONDS,
+            "stage" => settings.stage.to_string(), "version" => plugin.version.clone());
         Ok(Self {
             engine: engine.clone(),
             plugin,
             settings,
             live: Some(live),
+            call_time,
         })
     }
 
@@ -129,7 +135,9 @@ impl StageInstance {
             writes: Writes::new(),
         });
         let running = self.engine.running();
+        let started = Instant::now();
         let result = live.handler.call_handle(&mut live.store, event);
+        self.call_time.record(started.elapsed().as_secs_f64());
         drop(running);
         let writes = live
             .store

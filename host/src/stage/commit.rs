@@ -22,7 +22,7 @@ use super::positions::InputPositions;
 use super::retry::{RetryBook, TopicPartition};
 use super::stuck::StuckBook;
 use crate::kafka::{FailedDelivery, refused_for_good};
-use crate::observe::{HostEvent, OpenWorkDropped};
+use crate::observe::{HostEvent, OpenWorkDropped, WorkCommitted};
 
 /// The open work: what was handled since the last commit.
 #[derive(Default)]
@@ -153,6 +153,7 @@ impl<G: Sync> Committer<G> {
         let dead_letters = &self.work.dead_letters;
         let hold_refused =
             |failed: &[FailedDelivery]| hold_refused(stuck, name, topic, dead_letters, failed);
+        let started = Instant::now();
         let committed = self
             .way
             .commit(Settle {
@@ -164,6 +165,11 @@ impl<G: Sync> Committer<G> {
             .await;
         let work = std::mem::take(&mut self.work);
         committed?;
+        WorkCommitted {
+            stage: &self.stage,
+            took: started.elapsed(),
+        }
+        .emit();
         let done = Committed {
             latency: work.opened.map(|o| o.elapsed()).unwrap_or_default(),
             fates: work.fates,

@@ -18,8 +18,9 @@ pub enum Fate {
     HandledUpstream,
     /// The plugin of this version made this many outputs.
     Published(usize, Arc<str>),
-    /// Dead-lettered while this plugin version was live.
-    DeadLettered(Arc<str>),
+    /// Dead-lettered while this plugin version was live, for a failure of this kind
+    /// ([`super::processor::Failure::kind`]).
+    DeadLettered(Arc<str>, &'static str),
 }
 
 /// Where the consumer must go for a partition, after a batch.

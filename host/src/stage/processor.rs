@@ -101,6 +101,21 @@ impl Failure {
         }
     }
 
+    /// A short name of the kind of failure, for the `reason` label of the dead-letter metric.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Failure::Undecodable(_) => "undecodable",
+            Failure::Schema(_) => "schema",
+            Failure::Rejected(_) => "rejected",
+            Failure::Retry(_) => "retries_exhausted",
+            Failure::Trap(m) if m.starts_with("timeout:") => "timeout",
+            Failure::Trap(_) => "trap",
+            Failure::BadOutput(_) => "bad_output",
+            Failure::StateFull(_) => "state_full",
+            Failure::TooLarge(_) => "too_large",
+        }
+    }
+
     /// Whether the client of the ingress sent something wrong (as opposed to a host/plugin fault).
     pub fn is_client_error(&self) -> bool {
         matches!(

@@ -34,7 +34,9 @@ use crate::event::cloudevents;
 use crate::event::dead_letter::Origin;
 use crate::health::Reporter;
 use crate::kpi::{KpiSink, kpi_record};
-use crate::observe::{ConsumerFailed, HostEvent, StageStalled, StageStarted, StageStopped};
+use crate::observe::{
+    ConsumerFailed, HostEvent, StageStalled, StageStarted, StageStopped, StateMeasured,
+};
 
 /// Where a stage publishes its own KPI windows.
 pub struct KpiTarget {
@@ -332,6 +334,11 @@ impl Worker {
             let table = lock(&parts.keyed).table().clone();
             match table.size() {
                 Ok((keys, bytes)) => {
+                    StateMeasured {
+                        stage: self.name(),
+                        keys,
+                    }
+                    .emit();
                     events.extend(kpis.state_size(target.interval, keys, bytes));
                 }
                 Err(error) => {

@@ -13,6 +13,7 @@ use super::retry::{RetryBook, TopicPartition};
 use crate::config::RetryConfig;
 use crate::kafka::KafkaClients;
 use crate::kpi::StageKpis;
+use crate::observe::{EventsFinished, HostEvent};
 use crate::state::KeyedState;
 
 /// State of a stateful stage.
@@ -128,7 +129,7 @@ impl Counting {
             Fate::Duplicate => self.kpis.duplicate(),
             Fate::NotOurs => {}
             Fate::HandledUpstream => self.kpis.handled_upstream(),
-            Fate::DeadLettered(version) => self.kpis.dead_lettered(version),
+            Fate::DeadLettered(version, _) => self.kpis.dead_lettered(version),
             Fate::Published(outputs, version) => self.kpis.processed(version, *outputs, latency),
         }
     }
@@ -184,6 +185,12 @@ impl Participant for Counting {
         for fate in work.fates.iter().chain(&self.in_process) {
             self.count(fate, work.latency);
         }
+        EventsFinished {
+            stage: self.kpis.stage(),
+            fates: work.fates.iter().chain(&self.in_process),
+            open_for: work.latency,
+        }
+        .emit();
         self.in_process.clear();
     }
 

@@ -259,7 +259,7 @@ impl<P: Plugin> StageTask<P> {
             Err(failure) => failure,
         };
         self.dead_letter(input, &failure, attempt, &version, handled);
-        Some(Fate::DeadLettered(version))
+        Some(Fate::DeadLettered(version, failure.kind()))
     }
 
     /// Calls the plugin (with the input partition's state): the version that ran, and what it
@@ -806,7 +806,7 @@ mod tests {
         assert_eq!(handled.dead_letters, [(2, ("In".into(), 2), 4)]);
         assert_eq!(
             handled.done[1],
-            done(2, 5, Some(Fate::DeadLettered(Arc::from("v1"))))
+            done(2, 5, Some(Fate::DeadLettered(Arc::from("v1"), "rejected")))
         );
     }
 

@@ -1,0 +1,167 @@
+//! A consumer group's lag, read from outside the group: its committed offsets against the
+//! ends of its partitions as a `read_committed` reader sees them (an open transaction upstream
+//! is not lag). It works whatever the group's members are doing, stuck or rejoining included.
+//!
+//! Offsets count records no reader sees: transaction markers and aborted records. A stage
+//! that read everything stays behind the end by them (one marker after each transaction), so a
+//! partition whose lag did not change since the last reading is read from its committed offset
+//! to see whether anything visible lies there; if nothing does, its lag is 0.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use rdkafka::Message;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{Offset, TopicPartitionList};
+
+use super::KafkaClients;
+use super::read::partition_count;
+
+/// How long one read of offsets may take.
+const READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One partition of a group's input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionLag {
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: i32,
+    /// The group's committed offset (the partition's start when it committed none).
+    pub committed: i64,
+    /// The partition's end for a `read_committed` reader.
+    pub end: i64,
+}
+
+impl PartitionLag {
+    /// Records after the committed offset.
+    pub fn lag(&self) -> i64 {
+        (self.end - self.committed).max(0)
+    }
+}
+
+/// Where a partition's committed offset and end were at the last reading.
+type Span = (i64, i64);
+
+/// Reads the lag of one consumer group (without joining it).
+pub struct GroupLag {
+    reader: BaseConsumer,
+    /// Reads partitions to see whether their lag is only invisible records.
+    peeker: BaseConsumer,
+    kafka: KafkaClients,
+    /// Each partition's span at the last reading.
+    last: HashMap<(String, i32), Span>,
+    /// Spans found to hold nothing visible.
+    invisible: HashMap<(String, i32), Span>,
+}
+
+impl GroupLag {
+    /// A reader of `group`'s offsets.
+    pub fn new(kafka: &KafkaClients, group: &str) -> anyhow::Result<Self> {
+        Ok(Self {
+            reader: kafka.reader(group).create()?,
+            peeker: kafka.reader(&format!("{group}.lag-peek")).create()?,
+            kafka: kafka.clone(),
+            last: HashMap::new(),
+            invisible: HashMap::new(),
+        })
+    }
+
+    /// The lag of every partition of `topics` (blocking; a few broker round trips, and a
+    /// short read of each partition whose lag stood still since the last call).
+    pub fn read(&mut self, topics: &[String]) -> anyhow::Result<Vec<PartitionLag>> {
+        let mut lags = self.read_offsets(topics)?;
+        for lag in &mut lags {
+            let at = (lag.topic.clone(), lag.partition);
+            let span = (lag.committed, lag.end);
+            let still = self.last.insert(at.clone(), span) == Some(span);
+            if lag.lag() == 0 || !still {
+                continue;
+            }
+            let known = self.invisible.get(&at) == Some(&span);
+            if known || self.holds_nothing_visible(&lag.topic, lag.partition, span) {
+                self.invisible.insert(at, span);
+                lag.end = lag.committed;
+            }
+        }
+        Ok(lags)
+    }
+
+    /// Whether `partition` of `topic` holds no record a `read_committed` reader sees between
+    /// the span's offsets (`false` when that cannot be told now).
+    fn holds_nothing_visible(&self, topic: &str, partition: i32, (from, end): Span) -> bool {
+        let mut list = TopicPartitionList::new();
+        if list
+            .add_partition_offset(topic, partition, Offset::Offset(from))
+            .is_err()
+            || self.peeker.assign(&list).is_err()
+        {
+            return false;
+        }
+        let deadline = Instant::now() + READ_TIMEOUT;
+        while Instant::now() < deadline {
+            match self.peeker.poll(Duration::from_millis(100)) {
+                Some(Ok(message)) => return message.offset() >= end,
+                Some(Err(_)) => return false,
+                None => {}
+            }
+            let position = self.peeker.position().ok().and_then(|list| {
+                list.find_partition(topic, partition)
+                    .and_then(|element| match element.offset() {
+                        Offset::Offset(offset) => Some(offset),
+                        _ => None,
+                    })
+            });
+            if position.is_some_and(|position| position >= end) {
+                return true;
+            }
+        }
+        false
+    }
+
+    fn read_offsets(&self, topics: &[String]) -> anyhow::Result<Vec<PartitionLag>> {
+        let mut list = TopicPartitionList::new();
+        for topic in topics {
+            for partition in 0..partition_count(&self.kafka, topic)? {
+                list.add_partition(topic, partition);
+            }
+        }
+        let committed = self.reader.committed_offsets(list, READ_TIMEOUT)?;
+        let mut lags = Vec::new();
+        for element in committed.elements() {
+            let (topic, partition) = (element.topic(), element.partition());
+            let (start, end) = self
+                .reader
+                .fetch_watermarks(topic, partition, READ_TIMEOUT)?;
+            let committed = match element.offset() {
+                Offset::Offset(offset) => offset,
+                _ => start,
+            };
+            lags.push(PartitionLag {
+                topic: topic.to_string(),
+                partition,
+                committed,
+                end,
+            });
+        }
+        Ok(lags)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lag_is_what_lies_past_the_committed_offset() {
+        let at = |committed, end| PartitionLag {
+            topic: "t".into(),
+            partition: 0,
+            committed,
+            end,
+        };
+        assert_eq!(at(3, 10).lag(), 7);
+        assert_eq!(at(10, 10).lag(), 0);
+        assert_eq!(at(12, 10).lag(), 0, "a committed offset past the end");
+    }
+}
