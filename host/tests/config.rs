@@ -104,8 +104,13 @@ fn environment_overrides_replace_brokers_and_listen_address() {
         admin_listen: Some("0.0.0.0:9001".into()),
         state_dir: None,
         instance_id: Some("host-b".into()),
+        otlp_endpoint: Some("http://collector:4318".into()),
     };
     let config = parse(&text, Path::new("pipeline.toml"), root, &overrides).unwrap();
+    assert_eq!(
+        config.telemetry.otlp_endpoint.as_deref(),
+        Some("http://collector:4318")
+    );
     assert_eq!(config.kafka.brokers, "kafka:29092");
     assert_eq!(config.http.listen, "0.0.0.0:9000");
     assert_eq!(config.admin.listen, "0.0.0.0:9001");

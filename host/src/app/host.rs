@@ -83,6 +83,7 @@ impl Host {
         } else {
             None
         };
+        crate::observe::trace::install(&config.telemetry)?;
         let engine = engine(&config)?;
         let plugins = load_logged(&engine, &config, started)?;
         let slots = slots_of(&plugins);
@@ -185,7 +186,10 @@ impl Host {
         if let Some(task) = admin_task {
             finish("admin API", task).await;
         }
-        let flush = tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(10)));
+        let flush = tokio::task::spawn_blocking(move || {
+            crate::observe::trace::flush();
+            producer.flush(Duration::from_secs(10))
+        });
         if let Ok(Err(error)) = flush.await {
             tracing::warn!(%error, "producer flush failed");
         }

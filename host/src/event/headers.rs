@@ -38,6 +38,13 @@ impl RecordHeaders {
         self.0.push((name.into(), value.into()));
     }
 
+    /// Sets header `name` to `value`: replaces every header of that name.
+    pub fn set(&mut self, name: impl Into<Cow<'static, str>>, value: String) {
+        let name = name.into();
+        self.0.retain(|(key, _)| *key != name);
+        self.0.push((name, value.into()));
+    }
+
     /// The value of the first header called `name`.
     pub fn get(&self, name: &str) -> Option<&str> {
         self.iter()

@@ -6,6 +6,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
+use opentelemetry::KeyValue;
+use opentelemetry::trace::SpanKind;
 use rdkafka::producer::FutureProducer;
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -17,6 +19,7 @@ use crate::event::headers::PATH_HEADER_PREFIX;
 use crate::http::{Reply, Submit};
 use crate::kafka::{OutRecord, publish_all};
 use crate::kpi::StageKpis;
+use crate::observe::trace::EventSpan;
 use crate::observe::{HostEvent, RepeatRequest};
 use crate::plugin::PluggedInstance;
 use crate::stage::{Failure, Input, StageContext};
@@ -150,15 +153,35 @@ impl Ingress {
         params: &[(String, String)],
         body: &[u8],
     ) -> Reply {
-        self.within_timeout(self.submit_unbounded(route, params, body))
-            .await
+        let mut span = EventSpan::start(
+            route.name.clone(),
+            SpanKind::Server,
+            [],
+            vec![KeyValue::new(
+                "stagehost.stage",
+                self.context.name.to_string(),
+            )],
+        );
+        let reply = self
+            .within_timeout(self.submit_unbounded(route, params, body, span.as_ref()))
+            .await;
+        if let Some(mut span) = span.take() {
+            if reply.status >= 500 {
+                span.fail(&reply.body.to_string());
+            }
+            span.end(SystemTime::now());
+        }
+        reply
     }
 
+    /// Handles one request; `span` (tracing on) is the request's: its plugin call and publish
+    /// are its children, and the events it makes continue it.
     async fn submit_unbounded(
         &self,
         route: &IngressRoute,
         params: &[(String, String)],
         body: &[u8],
+        span: Option<&EventSpan>,
     ) -> Reply {
         let started = Instant::now();
         let request = match self.parse(route, params, body) {
@@ -194,10 +217,18 @@ impl Ingress {
                 offset: -1,
             },
         };
-        let (records, version) = match self.run_plugin(&input, route, &request).await {
+        let called = SystemTime::now();
+        let made = self.run_plugin(&input, route, &request).await;
+        if let Some(span) = span {
+            span.child("plugin", called, SystemTime::now());
+        }
+        let (mut records, version) = match made {
             Ok(made) => made,
             Err(reply) => return reply,
         };
+        if let Some(span) = span {
+            records.iter_mut().for_each(|r| span.inject(&mut r.headers));
+        }
         let events = records.len();
         let reply = accepted(params, &route.id_field, &request.id, &records);
         let answer = IngressRecord {
@@ -206,10 +237,14 @@ impl Ingress {
             response: reply.body.to_string(),
             recorded_at_ms: unix_ms(SystemTime::now()),
         };
-        if let Some(refused) = self
+        let publishing = SystemTime::now();
+        let refused = self
             .publish(key, records, answer, &request.body_hash, conflict)
-            .await
-        {
+            .await;
+        if let Some(span) = span {
+            span.child("publish", publishing, SystemTime::now());
+        }
+        if let Some(refused) = refused {
             answered_as_repeat(route, key, &refused);
             return refused;
         }

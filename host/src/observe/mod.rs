@@ -10,6 +10,7 @@ mod exporter;
 mod ingress;
 mod measure;
 mod stage;
+pub mod trace;
 
 pub use emit::{HostEvent, RecordAt};
 pub use exporter::Exporter;

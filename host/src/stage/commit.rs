@@ -11,7 +11,7 @@
 //! for good holds its input's partition (see [`super::stuck`]).
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use rdkafka::{Offset, TopicPartitionList};
 
@@ -22,6 +22,7 @@ use super::positions::InputPositions;
 use super::retry::{RetryBook, TopicPartition};
 use super::stuck::StuckBook;
 use crate::kafka::{FailedDelivery, refused_for_good};
+use crate::observe::trace::EventSpan;
 use crate::observe::{HostEvent, OpenWorkDropped, WorkCommitted};
 
 /// The open work: what was handled since the last commit.
@@ -36,6 +37,8 @@ struct OpenWork {
     /// Dead letters of the work: their position among the queued records, and the input they
     /// stand for.
     dead_letters: Vec<(usize, TopicPartition, i64)>,
+    /// The spans of its inputs (tracing on), ended with it.
+    spans: Vec<EventSpan>,
 }
 
 /// Owns a stage's open work and ends it: commits, or drops it.
@@ -117,7 +120,9 @@ impl<G: Sync> Committer<G> {
             state,
             done,
             moves: _,
+            spans,
         } = handled;
+        self.work.spans.extend(spans);
         let mut dead_letters = dead_letters.into_iter().peekable();
         for (index, record) in records.into_iter().enumerate() {
             let position = self.way.send(record).await?;
@@ -154,6 +159,7 @@ impl<G: Sync> Committer<G> {
         let hold_refused =
             |failed: &[FailedDelivery]| hold_refused(stuck, name, topic, dead_letters, failed);
         let started = Instant::now();
+        let started_at = SystemTime::now();
         let committed = self
             .way
             .commit(Settle {
@@ -164,6 +170,14 @@ impl<G: Sync> Committer<G> {
             })
             .await;
         let work = std::mem::take(&mut self.work);
+        let ended_at = SystemTime::now();
+        for mut span in work.spans {
+            span.child("commit", started_at, ended_at);
+            if let Err(error) = &committed {
+                span.fail(&format!("{error:#}"));
+            }
+            span.end(ended_at);
+        }
         committed?;
         WorkCommitted {
             stage: &self.stage,
@@ -196,7 +210,11 @@ impl<G: Sync> Committer<G> {
         for participant in stage.participants() {
             participant.on_dropped(revoked);
         }
-        self.work = OpenWork::default();
+        let dropped_at = SystemTime::now();
+        for mut span in std::mem::take(&mut self.work).spans {
+            span.fail("work dropped: handled again from the committed offsets");
+            span.end(dropped_at);
+        }
         self.way.abandon()
     }
 

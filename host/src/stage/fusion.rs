@@ -51,6 +51,7 @@ use crate::event::cloudevents;
 use crate::event::dead_letter::Origin;
 use crate::kafka::{OutRecord, Partitioner};
 use crate::kpi::StageKpis;
+use crate::observe::trace::EventSpan;
 use crate::plugin::{PluginError, PluginSlot};
 
 /// Why a stage is not fusable (`None` when it is).
@@ -238,6 +239,7 @@ impl Fusion {
         records: Vec<OutRecord>,
         chain: &mut Vec<usize>,
         out: &mut Vec<OutRecord>,
+        spans: &mut Vec<EventSpan>,
     ) {
         for mut record in records {
             let targets: Vec<usize> = self
@@ -268,9 +270,10 @@ impl Fusion {
                 };
                 let name = task.context.name.clone();
                 downstream.extend(run.processed_id);
+                spans.extend(run.span);
                 handled_by.push(name.clone());
                 chain.push(index);
-                self.expand_into(&name, run.outputs, chain, &mut downstream);
+                self.expand_into(&name, run.outputs, chain, &mut downstream, spans);
                 chain.pop();
             }
             if !handled_by.is_empty() {
@@ -296,13 +299,13 @@ impl InProcess for Fusion {
 
     /// Each record for a fused stage's input is handled by that stage in process and followed
     /// by what it made (and its processed-id record), recursively.
-    fn expand(&mut self, records: Vec<OutRecord>) -> Vec<OutRecord> {
+    fn expand(&mut self, records: Vec<OutRecord>, spans: &mut Vec<EventSpan>) -> Vec<OutRecord> {
         if self.stages.is_empty() {
             return records;
         }
         let mut out = Vec::with_capacity(records.len() * 2);
         let writer = self.writer.clone();
-        self.expand_into(&writer, records, &mut Vec::new(), &mut out);
+        self.expand_into(&writer, records, &mut Vec::new(), &mut out, spans);
         out
     }
 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use super::retry::TopicPartition;
 use crate::kafka::OutRecord;
+use crate::observe::trace::EventSpan;
 
 /// What happened to one input, counted once its work is committed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -58,4 +59,6 @@ pub struct Handled {
     pub done: Vec<Done>,
     /// Where the consumer must go, in order.
     pub moves: Vec<Move>,
+    /// The spans of the inputs handled (tracing on), ended when the work commits.
+    pub spans: Vec<EventSpan>,
 }

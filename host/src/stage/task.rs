@@ -7,9 +7,11 @@
 use std::borrow::Cow;
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
+use opentelemetry::KeyValue;
+use opentelemetry::trace::SpanKind;
 
 use super::dedup::dedup_key;
 use super::guarantee::ProcessedIds;
@@ -23,6 +25,7 @@ use super::stage_parts::{Counting, Pacing, Settling, StageStateParts, lock};
 use super::stuck::{StuckBook, Verdict};
 use crate::event::cloudevents;
 use crate::kafka::OutRecord;
+use crate::observe::trace::{self, EventSpan};
 use crate::observe::{
     HostEvent, RecordAt, RecordDeadLettered, RepeatDropped, RetryParked, SlowPartition,
 };
@@ -41,8 +44,9 @@ const HELD_RECHECK: Duration = Duration::from_secs(1);
 pub trait InProcess: Participant {
     /// The names of the stages run in process.
     fn names(&self) -> Vec<&str>;
-    /// The records to publish for the outputs the worker's plugin made.
-    fn expand(&mut self, records: Vec<OutRecord>) -> Vec<OutRecord>;
+    /// The records to publish for the outputs the worker's plugin made; the spans of the
+    /// stages run on them (tracing on) go to `spans`.
+    fn expand(&mut self, records: Vec<OutRecord>, spans: &mut Vec<EventSpan>) -> Vec<OutRecord>;
 }
 
 /// No stage run in process.
@@ -55,7 +59,7 @@ impl InProcess for NothingInProcess {
         Vec::new()
     }
 
-    fn expand(&mut self, records: Vec<OutRecord>) -> Vec<OutRecord> {
+    fn expand(&mut self, records: Vec<OutRecord>, _spans: &mut Vec<EventSpan>) -> Vec<OutRecord> {
         records
     }
 }
@@ -67,6 +71,8 @@ pub struct InProcessRun {
     pub outputs: Vec<OutRecord>,
     /// The processed-id record.
     pub processed_id: Option<OutRecord>,
+    /// Its span (tracing on), ended with the writer's work.
+    pub span: Option<EventSpan>,
 }
 
 /// Everything a topic-fed stage needs to handle a batch.
@@ -240,25 +246,46 @@ impl<P: Plugin> StageTask<P> {
     }
 
     /// Calls the plugin for one input and adds what it produced to `handled` (outputs and
-    /// state changelog, or a dead letter). `None` when the input was parked for a retry.
+    /// state changelog, or a dead letter), with the input's span when tracing is on (ended
+    /// with the work's commit). `None` when the input was parked for a retry.
     fn handle_one(
         &mut self,
         input: &Input<'_>,
         attempt: u32,
         handled: &mut Handled,
     ) -> Option<Fate> {
+        let mut span = event_span(&self.context.name, input);
+        let called = SystemTime::now();
         let (version, processed) = self.call_plugin(input);
+        if let Some(span) = &span {
+            span.child("plugin", called, SystemTime::now());
+        }
         let failure = match processed {
             Ok(processed) => {
-                let outputs = self.published(input, processed, handled);
+                let outputs = self.published(input, processed, span.as_ref(), handled);
+                handled.spans.extend(span);
                 return Some(Fate::Published(outputs, version));
             }
             Err(Failure::Retry(message)) => {
-                self.retry_or_give_up(input, attempt, message, &version, handled)?
+                let given_up = self.retry_or_give_up(input, attempt, message, &version, handled);
+                if given_up.is_none()
+                    && let Some(mut span) = span.take()
+                {
+                    span.fail("parked for a retry");
+                    span.end(SystemTime::now());
+                }
+                given_up?
             }
             Err(failure) => failure,
         };
         self.dead_letter(input, &failure, attempt, &version, handled);
+        if let Some(mut span) = span {
+            if let Some(letter) = handled.records.last_mut() {
+                span.inject(&mut letter.headers);
+            }
+            span.fail(&failure.reason());
+            handled.spans.push(span);
+        }
         Some(Fate::DeadLettered(version, failure.kind()))
     }
 
@@ -285,12 +312,18 @@ impl<P: Plugin> StageTask<P> {
         &mut self,
         input: &Input<'_>,
         processed: Processed,
+        span: Option<&EventSpan>,
         handled: &mut Handled,
     ) -> usize {
         let Processed {
-            records: outputs,
+            records: mut outputs,
             writes,
         } = processed;
+        if let Some(span) = span {
+            for output in &mut outputs {
+                span.inject(&mut output.headers);
+            }
+        }
         let partition = input.origin.partition;
         if !self.pacing.slow.is_empty() {
             self.pacing.slow.remove(&topic_partition(input));
@@ -299,7 +332,9 @@ impl<P: Plugin> StageTask<P> {
             partition, offset = input.origin.offset,
             key = input.key.unwrap_or_default(), outputs = outputs.len(), "processed");
         let made = outputs.len();
-        handled.records.extend(self.fusion.expand(outputs));
+        handled
+            .records
+            .extend(self.fusion.expand(outputs, &mut handled.spans));
         if let Some(parts) = &self.state
             && !writes.is_empty()
         {
@@ -396,6 +431,7 @@ impl<P: Plugin> StageTask<P> {
             return None;
         }
         let key = dedup_key(&input.id);
+        let mut span = None;
         let processed = if self.dedup.knows_every_partition()
             && self
                 .dedup
@@ -407,9 +443,18 @@ impl<P: Plugin> StageTask<P> {
             self.counting.in_process(Fate::Duplicate);
             Vec::new()
         } else {
+            span = event_span(stage, input);
+            let called = SystemTime::now();
             let (version, processed) = self.plugin.process(&self.context, input, None);
             match processed {
-                Ok(processed) => {
+                Ok(mut processed) => {
+                    if let Some(span) = &span {
+                        span.child("plugin", called, SystemTime::now());
+                        processed
+                            .records
+                            .iter_mut()
+                            .for_each(|r| span.inject(&mut r.headers));
+                    }
                     tracing::debug!(stage = %stage, writer, id = %input.id, topic = %input.origin.source_topic, partition,
                         outputs = processed.records.len(), "processed in process (fused)");
                     self.counting
@@ -427,6 +472,7 @@ impl<P: Plugin> StageTask<P> {
         Some(InProcessRun {
             processed_id: self.dedup.record(partition, &key),
             outputs: processed,
+            span,
         })
     }
 
@@ -584,6 +630,35 @@ fn changelog_records(topic: &str, partition: i32, writes: &Writes) -> Vec<OutRec
             id: format!("state:{key}"),
         })
         .collect()
+}
+
+/// The span of `stage` handling `input` (continuing the trace its headers carry), when
+/// tracing is on.
+fn event_span(stage: &str, input: &Input<'_>) -> Option<EventSpan> {
+    if !trace::enabled() {
+        return None;
+    }
+    EventSpan::start(
+        stage.to_string(),
+        SpanKind::Consumer,
+        input
+            .headers
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.as_str())),
+        vec![
+            KeyValue::new("messaging.system", "kafka"),
+            KeyValue::new(
+                "messaging.destination.name",
+                input.origin.source_topic.clone(),
+            ),
+            KeyValue::new(
+                "messaging.destination.partition.id",
+                input.origin.partition.to_string(),
+            ),
+            KeyValue::new("messaging.kafka.offset", input.origin.offset),
+            KeyValue::new("messaging.message.id", input.id.clone()),
+        ],
+    )
 }
 
 fn topic_partition(input: &Input<'_>) -> TopicPartition {
