@@ -29,7 +29,8 @@
 //! - [`console`]: the page on the admin listener that shows the pipeline live, and its JSON
 //!   endpoints (topology, pending dead letters and replay, trace).
 //! - [`dlq`]: listing and replaying dead letters.
-//! - [`trace`]: one key's events on every topic of the pipeline, in time order, with hops.
+//! - [`trace`]: `stagehost trace <key>`: one key's events on every topic of the pipeline, in time
+//!   order, with hops (not the OTLP spans of [`observe`]).
 //! - [`backoff`]: exponential backoff with jitter.
 //! - [`load`]: the load generator of `stagehost load` (any pipeline: body template, done topic).
 //! - [`app`]: wiring and orderly shutdown ([`app::Host`]: start, run until shutdown, stop in

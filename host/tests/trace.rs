@@ -178,7 +178,7 @@ async fn an_order_is_traced_through_every_stage_and_a_poison_event_shows_its_dea
     let letters = trace["dead_letters"].as_array().unwrap();
     assert_eq!(letters.len(), 1, "{trace:#}");
     assert_eq!(letters[0]["stage"], "warehouse");
-    assert_eq!(letters[0]["reason"], "schema violation");
+    assert_eq!(letters[0]["reason"], "schema");
     assert_eq!(
         letters[0]["source_topic"],
         pipeline.topic("OrderConfirmed").as_str()
@@ -187,7 +187,7 @@ async fn an_order_is_traced_through_every_stage_and_a_poison_event_shows_its_dea
     let (ok, table, err) = stagehost(&["trace", poison, "--config", &config_path]);
     assert!(ok, "{err}");
     assert!(
-        table.contains("dead letters:") && table.contains("stage warehouse  schema violation"),
+        table.contains("dead letters:") && table.contains("stage warehouse  schema  from"),
         "{table}"
     );
 

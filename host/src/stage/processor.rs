@@ -321,3 +321,35 @@ impl StageContext {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dead_letters_reason_is_its_failures_kind() {
+        let origin = Origin {
+            stage: "s".into(),
+            source_topic: "t".into(),
+            partition: 0,
+            offset: 0,
+        };
+        let failures = [
+            Failure::Undecodable("x".into()),
+            Failure::Schema("x".into()),
+            Failure::Rejected("x".into()),
+            Failure::Retry("x".into()),
+            Failure::Trap("trap: x".into()),
+            Failure::Trap("timeout: x".into()),
+            Failure::Trap("memory limit: x".into()),
+            Failure::Trap("trapped after 20 ticks: x".into()),
+            Failure::BadOutput("x".into()),
+            Failure::StateFull("x".into()),
+            Failure::TooLarge("x".into()),
+        ];
+        for failure in failures {
+            let letter = DeadLetter::new(b"{}", failure.reason(), origin.clone(), "v", "id");
+            assert_eq!(letter.reason(), failure.kind(), "{failure:?}");
+        }
+    }
+}
