@@ -1,6 +1,7 @@
-// The live numbers: GET /metrics (Prometheus text format) parsed into each stage's rate
-// (events in per second, from the counter's delta between two samples), lag and dead
-// letters, painted into the stage boxes. A number the host does not export shows "—".
+// The live numbers: GET /metrics (Prometheus text format) parsed into each stage's rate (per
+// second, from a counter's delta between two samples: events in for a stage fed by topics,
+// requests answered 2xx on its routes for a stage fed over HTTP), lag and dead letters,
+// painted into the stage boxes. A number the host does not export shows "—".
 import { $, DASH, formatCount, formatRate, shortVersion } from './util.js';
 import { pluginVersion, stageNames, state } from './state.js';
 
@@ -10,9 +11,9 @@ const METRIC = {
   lag: 'stagehost_stage_lag_records',
   deadLetters: 'stagehost_stage_dead_letters_total',
   pluginInfo: 'stagehost_plugin_info',
+  httpRequests: 'stagehost_http_requests_total',
 };
 
-// ---- Prometheus text format ------------------------------------------------------------
 
 /** The samples of a Prometheus text exposition: [{name, labels, value}]. */
 export function parseMetrics(text) {
@@ -45,8 +46,18 @@ function perStage(samples, name) {
   return seen ? sums : null;
 }
 
-// ---- live numbers ----------------------------------------------------------------------
+/** Requests answered 2xx per stage fed over HTTP, summed over its routes (`METHOD path`). */
+function ingressPerStage(samples, sources) {
+  const sums = {};
+  for (const s of samples) {
+    if (s.name !== METRIC.httpRequests || !String(s.labels.status).startsWith('2')) continue;
+    const source = sources.find((r) => r.name === `${s.labels.method} ${s.labels.route}`);
+    if (source) sums[source.stage] = (sums[source.stage] || 0) + s.value;
+  }
+  return sums;
+}
 
+/** Samples GET /metrics and works out each stage's numbers (state.live). */
 export async function pollMetrics() {
   let text;
   try {
@@ -61,22 +72,23 @@ export async function pollMetrics() {
   }
   const samples = parseMetrics(text);
   const now = performance.now();
-  const counts = perStage(samples, METRIC.eventsIn);
+  const topology = state.topology || { stages: [], sources: [] };
+  const http = new Set(topology.stages.filter((s) => s.inputs.includes('http')).map((s) => s.name));
+  const counts = { ...(perStage(samples, METRIC.eventsIn) || {}), ...ingressPerStage(samples, topology.sources) };
   const lags = perStage(samples, METRIC.lag);
-  const errors = perStage(samples, METRIC.deadLetters);
+  const errors = perStage(samples, METRIC.deadLetters) || {};
   const live = {};
   for (const stage of stageNames()) {
     let rate;
-    if (counts && state.counts && counts[stage] !== undefined && state.counts[stage] !== undefined) {
-      const seconds = (now - state.countsAt) / 1000;
-      if (seconds > 0) rate = Math.max(0, (counts[stage] - state.counts[stage]) / seconds);
-    } else if (counts && state.counts && counts[stage] === undefined) {
-      rate = 0; // the stage has not counted an event yet
+    const seconds = (now - state.countsAt) / 1000;
+    if (state.counts && seconds > 0) {
+      // A counter not exported yet has counted nothing.
+      rate = Math.max(0, ((counts[stage] || 0) - (state.counts[stage] || 0)) / seconds);
     }
     live[stage] = {
       rate,
-      lag: lags ? (lags[stage] ?? 0) : undefined,
-      errors: errors ? (errors[stage] ?? 0) : undefined,
+      lag: http.has(stage) || !lags ? undefined : (lags[stage] ?? 0),
+      errors: errors[stage] ?? 0,
     };
   }
   state.metricVersions = {};
@@ -86,7 +98,7 @@ export async function pollMetrics() {
   state.live = live;
   state.counts = counts;
   state.countsAt = now;
-  metricsStatus(counts !== null, counts === null ? `GET /metrics has no ${METRIC.eventsIn}` : '');
+  metricsStatus(true, '');
 }
 
 function metricsStatus(ok, why) {
