@@ -69,20 +69,7 @@ enum Command {
     },
     /// Every event one key (an order id) produced on every topic of the pipeline, in time
     /// order with the hop between consecutive events, and its dead letters.
-    Trace {
-        /// The key: a record key, or the value of a route's `id_field` in an event's body
-        /// (an order id in the shipped pipeline).
-        key: String,
-        /// The pipeline configuration (brokers, topics, stages).
-        #[arg(long, short, default_value = "pipeline.toml", env = "STAGEHOST_CONFIG")]
-        config: PathBuf,
-        /// Kafka bootstrap servers; default: the configuration's `kafka.brokers`.
-        #[arg(long)]
-        brokers: Option<String>,
-        /// Print the trace as JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Trace(TraceArgs),
     /// Inspect and hot-swap the plugins of a running host (through its admin API).
     Plugin {
         #[command(flatten)]
@@ -122,6 +109,23 @@ enum Command {
         #[command(subcommand)]
         command: StateCommand,
     },
+}
+
+/// What `stagehost trace` looks up, and where.
+#[derive(clap::Args)]
+struct TraceArgs {
+    /// The key: a record key, or the value of a route's `id_field` in an event's body (an
+    /// order id in the shipped pipeline).
+    key: String,
+    /// The pipeline configuration (brokers, topics, stages).
+    #[arg(long, short, default_value = "pipeline.toml", env = "STAGEHOST_CONFIG")]
+    config: PathBuf,
+    /// Kafka bootstrap servers; default: the configuration's `kafka.brokers`.
+    #[arg(long)]
+    brokers: Option<String>,
+    /// Print the trace as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Subcommand)]
@@ -288,12 +292,7 @@ fn main() -> ExitCode {
                 Ok(())
             }
             Command::Check { config } => check(&config),
-            Command::Trace {
-                key,
-                config,
-                brokers,
-                json,
-            } => trace(&config, brokers, key, json).await,
+            Command::Trace(args) => trace(args).await,
             Command::Tail {
                 topic,
                 brokers,
@@ -376,13 +375,14 @@ fn check(path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn trace(
-    path: &Path,
-    brokers: Option<String>,
-    key: String,
-    json: bool,
-) -> anyhow::Result<()> {
-    let mut config = config::load(path, &Overrides::from_env())?;
+async fn trace(args: TraceArgs) -> anyhow::Result<()> {
+    let TraceArgs {
+        key,
+        config,
+        brokers,
+        json,
+    } = args;
+    let mut config = config::load(&config, &Overrides::from_env())?;
     if let Some(brokers) = brokers {
         config.kafka.brokers = brokers;
     }

@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use crate::config::{PipelineConfig, ProcessingMode};
+use crate::config::{PipelineConfig, ProcessingMode, RouteConfig, StageConfig};
 use crate::trace::pipeline_topics;
 
 /// The pipeline as the console draws it (`GET /api/topology`).
@@ -79,65 +79,68 @@ pub struct View {
 impl Topology {
     /// The topology of a pipeline.
     pub fn of(config: &PipelineConfig) -> Self {
-        let stages = config
-            .stages
-            .iter()
-            .map(|stage| Stage {
-                name: stage.name.clone(),
-                inputs: stage.inputs().into_iter().map(str::to_string).collect(),
-                outputs: stage
-                    .outputs
-                    .iter()
-                    .map(|(name, topic)| Output {
-                        name: name.clone(),
-                        topic: topic.clone(),
-                    })
-                    .collect(),
-                mode: match stage.mode {
-                    ProcessingMode::ExactlyOnce => "exactly_once",
-                    ProcessingMode::AtLeastOnce => "at_least_once",
-                },
-            })
-            .collect();
-        let sources = config
-            .http
-            .routes
-            .iter()
-            .map(|route| Source {
-                name: route.name(),
-                stage: route.stage.clone(),
-                event_type: route.event_type.clone(),
-            })
-            .collect();
-        let topics = pipeline_topics(config)
-            .into_iter()
-            .map(|name| {
-                let declared = config.topics.get(&name);
-                Topic {
-                    partitions: declared.map(|t| t.partitions),
-                    event_type: declared
-                        .and_then(|t| t.event_type.clone())
-                        .unwrap_or_else(|| name.clone()),
-                    name,
-                }
-            })
-            .collect();
-        let views = config
-            .http
-            .views
-            .iter()
-            .map(|view| View {
-                path: view.path.clone(),
-                topic: view.topic.clone(),
-            })
-            .collect();
         Self {
-            stages,
-            sources,
-            topics,
-            views,
+            stages: config.stages.iter().map(Stage::of).collect(),
+            sources: config.http.routes.iter().map(Source::of).collect(),
+            topics: pipeline_topics(config)
+                .into_iter()
+                .map(|name| Topic::of(config, name))
+                .collect(),
+            views: config
+                .http
+                .views
+                .iter()
+                .map(|view| View {
+                    path: view.path.clone(),
+                    topic: view.topic.clone(),
+                })
+                .collect(),
             dead_letter_topic: config.dead_letter.topic.clone(),
             kpi_topic: config.kpi.enabled.then(|| config.kpi.topic.clone()),
+        }
+    }
+}
+
+impl Stage {
+    fn of(stage: &StageConfig) -> Self {
+        Self {
+            name: stage.name.clone(),
+            inputs: stage.inputs().into_iter().map(str::to_string).collect(),
+            outputs: stage
+                .outputs
+                .iter()
+                .map(|(name, topic)| Output {
+                    name: name.clone(),
+                    topic: topic.clone(),
+                })
+                .collect(),
+            mode: match stage.mode {
+                ProcessingMode::ExactlyOnce => "exactly_once",
+                ProcessingMode::AtLeastOnce => "at_least_once",
+            },
+        }
+    }
+}
+
+impl Source {
+    fn of(route: &RouteConfig) -> Self {
+        Self {
+            name: route.name(),
+            stage: route.stage.clone(),
+            event_type: route.event_type.clone(),
+        }
+    }
+}
+
+impl Topic {
+    fn of(config: &PipelineConfig, name: String) -> Self {
+        let declared = config.topics.get(&name);
+        Self {
+            partitions: declared.map(|t| t.partitions),
+            event_type: declared
+                .and_then(|t| t.event_type.clone())
+                .unwrap_or_else(|| name.clone()),
+            name,
         }
     }
 }
