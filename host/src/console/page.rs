@@ -81,4 +81,23 @@ mod tests {
         }
         assert!(INDEX_HTML.contains(r#"src="/console/app.js""#));
     }
+
+    #[test]
+    fn the_page_reads_only_metrics_the_host_exports() {
+        let mut read = 0;
+        for (file, _, body) in ASSETS {
+            for (at, _) in body.match_indices("'stagehost_") {
+                let name: String = body[at + 1..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                    .collect();
+                assert!(
+                    crate::observe::catalogue::find(&name).is_some(),
+                    "{file} reads {name}, which is not in observe/catalogue.rs"
+                );
+                read += 1;
+            }
+        }
+        assert!(read >= 4, "the metric names moved: {read} found");
+    }
 }
