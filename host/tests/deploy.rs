@@ -3,9 +3,11 @@
 //! where docker-compose.yml has it listen; Prometheus and Grafana stay optional and mount only
 //! files of deploy/; and the image builds from exactly what the Dockerfile copies.
 //!
-//! `cargo test --release --test deploy`. The build-context test checks the host and the plugins
-//! with their own target folder, `target/tmp/docker-context-check`: minutes the first time,
-//! seconds after. `docker compose config` runs only where `docker compose` is installed.
+//! `cargo test --release --test deploy`. The build-context test resolves both workspaces and
+//! checks the plugins with their own target folder, `target/tmp/docker-context-check`; with
+//! `STAGEHOST_IMAGE_CHECK=1` (`make image-check`) it checks the host there too: about 10 minutes
+//! the first time on 2 cores, seconds after. `docker compose config` runs only where
+//! `docker compose` is installed.
 
 #![allow(missing_docs, clippy::unwrap_used)]
 
@@ -722,7 +724,14 @@ fn the_image_builds_from_exactly_what_the_dockerfile_copies() {
         "--bin",
         "stagehost",
     ];
-    cargo_in(&context, ".", &host, &target, &copies);
+    // Checking the host compiles every dependency again in a target of its own (about 10
+    // minutes cold on 2 cores): `make image-check` does it; `make test` resolves the workspace
+    // (which finds every path and patched crate the context lacks) and checks the plugins.
+    if std::env::var_os("STAGEHOST_IMAGE_CHECK").is_some() {
+        cargo_in(&context, ".", &host, &target, &copies);
+    } else {
+        eprintln!("the host's cargo check in the build context is left to `make image-check`");
+    }
     let plugins = [
         "check",
         "--release",
