@@ -5,7 +5,7 @@ CARGO ?= cargo
 TEST_KAFKA_PORT ?= 19092
 TEST_KAFKA_CONTROLLER_PORT ?= 19093
 
-.PHONY: run test chaos bench load setup plugins host kafka-jars unit-tests e2e-tests lint fmt clean
+.PHONY: image-check run test chaos bench load setup plugins host kafka-jars unit-tests e2e-tests lint fmt clean
 
 ## run: install what is missing, build plugins and host, start a broker and the host.
 run: setup plugins host kafka-jars
@@ -24,6 +24,11 @@ chaos: setup plugins kafka-jars
 ## latency, resources) and the criterion micro-benchmarks; results in .bench/.
 bench: setup plugins kafka-jars
 	scripts/test.sh bench
+
+## image-check: the Docker image's build stage, laid out from the Dockerfile's COPY lines,
+## resolves and checks both workspaces offline (the host too: ~10 minutes cold).
+image-check: setup plugins
+	STAGEHOST_IMAGE_CHECK=1 $(CARGO) test --release --test deploy the_image_builds -- --nocapture
 
 ## load: `stagehost load` on the shipped pipeline of `make run` (orders from
 ## examples/load/order.json, done at their third NotificationDelivered); LOAD_ARGS adds flags,

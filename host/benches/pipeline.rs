@@ -10,7 +10,9 @@
 //! notification; (7) 32 concurrent HTTP clients (closed loop), default modes: completed
 //! orders/s; (8) `POST` → OrderPickedAndPacked at 50 orders/s, default (exactly-once) and
 //! every stage at-least-once, with host + broker CPU per order and per-hop latency from record
-//! timestamps; (9) end-to-end at 100 orders/s, exactly-once; (10) host CPU when idle. Rows 5,
+//! timestamps; (9) end-to-end at 100 orders/s, exactly-once; (10) host CPU when idle; (11) the
+//! whole pipeline with telemetry off, metrics on, metrics and traces on (`BENCH_TELEMETRY_ORDERS`,
+//! default 50,000; `BENCH_TELEMETRY_REPEATS`, default 2), as ratios to off. Rows 5,
 //! 7, 8 and 9 drive the ingress with `stagehost load` (`stagehost::load`) and report its own
 //! CPU. The run ends with a summary of issue 13's targets: figure, measured, target, met.
 //!
@@ -33,6 +35,8 @@ mod common;
 mod http_rows;
 #[path = "pipeline/summary.rs"]
 mod summary;
+#[path = "pipeline/telemetry_row.rs"]
+mod telemetry_row;
 
 use std::time::{Duration, Instant};
 
@@ -281,9 +285,15 @@ fn set_on_every_stage(config: &mut toml::Table, key: &str, value: toml::Value) {
 }
 
 /// Row 4: the whole pipeline draining `orders` pre-filled OrderReceived events.
-async fn whole_pipeline(mode: &str, orders: u64) -> (f64, f64, f64, f64, String) {
+/// `edit` changes the configuration further.
+async fn whole_pipeline(
+    mode: &str,
+    orders: u64,
+    edit: impl FnOnce(&mut toml::Table),
+) -> (f64, f64, f64, f64, String) {
     let fuse = std::env::var("BENCH_FUSE").map_or(true, |fuse| fuse != "false");
     let mut pipeline = TestPipeline::new(|config| {
+        edit(config);
         set_mode(config, mode);
         if !fuse {
             set_on_every_stage(config, "fuse", false.into());
@@ -373,7 +383,7 @@ async fn main() {
         .filter_map(|r| r.trim().parse().ok())
         .collect();
     let only: Vec<u32> = std::env::var("BENCH_ROWS")
-        .unwrap_or_else(|_| "1,2,3,4,5,7,8,9,10".into())
+        .unwrap_or_else(|_| "1,2,3,4,5,7,8,9,10,11".into())
         .split(',')
         .filter_map(|r| r.trim().parse().ok())
         .collect();
@@ -491,7 +501,7 @@ async fn main() {
         .filter(|mode| runs(4) && modes.split(',').any(|m| m.trim() == *mode))
     {
         progress.set_message(format!("whole pipeline: {mode}"));
-        let (rate, cpu, rss, restarted_rss, note) = whole_pipeline(mode, orders).await;
+        let (rate, cpu, rss, restarted_rss, note) = whole_pipeline(mode, orders, |_| {}).await;
         rows.push(row(
             &format!("4. whole pipeline, {mode}"),
             rate,
@@ -573,6 +583,12 @@ async fn main() {
         pipeline.stop("TERM");
     }
     drop(pipeline);
+    if runs(11) {
+        progress.set_message("telemetry cost (row 11)");
+        let orders = env_or("BENCH_TELEMETRY_ORDERS", 50_000);
+        let repeats = env_or("BENCH_TELEMETRY_REPEATS", 2);
+        telemetry_row::telemetry_rows(orders, repeats, &mut rows).await;
+    }
     progress.set_message("HTTP rows (7–10)");
     http_rows::http_rows(runs, seconds, idle_seconds, &mut rows, &mut figures).await;
     progress.inc(1);

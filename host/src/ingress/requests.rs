@@ -201,34 +201,11 @@ impl Ingress {
             answered_as_repeat(route, key, &reply);
             return reply;
         }
-        let input = Input {
-            id: cloudevents::ingress_id(key),
-            event_type: route.event_type.clone(),
-            key: Some(&request.id),
-            payload: body,
-            headers: params
-                .iter()
-                .map(|(name, value)| (format!("{PATH_HEADER_PREFIX}{name}"), value.clone()))
-                .collect(),
-            origin: Origin {
-                stage: self.context.name.to_string(),
-                source_topic: crate::config::HTTP_INPUT.into(),
-                partition: -1,
-                offset: -1,
-            },
-        };
-        let called = SystemTime::now();
-        let made = self.run_plugin(&input, route, &request).await;
-        if let Some(span) = span {
-            span.child("plugin", called, SystemTime::now());
-        }
-        let (mut records, version) = match made {
+        let input = self.input_of(route, &request, params, body);
+        let (records, version) = match self.run_plugin(&input, route, &request, span).await {
             Ok(made) => made,
             Err(reply) => return reply,
         };
-        if let Some(span) = span {
-            records.iter_mut().for_each(|r| span.inject(&mut r.headers));
-        }
         let events = records.len();
         let reply = accepted(params, &route.id_field, &request.id, &records);
         let answer = IngressRecord {
@@ -251,6 +228,32 @@ impl Ingress {
         self.kpis.processed(&version, events, started.elapsed());
         tracing::debug!(stage = %self.context.name, key, "accepted");
         reply
+    }
+
+    /// The stage's input for `request`: its path parameters become headers.
+    fn input_of<'a>(
+        &self,
+        route: &IngressRoute,
+        request: &'a Request,
+        params: &[(String, String)],
+        body: &'a [u8],
+    ) -> Input<'a> {
+        Input {
+            id: cloudevents::ingress_id(&request.key),
+            event_type: route.event_type.clone(),
+            key: Some(&request.id),
+            payload: body,
+            headers: params
+                .iter()
+                .map(|(name, value)| (format!("{PATH_HEADER_PREFIX}{name}"), value.clone()))
+                .collect(),
+            origin: Origin {
+                stage: self.context.name.to_string(),
+                source_topic: crate::config::HTTP_INPUT.into(),
+                partition: -1,
+                offset: -1,
+            },
+        }
     }
 
     /// The request `body` to `route` with path parameters `params`, checked: valid JSON that
@@ -304,9 +307,28 @@ impl Ingress {
         })
     }
 
-    /// Runs the stage's plugin on `input`: the records to publish and the plugin's version;
-    /// or the answer when the plugin refused the request (`400`) or failed (dead-lettered).
+    /// Runs the stage's plugin on `input`: the records to publish (continuing the request's
+    /// `span`, whose child the call is) and the plugin's version; or the answer when the plugin
+    /// refused the request (`400`) or failed (dead-lettered).
     async fn run_plugin(
+        &self,
+        input: &Input<'_>,
+        route: &IngressRoute,
+        request: &Request,
+        span: Option<&EventSpan>,
+    ) -> Result<(Vec<OutRecord>, String), Reply> {
+        let called = SystemTime::now();
+        let mut made = self.call_plugin(input, route, request).await;
+        if let Some(span) = span {
+            span.child("plugin", called, SystemTime::now());
+            if let Ok((records, _)) = &mut made {
+                records.iter_mut().for_each(|r| span.inject(&mut r.headers));
+            }
+        }
+        made
+    }
+
+    async fn call_plugin(
         &self,
         input: &Input<'_>,
         route: &IngressRoute,

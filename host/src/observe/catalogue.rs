@@ -315,6 +315,20 @@ mod tests {
     }
 
     #[test]
+    fn the_operators_page_lists_every_metric() {
+        let page =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/observability.md");
+        let page = std::fs::read_to_string(page).unwrap();
+        for metric in METRICS {
+            assert!(
+                page.contains(&format!("| `{}` |", metric.name)),
+                "docs/observability.md does not list {}",
+                metric.name
+            );
+        }
+    }
+
+    #[test]
     fn each_name_is_listed_once_and_histogram_series_are_found() {
         for metric in METRICS {
             let same = METRICS.iter().filter(|m| m.name == metric.name).count();
