@@ -246,6 +246,9 @@ pub struct TelemetryConfig {
     pub otlp_endpoint: Option<String>,
     /// The `service.name` of the spans.
     pub service_name: String,
+    /// The share of traces recorded (0 to 1), decided where a trace starts and followed by
+    /// every stage (`ParentBased(TraceIdRatioBased)`).
+    pub trace_sample_ratio: f64,
 }
 
 impl Default for TelemetryConfig {
@@ -254,6 +257,7 @@ impl Default for TelemetryConfig {
             metrics: true,
             otlp_endpoint: None,
             service_name: "stagehost".into(),
+            trace_sample_ratio: 1.0,
         }
     }
 }

@@ -28,6 +28,13 @@ pub fn validate(config: &PipelineConfig) -> Vec<Problem> {
     check_host_topics(config, &mut problems);
     check_http(config, &mut problems);
     check_stages(config, &mut problems);
+    let ratio = config.telemetry.trace_sample_ratio;
+    if !(0.0..=1.0).contains(&ratio) {
+        problems.push(
+            "telemetry.trace_sample_ratio",
+            format!("is {ratio}; it must be between 0 (no trace recorded) and 1 (every trace)"),
+        );
+    }
     problems.0
 }
 

@@ -16,7 +16,7 @@ use opentelemetry_otlp::{SpanExporter, WithExportConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{
-    BatchConfigBuilder, BatchSpanProcessor, SdkTracer, SdkTracerProvider, Span,
+    BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracer, SdkTracerProvider, Span,
 };
 
 use crate::config::TelemetryConfig;
@@ -57,8 +57,12 @@ pub fn install(config: &TelemetryConfig) -> anyhow::Result<()> {
     let processor = BatchSpanProcessor::builder(exporter)
         .with_batch_config(batches)
         .build();
+    let sampler = Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
+        config.trace_sample_ratio,
+    )));
     let provider = SdkTracerProvider::builder()
         .with_span_processor(processor)
+        .with_sampler(sampler)
         .with_resource(
             Resource::builder()
                 .with_service_name(config.service_name.clone())
@@ -66,7 +70,7 @@ pub fn install(config: &TelemetryConfig) -> anyhow::Result<()> {
         )
         .build();
     let tracer = opentelemetry::trace::TracerProvider::tracer(&provider, "stagehost");
-    tracing::info!(endpoint = %url, "exporting trace spans over OTLP");
+    tracing::info!(endpoint = %url, sample_ratio = config.trace_sample_ratio, "exporting trace spans over OTLP");
     let _ = TRACING.set(Tracing {
         provider,
         tracer,
