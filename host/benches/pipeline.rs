@@ -12,7 +12,9 @@
 //! every stage at-least-once, with host + broker CPU per order and per-hop latency from record
 //! timestamps; (9) end-to-end at 100 orders/s, exactly-once; (10) host CPU when idle; (11) the
 //! whole pipeline with telemetry off, metrics on, metrics and traces on (`BENCH_TELEMETRY_ORDERS`,
-//! default 50,000; `BENCH_TELEMETRY_REPEATS`, default 2), as ratios to off. Rows 5,
+//! default 50,000; `BENCH_TELEMETRY_REPEATS`, default 2), as ratios to off; (12) Kafka offsets
+//! written per order by topic, against the business records (`BENCH_RECORD_ORDERS`, default
+//! 1,000, through the ingress at 100/s). Rows 5,
 //! 7, 8 and 9 drive the ingress with `stagehost load` (`stagehost::load`) and report its own
 //! CPU. The run ends with a summary of issue 13's targets: figure, measured, target, met.
 //!
@@ -33,6 +35,8 @@
 mod common;
 #[path = "pipeline/http_rows.rs"]
 mod http_rows;
+#[path = "pipeline/records_row.rs"]
+mod records_row;
 #[path = "pipeline/summary.rs"]
 mod summary;
 #[path = "pipeline/telemetry_row.rs"]
@@ -383,7 +387,7 @@ async fn main() {
         .filter_map(|r| r.trim().parse().ok())
         .collect();
     let only: Vec<u32> = std::env::var("BENCH_ROWS")
-        .unwrap_or_else(|_| "1,2,3,4,5,7,8,9,10,11".into())
+        .unwrap_or_else(|_| "1,2,3,4,5,7,8,9,10,11,12".into())
         .split(',')
         .filter_map(|r| r.trim().parse().ok())
         .collect();
@@ -588,6 +592,11 @@ async fn main() {
         let orders = env_or("BENCH_TELEMETRY_ORDERS", 50_000);
         let repeats = env_or("BENCH_TELEMETRY_REPEATS", 2);
         telemetry_row::telemetry_rows(orders, repeats, &mut rows).await;
+    }
+    if runs(12) {
+        progress.set_message("records per order (row 12)");
+        let orders = env_or("BENCH_RECORD_ORDERS", 1_000);
+        records_row::records_rows(orders, &mut rows).await;
     }
     progress.set_message("HTTP rows (7–10)");
     http_rows::http_rows(runs, seconds, idle_seconds, &mut rows, &mut figures).await;
