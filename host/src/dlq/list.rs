@@ -32,6 +32,16 @@ pub struct DeadLetterEntry {
     pub replayed_at: Option<String>,
 }
 
+impl DeadLetterEntry {
+    /// `  (replayed <when>)` for a replayed letter, nothing otherwise: the suffix of its line.
+    pub fn replayed_note(&self) -> String {
+        self.replayed_at
+            .as_deref()
+            .map(|at| format!("  (replayed {at})"))
+            .unwrap_or_default()
+    }
+}
+
 /// Which dead letters to show or replay.
 #[derive(Debug, Clone, Default)]
 pub struct Filter {
@@ -175,11 +185,7 @@ pub fn render(entries: &[DeadLetterEntry]) -> String {
             letter.attempts,
             letter.plugin_version,
             entry.id,
-            entry
-                .replayed_at
-                .as_deref()
-                .map(|at| format!("  (replayed {at})"))
-                .unwrap_or_default(),
+            entry.replayed_note(),
             letter.event_id,
             entry.key.as_deref().unwrap_or("-"),
             letter.error,

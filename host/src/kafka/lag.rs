@@ -19,6 +19,8 @@ use super::read::partition_count;
 
 /// How long one read of offsets may take.
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the partitions of the inputs are taken as known (a topic may gain partitions).
+const PARTITIONS_MAX_AGE: Duration = Duration::from_secs(60);
 
 /// One partition of a group's input.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,6 +55,8 @@ pub struct GroupLag {
     last: HashMap<(String, i32), Span>,
     /// Spans found to hold nothing visible.
     invisible: HashMap<(String, i32), Span>,
+    /// The input partitions, and when they were read.
+    partitions: Option<(Instant, TopicPartitionList)>,
 }
 
 impl GroupLag {
@@ -64,6 +68,7 @@ impl GroupLag {
             kafka: kafka.clone(),
             last: HashMap::new(),
             invisible: HashMap::new(),
+            partitions: None,
         })
     }
 
@@ -119,13 +124,25 @@ impl GroupLag {
         false
     }
 
-    fn read_offsets(&self, topics: &[String]) -> anyhow::Result<Vec<PartitionLag>> {
+    /// The partitions of `topics`, asked of the brokers at most every [`PARTITIONS_MAX_AGE`].
+    fn partitions(&mut self, topics: &[String]) -> anyhow::Result<TopicPartitionList> {
+        if let Some((read_at, list)) = &self.partitions
+            && read_at.elapsed() < PARTITIONS_MAX_AGE
+        {
+            return Ok(list.clone());
+        }
         let mut list = TopicPartitionList::new();
         for topic in topics {
             for partition in 0..partition_count(&self.kafka, topic)? {
                 list.add_partition(topic, partition);
             }
         }
+        self.partitions = Some((Instant::now(), list.clone()));
+        Ok(list)
+    }
+
+    fn read_offsets(&mut self, topics: &[String]) -> anyhow::Result<Vec<PartitionLag>> {
+        let list = self.partitions(topics)?;
         let committed = self.reader.committed_offsets(list, READ_TIMEOUT)?;
         let mut lags = Vec::new();
         for element in committed.elements() {

@@ -105,10 +105,9 @@ impl<'a, I: Iterator<Item = &'a Fate>> HostEvent for EventsFinished<'_, I> {
         let (mut events, mut outputs) = (0u64, 0u64);
         let mut dead_letters: Vec<(&'static str, u64)> = Vec::new();
         for fate in self.fates {
-            events += 1;
             match fate {
                 // Not handled here: by a writer upstream (counted there), or another stage's.
-                Fate::HandledUpstream | Fate::NotOurs => events -= 1,
+                Fate::HandledUpstream | Fate::NotOurs => continue,
                 Fate::Published(made, _) => outputs += *made as u64,
                 Fate::DeadLettered(_, reason) => {
                     match dead_letters.iter_mut().find(|(r, _)| r == reason) {
@@ -118,6 +117,7 @@ impl<'a, I: Iterator<Item = &'a Fate>> HostEvent for EventsFinished<'_, I> {
                 }
                 Fate::Duplicate => {}
             }
+            events += 1;
         }
         if events == 0 {
             return;

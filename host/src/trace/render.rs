@@ -109,11 +109,7 @@ fn letters(trace: &Trace, out: &mut String) {
             letter.origin.partition,
             letter.origin.offset,
             entry.id,
-            entry
-                .replayed_at
-                .as_deref()
-                .map(|at| format!("  (replayed {at})"))
-                .unwrap_or_default(),
+            entry.replayed_note(),
             letter.error,
         );
     }

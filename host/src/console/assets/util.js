@@ -7,9 +7,8 @@ const SVG_NS = 'http://www.w3.org/2000/svg';
 /** The first element matching a CSS selector. */
 export const $ = (selector) => document.querySelector(selector);
 
-/** An HTML element with attributes (`text` sets its text) and children. */
-export function el(tag, attrs = {}, ...children) {
-  const node = document.createElement(tag);
+/** `node` with attributes (`text` sets its text) and children. */
+function filled(node, attrs, children) {
   for (const [key, value] of Object.entries(attrs)) {
     if (value === undefined || value === null) continue;
     if (key === 'text') node.textContent = value;
@@ -19,16 +18,14 @@ export function el(tag, attrs = {}, ...children) {
   return node;
 }
 
+/** An HTML element with attributes (`text` sets its text) and children. */
+export function el(tag, attrs = {}, ...children) {
+  return filled(document.createElement(tag), attrs, children);
+}
+
 /** An SVG element with attributes. */
 export function svg(tag, attrs = {}, ...children) {
-  const node = document.createElementNS(SVG_NS, tag);
-  for (const [key, value] of Object.entries(attrs)) {
-    if (value === undefined || value === null) continue;
-    if (key === 'text') node.textContent = value;
-    else node.setAttribute(key, value);
-  }
-  for (const child of children) if (child) node.append(child);
-  return node;
+  return filled(document.createElementNS(SVG_NS, tag), attrs, children);
 }
 
 /** Fetches JSON; throws an Error carrying the host's `{"error"}` message. */
