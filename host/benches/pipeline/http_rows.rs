@@ -52,7 +52,7 @@ pub fn load_note(report: &LoadReport) -> String {
 
 /// The broker's process id: `BENCH_BROKER_PID`, or the pid file of the broker
 /// `scripts/kafka.sh` started in `KAFKA_HOME_DIR` (what `scripts/test.sh bench` does).
-fn broker_pid() -> Option<u32> {
+pub fn broker_pid() -> Option<u32> {
     if let Some(pid) = std::env::var("BENCH_BROKER_PID")
         .ok()
         .and_then(|p| p.parse().ok())

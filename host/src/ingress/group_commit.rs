@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::health::Reporter;
 use crate::kafka::{OutRecord, Transaction, TxnError};
+use crate::observe::{HostEvent, IngressCommitted};
 use crate::store::{IngressRecord, Table, stamp};
 
 /// Most requests committed in one transaction.
@@ -116,11 +117,12 @@ impl GroupCommitter {
         let committing = std::time::Instant::now();
         let result = commit_group(&mut txn, &group).await;
         self.health.idle();
-        tracing::debug!(
-            requests = group.len(),
-            commit_ms = committing.elapsed().as_secs_f64() * 1000.0,
-            "ingress transaction ended"
-        );
+        IngressCommitted {
+            requests: group.len(),
+            committed: result.is_ok(),
+            took: committing.elapsed(),
+        }
+        .emit();
         let (outcome, link) = match result {
             Ok(()) => {
                 remember(&self.known, &group).await;

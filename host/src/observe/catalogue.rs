@@ -99,6 +99,8 @@ pub const HTTP_REQUEST_SECONDS: &str = "stagehost_http_request_duration_seconds"
 pub const INGRESS_REPEATS: &str = "stagehost_ingress_repeats_total";
 /// Ingress requests refused because their id was accepted with a different body.
 pub const INGRESS_CONFLICTS: &str = "stagehost_ingress_conflicts_total";
+/// Time to commit one ingress transaction (the events and answers of a group of requests).
+pub const INGRESS_COMMIT_SECONDS: &str = "stagehost_ingress_commit_seconds";
 /// The host's build (always 1).
 pub const BUILD_INFO: &str = "stagehost_build_info";
 /// Resident memory of the host process.
@@ -269,6 +271,12 @@ pub const METRICS: &[Metric] = &[
         Counter,
         &["route"],
         "Ingress requests refused: their id was accepted with a different body.",
+    ),
+    metric(
+        INGRESS_COMMIT_SECONDS,
+        Histogram,
+        &[],
+        "Time to commit one exactly-once ingress transaction (a group of requests).",
     ),
     metric(
         BUILD_INFO,

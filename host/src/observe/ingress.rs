@@ -53,3 +53,25 @@ impl HostEvent for RepeatRequest<'_> {
         metrics::counter!(name, "route" => self.route.to_string()).increment(1);
     }
 }
+
+/// The exactly-once ingress ended a transaction carrying a group of requests.
+pub struct IngressCommitted {
+    /// Requests in the transaction.
+    pub requests: usize,
+    /// Whether it committed.
+    pub committed: bool,
+    /// How long committing took.
+    pub took: Duration,
+}
+
+impl HostEvent for IngressCommitted {
+    fn emit(self) {
+        tracing::debug!(
+            requests = self.requests,
+            committed = self.committed,
+            commit_ms = self.took.as_secs_f64() * 1000.0,
+            "ingress transaction ended"
+        );
+        metrics::histogram!(catalogue::INGRESS_COMMIT_SECONDS).record(self.took.as_secs_f64());
+    }
+}

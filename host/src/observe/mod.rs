@@ -14,7 +14,7 @@ pub mod trace;
 
 pub use emit::{HostEvent, RecordAt};
 pub use exporter::Exporter;
-pub use ingress::{RepeatRequest, RequestAnswered};
+pub use ingress::{IngressCommitted, RepeatRequest, RequestAnswered};
 pub use measure::{LagMeasured, StateMeasured};
 pub use stage::{
     ConsumerFailed, EventsFinished, OpenWorkDropped, RecordDeadLettered, RepeatDropped,

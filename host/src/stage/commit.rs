@@ -21,7 +21,7 @@ use super::participant::{Committed, Participants};
 use super::positions::InputPositions;
 use super::retry::{RetryBook, TopicPartition};
 use super::stuck::StuckBook;
-use crate::kafka::{FailedDelivery, refused_for_good};
+use crate::kafka::{FailedDelivery, OutRecord, refused_for_good};
 use crate::observe::trace::EventSpan;
 use crate::observe::{HostEvent, OpenWorkDropped, WorkCommitted};
 
@@ -117,7 +117,6 @@ impl<G: Sync> Committer<G> {
         let Handled {
             records,
             dead_letters,
-            state,
             done,
             moves: _,
             spans,
@@ -129,9 +128,6 @@ impl<G: Sync> Committer<G> {
             if let Some((_, partition, offset)) = dead_letters.next_if(|(at, _, _)| *at == index) {
                 self.work.dead_letters.push((position, partition, offset));
             }
-        }
-        for record in state {
-            self.way.send_state(record).await?;
         }
         for done in done {
             self.work.next.insert(done.partition, done.next);
@@ -149,6 +145,13 @@ impl<G: Sync> Committer<G> {
     ) -> anyhow::Result<()> {
         let offsets = offsets_to_commit(&self.work.next, stage.retries())?;
         let mut participants = stage.participants();
+        let closing: Vec<OutRecord> = participants
+            .iter_mut()
+            .flat_map(|participant| participant.closing_records())
+            .collect();
+        for record in closing {
+            self.way.send_state(record).await?;
+        }
         let mut on_safe = || {
             participants
                 .iter_mut()
@@ -319,9 +322,15 @@ mod tests {
         fails: bool,
         /// The producer's calls when the work became safe.
         calls_at_safe: Option<(FakeProducer, Vec<Call>)>,
+        /// Records it writes with the commit.
+        closing: Vec<&'static str>,
     }
 
     impl Participant for Witness {
+        fn closing_records(&mut self) -> Vec<OutRecord> {
+            self.closing.drain(..).map(record).collect()
+        }
+
         fn on_safe(&mut self) -> anyhow::Result<()> {
             self.journal
                 .0
@@ -366,6 +375,7 @@ mod tests {
                 journal: journal.clone(),
                 fails: false,
                 calls_at_safe: None,
+                closing: Vec::new(),
             };
             Stage {
                 retries: RetryBook::default(),
@@ -550,7 +560,6 @@ mod tests {
         committer
             .take(Handled {
                 records: vec![record("out-1"), record("out-2")],
-                state: vec![record("state:a"), record("state:b")],
                 done: vec![Done {
                     partition: input(0),
                     next: 3,
@@ -566,10 +575,9 @@ mod tests {
             [Call::Queue("out-1".into()), Call::Queue("out-2".into())]
         );
         let positions = FakePositions::default();
-        committer
-            .commit(&positions, &mut Stage::new(&Journal::default()))
-            .await
-            .unwrap();
+        let mut stage = Stage::new(&Journal::default());
+        stage.first.closing = vec!["state:a", "state:b"];
+        committer.commit(&positions, &mut stage).await.unwrap();
         let history = producer.history();
         let at = |call: Call| history.iter().position(|c| *c == call).unwrap();
         let last_output_ack = history
@@ -601,7 +609,6 @@ mod tests {
         committer
             .take(Handled {
                 records: vec![record("out-1")],
-                state: vec![record("state:a")],
                 ..Handled::default()
             })
             .await
@@ -612,10 +619,9 @@ mod tests {
             .insert("state:a".into(), RDKafkaErrorCode::RequestTimedOut);
         let positions = FakePositions::default();
         let journal = Journal::default();
-        let error = committer
-            .commit(&positions, &mut Stage::new(&journal))
-            .await
-            .unwrap_err();
+        let mut stage = Stage::new(&journal);
+        stage.first.closing = vec!["state:a"];
+        let error = committer.commit(&positions, &mut stage).await.unwrap_err();
         assert!(error.to_string().contains("state changelog"), "{error}");
         assert!(positions.stored.lock().unwrap().is_empty());
         assert!(journal.entries().is_empty());

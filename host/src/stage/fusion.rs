@@ -269,7 +269,6 @@ impl Fusion {
                     continue;
                 };
                 let name = task.context.name.clone();
-                downstream.extend(run.processed_id);
                 spans.extend(run.span);
                 handled_by.push(name.clone());
                 chain.push(index);
@@ -315,6 +314,13 @@ impl InProcess for Fusion {
 /// committed, and nothing of it stays when it is dropped (the revoked partitions are the
 /// writer's, not theirs).
 impl Participant for Fusion {
+    /// The fused stages' processed ids go with the writer's transaction.
+    fn closing_records(&mut self) -> Vec<OutRecord> {
+        self.participants()
+            .flat_map(|participant| participant.closing_records())
+            .collect()
+    }
+
     fn on_safe(&mut self) -> anyhow::Result<()> {
         self.participants()
             .try_for_each(|participant| participant.on_safe())

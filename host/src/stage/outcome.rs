@@ -49,12 +49,12 @@ pub struct Done {
 /// What handling one batch produced.
 #[derive(Default, Debug)]
 pub struct Handled {
-    /// Records to publish, in order (outputs, dead letters, processed-id records).
+    /// Records to publish, in order (outputs and dead letters; the state changelog and the
+    /// processed ids are written once per key with the commit: see
+    /// [`super::participant::Participant::closing_records`]).
     pub records: Vec<OutRecord>,
     /// Dead letters among `records`: their position there, and the input they stand for.
     pub dead_letters: Vec<(usize, TopicPartition, i64)>,
-    /// State changelog records of the inputs' writes.
-    pub state: Vec<OutRecord>,
     /// The inputs done with, in order.
     pub done: Vec<Done>,
     /// Where the consumer must go, in order.

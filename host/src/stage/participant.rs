@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::outcome::Fate;
 use super::retry::{RetryBook, TopicPartition};
+use crate::kafka::OutRecord;
 
 /// The open work as its participants see it once it is committed.
 pub struct Committed {
@@ -17,6 +18,14 @@ pub struct Committed {
 
 /// A part of a stage that follows the ends of its open work.
 pub trait Participant: Send {
+    /// The records that make what this participant kept for the open work durable with it,
+    /// asked for once, right before the commit: one per key and partition for what the work
+    /// wrote several times (state changelog, processed ids), so each record the work writes
+    /// is written once.
+    fn closing_records(&mut self) -> Vec<OutRecord> {
+        Vec::new()
+    }
+
     /// The work's outputs are safe and its inputs do not yet count as consumed elsewhere: keep
     /// what the work made durable. An error fails the commit (the work is handled again).
     fn on_safe(&mut self) -> anyhow::Result<()> {

@@ -11,7 +11,8 @@ use super::outcome::Fate;
 use super::participant::{Committed, Participant};
 use super::retry::{RetryBook, TopicPartition};
 use crate::config::RetryConfig;
-use crate::kafka::KafkaClients;
+use crate::event::headers::RecordHeaders;
+use crate::kafka::{KafkaClients, OutRecord};
 use crate::kpi::StageKpis;
 use crate::observe::{EventsFinished, HostEvent};
 use crate::state::KeyedState;
@@ -138,6 +139,21 @@ impl Counting {
 /// The work's state writes go into the local copy of the changelog (a copy that cannot take
 /// them is caught up before it is read again); dropped work's writes are undone.
 impl Participant for StageStateParts {
+    /// The last value the work wrote to each key, one changelog record each.
+    fn closing_records(&mut self) -> Vec<OutRecord> {
+        lock(&self.keyed)
+            .pending()
+            .map(|(partition, key, value)| OutRecord {
+                topic: self.changelog.clone(),
+                partition: Some(partition),
+                key: Some(key.to_string()),
+                payload: value.clone(),
+                headers: RecordHeaders::new(),
+                id: format!("state:{key}"),
+            })
+            .collect()
+    }
+
     fn on_safe(&mut self) -> anyhow::Result<()> {
         if let Err(error) = lock(&self.keyed).commit() {
             tracing::warn!(changelog = %self.changelog, %error,

@@ -64,13 +64,11 @@ impl InProcess for NothingInProcess {
     }
 }
 
-/// What a stage run in process made of a record: its outputs, and the record of its id that
-/// the guarantee writes (if any).
+/// What a stage run in process made of a record (its processed id is written with the
+/// writer's commit: see [`super::participant::Participant::closing_records`]).
 pub struct InProcessRun {
     /// The outputs (none when the stage had processed the id before).
     pub outputs: Vec<OutRecord>,
-    /// The processed-id record.
-    pub processed_id: Option<OutRecord>,
     /// Its span (tracing on), ended with the writer's work.
     pub span: Option<EventSpan>,
 }
@@ -195,9 +193,7 @@ impl<P: Plugin> StageTask<P> {
                 let Some(fate) = self.handle_one(input, attempts[index], &mut handled) else {
                     continue;
                 };
-                handled
-                    .records
-                    .extend(self.dedup.record(input.origin.partition, &key));
+                self.dedup.record(input.origin.partition, &key);
                 fate
             };
             self.settling.settle(input.origin.partition, &input.id);
@@ -338,11 +334,8 @@ impl<P: Plugin> StageTask<P> {
         if let Some(parts) = &self.state
             && !writes.is_empty()
         {
-            handled
-                .state
-                .extend(changelog_records(&parts.changelog, partition, &writes));
-            // Later inputs of the batch see these writes; they become committed state once
-            // the batch is published (or its transaction commits).
+            // Later inputs see these writes; they reach the changelog (the last value of each
+            // key) with the commit and become committed state once the work is safe.
             lock(&parts.keyed).stage(partition, writes);
         }
         made
@@ -469,8 +462,8 @@ impl<P: Plugin> StageTask<P> {
                 }
             }
         };
+        self.dedup.record(partition, &key);
         Some(InProcessRun {
-            processed_id: self.dedup.record(partition, &key),
             outputs: processed,
             span,
         })
@@ -594,6 +587,10 @@ impl<P: Plugin> Participants for StageTask<P> {
 
 /// The work's inputs become processed ids.
 impl Participant for Box<dyn ProcessedIds> {
+    fn closing_records(&mut self) -> Vec<OutRecord> {
+        ProcessedIds::closing_records(&mut **self)
+    }
+
     fn on_safe(&mut self) -> anyhow::Result<()> {
         self.commit()
     }
@@ -615,21 +612,6 @@ fn park_at(handled: &mut Handled, partition: TopicPartition, offset: i64) {
         next: offset,
         fate: None,
     });
-}
-
-/// The changelog records of one input's state writes.
-fn changelog_records(topic: &str, partition: i32, writes: &Writes) -> Vec<OutRecord> {
-    writes
-        .iter()
-        .map(|(key, value)| OutRecord {
-            topic: topic.to_string(),
-            partition: Some(partition),
-            key: Some(key.clone()),
-            payload: value.clone(),
-            headers: crate::event::headers::RecordHeaders::new(),
-            id: format!("state:{key}"),
-        })
-        .collect()
 }
 
 /// The span of `stage` handling `input` (continuing the trace its headers carry), when
@@ -702,9 +684,16 @@ mod tests {
                 .collect())
         }
 
-        fn record(&mut self, _partition: i32, id: &str) -> Option<OutRecord> {
+        fn record(&mut self, _partition: i32, id: &str) {
             self.open.insert(id.to_string());
-            Some(record(&format!("processed:{id}")))
+        }
+
+        fn closing_records(&mut self) -> Vec<OutRecord> {
+            let mut open: Vec<&String> = self.open.iter().collect();
+            open.sort();
+            open.iter()
+                .map(|id| record(&format!("processed:{id}")))
+                .collect()
         }
 
         fn commit(&mut self) -> anyhow::Result<()> {
@@ -811,7 +800,9 @@ mod tests {
     async fn a_published_input_makes_its_outputs_and_its_processed_id() {
         let mut task = task();
         let handled = task.handle(&mut [input("a", 0, 7, b"ok")]).unwrap();
-        assert_eq!(ids(&handled), ["out-a", "processed:a"]);
+        assert_eq!(ids(&handled), ["out-a"]);
+        let closing = ProcessedIds::closing_records(&mut *task.dedup);
+        assert_eq!(closing[0].id, "processed:a", "written with the commit");
         assert_eq!(
             handled.done,
             [done(0, 8, Some(Fate::Published(1, Arc::from("v1"))))]
@@ -873,12 +864,12 @@ mod tests {
             .handle(&mut [input("a", 0, 0, b"ok"), input("b", 2, 4, b"bad")])
             .unwrap();
         assert_eq!(
-            handled.records[2].topic,
+            handled.records[1].topic,
             "DLQ",
-            "after a's output and id: {:?}",
+            "after a's output (ids are written with the commit): {:?}",
             ids(&handled)
         );
-        assert_eq!(handled.dead_letters, [(2, ("In".into(), 2), 4)]);
+        assert_eq!(handled.dead_letters, [(1, ("In".into(), 2), 4)]);
         assert_eq!(
             handled.done[1],
             done(2, 5, Some(Fate::DeadLettered(Arc::from("v1"), "rejected")))
@@ -923,7 +914,11 @@ mod tests {
             .run_in_process("writer", &input("a", 0, -1, b"ok"))
             .expect("it simply succeeds");
         assert_eq!(run.outputs[0].id, "out-a");
-        assert_eq!(run.processed_id.unwrap().id, "processed:a");
+        let closing = ProcessedIds::closing_records(&mut *fused.dedup);
+        assert_eq!(
+            closing[0].id, "processed:a",
+            "written with the writer's commit"
+        );
         // A repeat of a processed id makes nothing, and is counted as a repeat.
         let repeat = fused
             .run_in_process("writer", &input("a", 0, -1, b"ok"))

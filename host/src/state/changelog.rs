@@ -65,21 +65,21 @@ pub struct CaughtUp {
 }
 
 /// Reads the committed records of `topic`/`partition` that `table` has not read yet (from
-/// its checkpoint to the end) and writes into the table what `entry` makes of each (records
-/// it returns `None` for are skipped), with the checkpoint. Blocking: call it off the async
-/// threads.
+/// its checkpoint to the end) and writes into the table the entries `entries` makes of each
+/// (none, one — an `Option` — or several: a record of a batch of processed ids), with the
+/// checkpoint. Blocking: call it off the async threads.
 ///
 /// A checkpoint past the partition's end is an error, never an empty copy: the topic is the
 /// system of record of what the table holds (keyed state, processed ids, ingress answers), and
 /// a topic that ends before what was already read from it was deleted and made again (or
 /// truncated): what it held is lost, and a stage that went on would start its state again from
 /// nothing (stock back at the catalog's, orders processed twice).
-pub fn catch_up(
+pub fn catch_up<E: IntoIterator<Item = Entry>>(
     kafka: &KafkaClients,
     topic: &str,
     partition: i32,
     table: &Table,
-    entry: impl Fn(&BorrowedMessage<'_>) -> Option<Entry>,
+    entries: impl Fn(&BorrowedMessage<'_>) -> E,
 ) -> anyhow::Result<CaughtUp> {
     let started = Instant::now();
     let checkpoint = table.checkpoint(partition)?;
@@ -113,9 +113,7 @@ pub fn catch_up(
                 return;
             }
             records += 1;
-            if let Some(entry) = entry(message) {
-                batch.push(entry);
-            }
+            batch.extend(entries(message));
             if batch.len() >= BATCH_RECORDS
                 && let Err(error) = apply(&mut batch, message.offset() + 1)
             {

@@ -68,6 +68,20 @@ impl KeyedState {
         pending.extend(writes);
     }
 
+    /// The open transaction's writes: the last value (or delete) of each key, by partition
+    /// then key.
+    pub fn pending(&self) -> impl Iterator<Item = (i32, &str, &Write)> {
+        let mut partitions: Vec<&i32> = self.pending.keys().collect();
+        partitions.sort();
+        partitions.into_iter().flat_map(move |partition| {
+            let writes = &self.pending[partition];
+            let mut keys: Vec<&String> = writes.keys().collect();
+            keys.sort();
+            keys.into_iter()
+                .map(move |key| (*partition, key.as_str(), &writes[key]))
+        })
+    }
+
     /// The open transaction committed: its writes become the committed state. When the store
     /// cannot take them, every partition is caught up with its changelog again before its next
     /// event (the changelog has the writes), and the error is returned for the log.

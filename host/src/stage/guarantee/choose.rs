@@ -12,7 +12,8 @@ use rdkafka::producer::{FutureProducer, Producer};
 
 use super::at_least_once::{AtLeastOnce, LocalIds};
 use super::contract::{Guarantee, ProcessedIds};
-use super::exactly_once::{ExactlyOnce, ProcessedLog, processed_topic};
+use super::exactly_once::ExactlyOnce;
+use super::processed_log::{ProcessedLog, processed_topic};
 use crate::config::{PipelineConfig, ProcessingMode, StageConfig};
 use crate::health::Reporter;
 use crate::ingress::{AnswerBook, LocalAnswers, ProducerFactory, TransactionalAnswers};

@@ -73,9 +73,14 @@ pub trait ProcessedIds: Send {
     /// time.
     fn seen(&mut self, inputs: &[(i32, Cow<'_, str>)]) -> anyhow::Result<Vec<bool>>;
 
-    /// Records that the open work processed `id` (read from input partition `partition`):
-    /// the record that makes it durable with the work, if the guarantee writes one.
-    fn record(&mut self, partition: i32, id: &str) -> Option<OutRecord>;
+    /// Records that the open work processed `id` (read from input partition `partition`).
+    fn record(&mut self, partition: i32, id: &str);
+
+    /// The records that make the open work's ids durable with it, if the guarantee writes
+    /// any: asked for once, right before the commit.
+    fn closing_records(&mut self) -> Vec<OutRecord> {
+        Vec::new()
+    }
 
     /// The open work is safe: its ids are processed. Fails when they cannot be kept (the work
     /// is then handled again).

@@ -6,6 +6,7 @@ mod at_least_once;
 mod choose;
 mod contract;
 mod exactly_once;
+mod processed_log;
 
 pub use at_least_once::{AtLeastOnce, LocalIds};
 pub use choose::{
@@ -13,4 +14,5 @@ pub use choose::{
     stage_guarantee,
 };
 pub use contract::{Guarantee, ProcessedIds, Settle};
-pub use exactly_once::{ExactlyOnce, ProcessedLog, processed_topic};
+pub use exactly_once::ExactlyOnce;
+pub use processed_log::{ProcessedLog, processed_topic};
