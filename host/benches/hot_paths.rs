@@ -139,6 +139,7 @@ fn process(c: &mut Criterion) {
     let route = |topic: &str, event_type: &str| Route {
         topic: topic.into(),
         event_type: event_type.into(),
+        latest_per_key: false,
     };
     let context = StageContext {
         name: Arc::from("warehouse"),

@@ -596,7 +596,7 @@ async fn main() {
     if runs(12) {
         progress.set_message("records per order (row 12)");
         let orders = env_or("BENCH_RECORD_ORDERS", 1_000);
-        records_row::records_rows(orders, &mut rows).await;
+        records_row::records_rows(orders, &mut rows, &mut figures).await;
     }
     progress.set_message("HTTP rows (7–10)");
     http_rows::http_rows(runs, seconds, idle_seconds, &mut rows, &mut figures).await;

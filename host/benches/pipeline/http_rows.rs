@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use stagehost::load::{LoadOptions, LoadReport, cpu::cpu_seconds};
 
-use super::common::{TestPipeline, brokers, read_to_end, read_topic, repo};
+use super::common::{TestPipeline, brokers, peak_rss_kib, read_to_end, read_topic, repo};
 use super::{Figures, Row, row, set_mode};
 
 /// The shipped pipeline's load: orders from the example template, done when `done_topic`
@@ -271,6 +271,14 @@ pub async fn http_rows(
         if runs(8) {
             let (report, cpu, prefix) =
                 packed_at_50(&pipeline, "exactly_once", seconds, rows).await;
+            let rss = peak_rss_kib(pipeline.pid().unwrap()) as f64 / 1024.0;
+            rows.push(row(
+                "8. host peak RSS at 50 orders/s, default modes",
+                rss,
+                "MiB",
+                "VmHWM after the run at 50 orders/s (and the warm-up and idle rows before it)",
+            ));
+            figures.rss_at_50 = Some(rss);
             hops(&pipeline, &prefix, "exactly_once", rows).await;
             figures.packed_eos = Some((report.p50_us, report.p99_us));
             figures.cpu_per_order = cpu;

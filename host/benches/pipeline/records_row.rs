@@ -21,6 +21,7 @@ use stagehost::load::cpu::cpu_seconds;
 use stagehost::observe::catalogue;
 
 use super::common::{TestPipeline, brokers};
+use super::summary::Figures;
 use super::{Row, http_rows, row, set_mode};
 
 /// Business records per order (the seed system's topics).
@@ -153,7 +154,7 @@ fn breakdown(per_stage: &BTreeMap<String, f64>, orders: f64) -> String {
 }
 
 /// Runs row 12, adding its rows to `rows`.
-pub async fn records_rows(orders: u64, rows: &mut Vec<Row>) {
+pub async fn records_rows(orders: u64, rows: &mut Vec<Row>, figures: &mut Figures) {
     let mut pipeline = TestPipeline::new(|config| set_mode(config, "exactly_once"));
     pipeline.log = "info".into();
     // Topics exist once the host started once.
@@ -211,6 +212,7 @@ pub async fn records_rows(orders: u64, rows: &mut Vec<Row>) {
             offsets as f64 / accepted / BUSINESS_RECORDS
         ),
     ));
+    figures.records_per_order = Some(written as f64 / accepted);
     rows.push(row(
         "12. Kafka records written per order",
         written as f64 / accepted,

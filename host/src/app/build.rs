@@ -24,10 +24,10 @@ use crate::plugin::{InstanceSettings, OutputContract, PluggedInstance, PluginEng
 /// How the ingress remembers answers: chosen with the stages' guarantees.
 pub(super) use crate::stage::ingress_answers;
 use crate::stage::{
-    Committer, Counting, Deferred, FusableStage, FusionPlan, KpiTarget, LivePlugin, Pacing,
-    RebalanceTracker, Route, Settling, SilentPause, StageConsumer, StageContext, StageGuarantee,
-    StageRunner, StageStateParts, StageTask, StuckBook, Watchdog, Worker, fused_ids, not_fusable,
-    rejoin_if_inputs_changed, stage_guarantee,
+    Committer, Counting, Deferred, FusableStage, FusionPlan, KpiTarget, LatestOutputs, LivePlugin,
+    Pacing, RebalanceTracker, Route, Settling, SilentPause, StageConsumer, StageContext,
+    StageGuarantee, StageRunner, StageStateParts, StageTask, StuckBook, Watchdog, Worker,
+    fused_ids, not_fusable, rejoin_if_inputs_changed, stage_guarantee,
 };
 use crate::state::{KeyedState, changelog_topic, check_layout};
 use crate::store::{LocalStore, Scope, Table};
@@ -62,6 +62,7 @@ pub(super) fn context(
     let route = |topic: &str| Route {
         topic: topic.to_string(),
         event_type: event_type(config, topic),
+        latest_per_key: config.topics.get(topic).is_some_and(|t| t.latest_per_key),
     };
     Arc::new(StageContext {
         name: Arc::from(stage.name.as_str()),
@@ -143,6 +144,7 @@ pub(super) async fn topic_stage(
                 stuck: host.stuck.clone(),
                 settling: Settling::new(host.fusion.deferred(&stage.name)),
                 counting: Counting::new(kpis),
+                latest: LatestOutputs::default(),
             },
             committer,
             kpi: kpi_target(config, host.producer),
@@ -244,6 +246,7 @@ fn kpi_target(config: &PipelineConfig, producer: &FutureProducer) -> Option<KpiT
         route: Route {
             topic: config.kpi.topic.clone(),
             event_type: event_type(config, &config.kpi.topic),
+            latest_per_key: false,
         },
         interval: config.kpi.interval,
         instance: config.state.instance_id.clone(),

@@ -342,6 +342,12 @@ pub struct TopicConfig {
     /// before publishing. Events from any other producer are always validated.
     #[serde(default)]
     pub revalidate: bool,
+    /// A table of the latest record per key (a read model, read by `[[http.views]]`): a stage
+    /// writes only the last record of each key per transaction (commit interval, at least
+    /// once) instead of every intermediate one, and the topic is created compacted. Readers
+    /// that need every change must not read such a topic.
+    #[serde(default)]
+    pub latest_per_key: bool,
 }
 
 /// One stage: a plugin, where its input comes from and where its outputs go.

@@ -22,11 +22,16 @@ pub async fn ensure_topics(kafka: &KafkaClients, config: &PipelineConfig) -> any
         .topics
         .iter()
         .map(|(name, topic)| {
-            NewTopic::new(
+            let new = NewTopic::new(
                 name,
                 topic.partitions,
                 TopicReplication::Fixed(topic.replication),
-            )
+            );
+            if topic.latest_per_key {
+                new.set("cleanup.policy", "compact")
+            } else {
+                new
+            }
         })
         .collect();
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));

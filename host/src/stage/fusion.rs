@@ -39,6 +39,7 @@ use std::sync::Arc;
 
 use super::guarantee::FusedIds;
 use super::handover::{Deferred, HANDLED_BY_HEADER};
+use super::latest::LatestOutputs;
 use super::live_plugin::LivePlugin;
 use super::participant::{Committed, Participant, Participants};
 use super::processor::{Input, StageContext};
@@ -194,6 +195,7 @@ impl FusionPlan {
                     stuck: stuck.clone(),
                     settling: Settling::new(Some(stage.deferred.clone())),
                     counting: Counting::new(stage.kpis.clone()),
+                    latest: LatestOutputs::default(),
                 },
             });
         }

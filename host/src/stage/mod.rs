@@ -11,6 +11,7 @@ mod fenced;
 mod fusion;
 mod guarantee;
 mod handover;
+mod latest;
 mod live_plugin;
 mod membership;
 mod outcome;
@@ -37,6 +38,7 @@ pub use guarantee::{
     processed_topic, stage_guarantee,
 };
 pub use handover::{Deferred, HANDLED_BY_HEADER, handled_upstream};
+pub use latest::LatestOutputs;
 pub use live_plugin::{LivePlugin, Plugin};
 pub use membership::{InputsRecord, REJOIN_PATIENCE, move_subscription, rejoin_if_inputs_changed};
 pub use outcome::{Done, Fate, Handled, Move};

@@ -33,6 +33,9 @@ pub struct Route {
     pub topic: String,
     /// `ce_type` of events on it.
     pub event_type: String,
+    /// Whether only the last record of each key per unit of work is written there
+    /// (`topics.<name>.latest_per_key`).
+    pub latest_per_key: bool,
 }
 
 /// Everything a stage needs to process events, except the plugin instance itself.
@@ -47,6 +50,15 @@ pub struct StageContext {
     pub schemas: SchemaRegistry,
     /// How large a record each topic takes: a larger output dead-letters its input.
     pub limits: Arc<RecordLimits>,
+}
+
+impl StageContext {
+    /// Whether `topic` is an output of this stage that keeps only the latest record per key.
+    pub fn latest_per_key(&self, topic: &str) -> bool {
+        self.routes
+            .values()
+            .any(|route| route.latest_per_key && route.topic == topic)
+    }
 }
 
 /// One input event, as read from a topic or the ingress.

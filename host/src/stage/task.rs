@@ -16,6 +16,7 @@ use opentelemetry::trace::SpanKind;
 use super::dedup::dedup_key;
 use super::guarantee::ProcessedIds;
 use super::handover::handled_upstream;
+use super::latest::LatestOutputs;
 use super::live_plugin::Plugin;
 use super::outcome::{Done, Fate, Handled, Move};
 use super::participant::{Participant, Participants};
@@ -93,6 +94,8 @@ pub struct StageTask<P> {
     pub settling: Settling,
     /// The stage's KPI recorder.
     pub counting: Counting,
+    /// Outputs to latest-per-key topics, written with the commit.
+    pub latest: LatestOutputs,
 }
 
 impl<P: Plugin> StageTask<P> {
@@ -328,9 +331,14 @@ impl<P: Plugin> StageTask<P> {
             partition, offset = input.origin.offset,
             key = input.key.unwrap_or_default(), outputs = outputs.len(), "processed");
         let made = outputs.len();
-        handled
-            .records
-            .extend(self.fusion.expand(outputs, &mut handled.spans));
+        for record in self.fusion.expand(outputs, &mut handled.spans) {
+            let written_now = if self.context.latest_per_key(&record.topic) {
+                self.latest.hold(record)
+            } else {
+                Some(record)
+            };
+            handled.records.extend(written_now);
+        }
         if let Some(parts) = &self.state
             && !writes.is_empty()
         {
@@ -579,6 +587,7 @@ impl<P: Plugin> Participants for StageTask<P> {
         all.push(&mut self.dedup);
         all.push(&mut *self.fusion);
         all.push(&mut self.settling);
+        all.push(&mut self.latest);
         all.push(&mut self.counting);
         all.push(&mut self.pacing);
         all
@@ -733,6 +742,15 @@ mod tests {
                     writes: Writes::default(),
                 }),
                 b"retry" => Err(Failure::Retry("later".into())),
+                // A document of key `doc` on the latest-per-key topic.
+                b"doc" => Ok(Processed {
+                    records: vec![OutRecord {
+                        topic: "Latest".into(),
+                        key: Some("doc".into()),
+                        ..record(&format!("doc-{}", input.id))
+                    }],
+                    writes: Writes::default(),
+                }),
                 _ => Err(Failure::Rejected("no".into())),
             };
             (Arc::from("v1"), outcome)
@@ -743,11 +761,15 @@ mod tests {
         let route = |topic: &str| Route {
             topic: topic.into(),
             event_type: topic.into(),
+            latest_per_key: topic == "Latest",
         };
         StageTask {
             context: Arc::new(StageContext {
                 name: Arc::from("s"),
-                routes: BTreeMap::from([("out".to_string(), route("Out"))]),
+                routes: BTreeMap::from([
+                    ("out".to_string(), route("Out")),
+                    ("doc".to_string(), route("Latest")),
+                ]),
                 dead_letter: route("DLQ"),
                 schemas: Default::default(),
                 limits: Default::default(),
@@ -764,6 +786,7 @@ mod tests {
             stuck: StuckBook::new(Health::default()),
             settling: Settling::default(),
             counting: Counting::new(StageKpis::new("s")),
+            latest: LatestOutputs::default(),
         }
     }
 
@@ -855,6 +878,28 @@ mod tests {
         assert_eq!(task.pacing.retries.attempt(&("In".into(), 0), 3), 2);
         // The partition's next attempt carries its count in the offset's metadata.
         assert!(task.retries().metadata(&("In".into(), 0), 3).is_some());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_latest_per_key_output_is_written_once_per_key_with_the_commit() {
+        let mut task = task();
+        let handled = task
+            .handle(&mut [
+                input("a", 0, 0, b"doc"),
+                input("b", 0, 1, b"ok"),
+                input("c", 1, 0, b"doc"),
+            ])
+            .unwrap();
+        assert_eq!(ids(&handled), ["out-b"], "documents wait for the commit");
+        assert_eq!(
+            task.latest
+                .closing_records()
+                .iter()
+                .map(|r| r.id.as_str())
+                .collect::<Vec<_>>(),
+            ["doc-c"],
+            "the last document of the key"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
