@@ -1,6 +1,7 @@
 //! The deduplication contract, black-box: the same event (the same `ce_id`) written into a
 //! stage's input by an outside producer, twice before a restart and once more after it, gives
-//! exactly one output, in each processing mode.
+//! exactly one output, in each processing mode; exactly-once also when the restarted host lost
+//! its state dir (its processed ids are read back from their topic).
 
 #![allow(missing_docs, clippy::unwrap_used)]
 
@@ -34,7 +35,7 @@ async fn packed(pipeline: &TestPipeline, order: &str) {
     .await;
 }
 
-async fn an_event_written_three_times_is_processed_once(mode: &str) {
+async fn an_event_written_three_times_is_processed_once(mode: &str, lose_state: bool) {
     let mut pipeline = TestPipeline::new(|config| {
         keep_stages(config, &["warehouse"]);
         common::stage_mut(config, "warehouse").insert("mode".into(), mode.into());
@@ -53,6 +54,13 @@ async fn an_event_written_three_times_is_processed_once(mode: &str) {
     })
     .await;
     assert!(pipeline.stop("TERM").success(), "{}", pipeline.logs());
+    if lose_state {
+        let config: toml::Table = std::fs::read_to_string(&pipeline.config_path)
+            .unwrap()
+            .parse()
+            .unwrap();
+        std::fs::remove_dir_all(config["state"]["dir"].as_str().unwrap()).unwrap();
+    }
 
     // Across a restart: the same event once more, then another barrier.
     pipeline.start();
@@ -90,10 +98,15 @@ async fn an_event_written_three_times_is_processed_once(mode: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exactly_once_an_event_written_three_times_is_processed_once() {
-    an_event_written_three_times_is_processed_once("exactly_once").await;
+    an_event_written_three_times_is_processed_once("exactly_once", false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exactly_once_a_repeat_after_the_state_dir_was_lost_is_still_dropped() {
+    an_event_written_three_times_is_processed_once("exactly_once", true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_least_once_an_event_written_three_times_is_processed_once() {
-    an_event_written_three_times_is_processed_once("at_least_once").await;
+    an_event_written_three_times_is_processed_once("at_least_once", false).await;
 }
