@@ -38,7 +38,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
 use crate::event::cloudevents;
-use crate::kafka::{KafkaClients, committed_reader};
+use crate::kafka::KafkaClients;
 use crate::state::Entry;
 use crate::store::{IngressRecord, Table, stamp, unstamp};
 
@@ -205,10 +205,11 @@ impl AnswerLog {
             topic: topic.to_string(),
         };
         for reads in [Reads::Claims, Reads::Answers] {
+            // Followers: they read for the ingress's lifetime, mostly with nothing to read.
             let consumer: BaseConsumer = match reads {
-                Reads::Answers => committed_reader(kafka),
+                Reads::Answers => kafka.follower("stagehost-reader").create(),
                 Reads::Claims => kafka
-                    .reader("stagehost-reader")
+                    .follower("stagehost-reader")
                     .set("isolation.level", "read_uncommitted")
                     .create(),
             }
