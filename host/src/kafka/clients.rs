@@ -370,6 +370,34 @@ mod tests {
         );
     }
 
+    /// The patched polling thread of a `FutureProducer` waits without a timeout: a delivery
+    /// report must still wake it (the send's future resolves), and dropping the producer must
+    /// wake it too, at once (the drop joins the thread: without the wake-up it waited for
+    /// whatever event came next, seconds later with no broker).
+    #[tokio::test]
+    async fn a_producers_polling_thread_wakes_for_a_report_and_for_its_drop() {
+        use rdkafka::producer::FutureRecord;
+        // Nothing listens there: the record times out, and its report says so.
+        let producer: FutureProducer = KafkaClients::plain("127.0.0.1:1")
+            .producer()
+            .set("message.timeout.ms", "200")
+            .create()
+            .unwrap();
+        let delivery = producer.send_result(FutureRecord::<str, str>::to("t").payload("p"));
+        let report = tokio::time::timeout(Duration::from_secs(30), delivery.unwrap())
+            .await
+            .expect("the delivery report woke the polling thread");
+        assert!(matches!(report, Ok(Err(_))), "{report:?}");
+        let (done, dropped) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            drop(producer);
+            done.send(()).ok();
+        });
+        dropped
+            .recv_timeout(Duration::from_secs(2))
+            .expect("dropping the producer woke and ended its polling thread");
+    }
+
     #[test]
     fn debug_output_hides_secrets() {
         let shown = format!("{:?}", clients());
