@@ -250,11 +250,10 @@ fn flatten(result: Result<anyhow::Result<()>, tokio::task::JoinError>) -> anyhow
     }
 }
 
-/// Completes when the store came back as another database (see [`StoreReplaced`]).
+/// Completes when the store came back as another database (see [`StoreReplaced`]): woken by
+/// the store when that happens, not by a timer (an idle host looked every 200 ms).
 async fn store_replaced(store: &LocalStore) -> StoreReplaced {
-    while !store.was_replaced() {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    store.replacement().await;
     StoreReplaced {
         path: store.path().to_path_buf(),
     }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use crate::config::PipelineConfig;
-use crate::kafka::{GroupLag, KafkaClients, PartitionLag};
+use crate::kafka::{GroupLag, KafkaClients, LagPeeker, PartitionLag};
 use crate::observe::{HostEvent, LagMeasured};
 
 /// How often the lag is read.
@@ -60,9 +60,16 @@ pub(super) async fn watch_lag(
     kafka: KafkaClients,
     mut stop: watch::Receiver<bool>,
 ) {
+    let peeker = match LagPeeker::new(&kafka) {
+        Ok(peeker) => peeker,
+        Err(error) => {
+            tracing::warn!(%error, "cannot read the stages' lag; /metrics shows none");
+            return;
+        }
+    };
     let mut watched = Vec::new();
     for stage in config.stages.iter().filter(|stage| !stage.is_http()) {
-        match GroupLag::new(&kafka, &stage.group_id()) {
+        match GroupLag::new(&kafka, &stage.group_id(), peeker.clone()) {
             Ok(group) => watched.push(Watched {
                 stage: stage.name.clone(),
                 topics: stage.inputs().iter().map(|t| t.to_string()).collect(),

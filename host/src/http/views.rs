@@ -123,9 +123,10 @@ fn end_offsets(kafka: &KafkaClients, topic: &str) -> anyhow::Result<(Vec<i32>, H
     Ok((partitions, ends))
 }
 
+/// A view's reader: a follower (it tails its topic for the host's lifetime).
 fn reader(kafka: &KafkaClients) -> anyhow::Result<StreamConsumer> {
     kafka
-        .reader("stagehost-view")
+        .follower("stagehost-view")
         .create()
         .context("cannot create a view reader")
 }

@@ -38,7 +38,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
 use crate::event::cloudevents;
-use crate::kafka::{KafkaClients, committed_reader};
+use crate::kafka::KafkaClients;
 use crate::state::Entry;
 use crate::store::{IngressRecord, Table, stamp, unstamp};
 
@@ -51,6 +51,12 @@ pub const ANSWER_TYPE: &str = "IngressAnswer";
 pub const TAKEOVER_WAIT: Duration = Duration::from_secs(2);
 /// Records applied to the table in one batch while following the topic.
 const FOLLOW_BATCH: usize = 1_000;
+/// How long a reading thread waits for a record before it looks at its stop flag again. A
+/// record ends the wait at once, so this only bounds how late a thread notices that its log
+/// was dropped (after which it writes nothing more: [`Following::apply`] looks at the flag
+/// first, and nobody waits for the thread to end). At 100 ms the two threads of an idle host
+/// woke twenty times a second.
+const IDLE_WAIT: Duration = Duration::from_secs(1);
 
 /// A request's claim on its key: the first one in the log wins.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -205,10 +211,11 @@ impl AnswerLog {
             topic: topic.to_string(),
         };
         for reads in [Reads::Claims, Reads::Answers] {
+            // Followers: they read for the ingress's lifetime, mostly with nothing to read.
             let consumer: BaseConsumer = match reads {
-                Reads::Answers => committed_reader(kafka),
+                Reads::Answers => kafka.follower("stagehost-reader").create(),
                 Reads::Claims => kafka
-                    .reader("stagehost-reader")
+                    .follower("stagehost-reader")
                     .set("isolation.level", "read_uncommitted")
                     .create(),
             }
@@ -293,7 +300,7 @@ impl Following {
             // Per partition: its entries and the next offset, in the order read.
             let mut batch: Vec<(i32, Vec<Entry>, i64)> = Vec::new();
             let mut records = 0;
-            let mut wait = Duration::from_millis(100);
+            let mut wait = IDLE_WAIT;
             while records < FOLLOW_BATCH {
                 match self.consumer.poll(wait) {
                     Some(Ok(message)) => {

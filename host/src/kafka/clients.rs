@@ -18,6 +18,9 @@ use rdkafka::producer::FutureProducer;
 
 use crate::config::{self, KafkaConfig, KafkaSettings, Overrides};
 
+/// How long a long-lived follower's fetch waits for data (see [`KafkaClients::follower`]).
+const FOLLOWER_FETCH_WAIT_MS: &str = "500";
+
 /// Where a command-line tool finds Kafka when given neither a configuration nor brokers.
 pub const DEFAULT_BROKERS: &str = "127.0.0.1:9092";
 
@@ -207,13 +210,31 @@ impl KafkaClients {
     /// Settings of a consumer that reads assigned partitions by hand (never subscribing,
     /// never committing) and sees only committed records; `group` names it to the broker.
     pub fn reader(&self, group: &str) -> ClientConfig {
+        self.reader_waiting(group, "100")
+    }
+
+    /// Settings of a [`KafkaClients::reader`] that follows its partitions for as long as the
+    /// host runs (a view, the ingress's answers log): like a stage's consumer, it waits up to
+    /// 500 ms for data instead of 100 ms.
+    ///
+    /// The broker answers a fetch as soon as records arrive (`fetch.min.bytes = 1`), so this
+    /// only bounds how often a follower with nothing to read asks again: at 100 ms, the four
+    /// answers-log readers and two views of the idle shipped pipeline made 60 fetches a second,
+    /// each waking a librdkafka broker thread of the host and the broker.
+    pub fn follower(&self, group: &str) -> ClientConfig {
+        self.reader_waiting(group, FOLLOWER_FETCH_WAIT_MS)
+    }
+
+    /// A reader's settings whose fetches wait up to `fetch_wait_ms` for data (unless
+    /// `[kafka]` or `[kafka.consumer]` set `fetch.wait.max.ms`).
+    fn reader_waiting(&self, group: &str, fetch_wait_ms: &str) -> ClientConfig {
         let mut config = self.layered(
             Role::Consumer,
             &[
                 ("enable.auto.commit", "false"),
                 ("isolation.level", "read_committed"),
                 ("enable.partition.eof", "false"),
-                ("fetch.wait.max.ms", "100"),
+                ("fetch.wait.max.ms", fetch_wait_ms),
             ],
         );
         config.set("group.id", group);
@@ -332,6 +353,49 @@ mod tests {
                 .get("transactional.id"),
             Some("g.i")
         );
+    }
+
+    #[test]
+    fn followers_wait_longer_for_data_than_readers_unless_configured() {
+        let plain = KafkaClients::plain("b:9092");
+        assert_eq!(plain.reader("r").get("fetch.wait.max.ms"), Some("100"));
+        assert_eq!(plain.follower("f").get("fetch.wait.max.ms"), Some("500"));
+        assert_eq!(plain.follower("f").get("group.id"), Some("f"));
+        let kafka: KafkaConfig =
+            toml::from_str("brokers = \"b:9092\"\n[consumer]\nfetch.wait.max.ms = 50\n").unwrap();
+        let configured = KafkaClients::new(&kafka);
+        assert_eq!(
+            configured.follower("f").get("fetch.wait.max.ms"),
+            Some("50")
+        );
+    }
+
+    /// The patched polling thread of a `FutureProducer` waits without a timeout: a delivery
+    /// report must still wake it (the send's future resolves), and dropping the producer must
+    /// wake it too, at once (the drop joins the thread: without the wake-up it waited for
+    /// whatever event came next, seconds later with no broker).
+    #[tokio::test]
+    async fn a_producers_polling_thread_wakes_for_a_report_and_for_its_drop() {
+        use rdkafka::producer::FutureRecord;
+        // Nothing listens there: the record times out, and its report says so.
+        let producer: FutureProducer = KafkaClients::plain("127.0.0.1:1")
+            .producer()
+            .set("message.timeout.ms", "200")
+            .create()
+            .unwrap();
+        let delivery = producer.send_result(FutureRecord::<str, str>::to("t").payload("p"));
+        let report = tokio::time::timeout(Duration::from_secs(30), delivery.unwrap())
+            .await
+            .expect("the delivery report woke the polling thread");
+        assert!(matches!(report, Ok(Err(_))), "{report:?}");
+        let (done, dropped) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            drop(producer);
+            done.send(()).ok();
+        });
+        dropped
+            .recv_timeout(Duration::from_secs(2))
+            .expect("dropping the producer woke and ended its polling thread");
     }
 
     #[test]

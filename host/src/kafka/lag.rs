@@ -8,8 +8,10 @@
 //! to see whether anything visible lies there; if nothing does, its lag is 0.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
@@ -45,11 +47,26 @@ impl PartitionLag {
 /// Where a partition's committed offset and end were at the last reading.
 type Span = (i64, i64);
 
+/// Reads partitions to see whether their lag is only invisible records, for every
+/// [`GroupLag`] of a host. One is enough: the lag watch reads its groups one after the other,
+/// and a look holds a partition only while it lasts. (An idle librdkafka client still wakes
+/// its threads a few times a second for its timers: one peeker per stage was six clients too
+/// many for the shipped pipeline.)
+#[derive(Clone)]
+pub struct LagPeeker(Arc<BaseConsumer>);
+
+impl LagPeeker {
+    /// A peeker (a reader that never subscribes nor commits).
+    pub fn new(kafka: &KafkaClients) -> anyhow::Result<Self> {
+        Ok(Self(Arc::new(kafka.reader("stagehost.lag-peek").create()?)))
+    }
+}
+
 /// Reads the lag of one consumer group (without joining it).
 pub struct GroupLag {
     reader: BaseConsumer,
     /// Reads partitions to see whether their lag is only invisible records.
-    peeker: BaseConsumer,
+    peeker: LagPeeker,
     kafka: KafkaClients,
     /// Each partition's span at the last reading.
     last: HashMap<(String, i32), Span>,
@@ -60,11 +77,11 @@ pub struct GroupLag {
 }
 
 impl GroupLag {
-    /// A reader of `group`'s offsets.
-    pub fn new(kafka: &KafkaClients, group: &str) -> anyhow::Result<Self> {
+    /// A reader of `group`'s offsets, peeking with `peeker`.
+    pub fn new(kafka: &KafkaClients, group: &str, peeker: LagPeeker) -> anyhow::Result<Self> {
         Ok(Self {
             reader: kafka.reader(group).create()?,
-            peeker: kafka.reader(&format!("{group}.lag-peek")).create()?,
+            peeker,
             kafka: kafka.clone(),
             last: HashMap::new(),
             invisible: HashMap::new(),
@@ -94,23 +111,38 @@ impl GroupLag {
 
     /// Whether `partition` of `topic` holds no record a `read_committed` reader sees between
     /// the span's offsets (`false` when that cannot be told now).
-    fn holds_nothing_visible(&self, topic: &str, partition: i32, (from, end): Span) -> bool {
+    ///
+    /// The peeker reads the partition only for this look: it is unassigned again before the
+    /// answer is returned. An assigned partition is fetched for as long as it stays assigned,
+    /// and a peeker left on its last partition long-polled the broker ten times a second per
+    /// stage for the host's lifetime (its fetches waited `fetch.wait.max.ms`, 100 ms): 70 of
+    /// the 127 fetches a second an idle shipped pipeline made after its first orders.
+    fn holds_nothing_visible(&self, topic: &str, partition: i32, span: Span) -> bool {
+        let visible = self.peek(topic, partition, span);
+        if let Err(error) = self.peeker.0.unassign() {
+            tracing::debug!(topic, partition, %error, "cannot unassign the lag peeker");
+        }
+        visible
+    }
+
+    /// [`GroupLag::holds_nothing_visible`] with the peeker left assigned.
+    fn peek(&self, topic: &str, partition: i32, (from, end): Span) -> bool {
         let mut list = TopicPartitionList::new();
         if list
             .add_partition_offset(topic, partition, Offset::Offset(from))
             .is_err()
-            || self.peeker.assign(&list).is_err()
+            || self.peeker.0.assign(&list).is_err()
         {
             return false;
         }
         let deadline = Instant::now() + READ_TIMEOUT;
         while Instant::now() < deadline {
-            match self.peeker.poll(Duration::from_millis(100)) {
+            match self.peeker.0.poll(Duration::from_millis(100)) {
                 Some(Ok(message)) => return message.offset() >= end,
                 Some(Err(_)) => return false,
                 None => {}
             }
-            let position = self.peeker.position().ok().and_then(|list| {
+            let position = self.peeker.0.position().ok().and_then(|list| {
                 list.find_partition(topic, partition)
                     .and_then(|element| match element.offset() {
                         Offset::Offset(offset) => Some(offset),
@@ -141,27 +173,67 @@ impl GroupLag {
         Ok(list)
     }
 
+    /// Every partition's committed offset and end: the ends of all of them in one request
+    /// (ListOffsets for the latest offset, which a `read_committed` client is answered with the
+    /// last stable offset, as `fetch_watermarks` is), and the starts of those the group never
+    /// committed in one more. Two requests a partition each time (`fetch_watermarks`, one
+    /// partition after the other) were most of what the idle host's lag watch cost.
     fn read_offsets(&mut self, topics: &[String]) -> anyhow::Result<Vec<PartitionLag>> {
         let list = self.partitions(topics)?;
-        let committed = self.reader.committed_offsets(list, READ_TIMEOUT)?;
+        let committed = self.reader.committed_offsets(list.clone(), READ_TIMEOUT)?;
+        let ends = self.offsets_at(&list, Offset::End)?;
+        let mut never_committed = TopicPartitionList::new();
+        for element in committed.elements() {
+            if !matches!(element.offset(), Offset::Offset(_)) {
+                never_committed.add_partition(element.topic(), element.partition());
+            }
+        }
+        let starts = if never_committed.count() == 0 {
+            TopicPartitionList::new()
+        } else {
+            self.offsets_at(&never_committed, Offset::Beginning)?
+        };
+        let offset_in = |found: &TopicPartitionList, topic: &str, partition: i32| {
+            let element = found.find_partition(topic, partition).with_context(|| {
+                format!("no offset of {topic}/{partition} in the broker's answer")
+            })?;
+            element
+                .error()
+                .with_context(|| format!("cannot read the offsets of {topic}/{partition}"))?;
+            match element.offset() {
+                Offset::Offset(offset) => Ok(offset),
+                other => anyhow::bail!("no offset of {topic}/{partition} ({other:?})"),
+            }
+        };
         let mut lags = Vec::new();
         for element in committed.elements() {
             let (topic, partition) = (element.topic(), element.partition());
-            let (start, end) = self
-                .reader
-                .fetch_watermarks(topic, partition, READ_TIMEOUT)?;
             let committed = match element.offset() {
                 Offset::Offset(offset) => offset,
-                _ => start,
+                _ => offset_in(&starts, topic, partition)?,
             };
             lags.push(PartitionLag {
                 topic: topic.to_string(),
                 partition,
                 committed,
-                end,
+                end: offset_in(&ends, topic, partition)?,
             });
         }
         Ok(lags)
+    }
+
+    /// The offsets of every partition of `list` at `at` (its beginning or its end), asked in
+    /// one request per broker.
+    fn offsets_at(
+        &self,
+        list: &TopicPartitionList,
+        at: Offset,
+    ) -> anyhow::Result<TopicPartitionList> {
+        let mut query = TopicPartitionList::new();
+        for element in list.elements() {
+            query.add_partition_offset(element.topic(), element.partition(), at)?;
+        }
+        Ok(self.reader.offsets_for_times(query, READ_TIMEOUT)?)
     }
 }
 

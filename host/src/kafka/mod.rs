@@ -17,7 +17,7 @@ pub use admin::{
     ensure_changelog, ensure_compacted, ensure_partitions, ensure_topics, refuse_lost_topic,
 };
 pub use clients::{DEFAULT_BROKERS, KafkaClients, Role};
-pub use lag::{GroupLag, PartitionLag};
+pub use lag::{GroupLag, LagPeeker, PartitionLag};
 pub use limits::RecordLimits;
 pub use partitioner::{Partitioner, crc32};
 pub use publish::{

@@ -25,6 +25,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
+use tokio::sync::watch;
+
 use super::error::{StoreError, describe};
 use super::keyspaces::{IngressRecord, Keyspaces, TableWrite};
 use crate::health::Reporter;
@@ -65,8 +67,10 @@ struct Shared {
     /// The identity of the database this store opened first (`None` while it could not be
     /// opened yet: the first database opened sets it).
     identity: Mutex<Option<String>>,
-    /// Set when a reopened database turned out to be another one: the store stays closed.
-    replaced: AtomicBool,
+    /// Set when a reopened database turned out to be another one: the store stays closed. A
+    /// watch channel, so that the host waits for it (`LocalStore::replacement`) instead of
+    /// looking at a flag every 200 ms.
+    replaced: watch::Sender<bool>,
     /// The Kafka cluster the store copies topics of, once known ([`LocalStore::open_for_cluster`]).
     cluster: Mutex<Option<String>>,
 }
@@ -158,7 +162,7 @@ impl LocalStore {
                 closing: AtomicBool::new(false),
                 expiring: Mutex::new(HashMap::new()),
                 identity: Mutex::new(identity),
-                replaced: AtomicBool::new(false),
+                replaced: watch::Sender::new(false),
                 cluster: Mutex::new(None),
             }),
             patience: Duration::ZERO,
@@ -249,7 +253,15 @@ impl LocalStore {
     /// Whether the store came back from a failure as another database (see
     /// [`super::StoreReplaced`]): it stays closed, and the host restarts its pipeline.
     pub fn was_replaced(&self) -> bool {
-        self.shared.replaced.load(Ordering::Relaxed)
+        *self.shared.replaced.borrow()
+    }
+
+    /// Completes once the store was replaced (see [`LocalStore::was_replaced`]); at once when
+    /// it already was.
+    pub async fn replacement(&self) {
+        let mut replaced = self.shared.replaced.subscribe();
+        // The sender lives as long as the store, which `self` borrows: this cannot fail.
+        let _ = replaced.wait_for(|replaced| *replaced).await;
     }
 
     /// Whether the store works (it has not failed, or it was reopened since).
@@ -527,7 +539,7 @@ impl Shared {
             Ok(generation) => generation,
             Err(open) => return open,
         };
-        if self.replaced.load(Ordering::Relaxed) {
+        if *self.replaced.borrow() {
             return false;
         }
         let reopened = std::fs::create_dir_all(&self.dir)
@@ -567,7 +579,7 @@ impl Shared {
             Some(first) if *first != identity => {
                 // Dropping the database releases it; it stays closed.
                 drop(keyspaces);
-                self.replaced.store(true, Ordering::Relaxed);
+                self.replaced.send_replace(true);
                 tracing::error!(path = %self.path.display(), was = %first, now = %identity,
                     "the local store came back as another database (state.dir lost its files while the host ran, or was replaced); it stays closed and the pipeline restarts, so that every copy of a topic is caught up again before its stage processes");
                 Err("it came back as another database (state.dir lost its files, or was replaced); the pipeline restarts".to_string())
@@ -586,7 +598,7 @@ impl Shared {
                 };
                 if let Some(other) = other {
                     drop(keyspaces);
-                    self.replaced.store(true, Ordering::Relaxed);
+                    self.replaced.send_replace(true);
                     tracing::error!(path = %self.path.display(), was = %other,
                         "the local store came back holding another Kafka cluster's copies; it stays closed and the pipeline restarts");
                     return Err("it came back holding another Kafka cluster's copies; the pipeline restarts".to_string());
@@ -698,6 +710,7 @@ mod tests {
     use super::*;
     use crate::health::Health;
     use crate::store::unix_ms;
+    use futures::FutureExt;
     use std::time::SystemTime;
 
     fn answer(recorded_at_ms: u64) -> IngressRecord {
@@ -819,6 +832,10 @@ mod tests {
         let store = LocalStore::open(dir.path()).unwrap();
         store.mark_processed("s", ["kept"]).unwrap();
         assert!(!store.was_replaced());
+        assert!(
+            store.replacement().now_or_never().is_none(),
+            "nothing to wake the host for yet"
+        );
         // The folder loses its files while the host runs, then the store fails.
         std::fs::remove_dir_all(dir.path().join(STORE_DIR)).unwrap();
         store.break_for_test("No such file or directory (os error 2)");
@@ -828,6 +845,10 @@ mod tests {
             "an empty database is not the store that failed"
         );
         assert!(store.was_replaced());
+        assert!(
+            store.replacement().now_or_never().is_some(),
+            "the host waiting for it is woken"
+        );
         assert!(!store.is_open());
         assert!(store.processed_among("s", &["kept"]).is_err());
         std::thread::sleep(REOPEN_EVERY);

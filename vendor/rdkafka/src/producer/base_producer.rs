@@ -57,6 +57,7 @@ use rdkafka_sys as rdsys;
 use rdkafka_sys::rd_kafka_vtype_t::*;
 use rdkafka_sys::types::*;
 
+use crate::admin::NativeEvent;
 use crate::client::{Client, EventPollResult, NativeQueue};
 use crate::config::{ClientConfig, FromClientConfig, FromClientConfigAndContext};
 use crate::consumer::ConsumerGroupMetadata;
@@ -363,22 +364,41 @@ where
         let deadline: Deadline = timeout.into().into();
         loop {
             let event = self.client().poll_event(&self.queue, &deadline);
-            if let EventPollResult::Event(ev) = event {
-                let evtype = unsafe { rdsys::rd_kafka_event_type(ev.ptr()) };
-                match evtype {
-                    rdsys::RD_KAFKA_EVENT_DR => self.handle_delivery_report_event(ev),
-                    rdsys::RD_KAFKA_EVENT_ERROR => self.handle_error_event(ev),
-                    _ => {
-                        let evname = unsafe {
-                            let evname = rdsys::rd_kafka_event_name(ev.ptr());
-                            CStr::from_ptr(evname).to_string_lossy()
-                        };
-                        warn!("Ignored event '{}' on base producer poll", evname);
-                    }
-                }
-            }
+            self.handle_polled(event);
             if deadline.elapsed() {
                 break;
+            }
+        }
+    }
+
+    /// Waits for the next event of the producer's queue, with no timeout, and handles it;
+    /// returns early, without one, once [`BaseProducer::wake_poller`] was called (stagehost
+    /// patch: what `ThreadedProducer`'s polling thread waits on).
+    fn poll_until_woken(&self) {
+        let event = self.client().poll_event(&self.queue, Timeout::Never);
+        self.handle_polled(event);
+    }
+
+    /// Makes the current (or, when none waits now, the next) [`BaseProducer::poll_until_woken`]
+    /// return: librdkafka's `rd_kafka_queue_yield`, made for waking a thread blocked in
+    /// `rd_kafka_queue_poll` from another one (stagehost patch).
+    fn wake_poller(&self) {
+        unsafe { rdsys::rd_kafka_queue_yield(self.queue.ptr()) }
+    }
+
+    fn handle_polled(&self, event: EventPollResult<NativeEvent>) {
+        if let EventPollResult::Event(ev) = event {
+            let evtype = unsafe { rdsys::rd_kafka_event_type(ev.ptr()) };
+            match evtype {
+                rdsys::RD_KAFKA_EVENT_DR => self.handle_delivery_report_event(ev),
+                rdsys::RD_KAFKA_EVENT_ERROR => self.handle_error_event(ev),
+                _ => {
+                    let evname = unsafe {
+                        let evname = rdsys::rd_kafka_event_name(ev.ptr());
+                        CStr::from_ptr(evname).to_string_lossy()
+                    };
+                    warn!("Ignored event '{}' on base producer poll", evname);
+                }
             }
         }
     }
@@ -686,11 +706,14 @@ where
                 .name("producer polling thread".to_string())
                 .spawn(move || {
                     trace!("Polling thread loop started");
+                    // stagehost patch: the thread waits on the producer's queue until an
+                    // event arrives (a delivery report wakes it at once) instead of polling
+                    // in 100 ms slices to look at `should_stop`; `drop` wakes it with
+                    // `rd_kafka_queue_yield`. Idle, each producer woke this thread ten times
+                    // a second for nothing.
                     loop {
-                        producer.poll(Duration::from_millis(100));
-                        if should_stop.load(Ordering::Relaxed) {
-                            // We received nothing and the thread should
-                            // stop, so break the loop.
+                        producer.poll_until_woken();
+                        if should_stop.load(Ordering::Acquire) {
                             break;
                         }
                     }
@@ -804,7 +827,10 @@ where
         trace!("Destroy ThreadedProducer");
         if let Some(handle) = self.handle.take().and_then(Arc::into_inner) {
             trace!("Stopping polling");
-            self.should_stop.store(true, Ordering::Relaxed);
+            self.should_stop.store(true, Ordering::Release);
+            // The polling thread waits without a timeout: wake it (a yield with nobody
+            // waiting makes the thread's next wait return at once, so none is lost).
+            self.producer.wake_poller();
             trace!("Waiting for polling thread termination");
             match handle.join() {
                 Ok(()) => trace!("Polling stopped"),
