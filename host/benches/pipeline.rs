@@ -8,7 +8,8 @@
 //! stage is done (the read model's last status; the notifications' path alone in the note), with host CPU seconds per 1,000 orders and peak RSS (6); (5) open-loop
 //! HTTP load at fixed rates, at-least-once, latency from each order's due time to its last
 //! notification; (7) 32 concurrent HTTP clients (closed loop), default modes: completed
-//! orders/s; (8) `POST` → OrderPickedAndPacked at 50 orders/s, default (exactly-once) and
+//! orders/s, and the same for the ingress alone (only the `order` stage, done at
+//! OrderReceived; `BENCH_INGRESS_PRODUCERS` sets `http.ingress_producers` for row 7); (8) `POST` → OrderPickedAndPacked at 50 orders/s, default (exactly-once) and
 //! every stage at-least-once, with host + broker CPU per order and per-hop latency from record
 //! timestamps; (9) end-to-end at 100 orders/s, exactly-once; (10) host CPU when idle; (11) the
 //! whole pipeline with telemetry off, metrics on, metrics and traces on (`BENCH_TELEMETRY_ORDERS`,

@@ -172,8 +172,16 @@ impl Reporter {
     /// The part starts a piece of work (a batch, a commit): if it is still at it after
     /// [`STALL_AFTER`], the part counts as stalled until [`Reporter::idle`].
     pub fn busy(&self) {
-        let now = self.health.epoch.elapsed().as_millis() as u64;
-        self.busy_since.store(now.max(1), Ordering::Relaxed);
+        self.busy_from(Instant::now());
+    }
+
+    /// Like [`Reporter::busy`], for a piece of work that began at `started`: a part doing
+    /// several at once reports the oldest of them.
+    pub fn busy_from(&self, started: Instant) {
+        let since = started
+            .saturating_duration_since(self.health.epoch)
+            .as_millis() as u64;
+        self.busy_since.store(since.max(1), Ordering::Relaxed);
     }
 
     /// The part finished its piece of work.
@@ -236,5 +244,20 @@ mod tests {
         );
         stage.idle();
         assert!(old.ready());
+    }
+
+    #[test]
+    fn a_part_doing_several_pieces_of_work_is_stalled_by_the_oldest() {
+        let health = Health {
+            epoch: Instant::now() - STALL_AFTER * 3,
+            ..Health::default()
+        };
+        let ingress = health.reporter("ingress", "starting");
+        ingress.ok();
+        ingress.busy_from(Instant::now() - STALL_AFTER * 2);
+        assert!(!health.ready(), "{}", health.problems());
+        // The oldest ended; the next began just now.
+        ingress.busy_from(Instant::now());
+        assert!(health.ready(), "{}", health.problems());
     }
 }

@@ -11,6 +11,8 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::{
@@ -794,4 +796,121 @@ async fn stock_is_reserved_restocked_and_order_status_is_served_over_http() {
     );
     assert_eq!(confirmed.len(), 2, "{confirmed:?}");
     assert_no_dead_letters(&pipeline).await;
+}
+
+/// `logs` without the terminal colour codes the host's log lines carry.
+fn without_colours(logs: &str) -> String {
+    let mut plain = String::with_capacity(logs.len());
+    let mut chars = logs.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // Skip to the end of the escape sequence (`ESC [ ... m`).
+            chars.by_ref().find(|c| *c == 'm');
+        } else {
+            plain.push(c);
+        }
+    }
+    plain
+}
+
+/// Closed-loop clients that post orders until the host is gone; the orders answered `202`.
+async fn post_until_gone(http: String, client: usize, accepted: Arc<AtomicUsize>) -> Vec<String> {
+    let mut answered = Vec::new();
+    let http_client = reqwest::Client::new();
+    for n in 0.. {
+        let id = format!("pool-{client}-{n}");
+        let sent = http_client
+            .post(format!("http://{http}/orders"))
+            .header("content-type", "application/json")
+            .body(order(&id, "prod-789", 1))
+            .send()
+            .await;
+        match sent {
+            Ok(response) if response.status() == 202 => {
+                answered.push(id);
+                accepted.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(response) => {
+                let status = response.status();
+                assert_eq!(status, 503, "{id}: {:?}", response.text().await);
+            }
+            Err(_) => break, // the host is gone
+        }
+    }
+    answered
+}
+
+/// The exactly-once ingress alone, four producers, 32 closed-loop clients, killed (`kill -9`)
+/// while they post: more than one producer committed, every order answered `202` before the
+/// kill is in OrderReceived `read_committed` exactly once (`202` means committed), and after a
+/// restart (whose producers fence the killed ones' open transactions) a repost gets `202`
+/// without publishing again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thirty_two_clients_share_the_ingress_producers_and_every_202_was_committed() {
+    let mut pipeline = TestPipeline::new(|config| {
+        common::keep_stages(config, &["order"]);
+        config["http"]
+            .as_table_mut()
+            .unwrap()
+            .insert("ingress_producers".into(), 4.into());
+    });
+    pipeline.start();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let clients: Vec<_> = (0..32)
+        .map(|client| {
+            tokio::spawn(post_until_gone(
+                pipeline.http.clone(),
+                client,
+                accepted.clone(),
+            ))
+        })
+        .collect();
+    wait_until("400 orders accepted", TIMEOUT, || {
+        let accepted = accepted.clone();
+        async move { accepted.load(Ordering::Relaxed) >= 400 }
+    })
+    .await;
+    pipeline.stop("KILL");
+    let mut answered = Vec::new();
+    for client in clients {
+        answered.extend(client.await.unwrap());
+    }
+    let logs = without_colours(&pipeline.logs());
+    let slots: BTreeSet<&str> = logs
+        .lines()
+        .filter(|line| line.contains("ingress transaction ended"))
+        .filter_map(|line| line.split("slot=").nth(1)?.split_whitespace().next())
+        .collect();
+    eprintln!(
+        "{} orders answered 202 before the kill; transactions ended on slots {slots:?}",
+        answered.len()
+    );
+    assert!(slots.len() > 1, "one producer did all the work:\n{logs}");
+
+    // The restarted host's producers (same transactional ids) abort what the killed ones left
+    // open, so read_committed readers reach the end without waiting for the timeout.
+    pipeline.start();
+    for id in answered.iter().take(16) {
+        let (status, body) = pipeline.post_order(&order(id, "prod-789", 1)).await;
+        assert_eq!(status, 202, "a repost of {id}: {body}");
+    }
+    let received = read_to_end(&pipeline.topic("OrderReceived"), TIMEOUT).await;
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for record in &received {
+        *counts.entry(field(record, "order_id")).or_default() += 1;
+    }
+    let missing: Vec<&String> = answered
+        .iter()
+        .filter(|id| !counts.contains_key(*id))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} orders answered 202 are not in OrderReceived ({} records): {missing:?}",
+        missing.len(),
+        answered.len(),
+        received.len()
+    );
+    let repeated: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(repeated.is_empty(), "published twice: {repeated:?}");
+    stop_cleanly(&mut pipeline);
 }

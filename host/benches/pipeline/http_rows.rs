@@ -2,7 +2,8 @@
 //! `stagehost load` (the generic load generator, given the order template of
 //! `examples/load/order.json`).
 //!
-//! - 7: 32 concurrent HTTP clients (closed loop), default modes: completed orders/s.
+//! - 7: 32 concurrent HTTP clients (closed loop), default modes: completed orders/s; and the
+//!   same with the ingress alone (only the `order` stage).
 //! - 8: `POST` → OrderPickedAndPacked latency at 50 orders/s, default (exactly-once) and every
 //!   stage at-least-once; host + broker CPU per order over the same run; per-hop latency from
 //!   the Kafka timestamps of each order's records.
@@ -14,7 +15,9 @@ use std::time::{Duration, Instant};
 
 use stagehost::load::{LoadOptions, LoadReport, cpu::cpu_seconds};
 
-use super::common::{TestPipeline, brokers, peak_rss_kib, read_to_end, read_topic, repo};
+use super::common::{
+    TestPipeline, brokers, keep_stages, peak_rss_kib, read_to_end, read_topic, repo,
+};
 use super::{Figures, Row, row, set_mode};
 
 /// The shipped pipeline's load: orders from the example template, done when `done_topic`
@@ -75,6 +78,7 @@ async fn warm_pipeline(mode: Option<&str>) -> TestPipeline {
         if let Some(mode) = mode {
             set_mode(config, mode);
         }
+        ingress_producers(config);
     });
     pipeline.log = "info".into();
     pipeline.start();
@@ -92,6 +96,51 @@ async fn warm_pipeline(mode: Option<&str>) -> TestPipeline {
     )
     .await;
     pipeline
+}
+
+/// Row 7 for the ingress alone (the `order` stage, exactly-once, nothing downstream): 32
+/// closed-loop clients, done when OrderReceived holds the order. Beside the whole pipeline's
+/// figure it says whether the ingress or the stages downstream (and the broker) set the pace.
+async fn ingress_only(seconds: u64, rows: &mut Vec<Row>) {
+    let mut pipeline = TestPipeline::new(|config| {
+        keep_stages(config, &["order"]);
+        ingress_producers(config);
+    });
+    pipeline.log = "info".into();
+    pipeline.start();
+    let mut warmup = order_load(&pipeline, "OrderReceived", 1);
+    warmup.rate = 50.0;
+    warmup.duration = Duration::from_secs(2);
+    load(&warmup).await;
+    let mut options = order_load(&pipeline, "OrderReceived", 1);
+    options.clients = Some(32);
+    options.duration = Duration::from_secs(seconds);
+    let report = load(&options).await;
+    rows.push(row(
+        "7. 32 HTTP clients, ingress only (order stage)",
+        report.completed_rate,
+        "orders/s",
+        format!(
+            "OrderReceived committed, closed loop for {seconds} s; HTTP answer p50 {:.1} ms, p99 {:.1} ms; {}",
+            report.answer_p50_us as f64 / 1000.0,
+            report.answer_p99_us as f64 / 1000.0,
+            load_note(&report)
+        ),
+    ));
+    pipeline.stop("TERM");
+}
+
+/// `http.ingress_producers` from `BENCH_INGRESS_PRODUCERS`, when set (to compare pool sizes).
+fn ingress_producers(config: &mut toml::Table) {
+    if let Some(producers) = std::env::var("BENCH_INGRESS_PRODUCERS")
+        .ok()
+        .and_then(|p| p.parse::<i64>().ok())
+    {
+        config["http"]
+            .as_table_mut()
+            .unwrap()
+            .insert("ingress_producers".into(), producers.into());
+    }
 }
 
 /// Row 10: host CPU over `seconds` with nothing flowing, in cores.
@@ -325,6 +374,9 @@ pub async fn http_rows(
             figures.clients_32 = Some(report.completed_rate);
         }
         pipeline.stop("TERM");
+    }
+    if runs(7) {
+        ingress_only(seconds, rows).await;
     }
     if runs(8) {
         let mut pipeline = warm_pipeline(Some("at_least_once")).await;

@@ -73,6 +73,13 @@ pub struct KafkaConfig {
     pub settings: KafkaSettings,
 }
 
+/// Default of `http.ingress_producers`.
+pub const DEFAULT_INGRESS_PRODUCERS: usize = 4;
+/// Most of `http.ingress_producers`: the ids up to it that a host does not use are fenced at
+/// start, so a transaction left open by a predecessor with more producers does not hold
+/// `read_committed` readers back until it times out.
+pub const MAX_INGRESS_PRODUCERS: usize = 8;
+
 /// The HTTP server: the routes that feed ingress stages, the read models, health and readiness.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -88,6 +95,11 @@ pub struct HttpConfig {
     pub request_timeout: Duration,
     /// Longest accepted request id (a route's `id_field`), in bytes; longer gets `400`.
     pub max_id_bytes: usize,
+    /// Transactions an exactly-once ingress stage keeps in flight at once: one transactional
+    /// producer each (`transactional.id` `<group>.<instance>`, then `-1`, `-2`, ...), each
+    /// committing together what is queued when it is free. 1 to
+    /// [`MAX_INGRESS_PRODUCERS`].
+    pub ingress_producers: usize,
     /// Routes whose requests are handled by an ingress stage (`[[http.routes]]`).
     pub routes: Vec<RouteConfig>,
     /// Read models: `GET` paths answered from the latest record of a topic (`[[http.views]]`).
@@ -101,6 +113,7 @@ impl Default for HttpConfig {
             max_body_bytes: 64 * 1024,
             request_timeout: Duration::from_secs(10),
             max_id_bytes: 256,
+            ingress_producers: DEFAULT_INGRESS_PRODUCERS,
             routes: Vec::new(),
             views: Vec::new(),
         }

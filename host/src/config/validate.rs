@@ -3,7 +3,9 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use super::model::{HTTP_INPUT, PipelineConfig, StageConfig, template_names};
+use super::model::{
+    HTTP_INPUT, MAX_INGRESS_PRODUCERS, PipelineConfig, StageConfig, template_names,
+};
 use super::problem::Problem;
 
 /// Collects problems while walking the configuration.
@@ -176,6 +178,15 @@ fn check_http(config: &PipelineConfig, problems: &mut Problems) {
     }
     if config.http.max_id_bytes == 0 {
         problems.push("http.max_id_bytes", "must be larger than zero");
+    }
+    if !(1..=MAX_INGRESS_PRODUCERS).contains(&config.http.ingress_producers) {
+        problems.push(
+            "http.ingress_producers",
+            format!(
+                "is {}; it must be between 1 and {MAX_INGRESS_PRODUCERS}",
+                config.http.ingress_producers
+            ),
+        );
     }
     check_routes(config, problems);
     check_views(config, problems);

@@ -24,8 +24,9 @@ use super::answer_log::{
     ANSWER_TYPE, AnswerLog, CLAIM_TYPE, Claim, EntryMaker, Standing, TAKEOVER_WAIT, standing,
 };
 use super::group_commit::{
-    IN_FLIGHT, InFlightKeys, ProducerFactory, Submission, commit_loop, lock,
+    IN_FLIGHT, InFlightKeys, ProducerFactory, Submission, commit_loop, lock, make_producers,
 };
+use crate::config::MAX_INGRESS_PRODUCERS;
 use crate::event::cloudevents::CloudEvent;
 use crate::health::Reporter;
 use crate::kafka::{KafkaClients, OutRecord, Partitioner, publish_all};
@@ -71,16 +72,20 @@ impl Drop for InFlight {
 }
 
 impl TransactionalAnswers {
-    /// Makes the first producer with `make`, then, in the background, catches `known` (an
-    /// expiring, topic-scoped table) up with every committed answer and claim of `topic` (all
-    /// its partitions), follows the topic from there on, and starts the committer, which
-    /// reports to `health`. Until the answers are caught up (a failing store is tried again
-    /// every second) lookups fail, so requests get `503`, and the ingress is unready. Claims
-    /// are written with `claims`.
+    /// Makes the `producers` transactional producers with `make` (fencing the ids of a
+    /// predecessor's other ones; slot 0 must be made), then, in the background, catches
+    /// `known` (an expiring, topic-scoped table) up with every committed answer and claim of
+    /// `topic` (all its partitions), follows the topic from there on, and starts the committer
+    /// on them (see [`super::group_commit`]), which reports
+    /// to `health`. Until the answers are caught up (a failing store is tried again every
+    /// second) lookups fail, so requests get `503`, and the ingress is unready. Claims are
+    /// written with `claims`.
+    #[allow(clippy::too_many_arguments)]
     pub async fn start(
         kafka: &KafkaClients,
         topic: &str,
         make: ProducerFactory,
+        producers: usize,
         claims: FutureProducer,
         health: Reporter,
         known: Table,
@@ -92,7 +97,9 @@ impl TransactionalAnswers {
             })
             .await??
         };
-        let producer = tokio::task::block_in_place(|| make())?;
+        let mut others =
+            tokio::task::block_in_place(|| make_producers(&make, producers, MAX_INGRESS_PRODUCERS));
+        let producer = others.remove(0)?;
         let restored = Arc::new(AtomicBool::new(false));
         let in_flight = Arc::new(Mutex::new(HashSet::new()));
         let log = Arc::new(OnceLock::new());
@@ -107,7 +114,7 @@ impl TransactionalAnswers {
             let (known, in_flight, log) = (known.clone(), in_flight.clone(), log.clone());
             async move {
                 restoring.run(&known, &log, &health).await;
-                commit_loop(producer, make, health, known, in_flight, receiver).await;
+                commit_loop(producer, others, make, health, known, in_flight, receiver).await;
             }
         });
         Ok(Self {

@@ -349,6 +349,31 @@ pub(crate) mod fake {
         pub commit_error: Option<KafkaError>,
         /// Whether aborts fail.
         pub abort_fails: bool,
+        /// Commits wait at this gate (after being recorded) until it opens.
+        pub commit_gate: Option<Arc<Gate>>,
+    }
+
+    /// A gate that blocks until it is opened.
+    #[derive(Default)]
+    pub struct Gate {
+        open: Mutex<bool>,
+        opened: std::sync::Condvar,
+    }
+
+    impl Gate {
+        /// Lets every waiter (and every later one) through.
+        pub fn open(&self) {
+            *self.open.lock().unwrap() = true;
+            self.opened.notify_all();
+        }
+
+        /// Blocks until the gate is open.
+        fn wait(&self) {
+            let mut open = self.open.lock().unwrap();
+            while !*open {
+                open = self.opened.wait(open).unwrap();
+            }
+        }
     }
 
     /// The fake producer (clones share the script).
@@ -427,6 +452,10 @@ pub(crate) mod fake {
 
         fn commit(&self) -> KafkaResult<()> {
             self.call(Call::Commit);
+            let gate = self.script().commit_gate.clone();
+            if let Some(gate) = gate {
+                tokio::task::block_in_place(|| gate.wait());
+            }
             match self.script().commit_error.take() {
                 Some(error) => Err(error),
                 None => Ok(()),

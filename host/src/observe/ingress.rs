@@ -56,6 +56,8 @@ impl HostEvent for RepeatRequest<'_> {
 
 /// The exactly-once ingress ended a transaction carrying a group of requests.
 pub struct IngressCommitted {
+    /// Which of the ingress's producers committed it.
+    pub producer: usize,
     /// Requests in the transaction.
     pub requests: usize,
     /// Whether it committed.
@@ -67,6 +69,7 @@ pub struct IngressCommitted {
 impl HostEvent for IngressCommitted {
     fn emit(self) {
         tracing::debug!(
+            producer = self.producer,
             requests = self.requests,
             committed = self.committed,
             commit_ms = self.took.as_secs_f64() * 1000.0,

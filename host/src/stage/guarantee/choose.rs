@@ -153,12 +153,18 @@ pub async fn ingress_answers(
     }
     let transactional_id = transactional_id(config, stage);
     let (factory_config, stage_name) = (config.clone(), stage.name.clone());
-    let make: ProducerFactory =
-        Arc::new(move || transactional_producer(&factory_config, &stage_name, &transactional_id));
+    let make: ProducerFactory = Arc::new(move |n| {
+        transactional_producer(
+            &factory_config,
+            &stage_name,
+            &ingress_transactional_id(&transactional_id, n),
+        )
+    });
     let answers = TransactionalAnswers::start(
         &kafka,
         &topic,
         make,
+        config.http.ingress_producers,
         shared_producer.clone(),
         health,
         Table::expiring(
@@ -222,6 +228,17 @@ async fn processed_log(
 /// instance fences its predecessor.
 fn transactional_id(config: &PipelineConfig, stage: &StageConfig) -> String {
     format!("{}.{}", stage.group_id(), config.state.instance_id)
+}
+
+/// The `transactional.id` of the ingress's producer `n` (see `http.ingress_producers`), from
+/// the stage's `base` id: the first keeps the stage's id (what a single producer used), the
+/// others add `-<n>`; each is stable across restarts, so a restarted instance fences its
+/// predecessor's producer in the same place.
+fn ingress_transactional_id(base: &str, n: usize) -> String {
+    match n {
+        0 => base.to_string(),
+        n => format!("{base}-{n}"),
+    }
 }
 
 /// The transactional producer of `stage`, its transactions initialised.
