@@ -876,16 +876,16 @@ async fn thirty_two_clients_share_the_ingress_producers_and_every_202_was_commit
         answered.extend(client.await.unwrap());
     }
     let logs = without_colours(&pipeline.logs());
-    let slots: BTreeSet<&str> = logs
+    let producers: BTreeSet<&str> = logs
         .lines()
         .filter(|line| line.contains("ingress transaction ended"))
-        .filter_map(|line| line.split("slot=").nth(1)?.split_whitespace().next())
+        .filter_map(|line| line.split("producer=").nth(1)?.split_whitespace().next())
         .collect();
     eprintln!(
-        "{} orders answered 202 before the kill; transactions ended on slots {slots:?}",
+        "{} orders answered 202 before the kill; transactions ended on producers {producers:?}",
         answered.len()
     );
-    assert!(slots.len() > 1, "one producer did all the work:\n{logs}");
+    assert!(producers.len() > 1, "one producer did all the work:\n{logs}");
 
     // The restarted host's producers (same transactional ids) abort what the killed ones left
     // open, so read_committed readers reach the end without waiting for the timeout.
