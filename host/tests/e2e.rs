@@ -885,7 +885,10 @@ async fn thirty_two_clients_share_the_ingress_producers_and_every_202_was_commit
         "{} orders answered 202 before the kill; transactions ended on producers {producers:?}",
         answered.len()
     );
-    assert!(producers.len() > 1, "one producer did all the work:\n{logs}");
+    assert!(
+        producers.len() > 1,
+        "one producer did all the work:\n{logs}"
+    );
 
     // The restarted host's producers (same transactional ids) abort what the killed ones left
     // open, so read_committed readers reach the end without waiting for the timeout.
