@@ -19,6 +19,14 @@
 //! - a stage with keyed state keeps its state per input partition, and a key that moved to a
 //!   new partition would find none (its stock would start again from the catalog): it is
 //!   left unready, with what to do, and never reads with a key's state missing.
+//!
+//! Assignments change only when a group rebalances, and a rebalance assigns every partition the
+//! leader sees: a group seen covering its inputs stays covering them while their partition
+//! counts stay the same. So every 2 s only the input topics' partition counts are read (one
+//! metadata request per topic for every stage together, in one blocking task); a group is
+//! described again when a count changed since it was last seen covered, or after
+//! [`SAFETY_LOOK`] in any case. An idle host then asks the broker for its groups' descriptions
+//! once a minute instead of seven times every 2 s.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -35,8 +43,11 @@ use tokio::sync::watch;
 use crate::health::{Health, Reporter};
 use crate::kafka::KafkaClients;
 
-/// How often every stage's group is looked at.
+/// How often the input topics' partition counts are looked at.
 const CHECK_EVERY: Duration = Duration::from_secs(2);
+/// How long a group seen covering its inputs is trusted while their partition counts stay the
+/// same: it is described again after this anyway.
+const SAFETY_LOOK: Duration = Duration::from_secs(60);
 /// How long one look may wait for the broker.
 const LOOK_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the rebalancing member waits for its assignment.
@@ -70,6 +81,51 @@ struct Watched {
     target: CoverageTarget,
     unassigned_since: Option<Instant>,
     reporter: Option<Reporter>,
+    /// The inputs' partition counts when the group was last seen covering them, and when.
+    seen_covering: Option<(Vec<usize>, Instant)>,
+}
+
+/// What one tick found of one stage's group: `None` when it was not described (its inputs'
+/// counts are those it was seen covering), otherwise the look's outcome; with the counts read.
+type Look = (
+    Vec<usize>,
+    Option<anyhow::Result<Option<BTreeSet<(String, i32)>>>>,
+);
+
+/// Whether a group seen covering its inputs at `seen_covering` (their counts, when) still
+/// does, its inputs now counting `now` partitions (0: unknown), without describing it.
+fn still_covered(seen_covering: Option<&(Vec<usize>, Instant)>, now: &[usize]) -> bool {
+    seen_covering
+        .is_some_and(|(seen, at)| seen == now && !now.contains(&0) && at.elapsed() < SAFETY_LOOK)
+}
+
+/// Reads every input topic's partition count once (a topic that cannot be read counts 0) and
+/// describes the groups that need it (see the module's doc). Blocking.
+fn look_at_all(
+    client: &BaseConsumer,
+    targets: &[(CoverageTarget, Option<(Vec<usize>, Instant)>)],
+) -> Vec<Look> {
+    let mut counts: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    targets
+        .iter()
+        .map(|(target, covered)| {
+            let now: Vec<usize> = target
+                .inputs
+                .iter()
+                .map(|topic| {
+                    *counts.entry(topic).or_insert_with(|| {
+                        client
+                            .fetch_metadata(Some(topic), LOOK_TIMEOUT)
+                            .ok()
+                            .and_then(|m| m.topics().first().map(|t| t.partitions().len()))
+                            .unwrap_or(0)
+                    })
+                })
+                .collect();
+            let look = (!still_covered(covered.as_ref(), &now)).then(|| unassigned(client, target));
+            (now, look)
+        })
+        .collect()
 }
 
 /// Watches every target's group until `stop` turns true.
@@ -85,6 +141,7 @@ pub async fn watch_coverage(
             target,
             unassigned_since: None,
             reporter: None,
+            seen_covering: None,
         })
         .collect();
     // One client for every look at every group.
@@ -103,22 +160,36 @@ pub async fn watch_coverage(
                 }
             }
         }
-        let Some(client) = &client else { continue };
-        for one in &mut watched {
-            let (target, client) = (one.target.clone(), client.clone());
-            let looked = tokio::task::spawn_blocking(move || unassigned(&client, &target)).await;
-            match looked {
-                Ok(Ok(Some(missing))) if !missing.is_empty() => {
+        let Some(client) = client.clone() else {
+            continue;
+        };
+        let targets: Vec<_> = watched
+            .iter()
+            .map(|one| (one.target.clone(), one.seen_covering.clone()))
+            .collect();
+        let Ok(looks) = tokio::task::spawn_blocking(move || look_at_all(&client, &targets)).await
+        else {
+            continue;
+        };
+        for (one, (counts, look)) in watched.iter_mut().zip(looks) {
+            match look {
+                // Seen covering these counts a moment ago.
+                None => {}
+                Some(Ok(Some(missing))) if !missing.is_empty() => {
+                    one.seen_covering = None;
                     one.missing(&missing, &health, &kafka).await;
                 }
-                Ok(Ok(Some(_))) => one.covered(),
+                Some(Ok(Some(_))) => {
+                    one.seen_covering = Some((counts, Instant::now()));
+                    one.covered();
+                }
                 // The group is rebalancing or empty (the stage's own readiness says so), or
                 // the broker did not answer: nothing to conclude now.
-                Ok(Ok(None)) => {}
-                Ok(Err(error)) => {
+                Some(Ok(None)) => one.seen_covering = None,
+                Some(Err(error)) => {
+                    one.seen_covering = None;
                     tracing::debug!(stage = %one.target.stage, error = format!("{error:#}"), "cannot look at the group's assignment")
                 }
-                Err(_) => {}
             }
         }
     }
@@ -319,6 +390,30 @@ mod tests {
     use kafka_protocol::messages::TopicName;
     use kafka_protocol::messages::consumer_protocol_assignment::TopicPartition;
     use kafka_protocol::protocol::{Encodable, StrBytes};
+
+    #[test]
+    fn a_group_is_described_again_when_a_count_changed_or_a_minute_passed() {
+        let now = Instant::now();
+        assert!(still_covered(Some(&(vec![3, 3], now)), &[3, 3]));
+        assert!(!still_covered(None, &[3, 3]), "never seen covering");
+        assert!(
+            !still_covered(Some(&(vec![3, 3], now)), &[3, 6]),
+            "partitions added"
+        );
+        assert!(
+            !still_covered(Some(&(vec![3], now)), &[3, 3]),
+            "an input added"
+        );
+        assert!(
+            !still_covered(Some(&(vec![0], now)), &[0]),
+            "counts unknown"
+        );
+        let long_ago = now.checked_sub(SAFETY_LOOK).unwrap();
+        assert!(
+            !still_covered(Some(&(vec![3], long_ago)), &[3]),
+            "the safety look"
+        );
+    }
 
     #[test]
     fn a_members_assignment_is_decoded_whatever_its_version() {
