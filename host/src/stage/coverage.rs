@@ -76,13 +76,16 @@ pub struct CoverageTarget {
     pub processed: Option<String>,
 }
 
+/// The inputs' partition counts when a group was last seen covering them, and when.
+type SeenCovering = (Vec<usize>, Instant);
+
 /// What is known of one stage's coverage.
 struct Watched {
     target: CoverageTarget,
     unassigned_since: Option<Instant>,
     reporter: Option<Reporter>,
     /// The inputs' partition counts when the group was last seen covering them, and when.
-    seen_covering: Option<(Vec<usize>, Instant)>,
+    seen_covering: Option<SeenCovering>,
 }
 
 /// What one tick found of one stage's group: `None` when it was not described (its inputs'
@@ -94,7 +97,7 @@ type Look = (
 
 /// Whether a group seen covering its inputs at `seen_covering` (their counts, when) still
 /// does, its inputs now counting `now` partitions (0: unknown), without describing it.
-fn still_covered(seen_covering: Option<&(Vec<usize>, Instant)>, now: &[usize]) -> bool {
+fn still_covered(seen_covering: Option<&SeenCovering>, now: &[usize]) -> bool {
     seen_covering
         .is_some_and(|(seen, at)| seen == now && !now.contains(&0) && at.elapsed() < SAFETY_LOOK)
 }
@@ -103,7 +106,7 @@ fn still_covered(seen_covering: Option<&(Vec<usize>, Instant)>, now: &[usize]) -
 /// describes the groups that need it (see the module's doc). Blocking.
 fn look_at_all(
     client: &BaseConsumer,
-    targets: &[(CoverageTarget, Option<(Vec<usize>, Instant)>)],
+    targets: &[(CoverageTarget, Option<SeenCovering>)],
 ) -> Vec<Look> {
     let mut counts: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
     targets
