@@ -655,7 +655,7 @@ impl Record {
 }
 
 /// A consumer of a group of its own that sees only committed records.
-fn committed_reader(brokers: &str) -> StreamConsumer {
+pub fn committed_reader(brokers: &str) -> StreamConsumer {
     ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", format!("reader-{}", uuid::Uuid::new_v4()))
