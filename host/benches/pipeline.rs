@@ -231,18 +231,7 @@ async fn drain_seconds(topic: &str, count: usize, timeout: Duration) -> (usize, 
 /// `orders`, waiting up to `timeout`), with the broker time of the first document and of the
 /// last one that completed an order.
 async fn complete_statuses(topic: &str, orders: usize, timeout: Duration) -> (usize, i64, i64) {
-    use rdkafka::consumer::StreamConsumer;
-    let consumer: StreamConsumer = common::committed_reader(&brokers());
-    let metadata = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .unwrap();
-    let mut assignment = TopicPartitionList::new();
-    for partition in 0..metadata.topics()[0].partitions().len() {
-        assignment
-            .add_partition_offset(topic, partition as i32, Offset::Beginning)
-            .unwrap();
-    }
-    consumer.assign(&assignment).unwrap();
+    let consumer = common::from_beginning(topic);
     let deadline = Instant::now() + timeout;
     let mut complete = std::collections::HashSet::new();
     let (mut first, mut last) = (i64::MAX, 0);

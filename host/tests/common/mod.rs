@@ -655,7 +655,7 @@ impl Record {
 }
 
 /// A consumer of a group of its own that sees only committed records.
-pub fn committed_reader(brokers: &str) -> StreamConsumer {
+fn committed_reader(brokers: &str) -> StreamConsumer {
     ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", format!("reader-{}", uuid::Uuid::new_v4()))
@@ -714,17 +714,7 @@ pub async fn read_topic(
 /// `timeout` passed, keeping none: how many, and the first and last record timestamps (ms).
 /// For topics too large to hold in memory.
 pub async fn count_topic(topic: &str, expected: usize, timeout: Duration) -> (usize, i64, i64) {
-    let consumer = committed_reader(&brokers());
-    let metadata = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .unwrap();
-    let mut assignment = TopicPartitionList::new();
-    for partition in 0..metadata.topics()[0].partitions().len() {
-        assignment
-            .add_partition_offset(topic, partition as i32, Offset::Beginning)
-            .unwrap();
-    }
-    consumer.assign(&assignment).unwrap();
+    let consumer = from_beginning(topic);
     let deadline = Instant::now() + timeout;
     let (mut count, mut first, mut last) = (0, i64::MAX, 0);
     while count < expected {
@@ -741,6 +731,22 @@ pub async fn count_topic(topic: &str, expected: usize, timeout: Duration) -> (us
         }
     }
     (count, first, last)
+}
+
+/// A `read_committed` reader of every partition of `topic`, from the beginning.
+pub fn from_beginning(topic: &str) -> StreamConsumer {
+    let consumer = committed_reader(&brokers());
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .unwrap();
+    let mut assignment = TopicPartitionList::new();
+    for partition in 0..metadata.topics()[0].partitions().len() {
+        assignment
+            .add_partition_offset(topic, partition as i32, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&assignment).unwrap();
+    consumer
 }
 
 /// Every committed record of `topic`, read `read_committed` from the beginning up to the end
