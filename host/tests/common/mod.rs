@@ -710,29 +710,6 @@ pub async fn read_topic(
     }
 }
 
-/// Counts the committed records of `topic` from the beginning until `expected` arrived or
-/// `timeout` passed, keeping none: how many, and the first and last record timestamps (ms).
-/// For topics too large to hold in memory.
-pub async fn count_topic(topic: &str, expected: usize, timeout: Duration) -> (usize, i64, i64) {
-    let consumer = from_beginning(topic);
-    let deadline = Instant::now() + timeout;
-    let (mut count, mut first, mut last) = (0, i64::MAX, 0);
-    while count < expected {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(left, consumer.recv()).await {
-            Ok(Ok(message)) => {
-                let at = message.timestamp().to_millis().unwrap_or(0);
-                first = first.min(at);
-                last = last.max(at);
-                count += 1;
-            }
-            Ok(Err(error)) => panic!("reading {topic}: {error}"),
-            Err(_) => break,
-        }
-    }
-    (count, first, last)
-}
-
 /// A `read_committed` reader of every partition of `topic`, from the beginning.
 pub fn from_beginning(topic: &str) -> StreamConsumer {
     let consumer = committed_reader(&brokers());
