@@ -132,7 +132,13 @@ async fn drained(admin: &str) -> Scrape {
     loop {
         let scrape = scrape(admin).await;
         let lag = by_stage(&scrape, catalogue::STAGE_LAG);
-        if (!lag.is_empty() && lag.values().all(|v| *v == 0.0)) || Instant::now() > deadline {
+        if !lag.is_empty() && lag.values().all(|v| *v == 0.0) {
+            return scrape;
+        }
+        if Instant::now() > deadline {
+            eprintln!(
+                "row 12: stages still lagging after {DRAIN_TIMEOUT:?} ({lag:?}); counting what was done"
+            );
             return scrape;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -256,20 +262,16 @@ pub async fn records_rows(orders: u64, rows: &mut Vec<Row>, figures: &mut Figure
     ));
     if let ((Some(h0), b0), (Some(h1), b1)) = (cpu_before, cpu_after) {
         let host_ms = (h1 - h0) / accepted * 1000.0;
-        let note = match (b0, b1) {
-            (Some(b0), Some(b1)) => format!(
-                "host {host_ms:.2} + broker {:.2} ms per order, from the first order until every stage was drained",
-                (b1 - b0) / accepted * 1000.0
+        let broker_ms = b0.zip(b1).map(|(b0, b1)| (b1 - b0) / accepted * 1000.0);
+        let note = match broker_ms {
+            Some(broker_ms) => format!(
+                "host {host_ms:.2} + broker {broker_ms:.2} ms per order, from the first order until every stage was drained"
             ),
-            _ => "broker pid unknown (set KAFKA_HOME_DIR or BENCH_BROKER_PID)".into(),
-        };
-        let broker_ms = match (b0, b1) {
-            (Some(b0), Some(b1)) => (b1 - b0) / accepted * 1000.0,
-            _ => 0.0,
+            None => "broker pid unknown (set KAFKA_HOME_DIR or BENCH_BROKER_PID)".into(),
         };
         rows.push(row(
             "12. host + broker CPU per order at 100/s",
-            host_ms + broker_ms,
+            host_ms + broker_ms.unwrap_or(0.0),
             "ms",
             note,
         ));

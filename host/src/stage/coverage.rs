@@ -102,7 +102,8 @@ fn still_covered(seen_covering: Option<&SeenCovering>, now: &[usize]) -> bool {
         .is_some_and(|(seen, at)| seen == now && !now.contains(&0) && at.elapsed() < SAFETY_LOOK)
 }
 
-/// Reads every input topic's partition count once (a topic that cannot be read counts 0) and
+/// Reads every input topic's partition count once (a topic that cannot be read counts 0: its
+/// partitions are not looked at, and its group is described at every tick until it can be) and
 /// describes the groups that need it (see the module's doc). Blocking.
 fn look_at_all(
     client: &BaseConsumer,
@@ -120,12 +121,16 @@ fn look_at_all(
                         client
                             .fetch_metadata(Some(topic), LOOK_TIMEOUT)
                             .ok()
-                            .and_then(|m| m.topics().first().map(|t| t.partitions().len()))
+                            .and_then(|m| {
+                                let topic = m.topics().first()?;
+                                topic.error().is_none().then(|| topic.partitions().len())
+                            })
                             .unwrap_or(0)
                     })
                 })
                 .collect();
-            let look = (!still_covered(covered.as_ref(), &now)).then(|| unassigned(client, target));
+            let look =
+                (!still_covered(covered.as_ref(), &now)).then(|| unassigned(client, target, &now));
             (now, look)
         })
         .collect()
@@ -266,11 +271,13 @@ impl Watched {
     }
 }
 
-/// The input partitions of `target` assigned to no member of its group; `None` when the group is
-/// not stable (rebalancing, empty, or not a consumer group).
+/// The input partitions of `target` (its inputs count `counts` partitions) assigned to no member
+/// of its group; `None` when the group is not stable (rebalancing, empty, or not a consumer
+/// group).
 fn unassigned(
     client: &BaseConsumer,
     target: &CoverageTarget,
+    counts: &[usize],
 ) -> anyhow::Result<Option<BTreeSet<(String, i32)>>> {
     let groups = client
         .fetch_group_list(Some(&target.group), LOOK_TIMEOUT)
@@ -290,21 +297,14 @@ fn unassigned(
             assigned.extend(decode_assignment(bytes)?);
         }
     }
-    let mut expected = BTreeSet::new();
-    for topic in &target.inputs {
-        let metadata = client
-            .fetch_metadata(Some(topic), LOOK_TIMEOUT)
-            .with_context(|| format!("cannot read the metadata of {topic}"))?;
-        for found in metadata.topics() {
-            if found.error().is_some() {
-                continue;
-            }
-            for partition in found.partitions() {
-                expected.insert((found.name().to_string(), partition.id()));
-            }
-        }
-    }
-    Ok(Some(expected.difference(&assigned).cloned().collect()))
+    let expected = target.inputs.iter().zip(counts).flat_map(|(topic, count)| {
+        (0..*count as i32).map(move |partition| (topic.clone(), partition))
+    });
+    Ok(Some(
+        expected
+            .filter(|partition| !assigned.contains(partition))
+            .collect(),
+    ))
 }
 
 /// The partitions of a member's assignment (the consumer protocol's `ConsumerProtocolAssignment`
