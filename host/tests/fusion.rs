@@ -1,5 +1,6 @@
-//! Stage fusion against a real broker: in the shipped pipeline warehouse, shipper and
-//! notification run in process in the workers that write their inputs, every order still
+//! Stage fusion against a real broker: in the shipped pipeline inventory runs in process in the
+//! exactly-once ingress's transactions, and warehouse, shipper and notification in the
+//! workers that write their inputs; every order still
 //! reaches each of its deliveries exactly once, the records they read carry the handled-by
 //! header and their own workers skip them (and say so in their KPIs and logs); a fused stage
 //! that does not simply succeed in process (retry, reject, trap) is left to its own worker; an
@@ -69,7 +70,7 @@ async fn wait_delivered(pipeline: &TestPipeline, ids: &[String]) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_shipped_pipeline_runs_warehouse_shipper_and_notification_in_process() {
+async fn the_shipped_pipeline_runs_inventory_warehouse_shipper_and_notification_in_process() {
     let mut pipeline = TestPipeline::new(|_| {});
     pipeline.start();
     let ids = post_orders(&pipeline, "fused", 20).await;
@@ -78,7 +79,12 @@ async fn the_shipped_pipeline_runs_warehouse_shipper_and_notification_in_process
     // The downstream stages' own workers skipped what was handled in process, and say so; the
     // in-process work counts in the fused stage's own KPIs (published by its own worker).
     let kpi_topic = pipeline.topic("KPIs");
-    let expected = [("warehouse", 20), ("shipper", 20), ("notification", 60)];
+    let expected = [
+        ("inventory", 20),
+        ("warehouse", 20),
+        ("shipper", 20),
+        ("notification", 60),
+    ];
     let kpis = wait_for_records(&kpi_topic, "the skip counts", TIMEOUT, |kpis| {
         expected
             .iter()
@@ -154,7 +160,8 @@ async fn the_shipped_pipeline_runs_warehouse_shipper_and_notification_in_process
     assert!(status.success(), "the host did not stop cleanly: {status}");
     let logs = pipeline.logs();
     assert!(
-        logs.contains("stage fusion") && logs.contains("notification, shipper, warehouse"),
+        logs.contains("stage fusion")
+            && logs.contains("inventory, notification, shipper, warehouse"),
         "the start-up line lists the fused stages"
     );
     assert!(logs.contains("processed in process (fused)"));
@@ -173,6 +180,7 @@ async fn the_shipped_pipeline_runs_warehouse_shipper_and_notification_in_process
             .collect(),
     );
     for (topic, reader, handled_by) in [
+        ("OrderReceived", "order", "inventory"),
         ("OrderConfirmed", "order", "warehouse"),
         ("OrderPickedAndPacked", "order", "shipper"),
         ("Notification", "kind", "notification"),
@@ -536,4 +544,32 @@ async fn a_later_event_of_a_partition_waits_behind_one_the_fused_stage_retries()
     out.sort_by_key(|r| (r.partition, r.offset));
     let order: Vec<u64> = out.iter().filter_map(|r| r.value["n"].as_u64()).collect();
     assert_eq!(order, [1, 2, 3, 4], "b's outputs keep the key's order");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stateless_stage_whose_plugin_writes_state_dead_letters_the_event_naming_the_fix() {
+    // The stock stage writes the stock it holds: declared stateless, it has nowhere to write.
+    let mut pipeline = TestPipeline::new(|config| {
+        stage_mut(config, "stock").insert("stateless".into(), true.into());
+    });
+    pipeline.start();
+    let (status, answer) = pipeline
+        .post_order(&order("stateless-1", "prod-789", 1))
+        .await;
+    assert_eq!(status, 202, "{answer}");
+    let dead = wait_for_records(
+        &pipeline.topic("DeadLetterQueue"),
+        "the stock command's dead letter",
+        TIMEOUT,
+        |letters| letters.iter().any(|l| l.value["stage"] == "stock"),
+    )
+    .await;
+    let letter = dead.iter().find(|l| l.value["stage"] == "stock").unwrap();
+    let error = letter.value["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("wrote state key") && error.contains("stateless = true"),
+        "the dead letter names the write and the fix: {error}"
+    );
+    let stock = read_to_end(&pipeline.topic("InventoryLedger"), SETTLE).await;
+    assert!(stock.is_empty(), "nothing was reserved: {stock:#?}");
 }

@@ -107,7 +107,7 @@ pub(super) async fn topic_stage(
         .fusion
         .for_writer(stage, host.stuck)
         .with_context(|| format!("cannot instantiate the stages fused into {}", stage.name))?;
-    let state = if instance.uses_state() {
+    let state = if stage.keeps_state(instance.uses_state()) {
         Some(stage_state(config, stage, host.store).await?)
     } else {
         None
@@ -283,7 +283,7 @@ pub(super) async fn fusion_plan(
         ) else {
             continue;
         };
-        if let Some(why) = not_fusable(stage, instance.uses_state()) {
+        if let Some(why) = not_fusable(stage, stage.keeps_state(instance.uses_state())) {
             tracing::debug!(stage = %stage.name, why, "stage is not fusable");
             continue;
         }

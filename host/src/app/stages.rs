@@ -20,11 +20,13 @@ use crate::config::{PipelineConfig, StageConfig};
 use crate::event::schema::SchemaRegistry;
 use crate::health::Health;
 use crate::http::IngressEndpoint;
-use crate::ingress::Ingress;
+use crate::ingress::{InProcessFactory, Ingress};
 use crate::kafka::RecordLimits;
 use crate::kpi::{KpiHub, StageKpis};
 use crate::plugin::{PluggedInstance, PluginSlot};
-use crate::stage::{CoverageTarget, FusionPlan, StageContext, StageRunner, StuckBook};
+use crate::stage::{
+    CoverageTarget, FusionPlan, InProcess, NothingInProcess, StageContext, StageRunner, StuckBook,
+};
 use crate::store::LocalStore;
 
 /// Every stage's plugin slot and its first instance, by stage name.
@@ -116,7 +118,10 @@ pub(super) async fn start_stages(
             .cloned()
             .with_context(|| format!("context of stage {} missing", stage.name))?;
         if stage.is_http() {
-            ingresses.push(build_ingress(config, stage, context, instance, shared));
+            let in_process = ingress_in_process(&topic_fed.fusion, stage, &shared.stuck);
+            ingresses.push(build_ingress(
+                config, stage, context, instance, in_process, shared,
+            ));
         } else {
             building.push(build_topic_stage(
                 config, stage, context, slot, instance, &topic_fed, shared,
@@ -148,12 +153,34 @@ fn topic_stage_kpis(config: &PipelineConfig) -> BTreeMap<String, StageKpis> {
         .collect()
 }
 
-/// Starts building the ingress stage `stage`: its answer store, then its endpoints.
+/// Makes, for each transaction slot of the ingress stage `stage`, its own share of the stages
+/// fused into it (none when one cannot be made: their own workers then handle everything).
+fn ingress_in_process(
+    plan: &Arc<FusionPlan>,
+    stage: &StageConfig,
+    stuck: &StuckBook,
+) -> InProcessFactory {
+    let (plan, stage, stuck) = (plan.clone(), stage.clone(), stuck.clone());
+    Arc::new(move || -> Box<dyn InProcess> {
+        match plan.for_writer(&stage, &stuck) {
+            Ok(fusion) => Box::new(fusion),
+            Err(error) => {
+                tracing::warn!(stage = %stage.name, error = format!("{error:#}"),
+                    "cannot instantiate the stages fused into the ingress; their own workers handle its events");
+                Box::new(NothingInProcess)
+            }
+        }
+    })
+}
+
+/// Starts building the ingress stage `stage`: its answer store, then its endpoints; its
+/// transactions run what `in_process` makes.
 fn build_ingress(
     config: &PipelineConfig,
     stage: &StageConfig,
     context: Arc<StageContext>,
     instance: PluggedInstance,
+    in_process: InProcessFactory,
     shared: &Shared,
 ) -> BuildingIngress {
     let (config, stage) = (config.clone(), stage.clone());
@@ -164,7 +191,8 @@ fn build_ingress(
         .health
         .reporter(&format!("ingress:{}", stage.name), "starting");
     tokio::spawn(async move {
-        let answers = ingress_answers(&config, &stage, &producer, &store, reporter).await?;
+        let answers =
+            ingress_answers(&config, &stage, &producer, &store, reporter, in_process).await?;
         let ingress = Arc::new(
             Ingress::new(context, instance, producer, answers, kpis)
                 .with_limits(config.http.request_timeout, config.http.max_id_bytes),
@@ -274,7 +302,7 @@ pub(super) fn coverage_targets(config: &PipelineConfig, plugins: &Plugins) -> Ve
                 inputs: stage.inputs().iter().map(|s| s.to_string()).collect(),
                 stateful: plugins
                     .get(&stage.name)
-                    .is_some_and(|(_, instance)| instance.uses_state()),
+                    .is_some_and(|(_, instance)| stage.keeps_state(instance.uses_state())),
                 consumer,
                 // Two looks in a row, well within the session timeout.
                 grace: session_timeout.min(Duration::from_secs(2)),

@@ -416,6 +416,11 @@ pub struct StageConfig {
     /// worker only.
     #[serde(default)]
     pub fuse: Option<bool>,
+    /// The stage keeps no keyed state although its plugin's world could (one component serving
+    /// stateful and stateless stages): the plugin is called without state (reads find nothing;
+    /// a write fails the event), the host keeps no changelog for it, and it can be fused.
+    #[serde(default)]
+    pub stateless: bool,
     /// Free-form table handed to the plugin through the `config` import.
     #[serde(default)]
     pub config: toml::Table,
@@ -432,6 +437,12 @@ impl StageConfig {
     /// Whether the stage is fed by the HTTP ingress rather than topics.
     pub fn is_http(&self) -> bool {
         self.inputs() == [HTTP_INPUT]
+    }
+
+    /// Whether the stage keeps keyed state, given whether its plugin's world can
+    /// (`stateless = true` says it does not).
+    pub fn keeps_state(&self, plugin_uses_state: bool) -> bool {
+        plugin_uses_state && !self.stateless
     }
 
     /// Whether the stage allows fusion (`fuse`, true unless set to false).

@@ -8,11 +8,16 @@
 //! rebuilt (a new `init_transactions` under the same `transactional.id`) with backoff while the
 //! others go on; a producer that is down takes no request. The ingress is ready while at least
 //! one producer is up; when none is, requests fail at once with `503` instead of waiting.
+//!
+//! Each producer's transactions also run the stages fused into the ingress (see
+//! [`crate::stage::fusion`]): the stages reading the ingress's topics handle its events in
+//! process, and their outputs and processed ids are committed with the requests, so an event
+//! crosses one transaction fewer. The stages' own workers skip what was handled here.
 
 use std::collections::HashSet;
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use futures::FutureExt;
 use rdkafka::producer::FutureProducer;
@@ -23,6 +28,7 @@ use tokio::task::JoinSet;
 use crate::health::Reporter;
 use crate::kafka::{OutRecord, Transaction, TransactionalProducer, TxnError, TxnErrorKind};
 use crate::observe::{HostEvent, IngressCommitted};
+use crate::stage::{Committed, InProcess};
 use crate::store::{IngressRecord, Table, stamp};
 
 /// Most requests committed in one transaction.
@@ -34,6 +40,20 @@ pub type ProducerFactory = Factory<FutureProducer>;
 
 /// [`ProducerFactory`] for any transactional producer.
 pub type Factory<P> = Arc<dyn Fn(usize) -> anyhow::Result<P> + Send + Sync>;
+
+/// Makes a slot's share of the stages fused into the ingress (its own instances of their
+/// plugins); [`crate::stage::NothingInProcess`] when none is.
+pub type InProcessFactory = Arc<dyn Fn() -> Box<dyn InProcess> + Send + Sync>;
+
+/// The ingress's transactional producers and what runs in their transactions.
+pub struct IngressPool {
+    /// Makes slot `n`'s producer.
+    pub make: ProducerFactory,
+    /// How many producers run transactions at once (`http.ingress_producers`).
+    pub producers: usize,
+    /// Makes a slot's share of the stages fused into the ingress.
+    pub in_process: InProcessFactory,
+}
 
 /// Keys of requests handed to the committer and not finished yet.
 pub(super) type InFlightKeys = Arc<Mutex<HashSet<String>>>;
@@ -96,29 +116,49 @@ pub(super) fn make_producers<P: Send>(
     made
 }
 
+/// What the commit loop works with besides its producers.
+pub(super) struct PoolParts<P> {
+    /// Makes a slot's producer (again, after it failed).
+    pub(super) make: Factory<P>,
+    /// Makes a slot's share of the stages fused into the ingress.
+    pub(super) in_process: InProcessFactory,
+    /// The ingress's readiness.
+    pub(super) health: Reporter,
+    /// Committed answers (the local copy of the answers topic).
+    pub(super) known: Table,
+    /// Requests handed over and not finished yet.
+    pub(super) in_flight: InFlightKeys,
+}
+
 /// Runs the ingress's transactions until no request can come any more: slot 0 with `first`,
 /// the slots after it with `others` (a producer that could not be made is built again in the
-/// background with `make`, as is any producer that fails later).
+/// background with `parts.make`, as is any producer that fails later).
 pub(super) async fn commit_loop<P: PoolProducer>(
     first: P,
     others: Vec<anyhow::Result<P>>,
-    make: Factory<P>,
-    health: Reporter,
-    known: Table,
-    in_flight: InFlightKeys,
+    parts: PoolParts<P>,
     receiver: mpsc::Receiver<Submission>,
 ) {
+    let PoolParts {
+        make,
+        in_process,
+        health,
+        known,
+        in_flight,
+    } = parts;
     health.ok();
     let mut pool = Pool {
         make,
+        idle: vec![Slot {
+            n: 0,
+            txn: Transaction::new(first),
+            work: in_process(),
+        }],
+        in_process,
         health,
         known,
         in_flight,
         receiver,
-        idle: vec![Slot {
-            n: 0,
-            txn: Transaction::new(first),
-        }],
         committing: JoinSet::new(),
         started: vec![None; others.len() + 1],
         rebuilding: JoinSet::new(),
@@ -138,6 +178,8 @@ struct Slot<P: PoolProducer> {
     /// Its place in the pool (and so its `transactional.id`).
     n: usize,
     txn: Transaction<P>,
+    /// The stages fused into the ingress, as this slot runs them.
+    work: Box<dyn InProcess>,
 }
 
 /// A slot whose transaction ended, and how it failed if it did.
@@ -157,6 +199,8 @@ struct Built<P> {
 struct Pool<P: PoolProducer> {
     /// Makes a slot's producer.
     make: Factory<P>,
+    /// Makes a slot's share of the fused stages.
+    in_process: InProcessFactory,
     /// The ingress's readiness.
     health: Reporter,
     /// Committed answers (the local copy of the answers topic).
@@ -232,22 +276,16 @@ impl<P: PoolProducer> Pool<P> {
         self.report_busy();
         let (known, in_flight) = (self.known.clone(), self.in_flight.clone());
         self.committing.spawn(async move {
-            let failure = AssertUnwindSafe(commit_and_answer(
-                &mut slot.txn,
-                slot.n,
-                group,
-                &known,
-                &in_flight,
-            ))
-            .catch_unwind()
-            .await
-            .unwrap_or_else(|_| {
-                Some(TxnError {
-                    kind: TxnErrorKind::Fatal,
-                    message: "committing the ingress transaction panicked".into(),
-                    failed: Vec::new(),
-                })
-            });
+            let failure = AssertUnwindSafe(commit_and_answer(&mut slot, group, &known, &in_flight))
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|_| {
+                    Some(TxnError {
+                        kind: TxnErrorKind::Fatal,
+                        message: "committing the ingress transaction panicked".into(),
+                        failed: Vec::new(),
+                    })
+                });
             Finished { slot, failure }
         });
     }
@@ -304,6 +342,7 @@ impl<P: PoolProducer> Pool<P> {
                 self.idle.push(Slot {
                     n,
                     txn: Transaction::new(producer),
+                    work: (self.in_process)(),
                 });
                 self.health.ok();
             }
@@ -330,17 +369,18 @@ impl<P: PoolProducer> Pool<P> {
     }
 }
 
-/// Commits `group` in one transaction of `txn` (slot `n`), writes its answers into `known`
-/// when it committed, and answers every request of it; how it failed, if it did.
+/// Commits `group` in one transaction of `slot`, writes its answers into `known` when it
+/// committed, and answers every request of it; how it failed, if it did.
 async fn commit_and_answer<P: PoolProducer>(
-    txn: &mut Transaction<P>,
-    n: usize,
+    slot: &mut Slot<P>,
     group: Vec<Submission>,
     known: &Table,
     in_flight: &InFlightKeys,
 ) -> Option<TxnError> {
+    let n = slot.n;
     let committing = Instant::now();
-    let result = commit_group(txn, &group).await;
+    let result = commit_group(&mut slot.txn, &mut *slot.work, &group).await;
+    settle_in_process(&mut *slot.work, &result, committing);
     IngressCommitted {
         producer: n,
         requests: group.len(),
@@ -441,15 +481,59 @@ fn needs_new_producer(failure: &TxnError) -> bool {
             .any(|(_, code, _)| *code == Some(RDKafkaErrorCode::MessageTimedOut))
 }
 
-/// Publishes the events of a group of requests in one transaction.
+/// Publishes the events of a group of requests in one transaction, with what the stages
+/// fused into the ingress made of them (`work`).
 async fn commit_group<P: PoolProducer>(
     txn: &mut Transaction<P>,
+    work: &mut dyn InProcess,
     group: &[Submission],
 ) -> Result<(), TxnError> {
-    for record in group.iter().flat_map(|s| &s.records) {
-        txn.send(record).await?;
+    let mut spans = Vec::new();
+    let events = group
+        .iter()
+        .flat_map(|s| s.records.iter().cloned())
+        .collect();
+    let records = work.expand(events, &mut spans);
+    let mut sent = Ok(());
+    for record in records.iter().chain(&work.closing_records()) {
+        sent = txn.send(record).await.map(drop);
+        if sent.is_err() {
+            break;
+        }
     }
-    txn.commit(None).await
+    let started_at = SystemTime::now();
+    let committed = match sent {
+        Ok(()) => txn.commit(None).await,
+        Err(error) => Err(error),
+    };
+    let ended_at = SystemTime::now();
+    for mut span in spans {
+        span.child("commit", started_at, ended_at);
+        if let Err(error) = &committed {
+            span.fail(&error.message);
+        }
+        span.end(ended_at);
+    }
+    committed
+}
+
+/// Tells the fused stages' share of the slot's work how its transaction (opened at `opened`)
+/// ended: their processed ids and counts are kept when it committed, dropped when it did not.
+fn settle_in_process(work: &mut dyn InProcess, result: &Result<(), TxnError>, opened: Instant) {
+    if result.is_err() {
+        work.on_dropped(&[]);
+        return;
+    }
+    if let Err(error) = work.on_safe() {
+        tracing::warn!(
+            error = format!("{error:#}"),
+            "cannot keep the ids the stages fused into the ingress processed in the local store; an outside repeat of one of them on their input is processed again on this host"
+        );
+    }
+    work.on_committed(&Committed {
+        fates: Vec::new(),
+        latency: opened.elapsed(),
+    });
 }
 
 #[cfg(test)]
@@ -460,6 +544,7 @@ mod tests {
     use crate::health::Health;
     use crate::kafka::TxnErrorKind;
     use crate::kafka::fake::{Call, FakeProducer, Gate, record};
+    use crate::stage::NothingInProcess;
     use crate::store::{LocalStore, Scope};
 
     /// A pool of fake producers running in the background, and what it is watched through.
@@ -482,15 +567,14 @@ mod tests {
         let in_flight: InFlightKeys = Arc::default();
         let (submissions, receiver) = mpsc::channel(16);
         let others = make_producers(&make, producers, producers).split_off(1);
-        tokio::spawn(commit_loop(
-            first,
-            others,
+        let parts = PoolParts {
             make,
-            reporter,
-            known.clone(),
-            in_flight.clone(),
-            receiver,
-        ));
+            in_process: Arc::new(|| Box::new(NothingInProcess)),
+            health: reporter,
+            known: known.clone(),
+            in_flight: in_flight.clone(),
+        };
+        tokio::spawn(commit_loop(first, others, parts, receiver));
         Running {
             submissions,
             health,

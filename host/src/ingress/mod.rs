@@ -10,6 +10,6 @@ mod requests;
 mod transactional_answers;
 
 pub use answer_book::{AnswerBook, LocalAnswers, Published};
-pub use group_commit::ProducerFactory;
+pub use group_commit::{InProcessFactory, IngressPool, ProducerFactory};
 pub use requests::{Ingress, IngressRoute, RouteIngress};
 pub use transactional_answers::TransactionalAnswers;

@@ -24,7 +24,7 @@ use super::answer_log::{
     ANSWER_TYPE, AnswerLog, CLAIM_TYPE, Claim, EntryMaker, Standing, TAKEOVER_WAIT, standing,
 };
 use super::group_commit::{
-    IN_FLIGHT, InFlightKeys, ProducerFactory, Submission, commit_loop, lock, make_producers,
+    IN_FLIGHT, InFlightKeys, IngressPool, PoolParts, Submission, commit_loop, lock, make_producers,
 };
 use crate::config::MAX_INGRESS_PRODUCERS;
 use crate::event::cloudevents::CloudEvent;
@@ -72,7 +72,7 @@ impl Drop for InFlight {
 }
 
 impl TransactionalAnswers {
-    /// Makes the `producers` transactional producers with `make` (fencing the ids of a
+    /// Makes the pool's transactional producers (fencing the ids of a
     /// predecessor's other ones; slot 0 must be made), then, in the background, catches
     /// `known` (an expiring, topic-scoped table) up with every committed answer and claim of
     /// `topic` (all its partitions), follows the topic from there on, and starts the committer
@@ -80,12 +80,10 @@ impl TransactionalAnswers {
     /// to `health`. Until the answers are caught up (a failing store is tried again every
     /// second) lookups fail, so requests get `503`, and the ingress is unready. Claims are
     /// written with `claims`.
-    #[allow(clippy::too_many_arguments)]
     pub async fn start(
         kafka: &KafkaClients,
         topic: &str,
-        make: ProducerFactory,
-        producers: usize,
+        pool: IngressPool,
         claims: FutureProducer,
         health: Reporter,
         known: Table,
@@ -97,6 +95,11 @@ impl TransactionalAnswers {
             })
             .await??
         };
+        let IngressPool {
+            make,
+            producers,
+            in_process,
+        } = pool;
         let mut others =
             tokio::task::block_in_place(|| make_producers(&make, producers, MAX_INGRESS_PRODUCERS));
         let producer = others.remove(0)?;
@@ -114,7 +117,14 @@ impl TransactionalAnswers {
             let (known, in_flight, log) = (known.clone(), in_flight.clone(), log.clone());
             async move {
                 restoring.run(&known, &log, &health).await;
-                commit_loop(producer, others, make, health, known, in_flight, receiver).await;
+                let parts = PoolParts {
+                    make,
+                    in_process,
+                    health,
+                    known,
+                    in_flight,
+                };
+                commit_loop(producer, others, parts, receiver).await;
             }
         });
         Ok(Self {

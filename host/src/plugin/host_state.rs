@@ -100,6 +100,9 @@ pub struct PluginState {
     /// state read while the store is being reopened), which must not count against the
     /// plugin's `max_event_time` (see `instance::forgive_host_waits`).
     pub(crate) host_wait: Duration,
+    /// The first state key the current call wrote without a state to write to (an HTTP call,
+    /// or a stage set `stateless`): the call fails instead of losing the write.
+    pub(crate) stateless_write: Option<String>,
 }
 
 /// A state read that takes longer than this waited for the store (reopening after a fault):
@@ -123,6 +126,7 @@ impl PluginState {
             limits,
             state: None,
             host_wait: Duration::ZERO,
+            stateless_write: None,
         }
     }
 }
@@ -219,7 +223,7 @@ impl stagehost::pipeline::state::Host for PluginState {
                 scope.writes.insert(key, Some(value));
             }
             None => {
-                tracing::warn!(stage = %self.stage, %key, "state write outside a partition is ignored")
+                self.stateless_write.get_or_insert(key);
             }
         }
     }
@@ -230,7 +234,7 @@ impl stagehost::pipeline::state::Host for PluginState {
                 scope.writes.insert(key, None);
             }
             None => {
-                tracing::warn!(stage = %self.stage, %key, "state delete outside a partition is ignored")
+                self.stateless_write.get_or_insert(key);
             }
         }
     }

@@ -129,6 +129,7 @@ impl StageInstance {
                 .map_err(|error| CallError::Trap(format!("trap: cannot set fuel: {error}")))?;
         }
         live.store.data_mut().host_wait = Duration::ZERO;
+        live.store.data_mut().stateless_write = None;
         live.store.data_mut().state = state.map(|(store, partition)| StateScope {
             store,
             partition,
@@ -146,6 +147,11 @@ impl StageInstance {
             .take()
             .map(|scope| scope.writes)
             .unwrap_or_default();
+        if let (Ok(Ok(_)), Some(key)) = (&result, live.store.data_mut().stateless_write.take()) {
+            return Err(CallError::Trap(format!(
+                "the plugin wrote state key {key:?}, but this call keeps no state (an HTTP route or view, or a stage with `stateless = true`): remove `stateless` from the stage or stop writing state there"
+            )));
+        }
         match result {
             Ok(Ok(outputs)) => Ok((outputs, writes)),
             Ok(Err(StageError::Reject(message))) => Err(CallError::Reject(message)),

@@ -4,9 +4,12 @@
 //! task and Flink chains operators. An order then crosses one transaction where it crossed
 //! several.
 //!
-//! A stage B is *fusable* when it is fed by exactly one topic, keeps no keyed state and does
-//! not set `fuse = false`; it is fused into a writer A (A's worker calls B) when A is topic-fed
-//! with the same `mode`. When A makes a record `r` for B's input topic:
+//! A stage B is *fusable* when it is fed by exactly one topic, keeps no keyed state (its plugin
+//! cannot, or the stage sets `stateless`) and does not set `fuse = false`; it is fused into a
+//! writer A (A's worker calls B) when A has the same `mode` and is topic-fed or an
+//! `exactly_once` HTTP ingress (each of whose pooled producers runs B in the transaction that
+//! publishes the requests: see [`crate::ingress`]). When A makes a record `r` for B's input
+//! topic:
 //!
 //! 1. A's worker runs B as a [`StageTask`] of its own (B's context, deduplicator, KPI recorder
 //!    and deferred book, and an instance made from B's plugin slot, so it follows B's hot swaps
@@ -47,7 +50,7 @@ use super::retry::TopicPartition;
 use super::stage_parts::{Counting, Pacing, Settling};
 use super::stuck::StuckBook;
 use super::task::{InProcess, NothingInProcess, StageTask};
-use crate::config::StageConfig;
+use crate::config::{ProcessingMode, StageConfig};
 use crate::event::cloudevents;
 use crate::event::dead_letter::Origin;
 use crate::kafka::{OutRecord, Partitioner};
@@ -71,9 +74,14 @@ pub fn not_fusable(stage: &StageConfig, uses_state: bool) -> Option<&'static str
 }
 
 /// Whether the worker of `writer` runs the fusable stage `fused` in process (given that
-/// `fused` reads a topic `writer` writes).
+/// `fused` reads a topic `writer` writes). The HTTP ingress runs stages in process only in
+/// `exactly_once`, in the transaction that publishes a request's events (see
+/// [`crate::ingress`]); an `at_least_once` ingress publishes each request on its own.
 pub fn fuses_into(writer: &StageConfig, fused: &StageConfig) -> bool {
-    !writer.is_http() && writer.name != fused.name && writer.mode == fused.mode
+    let transactional_ingress = writer.mode == ProcessingMode::ExactlyOnce;
+    writer.name != fused.name
+        && writer.mode == fused.mode
+        && (!writer.is_http() || transactional_ingress)
 }
 
 /// A fusable stage, as a writer's worker needs it.
@@ -435,10 +443,19 @@ mod tests {
     }
 
     #[test]
-    fn a_stage_is_fused_only_into_topic_fed_writers_of_its_mode() {
+    fn a_stage_is_fused_only_into_writers_of_its_mode_and_exactly_once_ingresses() {
         let stages = stages(PIPELINE);
         let (ingress, join, pack, loose) = (&stages[0], &stages[1], &stages[2], &stages[4]);
-        assert!(!fuses_into(ingress, pack), "the ingress is not a worker");
+        assert!(
+            fuses_into(ingress, pack),
+            "an exactly-once ingress runs stages in its transactions"
+        );
+        let mut loose_ingress = ingress.clone();
+        loose_ingress.mode = ProcessingMode::AtLeastOnce;
+        assert!(
+            !fuses_into(&loose_ingress, loose),
+            "an at-least-once ingress publishes each request on its own"
+        );
         assert!(fuses_into(join, pack));
         assert!(!fuses_into(pack, pack), "not into itself");
         assert!(

@@ -16,7 +16,9 @@ use super::exactly_once::ExactlyOnce;
 use super::processed_log::{ProcessedLog, processed_topic};
 use crate::config::{PipelineConfig, ProcessingMode, StageConfig};
 use crate::health::Reporter;
-use crate::ingress::{AnswerBook, LocalAnswers, ProducerFactory, TransactionalAnswers};
+use crate::ingress::{
+    AnswerBook, InProcessFactory, IngressPool, LocalAnswers, ProducerFactory, TransactionalAnswers,
+};
 use crate::kafka::{
     KafkaClients, ensure_compacted, ensure_partitions, partition_count, refuse_lost_topic,
 };
@@ -117,13 +119,15 @@ pub fn fused_ids(config: &PipelineConfig, stage: &StageConfig, store: &LocalStor
 }
 
 /// How the ingress stage remembers answers: in a compacted topic committed with its events
-/// (exactly-once), or in the local store (at-least-once).
+/// (exactly-once; its transactions also run what `in_process` makes: the stages fused into
+/// the ingress), or in the local store (at-least-once).
 pub async fn ingress_answers(
     config: &PipelineConfig,
     stage: &StageConfig,
     shared_producer: &FutureProducer,
     store: &LocalStore,
     health: Reporter,
+    in_process: InProcessFactory,
 ) -> anyhow::Result<Box<dyn AnswerBook>> {
     if stage.mode == ProcessingMode::AtLeastOnce {
         health.ok();
@@ -160,11 +164,15 @@ pub async fn ingress_answers(
             &ingress_transactional_id(&transactional_id, n),
         )
     });
+    let pool = IngressPool {
+        make,
+        producers: config.http.ingress_producers,
+        in_process,
+    };
     let answers = TransactionalAnswers::start(
         &kafka,
         &topic,
-        make,
-        config.http.ingress_producers,
+        pool,
         shared_producer.clone(),
         health,
         Table::expiring(
