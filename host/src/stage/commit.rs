@@ -39,7 +39,15 @@ struct OpenWork {
     dead_letters: Vec<(usize, TopicPartition, i64)>,
     /// The spans of its inputs (tracing on), ended with it.
     spans: Vec<EventSpan>,
+    /// How many records it queued.
+    queued: usize,
 }
+
+/// Longest work that queued nothing (its inputs all skipped as handled upstream, or repeats)
+/// stays open when the guarantee defers it ([`super::guarantee::Guarantee::defers_skipped_work`]):
+/// a fused stage's own worker then commits its skips about once a second instead of once per
+/// batch. Its consumer group's committed offsets (and so its lag) trail by up to this much.
+pub const SKIPPED_WORK_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Owns a stage's open work and ends it: commits, or drops it.
 pub struct Committer<G> {
@@ -83,25 +91,46 @@ impl<G: Sync> Committer<G> {
     }
 
     /// Whether the loop should take only what is already fetched (a transaction is open), to
-    /// commit without waiting for more input.
+    /// commit without waiting for more input; not while skipped work is deferred.
     pub fn takes_only_fetched(&self) -> bool {
-        self.way.in_transaction()
+        self.way.in_transaction() && !self.defers()
     }
 
     /// When the open work is due even if no input comes; `None` when only input or a drained
     /// batch makes it due.
     pub fn due_at(&self) -> Option<Instant> {
-        self.way.deadline(self.work.opened?, self.interval)
+        let opened = self.work.opened?;
+        if self.defers() {
+            return Some(opened + SKIPPED_WORK_INTERVAL);
+        }
+        self.way.deadline(opened, self.interval)
     }
 
     /// Whether the open work is due after a batch: its interval is over, or the input is
-    /// `drained` and the guarantee commits drained work at once.
+    /// `drained` and the guarantee commits drained work at once (skipped work it defers waits
+    /// for [`SKIPPED_WORK_INTERVAL`]).
     pub fn is_due(&self, drained: bool) -> bool {
-        let interval_over = self
-            .work
-            .opened
-            .is_some_and(|opened| opened.elapsed() >= self.interval);
-        (drained && self.way.commits_when_drained()) || interval_over
+        let open_for = |interval: Duration| {
+            self.work
+                .opened
+                .is_some_and(|opened| opened.elapsed() >= interval)
+        };
+        if self.defers() {
+            return open_for(SKIPPED_WORK_INTERVAL);
+        }
+        (drained && self.way.commits_when_drained()) || open_for(self.interval)
+    }
+
+    /// Whether the open work queued nothing, its inputs were all skipped or repeats, and the
+    /// guarantee lets such work wait.
+    fn defers(&self) -> bool {
+        self.way.defers_skipped_work()
+            && self.work.queued == 0
+            && self
+                .work
+                .fates
+                .iter()
+                .all(|fate| matches!(fate, Fate::HandledUpstream | Fate::Duplicate))
     }
 
     /// Opens work for a batch (and, exactly-once, a transaction).
@@ -124,6 +153,7 @@ impl<G: Sync> Committer<G> {
         self.work.spans.extend(spans);
         let mut dead_letters = dead_letters.into_iter().peekable();
         for (index, record) in records.into_iter().enumerate() {
+            self.work.queued += 1;
             let position = self.way.send(record).await?;
             if let Some((_, partition, offset)) = dead_letters.next_if(|(at, _, _)| *at == index) {
                 self.work.dead_letters.push((position, partition, offset));
@@ -454,6 +484,35 @@ mod tests {
                 "second committed 2"
             ]
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn exactly_once_work_of_skips_only_waits_for_its_interval_unless_it_queues_a_record() {
+        let producer = FakeProducer::default();
+        let mut committer = exactly_once(&producer, book());
+        let skips = |offsets: &[i64]| Handled {
+            done: offsets
+                .iter()
+                .map(|offset| Done {
+                    partition: input(0),
+                    next: offset + 1,
+                    fate: Some(Fate::HandledUpstream),
+                })
+                .collect(),
+            ..Handled::default()
+        };
+        committer.open().unwrap();
+        committer.take(skips(&[1, 2])).await.unwrap();
+        assert!(committer.is_open());
+        assert!(!committer.is_due(true), "skips wait even when drained");
+        assert!(!committer.takes_only_fetched(), "the loop waits for input");
+        let due = committer.due_at().expect("a deadline");
+        assert!(due > Instant::now() + SKIPPED_WORK_INTERVAL / 2);
+        // A batch that publishes makes the work due at once, skips and all.
+        committer.take(batch(&[3])).await.unwrap();
+        assert!(committer.is_due(true));
+        assert!(committer.takes_only_fetched());
+        assert_eq!(committer.due_at(), None);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]

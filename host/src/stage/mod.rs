@@ -26,7 +26,7 @@ mod stuck;
 mod task;
 mod watchdog;
 
-pub use commit::Committer;
+pub use commit::{Committer, SKIPPED_WORK_INTERVAL};
 pub use coverage::{CoverageTarget, watch_coverage};
 pub use dedup::dedup_key;
 pub use fault::SilentPause;

@@ -40,6 +40,15 @@ pub trait Guarantee<G>: Send {
     /// are invisible downstream until then; acknowledged ones are already on their way).
     fn commits_when_drained(&self) -> bool;
 
+    /// Whether work that queued nothing, its inputs all skipped (handled upstream) or dropped
+    /// as repeats, may stay open for [`crate::stage::SKIPPED_WORK_INTERVAL`] before it is
+    /// committed: exactly-once, where each commit is a transaction the broker pays for (a
+    /// fused stage's own worker would otherwise commit one per batch of skips). Such inputs
+    /// are skipped again if the work is lost.
+    fn defers_skipped_work(&self) -> bool {
+        false
+    }
+
     /// Makes the open work durable: see [`Settle`] for what it is given.
     fn commit<'a>(&'a mut self, settle: Settle<'a, G>) -> BoxFuture<'a, anyhow::Result<()>>;
 

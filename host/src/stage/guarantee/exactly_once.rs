@@ -82,6 +82,10 @@ where
         true
     }
 
+    fn defers_skipped_work(&self) -> bool {
+        true
+    }
+
     fn commit<'a>(&'a mut self, settle: Settle<'a, P::Group>) -> BoxFuture<'a, anyhow::Result<()>> {
         async move {
             if !self.txn.is_open() {
