@@ -441,14 +441,14 @@ impl Ingress {
         let (key, error) = (escaped(key), escaped(&failure.reason()));
         let id = letter.id;
         if failure.is_config_error() {
-            tracing::error!(%stage, key, %id, dead_lettered, error,
+            tracing::error!(%stage, %key, %id, dead_lettered, %error,
                 "the stage's plugin refuses its config table in pipeline.toml: an operator's mistake, not the client's; fix the config (stagehost check shows it), then replay the dead letters");
             return Reply {
                 status: 503,
                 body: json!({ "error": "the service is misconfigured; try again later", "id": id }),
             };
         }
-        tracing::error!(%stage, key, %id, dead_lettered, error,
+        tracing::error!(%stage, %key, %id, dead_lettered, %error,
             "ingress stage failed; the client was answered 500 with this id");
         Reply {
             status: 500,
