@@ -300,12 +300,7 @@ fn main() -> ExitCode {
             Command::Run { config, watch } => run(&config, watch).await,
             Command::Plugin { admin, command } => plugin(admin.client()?, command).await,
             Command::Stuck { admin, command } => stuck(admin.client()?, command).await,
-            Command::Console { admin } => {
-                let client = admin.client()?;
-                client.list().await?;
-                println!("{}", client.console_url());
-                Ok(())
-            }
+            Command::Console { admin } => console(admin.client()?).await,
             Command::Dlq { file, command } => dlq(&file.config, command).await,
             Command::State {
                 file,
@@ -434,6 +429,13 @@ async fn trace(args: TraceArgs) -> anyhow::Result<()> {
     } else {
         print!("{}", stagehost::trace::render(&trace));
     }
+    Ok(())
+}
+
+/// Prints the console's address with the token, once the host has answered with it.
+async fn console(client: AdminClient) -> anyhow::Result<()> {
+    client.list().await?;
+    println!("{}", client.console_url());
     Ok(())
 }
 

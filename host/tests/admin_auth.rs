@@ -27,8 +27,12 @@ fn call(admin: &str, method: &str, path: &str, headers: &[(&str, &str)]) -> (u16
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
-    let mut request = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\nContent-Length: 0\r\n");
-    if !headers.iter().any(|(name, _)| name.eq_ignore_ascii_case("host")) {
+    let mut request =
+        format!("{method} {path} HTTP/1.1\r\nConnection: close\r\nContent-Length: 0\r\n");
+    if !headers
+        .iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case("host"))
+    {
         request.push_str(&format!("Host: {admin}\r\n"));
     }
     for (name, value) in headers {
@@ -64,13 +68,29 @@ fn admin_calls_need_the_right_token_a_served_host_and_no_foreign_origin() {
     let with_read = [("Authorization", read_auth.as_str())];
 
     // No token: 401 with the scheme to use; every data call, the console's too.
-    for path in ["/plugins", "/stuck", "/metrics", "/api/topology", "/api/dlq"] {
+    for path in [
+        "/plugins",
+        "/stuck",
+        "/metrics",
+        "/api/topology",
+        "/api/dlq",
+    ] {
         let (status, answer) = call(&admin, "GET", path, &[]);
         assert_eq!(status, 401, "{path}: {answer}");
-        assert!(answer.to_ascii_lowercase().contains("www-authenticate: bearer"), "{answer}");
+        assert!(
+            answer
+                .to_ascii_lowercase()
+                .contains("www-authenticate: bearer"),
+            "{answer}"
+        );
     }
     // A wrong token, and the read-only token on changes: 403.
-    let (status, answer) = call(&admin, "GET", "/plugins", &[("Authorization", "Bearer not-the-token-at-all")]);
+    let (status, answer) = call(
+        &admin,
+        "GET",
+        "/plugins",
+        &[("Authorization", "Bearer not-the-token-at-all")],
+    );
     assert_eq!(status, 403, "{answer}");
     for (method, path) in [
         ("PUT", "/plugins/warehouse"),
@@ -83,30 +103,51 @@ fn admin_calls_need_the_right_token_a_served_host_and_no_foreign_origin() {
         assert!(answer.contains("read-only token"), "{answer}");
     }
     // The read-only token reads; the admin token does everything.
-    for path in ["/plugins", "/plugins/warehouse", "/stuck", "/metrics", "/api/topology"] {
+    for path in [
+        "/plugins",
+        "/plugins/warehouse",
+        "/stuck",
+        "/metrics",
+        "/api/topology",
+    ] {
         assert_eq!(call(&admin, "GET", path, &with_read).0, 200, "{path}");
         assert_eq!(call(&admin, "GET", path, &with_admin).0, 200, "{path}");
     }
     let (status, answer) = call(&admin, "POST", "/plugins/warehouse/rollback", &with_admin);
-    assert_eq!(status, 409, "past the guard, nothing to roll back: {answer}");
+    assert_eq!(
+        status, 409,
+        "past the guard, nothing to roll back: {answer}"
+    );
     // The page shell holds no data: served without a token.
     assert_eq!(call(&admin, "GET", "/", &[]).0, 200);
     assert_eq!(call(&admin, "GET", "/console/app.js", &[]).0, 200);
 
     // A foreign browser origin and a foreign Host (DNS rebinding): 403 even with the token.
-    let evil = [("Authorization", admin_auth.as_str()), ("Origin", "http://evil.example")];
+    let evil = [
+        ("Authorization", admin_auth.as_str()),
+        ("Origin", "http://evil.example"),
+    ];
     let (status, answer) = call(&admin, "POST", "/plugins/warehouse/rollback", &evil);
     assert_eq!(status, 403, "{answer}");
     assert!(answer.contains("evil.example"), "{answer}");
     let own_origin = format!("http://{admin}");
-    let own = [("Authorization", admin_auth.as_str()), ("Origin", own_origin.as_str())];
+    let own = [
+        ("Authorization", admin_auth.as_str()),
+        ("Origin", own_origin.as_str()),
+    ];
     assert_eq!(call(&admin, "GET", "/plugins", &own).0, 200);
-    let rebound = [("Authorization", admin_auth.as_str()), ("Host", "attacker.example:80")];
+    let rebound = [
+        ("Authorization", admin_auth.as_str()),
+        ("Host", "attacker.example:80"),
+    ];
     let (status, answer) = call(&admin, "GET", "/plugins", &rebound);
     assert_eq!(status, 403, "{answer}");
     assert!(answer.contains("attacker.example"), "{answer}");
     let localhost = admin.replace("127.0.0.1", "localhost");
-    let by_name = [("Authorization", admin_auth.as_str()), ("Host", localhost.as_str())];
+    let by_name = [
+        ("Authorization", admin_auth.as_str()),
+        ("Host", localhost.as_str()),
+    ];
     assert_eq!(call(&admin, "GET", "/plugins", &by_name).0, 200);
 
     // Every refusal is counted by reason and logged.
@@ -130,19 +171,31 @@ fn admin_calls_need_the_right_token_a_served_host_and_no_foreign_origin() {
     }
     let logs = pipeline.logs();
     assert!(
-        logs.lines().any(|l| l.contains("admin API request refused") && l.contains("bad_host") && l.contains("attacker.example")),
+        logs.lines().any(|l| l.contains("admin API request refused")
+            && l.contains("bad_host")
+            && l.contains("attacker.example")),
         "{logs}"
     );
-    assert!(!logs.contains(ADMIN) && !logs.contains(READ), "a token was logged");
+    assert!(
+        !logs.contains(ADMIN) && !logs.contains(READ),
+        "a token was logged"
+    );
 
     // The CLI sends the token it is given; the read-only one lists but cannot swap.
     let (ok, out, err) = pipeline.admin_cli(&["plugin", "list", "--admin-token", READ]);
     assert!(ok && out.contains("warehouse: sha256:"), "{out}{err}");
     let green = common::component("warehouse_green").display().to_string();
-    let (ok, _, err) = pipeline.admin_cli(&["plugin", "swap", "warehouse", &green, "--admin-token", READ]);
-    assert!(!ok && err.contains("403") && err.contains("read-only"), "{err}");
+    let (ok, _, err) =
+        pipeline.admin_cli(&["plugin", "swap", "warehouse", &green, "--admin-token", READ]);
+    assert!(
+        !ok && err.contains("403") && err.contains("read-only"),
+        "{err}"
+    );
     let (ok, _, err) = pipeline.admin_cli(&["plugin", "list"]);
-    assert!(!ok && err.contains("admin-token"), "no token to be found, says how: {err}");
+    assert!(
+        !ok && err.contains("admin-token"),
+        "no token to be found, says how: {err}"
+    );
     assert!(pipeline.stop("TERM").success());
 }
 
@@ -155,8 +208,14 @@ fn a_loopback_host_generates_a_private_token_that_the_cli_finds() {
     assert_eq!(mode & 0o777, 0o600, "{} has mode {mode:o}", file.display());
     let token = pipeline.admin_token();
     assert_eq!(token.len(), 64, "{token}");
-    assert!(pipeline.logs().contains(&file.display().to_string()), "the log says where it is");
-    assert!(!pipeline.logs().contains(&token), "the token itself is not logged");
+    assert!(
+        pipeline.logs().contains(&file.display().to_string()),
+        "the log says where it is"
+    );
+    assert!(
+        !pipeline.logs().contains(&token),
+        "the token itself is not logged"
+    );
 
     // No token flag: the CLI reads the file through --config's state.dir.
     let (ok, out, err) = pipeline.admin_cli(&["plugin", "list"]);
@@ -165,8 +224,12 @@ fn a_loopback_host_generates_a_private_token_that_the_cli_finds() {
     assert!(ok && out.contains("no record is held"), "{out}{err}");
     let (ok, out, err) = pipeline.admin_cli(&["console"]);
     assert!(ok, "{err}");
-    assert_eq!(out.trim(), format!("http://{}/#token={token}", pipeline.admin));
-    let (ok, _, err) = pipeline.admin_cli(&["plugin", "list", "--admin-token", "wrong-token-0123456789"]);
+    assert_eq!(
+        out.trim(),
+        format!("http://{}/#token={token}", pipeline.admin)
+    );
+    let (ok, _, err) =
+        pipeline.admin_cli(&["plugin", "list", "--admin-token", "wrong-token-0123456789"]);
     assert!(!ok && err.contains("403"), "{err}");
     // Unauthenticated, even on loopback.
     assert_eq!(call(&pipeline.admin, "GET", "/plugins", &[]).0, 401);
@@ -184,7 +247,10 @@ fn a_loopback_host_generates_a_private_token_that_the_cli_finds() {
 fn an_admin_api_off_loopback_without_a_token_does_not_start() {
     let mut pipeline = TestPipeline::new(|config| {
         keep_stages(config, &["warehouse"]);
-        let admin = config.get_mut("admin").and_then(|a| a.as_table_mut()).unwrap();
+        let admin = config
+            .get_mut("admin")
+            .and_then(|a| a.as_table_mut())
+            .unwrap();
         admin.insert("listen".into(), "0.0.0.0:0".into());
     });
     pipeline.launch();

@@ -110,7 +110,10 @@ fn environment_overrides_replace_brokers_and_listen_address() {
         admin_allowed_hosts: vec!["stagehost".into()],
     };
     let config = parse(&text, Path::new("pipeline.toml"), root, &overrides).unwrap();
-    assert_eq!(config.admin.token_file, Some(root.join("secrets/admin-token")));
+    assert_eq!(
+        config.admin.token_file,
+        Some(root.join("secrets/admin-token"))
+    );
     assert_eq!(config.admin.allowed_hosts, ["stagehost"]);
     assert_eq!(
         config.telemetry.otlp_endpoint.as_deref(),

@@ -474,7 +474,9 @@ fn compose_publishes_the_admin_listener_and_prometheus_scrapes_it() {
         let environment = environment(service(&compose, HOST_SERVICE));
         assert!(
             credentials.is_some()
-                && environment.get("STAGEHOST_ADMIN_READ_TOKEN_FILE").map(String::as_str)
+                && environment
+                    .get("STAGEHOST_ADMIN_READ_TOKEN_FILE")
+                    .map(String::as_str)
                     == credentials,
             "{PROMETHEUS}: job {} must scrape with authorization.credentials_file naming the \
              {HOST_SERVICE} service's STAGEHOST_ADMIN_READ_TOKEN_FILE ({credentials:?})",

@@ -7,7 +7,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TestPipeline, add_stage, add_topic, faulty_stage, keep_stages, read_to_end, stage_mut};
+use common::{
+    TestPipeline, add_stage, add_topic, faulty_stage, keep_stages, read_to_end, stage_mut,
+};
 
 /// What the host's account of a trap holds (the frames are the internals a client must not see).
 const TRAP_DETAIL: &str = "wasm backtrace";
@@ -87,7 +89,10 @@ async fn a_stage_config_the_plugin_refuses_is_not_the_clients_fault() {
     let order = std::fs::read_to_string(common::repo().join("examples/order.json")).unwrap();
     let (status, body) = pipeline.post_order(&order).await;
     assert_eq!(status, 503, "{body}");
-    assert_eq!(body["error"], "the service is misconfigured; try again later");
+    assert_eq!(
+        body["error"],
+        "the service is misconfigured; try again later"
+    );
     assert!(!body.to_string().contains("misplaced_setting"), "{body}");
     let id = body["id"].as_str().unwrap();
     let logs = pipeline.logs();

@@ -223,6 +223,9 @@ mod tests {
     #[test]
     fn the_console_address_carries_the_token_in_its_fragment() {
         let client = AdminClient::new("127.0.0.1:9091", Token::new("t0123456789abcdef")).unwrap();
-        assert_eq!(client.console_url(), "http://127.0.0.1:9091/#token=t0123456789abcdef");
+        assert_eq!(
+            client.console_url(),
+            "http://127.0.0.1:9091/#token=t0123456789abcdef"
+        );
     }
 }

@@ -217,7 +217,10 @@ fn header_text(headers: &HeaderMap, name: header::HeaderName) -> Option<String> 
 fn host_name(host: &str) -> String {
     let host = host.trim().to_ascii_lowercase();
     let name = if host.starts_with('[') {
-        host.split_inclusive(']').next().unwrap_or_default().to_string()
+        host.split_inclusive(']')
+            .next()
+            .unwrap_or_default()
+            .to_string()
     } else {
         match host.rsplit_once(':') {
             Some((name, port)) if port.chars().all(|c| c.is_ascii_digit()) => name.to_string(),
@@ -269,7 +272,12 @@ mod tests {
         map
     }
 
-    fn check(guard: &AdminGuard, method: Method, path: &str, pairs: &[(&str, &str)]) -> Result<(), Refusal> {
+    fn check(
+        guard: &AdminGuard,
+        method: Method,
+        path: &str,
+        pairs: &[(&str, &str)],
+    ) -> Result<(), Refusal> {
         guard.check(&method, path, &headers(pairs))
     }
 
@@ -279,13 +287,26 @@ mod tests {
         let host = ("host", "127.0.0.1:9091");
         let admin = ("authorization", "Bearer admin-token-0123456789");
         let read = ("authorization", "bearer read-token-0123456789");
-        assert_eq!(check(&g, Method::GET, "/plugins", &[host]), Err(Refusal::MissingToken));
         assert_eq!(
-            check(&g, Method::GET, "/plugins", &[host, ("authorization", "Basic YTpi")]),
+            check(&g, Method::GET, "/plugins", &[host]),
             Err(Refusal::MissingToken)
         );
         assert_eq!(
-            check(&g, Method::GET, "/metrics", &[host, ("authorization", "Bearer admin-token-012345678")]),
+            check(
+                &g,
+                Method::GET,
+                "/plugins",
+                &[host, ("authorization", "Basic YTpi")]
+            ),
+            Err(Refusal::MissingToken)
+        );
+        assert_eq!(
+            check(
+                &g,
+                Method::GET,
+                "/metrics",
+                &[host, ("authorization", "Bearer admin-token-012345678")]
+            ),
             Err(Refusal::WrongToken)
         );
         assert_eq!(check(&g, Method::GET, "/metrics", &[host, read]), Ok(()));
@@ -298,8 +319,14 @@ mod tests {
             check(&g, Method::POST, "/stuck/s/t/0/skip", &[host, read]),
             Err(Refusal::ReadOnlyToken)
         );
-        assert_eq!(check(&g, Method::PUT, "/plugins/warehouse", &[host, admin]), Ok(()));
-        assert_eq!(check(&g, Method::POST, "/api/dlq/replay", &[host, admin]), Ok(()));
+        assert_eq!(
+            check(&g, Method::PUT, "/plugins/warehouse", &[host, admin]),
+            Ok(())
+        );
+        assert_eq!(
+            check(&g, Method::POST, "/api/dlq/replay", &[host, admin]),
+            Ok(())
+        );
     }
 
     #[test]
@@ -309,31 +336,90 @@ mod tests {
         for path in ["/", "/console", "/console/app.js"] {
             assert_eq!(check(&g, Method::GET, path, &[host]), Ok(()), "{path}");
         }
-        assert_eq!(check(&g, Method::POST, "/", &[host]), Err(Refusal::MissingToken));
-        assert_eq!(check(&g, Method::GET, "/api/topology", &[host]), Err(Refusal::MissingToken));
+        assert_eq!(
+            check(&g, Method::POST, "/", &[host]),
+            Err(Refusal::MissingToken)
+        );
+        assert_eq!(
+            check(&g, Method::GET, "/api/topology", &[host]),
+            Err(Refusal::MissingToken)
+        );
     }
 
     #[test]
     fn only_the_listeners_own_hosts_are_served() {
         let admin = ("authorization", "Bearer admin-token-0123456789");
         let loopback = guard("127.0.0.1:9091", &["Stagehost"]);
-        for host in ["127.0.0.1:9091", "localhost:9091", "LOCALHOST", "[::1]:9091", "127.0.0.2", "stagehost:9091", "localhost."] {
-            assert_eq!(check(&loopback, Method::GET, "/plugins", &[("host", host), admin]), Ok(()), "{host}");
+        for host in [
+            "127.0.0.1:9091",
+            "localhost:9091",
+            "LOCALHOST",
+            "[::1]:9091",
+            "127.0.0.2",
+            "stagehost:9091",
+            "localhost.",
+        ] {
+            assert_eq!(
+                check(&loopback, Method::GET, "/plugins", &[("host", host), admin]),
+                Ok(()),
+                "{host}"
+            );
         }
-        for host in ["attacker.example", "attacker.example:9091", "10.0.0.5:9091", "localhost.attacker.example", ""] {
+        for host in [
+            "attacker.example",
+            "attacker.example:9091",
+            "10.0.0.5:9091",
+            "localhost.attacker.example",
+            "",
+        ] {
             assert_eq!(
                 check(&loopback, Method::GET, "/plugins", &[("host", host), admin]),
                 Err(Refusal::BadHost(host.into())),
                 "{host}"
             );
         }
-        assert_eq!(check(&loopback, Method::GET, "/", &[admin]), Err(Refusal::BadHost(String::new())));
+        assert_eq!(
+            check(&loopback, Method::GET, "/", &[admin]),
+            Err(Refusal::BadHost(String::new()))
+        );
         let everywhere = guard("0.0.0.0:9091", &[]);
-        assert_eq!(check(&everywhere, Method::GET, "/plugins", &[("host", "10.0.0.5:9091"), admin]), Ok(()));
-        assert!(check(&everywhere, Method::GET, "/plugins", &[("host", "rebound.example:9091"), admin]).is_err());
+        assert_eq!(
+            check(
+                &everywhere,
+                Method::GET,
+                "/plugins",
+                &[("host", "10.0.0.5:9091"), admin]
+            ),
+            Ok(())
+        );
+        assert!(
+            check(
+                &everywhere,
+                Method::GET,
+                "/plugins",
+                &[("host", "rebound.example:9091"), admin]
+            )
+            .is_err()
+        );
         let one = guard("10.0.0.5:9091", &[]);
-        assert_eq!(check(&one, Method::GET, "/plugins", &[("host", "10.0.0.5:9091"), admin]), Ok(()));
-        assert!(check(&one, Method::GET, "/plugins", &[("host", "10.0.0.6:9091"), admin]).is_err());
+        assert_eq!(
+            check(
+                &one,
+                Method::GET,
+                "/plugins",
+                &[("host", "10.0.0.5:9091"), admin]
+            ),
+            Ok(())
+        );
+        assert!(
+            check(
+                &one,
+                Method::GET,
+                "/plugins",
+                &[("host", "10.0.0.6:9091"), admin]
+            )
+            .is_err()
+        );
     }
 
     #[test]
@@ -342,18 +428,42 @@ mod tests {
         let host = ("host", "127.0.0.1:9091");
         let admin = ("authorization", "Bearer admin-token-0123456789");
         assert_eq!(
-            check(&g, Method::POST, "/plugins/w/rollback", &[host, admin, ("origin", "http://127.0.0.1:9091")]),
+            check(
+                &g,
+                Method::POST,
+                "/plugins/w/rollback",
+                &[host, admin, ("origin", "http://127.0.0.1:9091")]
+            ),
             Ok(())
         );
-        for origin in ["http://evil.example", "http://127.0.0.1:9092", "null", "http://127.0.0.1:9091.evil.example", "file://"] {
+        for origin in [
+            "http://evil.example",
+            "http://127.0.0.1:9092",
+            "null",
+            "http://127.0.0.1:9091.evil.example",
+            "file://",
+        ] {
             assert_eq!(
-                check(&g, Method::POST, "/plugins/w/rollback", &[host, admin, ("origin", origin)]),
+                check(
+                    &g,
+                    Method::POST,
+                    "/plugins/w/rollback",
+                    &[host, admin, ("origin", origin)]
+                ),
                 Err(Refusal::BadOrigin(origin.into())),
                 "{origin}"
             );
         }
         // Even the page shell: a foreign page has no business there.
-        assert!(check(&g, Method::GET, "/", &[host, ("origin", "http://evil.example")]).is_err());
+        assert!(
+            check(
+                &g,
+                Method::GET,
+                "/",
+                &[host, ("origin", "http://evil.example")]
+            )
+            .is_err()
+        );
     }
 
     #[test]

@@ -122,7 +122,12 @@ impl AdminTokens {
     ) -> Result<Self, TokenError> {
         let generated_path = state_dir.join(GENERATED_FILE);
         let admin = configured("admin token", ADMIN_TOKEN_ENV, &config.token_file, &env)?;
-        let read = configured("read-only token", READ_TOKEN_ENV, &config.read_token_file, &env)?;
+        let read = configured(
+            "read-only token",
+            READ_TOKEN_ENV,
+            &config.read_token_file,
+            &env,
+        )?;
         let (admin, generated) = match admin {
             Some(admin) => {
                 remove_stale(&generated_path);
@@ -349,7 +354,10 @@ mod tests {
         assert!(tokens.admin.matches(LONG.as_bytes()));
         assert!(tokens.read.unwrap().matches(READ.as_bytes()));
         assert!(tokens.generated.is_none());
-        assert!(!dir.path().join(GENERATED_FILE).exists(), "stale file removed");
+        assert!(
+            !dir.path().join(GENERATED_FILE).exists(),
+            "stale file removed"
+        );
     }
 
     #[test]
@@ -357,7 +365,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let short = |name: &str| (name == ADMIN_TOKEN_ENV).then(|| "secret".to_string());
         let error = AdminTokens::resolve(&admin("127.0.0.1:1"), dir.path(), short).unwrap_err();
-        assert!(matches!(error, TokenError::TooShort { chars: 6, .. }), "{error}");
+        assert!(
+            matches!(error, TokenError::TooShort { chars: 6, .. }),
+            "{error}"
+        );
         let same = |_: &str| Some(LONG.to_string());
         let error = AdminTokens::resolve(&admin("127.0.0.1:1"), dir.path(), same).unwrap_err();
         assert!(matches!(error, TokenError::Same), "{error}");

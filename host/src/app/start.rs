@@ -206,7 +206,10 @@ pub(super) fn admin_tokens(config: &PipelineConfig) -> anyhow::Result<Option<Adm
     match &tokens.generated {
         Some(file) => tracing::info!(file = %file.display(),
             "admin API: no token configured, generated one (readable by this user only); the CLI reads it there, `stagehost console` prints the console's address with it"),
-        None => tracing::info!(read_only_token = tokens.read.is_some(), "admin API: every call needs its token"),
+        None => tracing::info!(
+            read_only_token = tokens.read.is_some(),
+            "admin API: every call needs its token"
+        ),
     }
     Ok(Some(tokens))
 }

@@ -188,9 +188,12 @@ fn resolve_paths(config: &mut PipelineConfig, base: &Path) {
         }
     };
     resolve(&mut config.state.dir);
-    for file in [&mut config.admin.token_file, &mut config.admin.read_token_file]
-        .into_iter()
-        .flatten()
+    for file in [
+        &mut config.admin.token_file,
+        &mut config.admin.read_token_file,
+    ]
+    .into_iter()
+    .flatten()
     {
         resolve(file);
     }

@@ -115,7 +115,9 @@ impl ViewEndpoint {
             },
             Some(Err(CallError::Reject(message))) => not_found(message),
             Some(Err(CallError::Retry(message))) => error(503, message),
-            Some(Err(CallError::Trap(message))) => internal_error(&shaper.stage, &self.path, &message),
+            Some(Err(CallError::Trap(message))) => {
+                internal_error(&shaper.stage, &self.path, &message)
+            }
         }
     }
 }
