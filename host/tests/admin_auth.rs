@@ -4,6 +4,8 @@
 //! generates one (mode 0600) that the CLI finds; off loopback without one the host does not
 //! start.
 
+#![allow(missing_docs, clippy::unwrap_used)]
+
 mod common;
 
 use std::io::{Read, Write};

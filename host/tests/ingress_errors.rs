@@ -3,6 +3,8 @@
 //! (escaped, on one line) and the dead letter the whole trap. A stage `config` its plugin
 //! refuses is the operator's mistake: `503`, never the client's `400`.
 
+#![allow(missing_docs, clippy::unwrap_used)]
+
 mod common;
 
 use std::time::Duration;

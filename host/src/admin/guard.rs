@@ -136,7 +136,7 @@ impl AdminGuard {
         if name.is_empty() {
             return false;
         }
-        if name == "localhost" || self.allowed_hosts.iter().any(|h| *h == name) {
+        if name == "localhost" || self.allowed_hosts.contains(&name) {
             return true;
         }
         match name.trim_matches(['[', ']']).parse::<IpAddr>() {
