@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use stagehost::admin::client::{AdminClient, render_list};
+use stagehost::admin::client::{AdminClient, AdminTarget, render_list};
 use stagehost::app::RunOptions;
 use stagehost::config::{self, Overrides};
 use stagehost::dlq;
@@ -76,6 +76,12 @@ enum Command {
         admin: AdminAddress,
         #[command(subcommand)]
         command: PluginCommand,
+    },
+    /// Prints the console's address with the admin token (open it in a browser), after
+    /// checking that the host answers with that token.
+    Console {
+        #[command(flatten)]
+        admin: AdminAddress,
     },
     /// Records held because they cannot be dead-lettered, and what to do with them (through
     /// the admin API of the host that holds them).
@@ -178,17 +184,41 @@ struct ConfigFile {
     config: PathBuf,
 }
 
-/// Where a running host's admin API listens (commands that talk to it).
+/// Where a running host's admin API listens and the token it takes (commands that talk to it).
 #[derive(clap::Args)]
 struct AdminAddress {
-    /// The host's admin API address (`admin.listen`).
+    /// The host's admin API address; default: `admin.listen` of `--config`, else 127.0.0.1:9091.
+    #[arg(long = "admin", global = true, env = "STAGEHOST_ADMIN")]
+    address: Option<String>,
+    /// The admin (or read-only) token; default: the file `admin.token_file` of `--config`, else
+    /// the token a loopback host generated in `<state.dir>/admin-token`.
     #[arg(
-        long = "admin",
+        long = "admin-token",
         global = true,
-        env = "STAGEHOST_ADMIN",
-        default_value = "127.0.0.1:9091"
+        env = "STAGEHOST_ADMIN_TOKEN",
+        hide_env_values = true
     )]
-    address: String,
+    token: Option<String>,
+    /// The host's pipeline configuration (for its admin address, token file and `state.dir`).
+    #[arg(
+        long,
+        short,
+        global = true,
+        default_value = "pipeline.toml",
+        env = "STAGEHOST_CONFIG"
+    )]
+    config: PathBuf,
+}
+
+impl AdminAddress {
+    fn client(self) -> anyhow::Result<AdminClient> {
+        AdminTarget {
+            address: self.address,
+            token: self.token,
+            config: self.config,
+        }
+        .client()
+    }
 }
 
 #[derive(Subcommand)]
@@ -268,8 +298,9 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Run { config, watch } => run(&config, watch).await,
-            Command::Plugin { admin, command } => plugin(&admin.address, command).await,
-            Command::Stuck { admin, command } => stuck(&admin.address, command).await,
+            Command::Plugin { admin, command } => plugin(admin.client()?, command).await,
+            Command::Stuck { admin, command } => stuck(admin.client()?, command).await,
+            Command::Console { admin } => console(admin.client()?).await,
             Command::Dlq { file, command } => dlq(&file.config, command).await,
             Command::State {
                 file,
@@ -401,8 +432,14 @@ async fn trace(args: TraceArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn plugin(admin: &str, command: PluginCommand) -> anyhow::Result<()> {
-    let client = AdminClient::new(admin)?;
+/// Prints the console's address with the token, once the host has answered with it.
+async fn console(client: AdminClient) -> anyhow::Result<()> {
+    client.list().await?;
+    println!("{}", client.console_url());
+    Ok(())
+}
+
+async fn plugin(client: AdminClient, command: PluginCommand) -> anyhow::Result<()> {
     match command {
         PluginCommand::List { json } => {
             let reports = client.list().await?;
@@ -437,9 +474,8 @@ async fn plugin(admin: &str, command: PluginCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn stuck(admin: &str, command: StuckCommand) -> anyhow::Result<()> {
+async fn stuck(client: AdminClient, command: StuckCommand) -> anyhow::Result<()> {
     use stagehost::stage::Decision;
-    let client = AdminClient::new(admin)?;
     let (decision, stage, topic, partition) = match command {
         StuckCommand::List { json } => {
             let records = client.stuck().await?;

@@ -459,14 +459,14 @@ async fn a_record_that_cannot_be_dead_lettered_holds_only_its_partition_until_an
     })
     .await;
 
-    let admin = pipeline.admin.clone();
+    let (admin, config) = (pipeline.admin.clone(), pipeline.config_path.clone());
     let cli = |args: Vec<String>| {
-        let admin = admin.clone();
+        let (admin, config) = (admin.clone(), config.clone());
         async move {
             tokio::task::spawn_blocking(move || {
-                let mut all: Vec<&str> = vec!["stuck", "--admin", &admin];
+                let mut all: Vec<&str> = vec!["stuck"];
                 all.extend(args.iter().map(String::as_str));
-                stagehost(&all)
+                common::admin_cli(&admin, &config, &all)
             })
             .await
             .unwrap()

@@ -105,8 +105,16 @@ fn environment_overrides_replace_brokers_and_listen_address() {
         state_dir: None,
         instance_id: Some("host-b".into()),
         otlp_endpoint: Some("http://collector:4318".into()),
+        admin_token_file: Some("secrets/admin-token".into()),
+        admin_read_token_file: None,
+        admin_allowed_hosts: vec!["stagehost".into()],
     };
     let config = parse(&text, Path::new("pipeline.toml"), root, &overrides).unwrap();
+    assert_eq!(
+        config.admin.token_file,
+        Some(root.join("secrets/admin-token"))
+    );
+    assert_eq!(config.admin.allowed_hosts, ["stagehost"]);
     assert_eq!(
         config.telemetry.otlp_endpoint.as_deref(),
         Some("http://collector:4318")

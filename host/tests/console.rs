@@ -32,6 +32,19 @@ fn version_of(stem: &str) -> String {
 }
 
 /// Fails with what to install when the browser or the npm packages are missing.
+/// What `stagehost console` prints for the pipeline's host: its console's address with the
+/// generated admin token in the fragment.
+fn console_url(pipeline: &TestPipeline) -> String {
+    let (ok, out, err) = pipeline.admin_cli(&["console"]);
+    assert!(ok, "stagehost console failed: {err}");
+    let url = out.trim().to_string();
+    assert!(
+        url.starts_with(&format!("http://{}/#token=", pipeline.admin)),
+        "{url}"
+    );
+    url
+}
+
 fn assert_browser_installed(browser_dir: &Path) {
     assert!(
         Path::new(CHROMIUM).exists(),
@@ -103,8 +116,9 @@ async fn the_console_shows_the_pipeline_live_in_a_real_browser() {
 
     // A second warehouse version, for the page to roll back.
     let green = std::fs::read(component("warehouse_green")).unwrap();
-    let swapped = reqwest::Client::new()
-        .put(format!("http://{}/plugins/warehouse", pipeline.admin))
+    let swapped = pipeline
+        .admin_http()
+        .put(pipeline.admin_url("/plugins/warehouse"))
         .body(green)
         .send()
         .await
@@ -140,7 +154,8 @@ async fn the_console_shows_the_pipeline_live_in_a_real_browser() {
     script
         .arg("console.test.mjs")
         .current_dir(&browser_dir)
-        .env("CONSOLE_URL", format!("http://{}/", pipeline.admin))
+        // The address `stagehost console` prints: the token in the fragment.
+        .env("CONSOLE_URL", console_url(&pipeline))
         .env("EXPECT_STAGES", stages.join(","))
         .env("RATE_STAGE", "inventory")
         .env("POISON_KEY", poison)

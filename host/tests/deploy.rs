@@ -468,6 +468,20 @@ fn compose_publishes_the_admin_listener_and_prometheus_scrapes_it() {
         for config in list(&job["static_configs"]) {
             targets.extend(list(&config["targets"]).iter().filter_map(text));
         }
+        // The admin listener takes no call without a token: the read-only one, from the file
+        // the host reads too.
+        let credentials = job["authorization"]["credentials_file"].as_str();
+        let environment = environment(service(&compose, HOST_SERVICE));
+        assert!(
+            credentials.is_some()
+                && environment
+                    .get("STAGEHOST_ADMIN_READ_TOKEN_FILE")
+                    .map(String::as_str)
+                    == credentials,
+            "{PROMETHEUS}: job {} must scrape with authorization.credentials_file naming the \
+             {HOST_SERVICE} service's STAGEHOST_ADMIN_READ_TOKEN_FILE ({credentials:?})",
+            job["job_name"]
+        );
     }
     let expected = format!("{HOST_SERVICE}:{port}");
     assert_eq!(

@@ -92,14 +92,7 @@ async fn dead_letters_are_listed_and_replayed_once_to_the_failed_stage_only() {
 
     // Fix the plugin, then replay one dead letter by id, then all of them, then again.
     let green = component("warehouse_green").display().to_string();
-    let (ok, _, err) = stagehost(&[
-        "plugin",
-        "swap",
-        "warehouse",
-        &green,
-        "--admin",
-        &pipeline.admin,
-    ]);
+    let (ok, _, err) = pipeline.admin_cli(&["plugin", "swap", "warehouse", &green]);
     assert!(ok, "{err}");
     let first = dead[0].ce_id().to_string();
     let (ok, out, err) = stagehost(&[

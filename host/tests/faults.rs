@@ -466,14 +466,7 @@ async fn a_dlq_replay_during_a_broker_restart_is_processed_exactly_once() {
     // stage's transactions over the replayed letters race with the broker going down (which
     // of them commits before it is not forced; every interleaving must give one result each).
     let green = common::component("warehouse_green").display().to_string();
-    let (ok, _, err) = common::stagehost(&[
-        "plugin",
-        "swap",
-        "warehouse",
-        &green,
-        "--admin",
-        &pipeline.admin,
-    ]);
+    let (ok, _, err) = pipeline.admin_cli(&["plugin", "swap", "warehouse", &green]);
     assert!(ok, "{err}");
     let config = pipeline.config_path.display().to_string();
     let (ok, out, err) =

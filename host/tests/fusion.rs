@@ -335,8 +335,9 @@ async fn a_hot_swap_of_a_fused_stage_takes_effect_for_in_process_calls() {
 
     let green_bytes = std::fs::read(component("warehouse_green")).unwrap();
     let green = content_version(&green_bytes);
-    let response = reqwest::Client::new()
-        .put(format!("http://{}/plugins/warehouse", pipeline.admin))
+    let response = pipeline
+        .admin_http()
+        .put(pipeline.admin_url("/plugins/warehouse"))
         .body(green_bytes)
         .send()
         .await

@@ -41,8 +41,9 @@ fn warehouse_only(plugin: &str) -> TestPipeline {
 }
 
 async fn swap(pipeline: &TestPipeline, stage: &str, body: Vec<u8>) -> (u16, serde_json::Value) {
-    let response = reqwest::Client::new()
-        .put(format!("http://{}/plugins/{stage}", pipeline.admin))
+    let response = pipeline
+        .admin_http()
+        .put(pipeline.admin_url(&format!("/plugins/{stage}")))
         .body(body)
         .send()
         .await
@@ -65,7 +66,10 @@ async fn assert_refused(pipeline: &TestPipeline, bytes: Vec<u8>, reason: &str) {
 }
 
 async fn plugins_report(pipeline: &TestPipeline, stage: &str) -> serde_json::Value {
-    reqwest::get(format!("http://{}/plugins/{stage}", pipeline.admin))
+    pipeline
+        .admin_http()
+        .get(pipeline.admin_url(&format!("/plugins/{stage}")))
+        .send()
         .await
         .unwrap()
         .json()
@@ -259,11 +263,9 @@ async fn invalid_components_are_refused_and_the_old_version_keeps_running() {
     }
     let (status, body) = swap(&pipeline, "nowhere", b"x".to_vec()).await;
     assert_eq!(status, 404, "{body}");
-    let (status, body) = reqwest::Client::new()
-        .post(format!(
-            "http://{}/plugins/warehouse/rollback",
-            pipeline.admin
-        ))
+    let (status, body) = pipeline
+        .admin_http()
+        .post(pipeline.admin_url("/plugins/warehouse/rollback"))
         .send()
         .await
         .map(|r| (r.status().as_u16(), r))
@@ -293,36 +295,21 @@ async fn invalid_components_are_refused_and_the_old_version_keeps_running() {
     .await;
 
     // The command line: swap, list, roll back.
-    let admin = pipeline.admin.clone();
     let green_path = component("warehouse_green").display().to_string();
-    let (ok, out, err) = stagehost(&[
-        "plugin",
-        "swap",
-        "warehouse",
-        &green_path,
-        "--admin",
-        &admin,
-    ]);
+    let (ok, out, err) = pipeline.admin_cli(&["plugin", "swap", "warehouse", &green_path]);
     assert!(ok, "swap failed: {err}");
     assert!(out.contains(&version_of("warehouse_green")), "{out}");
-    let (ok, out, err) = stagehost(&["plugin", "list", "--admin", &admin]);
+    let (ok, out, err) = pipeline.admin_cli(&["plugin", "list"]);
     assert!(ok, "list failed: {err}");
     assert!(
         out.contains("warehouse: sha256:") && out.contains("1 swaps, 5 refused"),
         "{out}"
     );
     assert!(out.contains(&blue) && out.contains(&green_path), "{out}");
-    let (ok, out, err) = stagehost(&["plugin", "rollback", "warehouse", "--admin", &admin]);
+    let (ok, out, err) = pipeline.admin_cli(&["plugin", "rollback", "warehouse"]);
     assert!(ok, "rollback failed: {err}");
     assert!(out.contains(&format!("-> {blue}")), "{out}");
-    let (ok, _, err) = stagehost(&[
-        "plugin",
-        "swap",
-        "warehouse",
-        "/no/such.wasm",
-        "--admin",
-        &admin,
-    ]);
+    let (ok, _, err) = pipeline.admin_cli(&["plugin", "swap", "warehouse", "/no/such.wasm"]);
     assert!(!ok && err.contains("/no/such.wasm"), "{err}");
 
     let (rolled_back_ids, _) = produce_confirmed(&input, "rolled-back", 3, 100).await;

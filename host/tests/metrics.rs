@@ -15,11 +15,9 @@ use stagehost::observe::catalogue;
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Scrapes the host's admin listener.
-async fn scrape(admin: &str) -> Scrape {
-    let response = reqwest::get(format!("http://{admin}/metrics"))
-        .await
-        .unwrap();
+/// Scrapes the host's admin listener (with the token `admin` sends).
+async fn scrape(admin: &(reqwest::Client, String)) -> Scrape {
+    let response = admin.0.get(&admin.1).send().await.unwrap();
     assert_eq!(response.status(), 200);
     let content_type = response.headers()["content-type"]
         .to_str()
@@ -54,7 +52,7 @@ fn has_labels(sample: &Sample, labels: &[(&str, &str)]) -> bool {
 async fn metrics_move_as_events_flow_and_count_dead_letters_by_reason() {
     let mut pipeline = TestPipeline::new(flow::stocked);
     pipeline.start();
-    let admin = pipeline.admin.clone();
+    let admin = (pipeline.admin_http(), pipeline.admin_url("/metrics"));
     let before = scrape(&admin).await;
     assert_eq!(value(&before, catalogue::BUILD_INFO, &[]), 1.0);
 
@@ -207,7 +205,10 @@ async fn without_metrics_nothing_is_served() {
         config.insert("telemetry".into(), telemetry.into());
     });
     pipeline.start();
-    let response = reqwest::get(format!("http://{}/metrics", pipeline.admin))
+    let response = pipeline
+        .admin_http()
+        .get(pipeline.admin_url("/metrics"))
+        .send()
         .await
         .unwrap();
     assert_eq!(response.status(), 404);

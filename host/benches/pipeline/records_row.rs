@@ -98,9 +98,12 @@ fn records_between(
     counted
 }
 
-/// The host's metrics.
-async fn scrape(admin: &str) -> Scrape {
-    let text = reqwest::get(format!("http://{admin}/metrics"))
+/// The host's metrics (`pipeline`'s admin listener, with its token).
+async fn scrape(pipeline: &TestPipeline) -> Scrape {
+    let text = pipeline
+        .admin_http()
+        .get(pipeline.admin_url("/metrics"))
+        .send()
         .await
         .unwrap()
         .text()
@@ -127,10 +130,10 @@ fn by_stage(scrape: &Scrape, metric: &str) -> BTreeMap<String, f64> {
 
 /// Waits until the lag the host measures is zero for every stage (once measured), then
 /// scrapes.
-async fn drained(admin: &str) -> Scrape {
+async fn drained(pipeline: &TestPipeline) -> Scrape {
     let deadline = Instant::now() + DRAIN_TIMEOUT;
     loop {
-        let scrape = scrape(admin).await;
+        let scrape = scrape(pipeline).await;
         let lag = by_stage(&scrape, catalogue::STAGE_LAG);
         if !lag.is_empty() && lag.values().all(|v| *v == 0.0) {
             return scrape;
@@ -178,7 +181,7 @@ pub async fn records_rows(orders: u64, rows: &mut Vec<Row>, figures: &mut Figure
     options.rate = 100.0;
     options.duration = Duration::from_secs_f64(orders as f64 / 100.0);
     let report = http_rows::load(&options).await;
-    let metrics = drained(&pipeline.admin).await;
+    let metrics = drained(&pipeline).await;
     let cpu_after = (
         cpu_seconds(Some(host)),
         broker.and_then(|b| cpu_seconds(Some(b))),

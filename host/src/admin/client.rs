@@ -1,24 +1,71 @@
 //! `stagehost plugin list | swap | rollback` and `stagehost stuck list | skip | retry`:
 //! requests to a running host's admin API.
 
-use std::path::Path;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
 
 use super::PATH_HEADER;
+use super::token::Token;
 use crate::plugin::{SlotReport, SwapOutcome};
 use crate::stage::{Decision, StuckRecord};
+
+/// The admin API address when neither `--admin` nor the configuration names one.
+pub const DEFAULT_ADDRESS: &str = "127.0.0.1:9091";
+
+/// Where a command finds a host's admin API and the token to send.
+#[derive(Debug, Clone)]
+pub struct AdminTarget {
+    /// `--admin`: the address; else the configuration's `admin.listen`, else [`DEFAULT_ADDRESS`].
+    pub address: Option<String>,
+    /// `--admin-token`: the token; else the configuration's token file or generated token.
+    pub token: Option<String>,
+    /// `--config`: the host's pipeline.toml (its `admin` section and `state.dir`).
+    pub config: PathBuf,
+}
+
+impl AdminTarget {
+    /// The client of the admin API this target names.
+    pub fn client(self) -> anyhow::Result<AdminClient> {
+        let config = crate::config::load(&self.config, &crate::config::Overrides::from_env())
+            .map_err(anyhow::Error::from);
+        let token = super::token::client_token(self.token, config.as_ref())?;
+        let address = self.address.unwrap_or_else(|| match &config {
+            Ok(config) => reachable(&config.admin.listen),
+            Err(_) => DEFAULT_ADDRESS.to_string(),
+        });
+        AdminClient::new(&address, token)
+    }
+}
+
+/// An address to reach a listener on `listen` from this machine: loopback for `0.0.0.0`/`[::]`.
+fn reachable(listen: &str) -> String {
+    match listen.parse::<SocketAddr>() {
+        Ok(mut address) if address.ip().is_unspecified() => {
+            let loopback = match address.ip() {
+                IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+                IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
+            };
+            address.set_ip(loopback);
+            address.to_string()
+        }
+        _ => listen.to_string(),
+    }
+}
 
 /// A client of one host's admin API.
 pub struct AdminClient {
     base: String,
     http: reqwest::Client,
+    /// Sent as `Authorization: Bearer …` on every call.
+    token: Token,
 }
 
 impl AdminClient {
-    /// A client of the admin API at `address` (`host:port` or an `http://` URL).
-    pub fn new(address: &str) -> anyhow::Result<Self> {
+    /// A client of the admin API at `address` (`host:port` or an `http://` URL) sending `token`.
+    pub fn new(address: &str, token: Token) -> anyhow::Result<Self> {
         let base = if address.starts_with("http://") || address.starts_with("https://") {
             address.trim_end_matches('/').to_string()
         } else {
@@ -28,14 +75,26 @@ impl AdminClient {
             .timeout(Duration::from_secs(120))
             .build()
             .context("cannot build the HTTP client")?;
-        Ok(Self { base, http })
+        Ok(Self { base, http, token })
+    }
+
+    /// A request to `path` carrying the token.
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(self.token.expose())
+    }
+
+    /// The console's address with the token in its fragment (never sent to a server): the
+    /// page keeps it for the tab's session and sends it on its calls.
+    pub fn console_url(&self) -> String {
+        format!("{}/#token={}", self.base, self.token.expose())
     }
 
     /// Every stage's versions.
     pub async fn list(&self) -> anyhow::Result<Vec<SlotReport>> {
         let response = self
-            .http
-            .get(format!("{}/plugins", self.base))
+            .request(reqwest::Method::GET, "/plugins")
             .send()
             .await
             .with_context(|| self.unreachable())?;
@@ -48,8 +107,7 @@ impl AdminClient {
             .with_context(|| format!("cannot read plugin {}", file.display()))?;
         let absolute = std::path::absolute(file).unwrap_or_else(|_| file.to_path_buf());
         let response = self
-            .http
-            .put(format!("{}/plugins/{stage}", self.base))
+            .request(reqwest::Method::PUT, &format!("/plugins/{stage}"))
             .header(PATH_HEADER, absolute.display().to_string())
             .body(bytes)
             .send()
@@ -61,8 +119,7 @@ impl AdminClient {
     /// Rolls `stage` back to its previous version.
     pub async fn rollback(&self, stage: &str) -> anyhow::Result<SwapOutcome> {
         let response = self
-            .http
-            .post(format!("{}/plugins/{stage}/rollback", self.base))
+            .request(reqwest::Method::POST, &format!("/plugins/{stage}/rollback"))
             .send()
             .await
             .with_context(|| self.unreachable())?;
@@ -72,8 +129,7 @@ impl AdminClient {
     /// The records held because they cannot be dead-lettered.
     pub async fn stuck(&self) -> anyhow::Result<Vec<StuckRecord>> {
         let response = self
-            .http
-            .get(format!("{}/stuck", self.base))
+            .request(reqwest::Method::GET, "/stuck")
             .send()
             .await
             .with_context(|| self.unreachable())?;
@@ -93,11 +149,10 @@ impl AdminClient {
             Decision::Retry => "retry",
         };
         let response = self
-            .http
-            .post(format!(
-                "{}/stuck/{stage}/{topic}/{partition}/{action}",
-                self.base
-            ))
+            .request(
+                reqwest::Method::POST,
+                &format!("/stuck/{stage}/{topic}/{partition}/{action}"),
+            )
             .send()
             .await
             .with_context(|| self.unreachable())?;
@@ -152,4 +207,25 @@ pub fn render_list(reports: &[SlotReport]) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unspecified_listen_addresses_are_reached_on_loopback() {
+        assert_eq!(reachable("0.0.0.0:9091"), "127.0.0.1:9091");
+        assert_eq!(reachable("[::]:9091"), "[::1]:9091");
+        assert_eq!(reachable("10.0.0.5:9091"), "10.0.0.5:9091");
+    }
+
+    #[test]
+    fn the_console_address_carries_the_token_in_its_fragment() {
+        let client = AdminClient::new("127.0.0.1:9091", Token::new("t0123456789abcdef")).unwrap();
+        assert_eq!(
+            client.console_url(),
+            "http://127.0.0.1:9091/#token=t0123456789abcdef"
+        );
+    }
 }

@@ -11,10 +11,18 @@
 //! - `POST /stuck/{stage}/{topic}/{partition}/skip` or `…/retry`: the operator's decision on
 //!   the record held there; `404` naming what is held when nothing is.
 //! - `GET /metrics`: every metric in the Prometheus text format (when `telemetry.metrics`).
+//!
+//! Every call needs a token (`Authorization: Bearer …`; [`token`]): the admin token, or the
+//! read-only one for `GET`s; and every request a `Host` the listener serves and no foreign
+//! browser `Origin` ([`guard`]). Only the console's static page shell is served without a token.
 
 pub mod client;
+pub mod guard;
 mod metrics;
 mod server;
+pub mod token;
 
+pub use guard::AdminGuard;
 pub use metrics::MetricsEndpoint;
 pub use server::{PATH_HEADER, Slots, router};
+pub use token::{AdminTokens, Token};

@@ -11,8 +11,8 @@ use tokio::task::{JoinHandle, JoinSet};
 
 use super::stages::{Shared, Stages, coverage_targets, start_stages};
 use super::start::{
-    HttpServer, STORE_PATIENCE, Watched, check_kafka_access, engine, load_logged, open_store,
-    producer_and_topics, record_limits, slots_of, start_admin, start_http, start_kpis,
+    HttpServer, STORE_PATIENCE, Watched, admin_tokens, check_kafka_access, engine, load_logged,
+    open_store, producer_and_topics, record_limits, slots_of, start_admin, start_http, start_kpis,
     start_watches,
 };
 use crate::config::PipelineConfig;
@@ -77,6 +77,8 @@ impl Host {
     /// the admin API and the HTTP server. Fails on a first start that cannot work.
     pub async fn start(config: PipelineConfig, options: RunOptions) -> anyhow::Result<Host> {
         let started = Instant::now();
+        // First: an admin API that cannot be secured stops the start before anything else.
+        let admin_tokens = admin_tokens(&config)?;
         // Before anything makes a metric handle: one made earlier would count nowhere.
         let exporter = if config.telemetry.metrics {
             Some(Exporter::install()?)
@@ -121,7 +123,8 @@ impl Host {
             started,
         };
         start_watches(&config, watched, &shared, &stop_rx);
-        let admin_task = start_admin(&config, &slots, &shared, exporter, &stop_rx).await?;
+        let admin_task =
+            start_admin(&config, admin_tokens, &slots, &shared, exporter, &stop_rx).await?;
         let http = start_http(&config, ingress, &slots, &shared.health, &shared.store).await?;
         Ok(Host {
             _engine: engine,

@@ -16,7 +16,7 @@ use super::lag_watch::watch_lag;
 use super::plugin_watch::watch_plugins;
 use super::readiness::watch_readiness;
 use super::stages::{Plugins, Shared};
-use crate::admin::{MetricsEndpoint, Slots};
+use crate::admin::{AdminGuard, AdminTokens, MetricsEndpoint, Slots};
 use crate::config::PipelineConfig;
 use crate::health::Health;
 use crate::http::IngressEndpoint;
@@ -193,17 +193,40 @@ pub(super) fn start_watches(
     }
 }
 
-/// Starts the admin API, `/metrics` and the console on their own listener, when it is enabled.
+/// The tokens of the admin API, when it is enabled: from the environment or files, or
+/// generated into `state.dir` on loopback. Fails, naming what to set, for an admin API off
+/// loopback without a token.
+pub(super) fn admin_tokens(config: &PipelineConfig) -> anyhow::Result<Option<AdminTokens>> {
+    if !config.admin.enabled {
+        return Ok(None);
+    }
+    let tokens = AdminTokens::resolve(&config.admin, &config.state.dir, |name| {
+        std::env::var(name).ok()
+    })?;
+    match &tokens.generated {
+        Some(file) => tracing::info!(file = %file.display(),
+            "admin API: no token configured, generated one (readable by this user only); the CLI reads it there, `stagehost console` prints the console's address with it"),
+        None => tracing::info!(
+            read_only_token = tokens.read.is_some(),
+            "admin API: every call needs its token"
+        ),
+    }
+    Ok(Some(tokens))
+}
+
+/// Starts the admin API, `/metrics` and the console on their own listener, guarded by
+/// `tokens` (none: the admin API is disabled).
 pub(super) async fn start_admin(
     config: &PipelineConfig,
+    tokens: Option<AdminTokens>,
     slots: &Slots,
     shared: &Shared,
     exporter: Option<&'static Exporter>,
     stop: &watch::Receiver<bool>,
 ) -> anyhow::Result<Option<JoinHandle<anyhow::Result<()>>>> {
-    if !config.admin.enabled {
+    let Some(tokens) = tokens else {
         return Ok(None);
-    }
+    };
     let listener = crate::http::bind(&config.admin.listen).await?;
     tracing::info!(address = %config.admin.listen, metrics = exporter.is_some(), "admin API listening");
     let mut router = crate::admin::router(
@@ -216,6 +239,11 @@ pub(super) async fn start_admin(
         let endpoint = MetricsEndpoint::new(exporter, shared.health.clone(), slots.clone());
         router = router.merge(endpoint.router());
     }
+    let guard = Arc::new(AdminGuard::new(tokens, &config.admin));
+    let router = router.layer(axum::middleware::from_fn_with_state(
+        guard,
+        crate::admin::guard::guard,
+    ));
     let mut stop = stop.clone();
     Ok(Some(tokio::spawn(crate::http::serve(
         listener,

@@ -53,6 +53,12 @@ pub struct Overrides {
     pub http_listen: Option<String>,
     /// `STAGEHOST_ADMIN_ADDR`: replaces `admin.listen`.
     pub admin_listen: Option<String>,
+    /// `STAGEHOST_ADMIN_TOKEN_FILE`: replaces `admin.token_file`.
+    pub admin_token_file: Option<PathBuf>,
+    /// `STAGEHOST_ADMIN_READ_TOKEN_FILE`: replaces `admin.read_token_file`.
+    pub admin_read_token_file: Option<PathBuf>,
+    /// `STAGEHOST_ADMIN_ALLOWED_HOSTS` (comma-separated): added to `admin.allowed_hosts`.
+    pub admin_allowed_hosts: Vec<String>,
     /// `STAGEHOST_STATE_DIR`: replaces `state.dir`.
     pub state_dir: Option<PathBuf>,
     /// `STAGEHOST_INSTANCE`: replaces `state.instance_id`.
@@ -69,6 +75,18 @@ impl Overrides {
             brokers: var("KAFKA_BROKERS"),
             http_listen: var("STAGEHOST_HTTP_ADDR"),
             admin_listen: var("STAGEHOST_ADMIN_ADDR"),
+            admin_token_file: var("STAGEHOST_ADMIN_TOKEN_FILE").map(PathBuf::from),
+            admin_read_token_file: var("STAGEHOST_ADMIN_READ_TOKEN_FILE").map(PathBuf::from),
+            admin_allowed_hosts: var("STAGEHOST_ADMIN_ALLOWED_HOSTS")
+                .map(|hosts| {
+                    hosts
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|h| !h.is_empty())
+                        .map(str::to_string)
+                        .collect()
+                })
+                .unwrap_or_default(),
             state_dir: var("STAGEHOST_STATE_DIR").map(PathBuf::from),
             instance_id: var("STAGEHOST_INSTANCE"),
             otlp_endpoint: var("OTEL_EXPORTER_OTLP_ENDPOINT"),
@@ -127,6 +145,16 @@ fn apply(config: &mut PipelineConfig, overrides: &Overrides) {
     if let Some(listen) = &overrides.admin_listen {
         config.admin.listen.clone_from(listen);
     }
+    if let Some(file) = &overrides.admin_token_file {
+        config.admin.token_file = Some(file.clone());
+    }
+    if let Some(file) = &overrides.admin_read_token_file {
+        config.admin.read_token_file = Some(file.clone());
+    }
+    config
+        .admin
+        .allowed_hosts
+        .extend(overrides.admin_allowed_hosts.iter().cloned());
     if let Some(dir) = &overrides.state_dir {
         config.state.dir.clone_from(dir);
     }
@@ -160,6 +188,15 @@ fn resolve_paths(config: &mut PipelineConfig, base: &Path) {
         }
     };
     resolve(&mut config.state.dir);
+    for file in [
+        &mut config.admin.token_file,
+        &mut config.admin.read_token_file,
+    ]
+    .into_iter()
+    .flatten()
+    {
+        resolve(file);
+    }
     for route in &mut config.http.routes {
         if let Some(schema) = route.schema.as_mut() {
             resolve(schema);

@@ -236,6 +236,19 @@ pub struct AdminConfig {
     pub listen: String,
     /// Largest plugin a swap request may upload, in bytes.
     pub max_plugin_bytes: usize,
+    /// A file holding the admin token: every call needs it as `Authorization: Bearer …`
+    /// (the `STAGEHOST_ADMIN_TOKEN` environment variable, the token itself, wins; the
+    /// `STAGEHOST_ADMIN_TOKEN_FILE` variable replaces this key). Without either, a loopback
+    /// admin API generates one into `<state.dir>/admin-token` and any other refuses to start.
+    pub token_file: Option<PathBuf>,
+    /// A file holding the read-only token, which may call `GET`s (plugin and held-record
+    /// lists, the console's data, `/metrics`) but nothing that changes anything
+    /// (`STAGEHOST_ADMIN_READ_TOKEN` wins; `STAGEHOST_ADMIN_READ_TOKEN_FILE` replaces it).
+    pub read_token_file: Option<PathBuf>,
+    /// Host names a request's `Host` may carry besides the listen address, loopback
+    /// addresses and `localhost` (e.g. the name Prometheus scrapes the host by). The
+    /// `STAGEHOST_ADMIN_ALLOWED_HOSTS` variable (comma-separated) adds to it.
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for AdminConfig {
@@ -244,6 +257,9 @@ impl Default for AdminConfig {
             enabled: true,
             listen: "127.0.0.1:9091".into(),
             max_plugin_bytes: 64 * 1024 * 1024,
+            token_file: None,
+            read_token_file: None,
+            allowed_hosts: Vec::new(),
         }
     }
 }

@@ -172,6 +172,14 @@ fn check_http(config: &PipelineConfig, problems: &mut Problems) {
                 "must differ from http.listen (the admin API has a listener of its own)",
             );
         }
+        for host in &config.admin.allowed_hosts {
+            if host.is_empty() || host.contains(['/', ' ', '@', '\\']) || host.contains("://") {
+                problems.push(
+                    "admin.allowed_hosts",
+                    format!("'{host}' is not a host name like stagehost or admin.example.com"),
+                );
+            }
+        }
     }
     if config.http.max_body_bytes == 0 {
         problems.push("http.max_body_bytes", "must be larger than zero");

@@ -106,19 +106,31 @@ impl ViewEndpoint {
                 None => not_found(format!("no answer for {key}")),
                 Some(output) => match serde_json::from_str(&output.payload) {
                     Ok(body) => Reply { status: 200, body },
-                    Err(e) => error(
-                        500,
-                        format!("stage {} answered with invalid JSON: {e}", shaper.stage),
+                    Err(e) => internal_error(
+                        &shaper.stage,
+                        &self.path,
+                        &format!("answered with invalid JSON: {e}"),
                     ),
                 },
             },
             Some(Err(CallError::Reject(message))) => not_found(message),
             Some(Err(CallError::Retry(message))) => error(503, message),
             Some(Err(CallError::Trap(message))) => {
-                tracing::error!(stage = %shaper.stage, path = %self.path, error = %message, "view plugin failed");
-                error(500, format!("stage {} failed: {message}", shaper.stage))
+                internal_error(&shaper.stage, &self.path, &message)
             }
         }
+    }
+}
+
+/// A view's plugin failed: the client gets `500` with an id and no internals; the log gets the
+/// failure (escaped) with the same id.
+fn internal_error(stage: &str, path: &str, failure: &str) -> Reply {
+    let id = uuid::Uuid::new_v4().to_string();
+    tracing::error!(%stage, %path, %id, error = %crate::observe::escaped(failure),
+        "view plugin failed; the client was answered 500 with this id");
+    Reply {
+        status: 500,
+        body: json!({ "error": "internal error", "id": id }),
     }
 }
 

@@ -20,7 +20,7 @@ use crate::http::{Reply, Submit};
 use crate::kafka::{OutRecord, publish_all};
 use crate::kpi::StageKpis;
 use crate::observe::trace::EventSpan;
-use crate::observe::{HostEvent, RepeatRequest};
+use crate::observe::{HostEvent, RepeatRequest, escaped};
 use crate::plugin::PluggedInstance;
 use crate::stage::{Failure, Input, StageContext};
 use crate::store::{IngressRecord, unix_ms};
@@ -418,6 +418,10 @@ impl Ingress {
         }
     }
 
+    /// Dead-letters the input the plugin failed on and answers the client without internals:
+    /// a short message and the dead letter's id, which the host log (with the whole failure,
+    /// escaped) and the dead letter carry too. The plugin refusing its stage's `config` is the
+    /// operator's mistake: `503`, logged as such; any other failure `500`.
     async fn dead_letter(
         &self,
         input: &Input<'_>,
@@ -425,7 +429,6 @@ impl Ingress {
         version: &str,
         key: &str,
     ) -> Reply {
-        tracing::error!(stage = %self.context.name, key, error = %failure.reason(), "ingress stage failed");
         let letter = self.context.dead_letter(input, failure, version, 1);
         let published = publish_all(
             &self.producer,
@@ -434,12 +437,22 @@ impl Ingress {
         )
         .await;
         self.kpis.dead_lettered(version);
+        let (stage, dead_lettered) = (&self.context.name, published.is_ok());
+        let (key, error) = (escaped(key), escaped(&failure.reason()));
+        let id = letter.id;
+        if failure.is_config_error() {
+            tracing::error!(%stage, %key, %id, dead_lettered, %error,
+                "the stage's plugin refuses its config table in pipeline.toml: an operator's mistake, not the client's; fix the config (stagehost check shows it), then replay the dead letters");
+            return Reply {
+                status: 503,
+                body: json!({ "error": "the service is misconfigured; try again later", "id": id }),
+            };
+        }
+        tracing::error!(%stage, %key, %id, dead_lettered, %error,
+            "ingress stage failed; the client was answered 500 with this id");
         Reply {
             status: 500,
-            body: json!({
-                "error": failure.reason(),
-                "dead_letter_id": published.is_ok().then_some(letter.id),
-            }),
+            body: json!({ "error": "internal error", "id": id }),
         }
     }
 }

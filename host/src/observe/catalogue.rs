@@ -101,6 +101,8 @@ pub const INGRESS_REPEATS: &str = "stagehost_ingress_repeats_total";
 pub const INGRESS_CONFLICTS: &str = "stagehost_ingress_conflicts_total";
 /// Time to commit one ingress transaction (the events and answers of a group of requests).
 pub const INGRESS_COMMIT_SECONDS: &str = "stagehost_ingress_commit_seconds";
+/// Requests the admin API refused, by reason.
+pub const ADMIN_REFUSED: &str = "stagehost_admin_refused_total";
 /// The host's build (always 1).
 pub const BUILD_INFO: &str = "stagehost_build_info";
 /// Resident memory of the host process.
@@ -277,6 +279,12 @@ pub const METRICS: &[Metric] = &[
         Histogram,
         &[],
         "Time to commit one exactly-once ingress transaction (a group of requests).",
+    ),
+    metric(
+        ADMIN_REFUSED,
+        Counter,
+        &["reason"],
+        "Admin API requests refused, by reason: missing_token, wrong_token, read_only_token, bad_host, bad_origin.",
     ),
     metric(
         BUILD_INFO,

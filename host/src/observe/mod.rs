@@ -4,6 +4,7 @@
 //! [`catalogue`]; the [`Exporter`] (installed when `telemetry.metrics` is on) is the
 //! `metrics` recorder that `GET /metrics` renders. Without it, recording costs nothing.
 
+mod admin;
 pub mod catalogue;
 mod emit;
 mod exporter;
@@ -12,6 +13,7 @@ mod measure;
 mod stage;
 pub mod trace;
 
+pub use admin::{AdminRefused, escaped};
 pub use emit::{HostEvent, RecordAt};
 pub use exporter::Exporter;
 pub use ingress::{IngressCommitted, RepeatRequest, RequestAnswered};

@@ -77,6 +77,10 @@ pub struct Input<'a> {
     pub origin: Origin,
 }
 
+/// How a plugin's reject begins when it cannot parse its stage's `config` table (the SDK's
+/// `parse_config` writes it; see the `reject` case in the WIT).
+pub const CONFIG_REJECT_PREFIX: &str = "invalid stage config";
+
 /// Why an input could not be processed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Failure {
@@ -128,12 +132,21 @@ impl Failure {
         }
     }
 
-    /// Whether the client of the ingress sent something wrong (as opposed to a host/plugin fault).
+    /// Whether the client of the ingress sent something wrong (as opposed to a host or plugin
+    /// fault, or the operator's mistake: see [`Failure::is_config_error`]).
     pub fn is_client_error(&self) -> bool {
-        matches!(
-            self,
-            Failure::Undecodable(_) | Failure::Schema(_) | Failure::Rejected(_)
-        )
+        match self {
+            Failure::Undecodable(_) | Failure::Schema(_) => true,
+            Failure::Rejected(_) => !self.is_config_error(),
+            _ => false,
+        }
+    }
+
+    /// Whether the plugin refused the stage's `config` table (a reject whose text begins with
+    /// [`CONFIG_REJECT_PREFIX`], as the SDK's `parse_config` writes it): the operator's mistake
+    /// in pipeline.toml, never the client's.
+    pub fn is_config_error(&self) -> bool {
+        matches!(self, Failure::Rejected(m) if m.starts_with(CONFIG_REJECT_PREFIX))
     }
 }
 

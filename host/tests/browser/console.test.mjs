@@ -171,6 +171,18 @@ try {
   await page.screenshot({ path: screenshot, fullPage: true });
   step(`screenshot: ${screenshot}`);
   if (errors.length) throw new Error(`the page threw: ${errors.join('; ')}`);
+
+  step('the token left the address bar; a tab without it is refused and says how to get in');
+  if (page.url().includes('token=')) throw new Error(`the address still shows the token: ${page.url()}`);
+  const stranger = await browser.newPage();
+  await stranger.goto(env('CONSOLE_URL').replace(/#.*$/, ''));
+  await within(
+    'the sign-in note on a page without the token',
+    stranger.locator('#auth-note').waitFor({ state: 'visible', timeout: CHECK_TIMEOUT }),
+  );
+  const plugins = await stranger.locator('#plugins tbody').textContent();
+  if (plugins.includes('sha256')) throw new Error(`a page without the token shows plugins: ${plugins}`);
+  await stranger.close();
 } catch (error) {
   failed = true;
   console.error(`FAILED: ${error.message}`);

@@ -197,6 +197,11 @@ impl TestPipeline {
             .env_remove("STAGEHOST_HTTP_ADDR")
             .env_remove("STAGEHOST_ADMIN_ADDR")
             .env_remove("STAGEHOST_STATE_DIR")
+            .env_remove("STAGEHOST_ADMIN_TOKEN")
+            .env_remove("STAGEHOST_ADMIN_READ_TOKEN")
+            .env_remove("STAGEHOST_ADMIN_TOKEN_FILE")
+            .env_remove("STAGEHOST_ADMIN_READ_TOKEN_FILE")
+            .env_remove("STAGEHOST_ADMIN_ALLOWED_HOSTS")
             .env("STAGEHOST_LOG", &self.log)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
@@ -241,6 +246,24 @@ impl TestPipeline {
         child.wait().unwrap()
     }
 
+    /// Waits up to `timeout` for the host to exit by itself; its exit status.
+    pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + timeout;
+        let child = self.host.as_mut().expect("host is not running");
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                self.host = None;
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "stagehost still running after {timeout:?}:\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// The running host's process id.
     pub fn pid(&self) -> Option<u32> {
         self.host.as_ref().map(Child::id)
@@ -255,6 +278,45 @@ impl TestPipeline {
             })
             .collect::<Vec<_>>()
             .join("\n----- restart -----\n")
+    }
+
+    /// The host's `state.dir`.
+    pub fn state_dir(&self) -> PathBuf {
+        let config: toml::Table = std::fs::read_to_string(&self.config_path)
+            .unwrap()
+            .parse()
+            .unwrap();
+        PathBuf::from(config["state"]["dir"].as_str().unwrap())
+    }
+
+    /// The admin token of the running host: `STAGEHOST_ADMIN_TOKEN` when the test gave the
+    /// host one, else the token it generated at its last start into `<state.dir>/admin-token`.
+    pub fn admin_token(&self) -> String {
+        if let Some((_, token)) = self.env.iter().find(|(k, _)| k == "STAGEHOST_ADMIN_TOKEN") {
+            return token.clone();
+        }
+        let file = self.state_dir().join("admin-token");
+        std::fs::read_to_string(&file)
+            .unwrap_or_else(|e| panic!("no generated admin token at {}: {e}", file.display()))
+            .trim()
+            .to_string()
+    }
+
+    /// `http://<admin><path>`.
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin)
+    }
+
+    /// An HTTP client that sends the admin token on every request (read when it is made: a
+    /// restarted host generates a new one).
+    pub fn admin_http(&self) -> reqwest::Client {
+        admin_client(&self.admin_token())
+    }
+
+    /// Runs the `stagehost` command line against this host's admin API: `args` then `--admin`
+    /// and `--config` (whence the CLI finds the generated token, as an operator's would).
+    pub fn admin_cli(&self, args: &[&str]) -> (bool, String, String) {
+        admin_cli(&self.admin, &self.config_path, args)
     }
 
     /// POSTs a body to the ingress; returns the status and the JSON answer.
@@ -535,6 +597,28 @@ pub fn host_binary() -> std::path::PathBuf {
         .unwrap_or_else(|| env!("CARGO_BIN_EXE_stagehost").into())
 }
 
+/// An HTTP client that sends `token` as the admin API's bearer token on every request.
+pub fn admin_client(token: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {token}").parse().unwrap(),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap()
+}
+
+/// Runs `stagehost <args> --admin <admin> --config <config>` (a free function so that
+/// blocking tasks can run it without the [`TestPipeline`]).
+pub fn admin_cli(admin: &str, config: &Path, args: &[&str]) -> (bool, String, String) {
+    let config = config.display().to_string();
+    let mut all = args.to_vec();
+    all.extend(["--admin", admin, "--config", &config]);
+    stagehost(&all)
+}
+
 /// Runs the `stagehost` binary with `args`; returns whether it succeeded, stdout and stderr.
 pub fn stagehost(args: &[&str]) -> (bool, String, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_stagehost"))
@@ -543,6 +627,8 @@ pub fn stagehost(args: &[&str]) -> (bool, String, String) {
         .env_remove("KAFKA_BROKERS")
         .env_remove("STAGEHOST_CONFIG")
         .env_remove("STAGEHOST_ADMIN")
+        .env_remove("STAGEHOST_ADMIN_TOKEN")
+        .env_remove("STAGEHOST_STATE_DIR")
         .output()
         .unwrap();
     (

@@ -165,6 +165,9 @@ pub fn parse_payload<T: DeserializeOwned>(payload: &str, what: &str) -> Result<T
 /// Parses the stage's `config` table (the JSON object from `config::get-all`) as `T`,
 /// rejecting with a message naming the offending key, e.g.
 /// `invalid stage config: carriers[1]: invalid type: integer `3`, expected a string ...`.
+/// The host knows a reject beginning `invalid stage config` for the operator's mistake: the
+/// HTTP ingress answers it with 503, never the client's 400 (keep the prefix if you write
+/// your own).
 ///
 /// # Errors
 /// [`StageFailure::Reject`] naming the key and the problem.

@@ -2,7 +2,7 @@
 // second, from a counter's delta between two samples: events in for a stage fed by topics,
 // requests answered 2xx on its routes for a stage fed over HTTP), lag and dead letters,
 // painted into the stage boxes. A number the host does not export shows "—".
-import { $, DASH, formatCount, formatRate, shortVersion } from './util.js';
+import { $, DASH, adminFetch, formatCount, formatRate, shortVersion } from './util.js';
 import { pluginVersion, stageNames, state } from './state.js';
 
 /** The metric names the console reads (host/src/observe/catalogue.rs). */
@@ -61,7 +61,7 @@ function ingressPerStage(samples, sources) {
 export async function pollMetrics() {
   let text;
   try {
-    const response = await fetch('/metrics', { cache: 'no-store' });
+    const response = await adminFetch('/metrics');
     if (!response.ok) throw new Error(`GET /metrics answered ${response.status}`);
     text = await response.text();
   } catch (error) {

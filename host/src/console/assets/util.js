@@ -28,14 +28,42 @@ export function svg(tag, attrs = {}, ...children) {
   return filled(document.createElementNS(SVG_NS, tag), attrs, children);
 }
 
+// The admin token. `stagehost console` prints the console's address with it in the fragment
+// (`#token=…`), which the browser never sends to a server; the page keeps it in this tab's
+// sessionStorage, takes it out of the address bar and sends it on every call as
+// `Authorization: Bearer …`. The console polls with fetch (no EventSource), so the token never
+// has to travel in a URL.
+const TOKEN_KEY = 'stagehost-admin-token';
+const fragment = /(?:^#|&)token=([^&]+)/.exec(window.location.hash);
+if (fragment) {
+  sessionStorage.setItem(TOKEN_KEY, decodeURIComponent(fragment[1]));
+  window.history.replaceState(null, '', window.location.pathname + window.location.search);
+}
+
+/** `headers` with the admin token's `Authorization` added (when the page has one). */
+export function authorized(headers = {}) {
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  return token ? { ...headers, authorization: `Bearer ${token}` } : headers;
+}
+
+/** Fetches `url` with the admin token; a refusal (401/403) also shows the page's sign-in note. */
+export async function adminFetch(url, options = {}) {
+  const response = await fetch(url, { cache: 'no-store', ...options, headers: authorized(options.headers) });
+  if (response.status === 401 || response.status === 403) {
+    const note = document.querySelector('#auth-note');
+    if (note) note.hidden = false;
+  }
+  return response;
+}
+
 /** Fetches JSON; throws an Error carrying the host's `{"error"}` message. */
 export async function api(method, url, body) {
-  const options = { method, cache: 'no-store', headers: {} };
+  const options = { method, headers: {} };
   if (body !== undefined) {
     options.headers['content-type'] = 'application/json';
     options.body = JSON.stringify(body);
   }
-  const response = await fetch(url, options);
+  const response = await adminFetch(url, options);
   const text = await response.text();
   let json = null;
   try { json = text ? JSON.parse(text) : null; } catch (_) { json = null; }
