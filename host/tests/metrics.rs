@@ -81,13 +81,9 @@ async fn metrics_move_as_events_flow_and_count_dead_letters_by_reason() {
     let stages = ["inventory", "stock", "reservation", "warehouse", "shipper"];
     wait_until("every stage's worker committed", TIMEOUT, || async {
         let now = scrape(&admin).await;
-        stages.iter().all(|stage| {
-            value(
-                &now,
-                catalogue::STAGE_COMMIT_SECONDS,
-                &[("stage", stage)],
-            ) >= 1.0
-        })
+        stages
+            .iter()
+            .all(|stage| value(&now, catalogue::STAGE_COMMIT_SECONDS, &[("stage", stage)]) >= 1.0)
     })
     .await;
     let flowing = scrape(&admin).await;

@@ -257,6 +257,7 @@ mod tests {
             admin: Token::new(ADMIN),
             read: Some(Token::new(READ)),
             generated: None,
+            unwritten: None,
         };
         AdminGuard::new(tokens, &config)
     }

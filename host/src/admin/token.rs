@@ -61,6 +61,9 @@ pub struct AdminTokens {
     pub read: Option<Token>,
     /// Where the admin token was generated to, when none was configured.
     pub generated: Option<PathBuf>,
+    /// Why a generated token could not be written (a full or read-only `state.dir`): the
+    /// admin API still needs it, and no local client can find it until a restart writes it.
+    pub unwritten: Option<String>,
 }
 
 /// Why the admin API cannot start with the tokens it was given.
@@ -121,6 +124,7 @@ impl AdminTokens {
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Self, TokenError> {
         let generated_path = state_dir.join(GENERATED_FILE);
+        let mut unwritten = None;
         let admin = configured("admin token", ADMIN_TOKEN_ENV, &config.token_file, &env)?;
         let read = configured(
             "read-only token",
@@ -138,13 +142,21 @@ impl AdminTokens {
                     path: generated_path.clone(),
                     source,
                 })?;
-                write_private(&generated_path, token.expose()).map_err(|source| {
-                    TokenError::Write {
-                        path: generated_path.clone(),
-                        source,
+                match write_private(&generated_path, token.expose()) {
+                    Ok(()) => (token, Some(generated_path)),
+                    Err(source) => {
+                        // A token file left by an earlier run would be sent by the CLI.
+                        remove_stale(&generated_path);
+                        unwritten = Some(
+                            TokenError::Write {
+                                path: generated_path,
+                                source,
+                            }
+                            .to_string(),
+                        );
+                        (token, None)
                     }
-                })?;
-                (token, Some(generated_path))
+                }
             }
             None => {
                 return Err(TokenError::NoTokenOffLoopback {
@@ -159,6 +171,7 @@ impl AdminTokens {
             admin,
             read,
             generated,
+            unwritten,
         })
     }
 }
@@ -324,6 +337,19 @@ mod tests {
         assert_eq!(mode & 0o777, 0o600, "mode {mode:o}");
         let again = AdminTokens::resolve(&admin("127.0.0.1:9091"), &state, |_| None).unwrap();
         assert_ne!(again.admin, tokens.admin, "a new token each start");
+    }
+
+    #[test]
+    fn a_generated_token_that_cannot_be_written_is_kept_in_memory_and_said_why() {
+        let dir = tempfile::tempdir().unwrap();
+        // The state dir is a file: nothing can be written under it.
+        let state_dir = dir.path().join("not-a-dir");
+        std::fs::write(&state_dir, "x").unwrap();
+        let tokens = AdminTokens::resolve(&admin("127.0.0.1:9091"), &state_dir, |_| None).unwrap();
+        assert_eq!(tokens.generated, None);
+        let why = tokens.unwritten.expect("the failure is kept");
+        assert!(why.contains("admin-token"), "{why}");
+        assert!(!tokens.admin.matches(b""), "a token is still required");
     }
 
     #[test]

@@ -203,6 +203,10 @@ pub(super) fn admin_tokens(config: &PipelineConfig) -> anyhow::Result<Option<Adm
     let tokens = AdminTokens::resolve(&config.admin, &config.state.dir, |name| {
         std::env::var(name).ok()
     })?;
+    if let Some(why) = &tokens.unwritten {
+        tracing::warn!(error = %why,
+            "admin API: the generated token is kept in memory only, so every admin call is refused until the host restarts with room in state.dir; or set STAGEHOST_ADMIN_TOKEN");
+    }
     match &tokens.generated {
         Some(file) => tracing::info!(file = %file.display(),
             "admin API: no token configured, generated one (readable by this user only); the CLI reads it there, `stagehost console` prints the console's address with it"),
