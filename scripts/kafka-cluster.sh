@@ -100,10 +100,17 @@ start_all() {
   wait_whole 180
 }
 
+# Side by side: a node stopping alone after the others waits for a quorum that is gone.
+stop_all() {
+  local n pids=()
+  for n in $(seq 1 $nodes); do node "$n" stop & pids+=($!); done
+  for n in "${pids[@]}"; do wait "$n" || true; done
+}
+
 case "${1:-}" in
   start) start_all ;;
-  stop) for n in $(seq 1 $nodes); do node "$n" stop; done ;;
-  reset) for n in $(seq 1 $nodes); do node "$n" stop; done; rm -rf "$home" ;;
+  stop) stop_all ;;
+  reset) stop_all; rm -rf "$home" ;;
   wait) wait_whole "${2:-180}" ;;
   brokers) brokers ;;
   start-node) node "${2:-}" start ;;
