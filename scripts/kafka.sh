@@ -7,6 +7,7 @@
 #   scripts/kafka.sh stop             stop the background broker cleanly (SIGTERM, then wait)
 #   scripts/kafka.sh restart          stop, then start (data is kept)
 #   scripts/kafka.sh wait             wait until the broker accepts connections
+#   scripts/kafka.sh kill             SIGKILL the background broker (a crash, for tests)
 #   scripts/kafka.sh reset            stop and delete the broker's data
 #
 # Environment: KAFKA_HOME_DIR (default .kafka in the repo), KAFKA_PORT (9092),
@@ -15,6 +16,11 @@
 # with a CA and a broker certificate for 127.0.0.1 made by openssl into $KAFKA_HOME_DIR/tls
 # (clients trust tls/ca.pem) and the user KAFKA_SASL_USER (stagehost) with the password
 # KAFKA_SASL_PASSWORD (stagehost-secret), created when the storage is formatted.
+# scripts/kafka-cluster.sh runs this script once per node of a cluster with: KAFKA_LIB_DIR (the
+# jars; default $KAFKA_HOME_DIR/lib), KAFKA_NODE_ID (1), KAFKA_QUORUM_VOTERS (this node alone),
+# KAFKA_CLUSTER_ID (random; every node of a cluster is formatted with the same one),
+# KAFKA_REPLICATION (1: default, offsets and transaction log replication factor) and
+# KAFKA_MIN_ISR (1: min.insync.replicas, also of the transaction log).
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -22,7 +28,11 @@ home=${KAFKA_HOME_DIR:-$repo/.kafka}
 port=${KAFKA_PORT:-9092}
 controller_port=${KAFKA_CONTROLLER_PORT:-9093}
 heap=${KAFKA_HEAP:--Xmx512m -Xms512m}
-lib=$home/lib
+lib=${KAFKA_LIB_DIR:-$home/lib}
+node_id=${KAFKA_NODE_ID:-1}
+voters=${KAFKA_QUORUM_VOTERS:-$node_id@127.0.0.1:$controller_port}
+replication=${KAFKA_REPLICATION:-1}
+min_isr=${KAFKA_MIN_ISR:-1}
 data=$home/data
 logs=$home/logs
 pidfile=$home/broker.pid
@@ -79,8 +89,8 @@ write_props() {
   fi
   cat > "$props" <<PROPS
 process.roles=broker,controller
-node.id=1
-controller.quorum.voters=1@127.0.0.1:$controller_port
+node.id=$node_id
+controller.quorum.voters=$voters
 listeners=$listeners
 advertised.listeners=$advertised
 controller.listener.names=CONTROLLER
@@ -89,13 +99,15 @@ inter.broker.listener.name=PLAINTEXT
 log.dirs=$data
 num.partitions=3
 auto.create.topics.enable=false
-offsets.topic.replication.factor=1
+default.replication.factor=$replication
+min.insync.replicas=$min_isr
+offsets.topic.replication.factor=$replication
 offsets.topic.num.partitions=6
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
+transaction.state.log.replication.factor=$replication
+transaction.state.log.min.isr=$min_isr
 transaction.state.log.num.partitions=6
-share.coordinator.state.topic.replication.factor=1
-share.coordinator.state.topic.min.isr=1
+share.coordinator.state.topic.replication.factor=$replication
+share.coordinator.state.topic.min.isr=$min_isr
 group.initial.rebalance.delay.ms=0
 log.retention.hours=24
 log.segment.bytes=67108864
@@ -122,8 +134,8 @@ java_cmd() {
 format() {
   write_props
   if [ ! -f "$data/meta.properties" ]; then
-    local id
-    id=$( java_cmd kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n 1)
+    local id=${KAFKA_CLUSTER_ID:-}
+    [ -n "$id" ] || id=$( java_cmd kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n 1)
     log "formatting KRaft storage in $data (cluster $id)"
     local scram=()
     # The SCRAM user exists from the first start: KRaft stores it in the bootstrap metadata.
@@ -171,13 +183,24 @@ stop() {
   log "broker did not stop in 30 s; killing it"; kill -KILL "$pid" || true; rm -f "$pidfile"
 }
 
+# A crash: SIGKILL, no clean shutdown (the node recovers its log at the next start).
+kill_hard() {
+  if ! is_running; then rm -f "$pidfile"; return 0; fi
+  local pid; pid=$(cat "$pidfile")
+  log "killing the broker (pid $pid) with SIGKILL"
+  kill -KILL "$pid"
+  for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  rm -f "$pidfile"
+}
+
 case "${1:-}" in
   fetch) fetch ;;
   start) start ;;
   run) run_foreground ;;
   stop) stop ;;
   restart) stop; start ;;
+  kill) kill_hard ;;
   wait) wait_ready "${2:-90}" ;;
   reset) stop; rm -rf "$data" "$logs" "$props" "$tls" ;;
-  *) sed -n '2,18p' "$0" >&2; exit 2 ;;
+  *) sed -n '2,24p' "$0" >&2; exit 2 ;;
 esac

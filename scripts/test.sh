@@ -45,6 +45,10 @@ if [ "${1:-}" = chaos ]; then
   echo "== chaos: $CHAOS_ORDERS orders, $CHAOS_KILLS kills, broker restart $CHAOS_BROKER_RESTART, broker outage ${CHAOS_BROKER_OUTAGE}s, freeze ${CHAOS_FREEZE}s (against $KAFKA_BROKERS)"
   : > .stagehost-plugin-tests.log
   cargo test --release --test chaos -- --nocapture --test-threads=1 --include-ignored 2>&1 | tee .stagehost-host-tests.log || status=1
+  # The 3-broker cluster (its own, on CLUSTER_KAFKA_PORT): both broker kills and a host kill.
+  export CHAOS_CLUSTER_ORDERS=${CHAOS_CLUSTER_ORDERS:-5000} CHAOS_CLUSTER_BROKER_KILLS=${CHAOS_CLUSTER_BROKER_KILLS:-2}
+  echo "== chaos on a 3-broker cluster: $CHAOS_CLUSTER_ORDERS orders, $CHAOS_CLUSTER_BROKER_KILLS broker kills, a host kill"
+  cargo test --release --test cluster -- --nocapture --include-ignored 2>&1 | tee -a .stagehost-host-tests.log || status=1
 else
   echo "== plugin unit tests (native)"
   (cd plugins && cargo test --workspace --quiet 2>&1) | tee .stagehost-plugin-tests.log || status=1

@@ -440,7 +440,7 @@ async fn main() {
             &stagehost::kafka::KafkaClients::plain(&brokers()),
             &topic,
             3,
-            1,
+            Default::default(),
         )
         .await
         .ok();
@@ -464,7 +464,7 @@ async fn main() {
                 &stagehost::kafka::KafkaClients::plain(&brokers()),
                 topic,
                 3,
-                1,
+                Default::default(),
             )
             .await
             .ok();

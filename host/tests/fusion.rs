@@ -387,7 +387,9 @@ async fn keyed_records_go_where_librdkafkas_default_partitioner_puts_them() {
         &uuid::Uuid::new_v4().simple().to_string()[..10]
     );
     let kafka = KafkaClients::plain(&brokers());
-    ensure_compacted(&kafka, &topic, 7, 1, None).await.unwrap();
+    ensure_compacted(&kafka, &topic, 7, Default::default(), None)
+        .await
+        .unwrap();
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", brokers())
         .create()

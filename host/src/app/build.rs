@@ -181,11 +181,7 @@ async fn stage_state(
         stage.name,
         inputs.join(", ")
     );
-    let replication = inputs
-        .iter()
-        .filter_map(|topic| config.topics.get(*topic).map(|t| t.replication))
-        .max()
-        .unwrap_or(1);
+    let replication = config.replication_after(&inputs);
     let changelog = changelog_topic(&group);
     if config.kafka.create_topics {
         tokio::task::block_in_place(|| refuse_lost_topic(&kafka, &changelog, &group, &inputs))?;

@@ -57,6 +57,16 @@ pub struct KafkaConfig {
     /// long readers wait after an instance dies mid-transaction.
     #[serde(default = "default_transaction_timeout", with = "humantime_serde")]
     pub transaction_timeout: Duration,
+    /// Replicas of each partition of every topic the host creates (the declared topics, the
+    /// stages' changelogs, processed-id and answers topics): 3 on a 3-broker cluster. A topic's
+    /// own `replication` wins; unset, the broker's `default.replication.factor` applies.
+    #[serde(default)]
+    pub replication_factor: Option<i32>,
+    /// `min.insync.replicas` of every topic the host creates: how many replicas must have a
+    /// write before it is acknowledged (the host's producers use `acks=all`); 2 with 3
+    /// replicas survives one broker down. Unset, the broker's `min.insync.replicas` applies.
+    #[serde(default)]
+    pub min_insync_replicas: Option<i32>,
     /// librdkafka properties of every producer: the shared one, the stages' transactional
     /// ones, dead-letter replay and `stagehost load` (they override the host's defaults).
     #[serde(default)]
@@ -355,9 +365,10 @@ pub struct TopicConfig {
     /// Partitions to create the topic with.
     #[serde(default = "default_partitions")]
     pub partitions: i32,
-    /// Replication factor to create the topic with.
-    #[serde(default = "default_replication")]
-    pub replication: i32,
+    /// Replication factor to create the topic with; unset, `kafka.replication_factor` (and
+    /// without that, the broker's default).
+    #[serde(default)]
+    pub replication: Option<i32>,
     /// CloudEvents `ce_type` of the events on this topic; defaults to the topic's name.
     #[serde(default)]
     pub event_type: Option<String>,
@@ -589,9 +600,6 @@ fn default_true() -> bool {
 }
 fn default_partitions() -> i32 {
     3
-}
-fn default_replication() -> i32 {
-    1
 }
 fn default_max_batch() -> usize {
     500

@@ -48,6 +48,7 @@ fn check_kafka(config: &PipelineConfig, problems: &mut Problems) {
         );
     }
     check_kafka_properties(config, problems);
+    check_replication(config, problems);
     if config.kafka.transaction_timeout < std::time::Duration::from_secs(1) {
         problems.push("kafka.transaction_timeout", "must be at least 1s");
     }
@@ -61,6 +62,29 @@ fn check_kafka(config: &PipelineConfig, problems: &mut Problems) {
         problems.push(
             "state.instance_id",
             "must be non-empty and contain only letters, digits, '-', '_' and '.'",
+        );
+    }
+}
+
+fn check_replication(config: &PipelineConfig, problems: &mut Problems) {
+    let (factor, min_insync) = (
+        config.kafka.replication_factor,
+        config.kafka.min_insync_replicas,
+    );
+    if factor.is_some_and(|f| f < 1) {
+        problems.push("kafka.replication_factor", "must be at least 1");
+    }
+    if min_insync.is_some_and(|m| m < 1) {
+        problems.push("kafka.min_insync_replicas", "must be at least 1");
+    }
+    if let (Some(factor), Some(min_insync)) = (factor, min_insync)
+        && min_insync > factor
+    {
+        problems.push(
+            "kafka.min_insync_replicas",
+            format!(
+                "is {min_insync}, more than kafka.replication_factor ({factor}): no write could ever be acknowledged"
+            ),
         );
     }
 }
@@ -117,7 +141,7 @@ fn check_topics(config: &PipelineConfig, problems: &mut Problems) {
         if topic.partitions < 1 {
             problems.push(format!("{key}.partitions"), "must be at least 1");
         }
-        if topic.replication < 1 {
+        if topic.replication.is_some_and(|r| r < 1) {
             problems.push(format!("{key}.replication"), "must be at least 1");
         }
         if let Some(schema) = &topic.schema {

@@ -44,7 +44,8 @@ pub async fn replay(config: &PipelineConfig, filter: &Filter) -> anyhow::Result<
     );
     let markers_topic = marker_topic(&config.dead_letter.topic);
     let kafka = KafkaClients::new(&config.kafka);
-    ensure_changelog(&kafka, &markers_topic, 1, 1).await?;
+    let replication = config.topic_replication(&config.dead_letter.topic);
+    ensure_changelog(&kafka, &markers_topic, 1, replication).await?;
     let producer: FutureProducer = kafka
         .transactional_producer(REPLAY_TRANSACTIONAL_ID)
         .create()

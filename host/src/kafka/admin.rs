@@ -10,7 +10,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::clients::KafkaClients;
-use crate::config::PipelineConfig;
+use crate::config::{PipelineConfig, Replication};
 
 /// Creates every topic of `config` that is missing; existing topics are left as they are.
 pub async fn ensure_topics(kafka: &KafkaClients, config: &PipelineConfig) -> anyhow::Result<()> {
@@ -18,14 +18,25 @@ pub async fn ensure_topics(kafka: &KafkaClients, config: &PipelineConfig) -> any
         .admin()
         .create()
         .context("cannot create the Kafka admin client")?;
+    let min_insync: Vec<Option<String>> = config
+        .topics
+        .keys()
+        .map(|name| {
+            config
+                .topic_replication(name)
+                .min_insync
+                .map(|m| m.to_string())
+        })
+        .collect();
     let topics: Vec<NewTopic<'_>> = config
         .topics
         .iter()
-        .map(|(name, topic)| {
-            let new = NewTopic::new(
-                name,
-                topic.partitions,
-                TopicReplication::Fixed(topic.replication),
+        .zip(&min_insync)
+        .map(|((name, topic), min_insync)| {
+            let replication = config.topic_replication(name);
+            let new = replicated(
+                NewTopic::new(name, topic.partitions, factor(replication)),
+                min_insync.as_deref(),
             );
             if topic.latest_per_key {
                 new.set("cleanup.policy", "compact")
@@ -64,9 +75,23 @@ pub async fn ensure_changelog(
     kafka: &KafkaClients,
     topic: &str,
     partitions: i32,
-    replication: i32,
+    replication: Replication,
 ) -> anyhow::Result<()> {
     ensure_compacted(kafka, topic, partitions, replication, None).await
+}
+
+/// The replication factor to create a topic with: `-1` asks for the broker's
+/// `default.replication.factor`.
+fn factor(replication: Replication) -> TopicReplication<'static> {
+    TopicReplication::Fixed(replication.factor.unwrap_or(-1))
+}
+
+/// `new` with `min.insync.replicas` set when the pipeline sets it.
+fn replicated<'a>(new: NewTopic<'a>, min_insync: Option<&'a str>) -> NewTopic<'a> {
+    match min_insync {
+        Some(min_insync) => new.set("min.insync.replicas", min_insync),
+        None => new,
+    }
 }
 
 /// Creates a compacted topic unless it exists; with `retention`, records older than it are
@@ -75,7 +100,7 @@ pub async fn ensure_compacted(
     kafka: &KafkaClients,
     topic: &str,
     partitions: i32,
-    replication: i32,
+    replication: Replication,
     retention: Option<Duration>,
 ) -> anyhow::Result<()> {
     let admin: AdminClient<DefaultClientContext> = kafka
@@ -83,8 +108,12 @@ pub async fn ensure_compacted(
         .create()
         .context("cannot create the Kafka admin client")?;
     let retention_ms = retention.map(|r| r.as_millis().to_string());
-    let mut new = NewTopic::new(topic, partitions, TopicReplication::Fixed(replication))
-        .set("cleanup.policy", "compact");
+    let min_insync = replication.min_insync.map(|m| m.to_string());
+    let mut new = replicated(
+        NewTopic::new(topic, partitions, factor(replication)),
+        min_insync.as_deref(),
+    )
+    .set("cleanup.policy", "compact");
     if let Some(retention_ms) = &retention_ms {
         new = new
             .set("cleanup.policy", "compact,delete")

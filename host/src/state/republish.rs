@@ -71,10 +71,7 @@ pub async fn republish(
         )
     })?;
     let table = Table::new(&store, &format!("state:{group}"), Scope::Partition);
-    let replication = config
-        .topics
-        .get(&first_input)
-        .map_or(1, |topic| topic.replication);
+    let replication = config.replication_after(&stage_config.inputs());
     let plans = {
         let (kafka, changelog, table) = (kafka.clone(), changelog.clone(), table.clone());
         tokio::task::spawn_blocking(move || plan(&kafka, &changelog, partitions, &table)).await??

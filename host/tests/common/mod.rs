@@ -15,6 +15,8 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 use rdkafka::{Offset, TopicPartitionList};
 
+pub mod chaos;
+pub mod cluster;
 pub mod flow;
 
 /// The repository root.
@@ -51,6 +53,8 @@ pub const TOPICS: [&str; 11] = [
 /// A pipeline.toml rewritten for one test: its own topics, groups, state and port.
 pub struct TestPipeline {
     pub prefix: String,
+    /// The bootstrap servers of its cluster (`KAFKA_BROKERS` unless made for another).
+    pub brokers: String,
     pub dir: tempfile::TempDir,
     pub config_path: PathBuf,
     pub http: String,
@@ -76,6 +80,16 @@ impl TestPipeline {
     /// The same for another pipeline file (e.g. an example under `examples/`); its relative
     /// paths are resolved against its folder.
     pub fn from_file(file: &Path, edit: impl FnOnce(&mut toml::Table)) -> Self {
+        Self::from_file_at(file, &brokers(), edit)
+    }
+
+    /// [`TestPipeline::new`] on the cluster at `brokers` (not `KAFKA_BROKERS`).
+    pub fn on_cluster(brokers: &str, edit: impl FnOnce(&mut toml::Table)) -> Self {
+        Self::from_file_at(&repo().join("pipeline.toml"), brokers, edit)
+    }
+
+    /// [`TestPipeline::from_file`] on the cluster at `brokers`.
+    pub fn from_file_at(file: &Path, brokers: &str, edit: impl FnOnce(&mut toml::Table)) -> Self {
         let prefix = format!("t{}-", &uuid::Uuid::new_v4().simple().to_string()[..10]);
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
@@ -90,7 +104,7 @@ impl TestPipeline {
                 .unwrap()
                 .insert(key.into(), value);
         };
-        set(&mut config, "kafka", "brokers", brokers().into());
+        set(&mut config, "kafka", "brokers", brokers.into());
         set(&mut config, "http", "listen", http.clone().into());
         let admin = format!("127.0.0.1:{}", free_port());
         set(&mut config, "admin", "listen", admin.clone().into());
@@ -107,6 +121,7 @@ impl TestPipeline {
         std::fs::write(&config_path, toml::to_string(&config).unwrap()).unwrap();
         Self {
             prefix,
+            brokers: brokers.to_string(),
             dir,
             config_path,
             http,
@@ -153,6 +168,7 @@ impl TestPipeline {
         std::fs::write(&config_path, toml::to_string(&config).unwrap()).unwrap();
         Self {
             prefix: self.prefix.clone(),
+            brokers: self.brokers.clone(),
             dir,
             config_path,
             http,
@@ -929,11 +945,22 @@ pub async fn wait_for_records(
     topic: &str,
     what: &str,
     timeout: Duration,
+    done: impl FnMut(&[Record]) -> bool,
+) -> Vec<Record> {
+    wait_for_records_at(&brokers(), topic, what, timeout, done).await
+}
+
+/// [`wait_for_records`] on the cluster at `brokers`.
+pub async fn wait_for_records_at(
+    brokers: &str,
+    topic: &str,
+    what: &str,
+    timeout: Duration,
     mut done: impl FnMut(&[Record]) -> bool,
 ) -> Vec<Record> {
     let deadline = Instant::now() + timeout;
     loop {
-        let records = read_to_end(topic, SETTLE).await;
+        let records = read_to_end_at(brokers, topic, SETTLE).await;
         if done(&records) {
             return records;
         }

@@ -145,12 +145,13 @@ pub async fn ingress_answers(
         .filter_map(|t| config.topics.get(t).map(|t| t.partitions))
         .max()
         .unwrap_or(1);
+    let outputs: Vec<&str> = stage.outputs.values().map(String::as_str).collect();
     if config.kafka.create_topics {
         ensure_compacted(
             &kafka,
             &topic,
             partitions,
-            1,
+            config.replication_after(&outputs),
             Some(config.state.idempotency_retention),
         )
         .await?;
@@ -198,10 +199,9 @@ async fn processed_log(
     let inputs = stage.inputs();
     let topic = processed_topic(&group);
     let mut partitions = 1;
-    let mut replication = 1;
+    let replication = config.replication_after(&inputs);
     for input in &inputs {
         if let Some(topic) = config.topics.get(*input) {
-            replication = replication.max(topic.replication);
             partitions = partitions.max(topic.partitions);
         }
         // What the topic has now: partitions may have been added since it was declared.
