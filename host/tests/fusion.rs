@@ -1,6 +1,7 @@
-//! Stage fusion against a real broker: in the shipped pipeline inventory runs in process in the
-//! exactly-once ingress's transactions, and warehouse, shipper and notification in the
-//! workers that write their inputs; every order still
+//! Stage fusion against a real broker: with fusion allowed for inventory (the shipped pipeline
+//! sets `fuse = false` on it) inventory runs in process in the exactly-once ingress's
+//! transactions, and warehouse, shipper and notification in the workers that write their
+//! inputs; every order still
 //! reaches each of its deliveries exactly once, the records they read carry the handled-by
 //! header and their own workers skip them (and say so in their KPIs and logs); a fused stage
 //! that does not simply succeed in process (retry, reject, trap) is left to its own worker; an
@@ -70,8 +71,11 @@ async fn wait_delivered(pipeline: &TestPipeline, ids: &[String]) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_shipped_pipeline_runs_inventory_warehouse_shipper_and_notification_in_process() {
-    let mut pipeline = TestPipeline::new(|_| {});
+async fn the_ingress_runs_inventory_and_workers_run_warehouse_shipper_and_notification_in_process()
+{
+    let mut pipeline = TestPipeline::new(|config| {
+        stage_mut(config, "inventory").remove("fuse");
+    });
     pipeline.start();
     let ids = post_orders(&pipeline, "fused", 20).await;
     wait_delivered(&pipeline, &ids).await;
