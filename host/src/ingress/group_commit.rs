@@ -373,13 +373,13 @@ impl<P: PoolProducer> Pool<P> {
 /// committed, and answers every request of it; how it failed, if it did.
 async fn commit_and_answer<P: PoolProducer>(
     slot: &mut Slot<P>,
-    group: Vec<Submission>,
+    mut group: Vec<Submission>,
     known: &Table,
     in_flight: &InFlightKeys,
 ) -> Option<TxnError> {
     let n = slot.n;
     let committing = Instant::now();
-    let result = commit_group(&mut slot.txn, &mut *slot.work, &group).await;
+    let result = commit_group(&mut slot.txn, &mut *slot.work, &mut group).await;
     settle_in_process(&mut *slot.work, &result, committing);
     IngressCommitted {
         producer: n,
@@ -481,17 +481,18 @@ fn needs_new_producer(failure: &TxnError) -> bool {
             .any(|(_, code, _)| *code == Some(RDKafkaErrorCode::MessageTimedOut))
 }
 
-/// Publishes the events of a group of requests in one transaction, with what the stages
-/// fused into the ingress made of them (`work`).
+/// Publishes the events of a group of requests in one transaction (taken out of the requests,
+/// which keep their answers), with what the stages fused into the ingress made of them
+/// (`work`).
 async fn commit_group<P: PoolProducer>(
     txn: &mut Transaction<P>,
     work: &mut dyn InProcess,
-    group: &[Submission],
+    group: &mut [Submission],
 ) -> Result<(), TxnError> {
     let mut spans = Vec::new();
     let events = group
-        .iter()
-        .flat_map(|s| s.records.iter().cloned())
+        .iter_mut()
+        .flat_map(|s| std::mem::take(&mut s.records))
         .collect();
     let records = work.expand(events, &mut spans);
     let mut sent = Ok(());

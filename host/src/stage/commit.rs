@@ -39,8 +39,9 @@ struct OpenWork {
     dead_letters: Vec<(usize, TopicPartition, i64)>,
     /// The spans of its inputs (tracing on), ended with it.
     spans: Vec<EventSpan>,
-    /// How many records it queued.
-    queued: usize,
+    /// Whether it holds more than skips: a queued record, or an input that was neither skipped
+    /// as handled upstream nor dropped as a repeat.
+    holds_more_than_skips: bool,
 }
 
 /// Longest work that queued nothing (its inputs all skipped as handled upstream, or repeats)
@@ -124,13 +125,7 @@ impl<G: Sync> Committer<G> {
     /// Whether the open work queued nothing, its inputs were all skipped or repeats, and the
     /// guarantee lets such work wait.
     fn defers(&self) -> bool {
-        self.way.defers_skipped_work()
-            && self.work.queued == 0
-            && self
-                .work
-                .fates
-                .iter()
-                .all(|fate| matches!(fate, Fate::HandledUpstream | Fate::Duplicate))
+        self.way.defers_skipped_work() && !self.work.holds_more_than_skips
     }
 
     /// Opens work for a batch (and, exactly-once, a transaction).
@@ -153,13 +148,17 @@ impl<G: Sync> Committer<G> {
         self.work.spans.extend(spans);
         let mut dead_letters = dead_letters.into_iter().peekable();
         for (index, record) in records.into_iter().enumerate() {
-            self.work.queued += 1;
+            self.work.holds_more_than_skips = true;
             let position = self.way.send(record).await?;
             if let Some((_, partition, offset)) = dead_letters.next_if(|(at, _, _)| *at == index) {
                 self.work.dead_letters.push((position, partition, offset));
             }
         }
         for done in done {
+            let skipped = |fate: &Fate| matches!(fate, Fate::HandledUpstream | Fate::Duplicate);
+            if done.fate.as_ref().is_some_and(|fate| !skipped(fate)) {
+                self.work.holds_more_than_skips = true;
+            }
             self.work.next.insert(done.partition, done.next);
             self.work.fates.extend(done.fate);
         }
